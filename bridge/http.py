@@ -1,0 +1,334 @@
+"""The one vendor HTTP client every source uses.
+
+It owns everything about talking to a rate-limited SaaS API that is not vendor data: a token
+bucket per rate-limit scope (set below the documented limit), `Retry-After` in seconds or as an
+HTTP-date, exponential backoff with full jitter on 429/5xx/timeouts/connection errors, request
+timeouts, TLS verification with an optional CA bundle, proxies from the environment, and error
+messages that never carry credentials. Vendor error envelopes are parsed by a small callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge import metrics
+from bridge.version import __version__
+
+log = structlog.get_logger(__name__)
+
+ErrorKind = Literal[
+    "auth", "forbidden", "not_found", "client", "rate_limited", "server", "network", "decode",
+    "schema",
+]
+RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "network", "decode"})
+
+USER_AGENT = f"bridge/{__version__}"
+
+
+class HttpConfig(BaseModel):
+    """Per-source HTTP behaviour. Defaults are safe: verification on, bounded retries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(default=30.0, gt=0)
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    # Requests per minute for this source's rate-limit scope; None = the vendor's safe default.
+    rate_limit_per_minute: float | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+    max_retries: int = Field(default=5, ge=0)
+    backoff_initial: float = Field(default=1.0, gt=0)
+    backoff_max: float = Field(default=60.0, gt=0)
+    max_retry_after: float = Field(default=300.0, gt=0)
+
+
+class VendorError(Exception):
+    """A vendor call failed. `str()` is safe to log: no headers, no credentials."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+
+class TokenBucket:
+    """Client-side rate limiter: we wait here rather than collect 429s upstream."""
+
+    def __init__(self, per_minute: float, burst: int) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+        self._lock = asyncio.Lock()
+        self.paused_until = 0.0
+
+    async def acquire(self) -> float:
+        """Take one token, sleeping as needed; returns seconds waited."""
+        waited = 0.0
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                if now < self.paused_until:
+                    delay = self.paused_until - now
+                else:
+                    self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+                    self.updated = now
+                    if self.tokens >= 1.0:
+                        self.tokens -= 1.0
+                        return waited
+                    delay = (1.0 - self.tokens) / self.rate
+                await asyncio.sleep(delay)
+                waited += delay
+
+    def pause(self, seconds: float) -> None:
+        """A 429 with Retry-After stops every caller sharing this scope, not just the one."""
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        self.tokens = 0.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog): spreads retries out."""
+    return random.uniform(0.0, min(maximum, initial * (2**attempt)))
+
+
+ErrorParser = Callable[[int, Any], tuple[str | None, str]]
+
+
+def _default_error_parser(status: int, body: Any) -> tuple[str | None, str]:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return (str(error.get("code")) if error.get("code") else None,
+                    str(error.get("message", "")))
+        if isinstance(error, str):
+            return error, str(body.get("message", error))
+    return None, f"HTTP {status}"
+
+
+def _kind_for_status(status: int) -> ErrorKind:
+    if status == 401:
+        return "auth"
+    if status == 403:
+        return "forbidden"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server"
+    return "client"
+
+
+class VendorClient:
+    """JSON GETs against one vendor base URL with one set of credentials."""
+
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        config: HttpConfig,
+        limiter: TokenBucket,
+        session: aiohttp.ClientSession,
+        error_parser: ErrorParser = _default_error_parser,
+    ) -> None:
+        self.vendor = vendor
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        self.config = config
+        self.limiter = limiter
+        self._session = session
+        self._parse_error = error_parser
+        self.requests = 0
+
+    async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+        """GET and decode, retrying what is worth retrying; raises `VendorError` otherwise."""
+        cfg = self.config
+        last: VendorError | None = None
+        for attempt in range(cfg.max_retries + 1):
+            if attempt:
+                assert last is not None
+                delay = last.retry_after
+                if delay is None:
+                    delay = backoff_delay(attempt - 1, cfg.backoff_initial, cfg.backoff_max)
+                log.info("vendor_retry", vendor=self.vendor, path=path, attempt=attempt,
+                         delay=round(delay, 3), error=str(last))
+                await asyncio.sleep(delay)
+            waited = await self.limiter.acquire()
+            if waited:
+                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self.vendor).inc(waited)
+            try:
+                return await self._once(path, params)
+            except VendorError as exc:
+                if not exc.retryable:
+                    raise
+                last = exc
+        assert last is not None
+        raise VendorError(last.kind, f"{last} (gave up after {cfg.max_retries + 1} attempts)",
+                          status=last.status, code=last.code)
+
+    async def _once(self, path: str, params: Mapping[str, str | int] | None) -> Any:
+        url = f"{self.base_url}{path}"
+        self.requests += 1
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        try:
+            async with self._session.get(
+                url, params=params, headers=self._headers, timeout=timeout
+            ) as resp:
+                status = resp.status
+                metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
+                raw = await resp.read()
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            metrics.API_REQUESTS.labels(self.vendor, "timeout").inc()
+            raise VendorError("network", f"{self.vendor} GET {path}: timed out after "
+                              f"{self.config.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            metrics.API_REQUESTS.labels(self.vendor, "error").inc()
+            raise VendorError("network", f"{self.vendor} GET {path}: {type(exc).__name__}: "
+                              f"{exc}") from None
+        body: Any
+        try:
+            body = json.loads(raw) if raw else None
+            decoded = True
+        except (ValueError, UnicodeDecodeError):
+            body, decoded = None, False
+        if status == 429:
+            metrics.RATE_LIMITED.labels(self.vendor).inc()
+            wait = min(retry_after, self.config.max_retry_after) if retry_after is not None else None
+            if wait is not None:
+                self.limiter.pause(wait)
+            raise VendorError("rate_limited", f"{self.vendor} GET {path}: 429 rate limited",
+                              status=429, retry_after=wait)
+        if status >= 400:
+            code, message = self._parse_error(status, body)
+            raise VendorError(_kind_for_status(status),
+                              f"{self.vendor} GET {path}: HTTP {status}"
+                              + (f" {code}" if code else "") + (f": {message}" if message else ""),
+                              status=status, code=code)
+        if not decoded:
+            raise VendorError("decode", f"{self.vendor} GET {path}: response is not valid JSON "
+                              f"({len(raw)} bytes)", status=status)
+        return body
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, what: str) -> M:
+    """Validate a vendor response; a mismatch names the first offending field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise VendorError(
+            "schema", f"{what}: unexpected response shape at {where}: {first['msg']} "
+            f"({exc.error_count()} problem(s))"
+        ) from None
+
+
+def _ssl_context(config: HttpConfig) -> ssl.SSLContext | bool:
+    if not config.verify_tls:
+        return False
+    ctx = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
+    return ctx
+
+
+@dataclass
+class HttpContext:
+    """Shared HTTP plumbing for one daemon: sessions per TLS setting and one bucket per scope.
+
+    Two sources that share a rate-limit scope (two ScanOrbit keys of one org) share a bucket.
+    """
+
+    sessions: dict[tuple[bool, str], aiohttp.ClientSession] = field(default_factory=dict)
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def bucket(self, scope: str, per_minute: float, burst: int) -> TokenBucket:
+        if scope not in self.buckets:
+            self.buckets[scope] = TokenBucket(per_minute, burst)
+        return self.buckets[scope]
+
+    def session(self, config: HttpConfig) -> aiohttp.ClientSession:
+        key = (config.verify_tls, str(config.ca_bundle or ""))
+        if key not in self.sessions:
+            connector = aiohttp.TCPConnector(ssl=_ssl_context(config), limit=16)
+            self.sessions[key] = aiohttp.ClientSession(connector=connector, trust_env=True)
+        return self.sessions[key]
+
+    def client(
+        self,
+        *,
+        vendor: str,
+        base_url: str,
+        headers: Mapping[str, str],
+        config: HttpConfig,
+        limit_scope: str,
+        default_per_minute: float,
+        error_parser: ErrorParser = _default_error_parser,
+    ) -> VendorClient:
+        per_minute = config.rate_limit_per_minute or default_per_minute
+        burst = config.burst or max(1, int(per_minute // 6))
+        if not config.verify_tls:
+            log.warning("tls_verification_disabled", vendor=vendor, base_url=base_url)
+            metrics.TLS_VERIFY_DISABLED.labels(vendor).set(1)
+        return VendorClient(
+            vendor=vendor,
+            base_url=base_url,
+            headers=headers,
+            config=config,
+            limiter=self.bucket(f"{vendor}:{limit_scope}", per_minute, burst),
+            session=self.session(config),
+            error_parser=error_parser,
+        )
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            await session.close()
+        self.sessions.clear()

@@ -1,0 +1,44 @@
+"""Prometheus metrics, defined once so every component increments the same series.
+
+Label values are bounded: source/sink/vendor names from config, fixed outcome words; never
+item ids or URLs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SWEEPS = Counter("bridge_sweeps_total", "Sweeps by source and outcome", ["source", "outcome"])
+SWEEP_SECONDS = Histogram(
+    "bridge_sweep_duration_seconds",
+    "Wall time of one sweep",
+    ["source"],
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+LAST_SUCCESSFUL_SWEEP = Gauge(
+    "bridge_last_successful_sweep_timestamp_seconds",
+    "Unix time of the last complete sweep",
+    ["source"],
+)
+ITEMS = Gauge("bridge_items", "Tracked items by source, kind and state", ["source", "kind", "state"])
+EVENTS = Counter("bridge_events_total", "Events emitted by type", ["source", "type"])
+API_REQUESTS = Counter(
+    "bridge_api_requests_total", "Vendor API requests by vendor and status", ["vendor", "status"]
+)
+RATE_LIMIT_WAIT_SECONDS = Counter(
+    "bridge_rate_limit_wait_seconds_total",
+    "Time spent waiting for the client-side rate limiter",
+    ["vendor"],
+)
+RATE_LIMITED = Counter("bridge_api_429_total", "429 answers from vendors", ["vendor"])
+OUTBOX_DEPTH = Gauge("bridge_outbox_depth", "Pending deliveries per sink", ["sink"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "bridge_outbox_oldest_age_seconds", "Age of the oldest pending delivery", ["sink"]
+)
+DELIVERIES = Counter(
+    "bridge_deliveries_total", "Delivery attempts by sink and outcome", ["sink", "outcome"]
+)
+DEAD_LETTERS = Counter("bridge_dead_letters_total", "Events moved to dead letters", ["sink"])
+TLS_VERIFY_DISABLED = Gauge(
+    "bridge_tls_verify_disabled", "1 when a component runs with TLS verification off", ["component"]
+)

@@ -1,0 +1,224 @@
+"""The normalized vocabulary every component speaks: items seen upstream, events sent downstream.
+
+Sources produce `Item`s grouped in a `Sweep`; the diff turns a sweep plus stored state into
+`Event`s; sinks only ever see `Event`s. Keeping these plain, frozen dataclasses (not pydantic
+models) keeps the hot path of a 100k-item sweep cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal, cast
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+SEVERITY_RANK: Mapping[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+# CEF's 0-10 scale: Low 0-3, Medium 4-6, High 7-8, Very-High 9-10.
+SEVERITY_SCORE: Mapping[str, int] = {"info": 1, "low": 3, "medium": 5, "high": 8, "critical": 10}
+
+JSONScalar = str | int | float | bool | None
+
+
+class EventType(StrEnum):
+    NEW = "new"
+    CHANGED = "changed"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+
+
+def normalize_severity(raw: object, default: Severity = "medium") -> Severity:
+    """Map a vendor's severity word onto ours; unknown words keep the default, never fail."""
+    if not isinstance(raw, str):
+        return default
+    word = raw.strip().lower()
+    aliases: Mapping[str, Severity] = {
+        "informational": "info",
+        "information": "info",
+        "trivial": "info",
+        "none": "info",
+        "moderate": "medium",
+        "med": "medium",
+        "important": "high",
+        "severe": "critical",
+        "urgent": "critical",
+    }
+    if word in SEVERITY_RANK:
+        return cast(Severity, word)
+    return aliases.get(word, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing a vendor reports, normalized. `key` is stable across polls within (scope, kind)."""
+
+    kind: str
+    key: str
+    title: str
+    severity: Severity
+    active: bool
+    vendor_severity: str = ""
+    status: str = ""
+    tenant: str = ""
+    # Why the vendor considers the item inactive (e.g. "vendor status resolved"); "" when active.
+    resolution: str = ""
+    # Small, flat, SIEM-friendly facts (account, resource, framework, user...).
+    attributes: Mapping[str, JSONScalar] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def tracked(self, fields: tuple[str, ...]) -> dict[str, JSONScalar]:
+        """The values whose change makes a `changed` event; `attributes.x` reaches into attributes."""
+        out: dict[str, JSONScalar] = {}
+        for name in fields:
+            if name.startswith("attributes."):
+                out[name] = self.attributes.get(name[len("attributes.") :])
+            else:
+                out[name] = getattr(self, name, None)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one poll of one scope saw.
+
+    `kinds` maps each item kind this sweep speaks for to whether that part was complete
+    (every page fetched, totals consistent, no error). Stored items of kinds not listed are
+    left alone; absence only counts against kinds marked complete.
+    """
+
+    scope: str
+    items: tuple[Item, ...]
+    kinds: Mapping[str, bool]
+    # Source progress (e.g. last scan id swept), committed in the sweep's transaction.
+    cursor: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    requests: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return all(self.kinds.values())
+
+    @property
+    def skipped(self) -> bool:
+        """Nothing was swept (e.g. no new upstream scan): a cheap cycle."""
+        return not self.kinds
+
+
+def event_id(scope: str, kind: str, key: str, transition: EventType, counter: int) -> str:
+    """Deterministic id: a replayed sweep or redelivery yields the same id, so sinks can dedupe."""
+    material = "\x1f".join((scope, kind, key, transition.value, str(counter)))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def item_uid(scope: str, kind: str, key: str) -> str:
+    """Stable short id for an item across its whole life (Jira labels, PagerDuty dedup keys)."""
+    return hashlib.sha256("\x1f".join((scope, kind, key)).encode()).hexdigest()[:20]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A transition of one item, as delivered to sinks."""
+
+    id: str
+    type: EventType
+    source: str
+    vendor: str
+    scope: str
+    kind: str
+    key: str
+    title: str
+    severity: Severity
+    occurred_at: datetime
+    counter: int
+    vendor_severity: str = ""
+    status: str = ""
+    tenant: str = ""
+    reason: str = ""
+    # For `changed`: field -> [old, new].
+    changes: Mapping[str, tuple[JSONScalar, JSONScalar]] = field(default_factory=dict)
+    attributes: Mapping[str, JSONScalar] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def item_uid(self) -> str:
+        return item_uid(self.scope, self.kind, self.key)
+
+    @property
+    def severity_score(self) -> int:
+        return SEVERITY_SCORE[self.severity]
+
+    def field_value(self, name: str) -> JSONScalar:
+        """Look a field up by the name routes and templates use (`type`, `attributes.region`...)."""
+        if name.startswith("attributes."):
+            return self.attributes.get(name[len("attributes.") :])
+        if name == "type":
+            return self.type.value
+        value = getattr(self, name, None)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, str | int | float | bool) or value is None:
+            return value
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape: what the outbox stores and the JSON formats emit."""
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "source": self.source,
+            "vendor": self.vendor,
+            "scope": self.scope,
+            "tenant": self.tenant,
+            "kind": self.kind,
+            "key": self.key,
+            "item_uid": self.item_uid,
+            "title": self.title,
+            "severity": self.severity,
+            "severity_score": self.severity_score,
+            "vendor_severity": self.vendor_severity,
+            "status": self.status,
+            "reason": self.reason,
+            "counter": self.counter,
+            "occurred_at": self.occurred_at.isoformat(),
+            "changes": {k: list(v) for k, v in self.changes.items()},
+            "attributes": dict(self.attributes),
+            "raw": dict(self.raw),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=str)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        return cls(
+            id=data["id"],
+            type=EventType(data["type"]),
+            source=data["source"],
+            vendor=data["vendor"],
+            scope=data["scope"],
+            tenant=data.get("tenant", ""),
+            kind=data["kind"],
+            key=data["key"],
+            title=data["title"],
+            severity=normalize_severity(data["severity"]),
+            vendor_severity=data.get("vendor_severity", ""),
+            status=data.get("status", ""),
+            reason=data.get("reason", ""),
+            counter=int(data["counter"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            changes={k: (v[0], v[1]) for k, v in data.get("changes", {}).items()},
+            attributes=data.get("attributes", {}),
+            raw=data.get("raw", {}),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        return cls.from_dict(json.loads(text))

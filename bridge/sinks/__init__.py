@@ -1,0 +1,1 @@
+"""Sinks: where events go. Each is a config model, a pure encoder and a transport."""
