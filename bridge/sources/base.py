@@ -14,7 +14,7 @@ from pydantic import Field
 
 from bridge.components import ComponentConfig
 from bridge.http import HttpConfig, HttpContext
-from bridge.model import Sweep
+from bridge.model import Item, Sweep
 
 
 class SourceConfig(ComponentConfig):
@@ -24,6 +24,8 @@ class SourceConfig(ComponentConfig):
     jitter: float = Field(default=10.0, ge=0.0, description="random delay added to each poll")
     resolve_after_misses: int = Field(default=2, ge=1)
     tracked_fields: tuple[str, ...] = ("title", "severity", "status")
+    # A label for routing and display (an org or tenant name); items carry it as `tenant`.
+    tenant: str = ""
     http: HttpConfig = Field(default_factory=HttpConfig)
 
     def build(self, http: HttpContext) -> Source:
@@ -52,7 +54,15 @@ class Source(ABC, Generic[C]):
 
     @abstractmethod
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
-        """Sweep one scope. Must not raise for vendor trouble: return an incomplete sweep."""
+        """Sweep one scope.
+
+        Raise `VendorError` when nothing usable came back (bad key, first page failed); return
+        a sweep marked incomplete when only part of the answer is trustworthy.
+        """
+
+    async def enrich(self, scope: str, items: Sequence[Item]) -> Sequence[Item]:
+        """Add detail to items seen for the first time (costs requests, so it is bounded)."""
+        return items
 
     async def close(self) -> None:
         """Release HTTP sessions; must not raise."""

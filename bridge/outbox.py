@@ -1,0 +1,179 @@
+"""Sink workers: drain one sink's outbox queue, in commit order, isolated from every other sink.
+
+The worker owns the delivery policy so no sink re-implements it: exponential backoff with full
+jitter (or the receiver's `Retry-After`), a bounded number of attempts, dead letters for
+content the receiver rejects. Delivery is head-of-line: while a batch is failing nothing behind
+it is sent, which preserves per-item order (a `resolved` never overtakes its `new`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from bridge import metrics
+from bridge.http import backoff_delay
+from bridge.sinks.base import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    Sink,
+    SinkConfig,
+)
+from bridge.store.base import Delivery, Store
+
+log = structlog.get_logger(__name__)
+
+StatusCallback = Callable[[str, bool, str | None], None]
+
+
+class SinkWorker:
+    """One per sink. `wake()` after a commit; `run()` until `stop` is set."""
+
+    idle_poll = 5.0
+
+    def __init__(self, sink: Sink[SinkConfig], store: Store, on_status: StatusCallback | None = None) -> None:
+        self.sink = sink
+        self.store = store
+        self.config = sink.config
+        self._wake = asyncio.Event()
+        self._on_status = on_status
+        self._opened = False
+        self._failures = 0
+        self._isolate = 0  # after an unattributed permanent error: send this many one by one
+        self.delivered = 0
+        self.dead = 0
+
+    @property
+    def name(self) -> str:
+        return self.sink.name
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop`; an in-flight batch always finishes (or fails) first."""
+        with structlog.contextvars.bound_contextvars(sink=self.name):
+            while not stop.is_set():
+                if not await self.step():
+                    await self._sleep(stop, self.idle_poll, wakeable=True)
+                elif self._failures:
+                    await self._sleep(stop, self._retry_delay, wakeable=False)
+            await self._close()
+
+    async def drain(self, stop: asyncio.Event | None = None) -> int:
+        """Deliver until the queue is empty, retrying with backoff; returns what is left
+        if `stop` is set first (used by `bridge once`)."""
+        stop = stop or asyncio.Event()
+        with structlog.contextvars.bound_contextvars(sink=self.name):
+            while not stop.is_set():
+                if not await self.step():
+                    break
+                if self._failures:
+                    await self._sleep(stop, self._retry_delay, wakeable=False)
+            await self._close()
+        stats = {s.sink: s.depth for s in await self.store.queue_stats()}
+        return stats.get(self.name, 0)
+
+    async def step(self) -> bool:
+        """Try one batch. False when the queue was empty."""
+        limit = 1 if self._isolate else self.config.batch_size
+        batch = await self.store.claim(self.name, limit)
+        if not batch:
+            self._isolate = 0
+            return False
+        try:
+            if not self._opened:
+                await self.sink.open()
+                self._opened = True
+            await self.sink.send([d.event for d in batch])
+        except RetryableDeliveryError as exc:
+            await self._retryable(batch, str(exc), exc.retry_after)
+        except PermanentDeliveryError as exc:
+            await self._permanent(batch, exc)
+        except DeliveryError as exc:
+            await self._retryable(batch, str(exc), None)
+        except Exception as exc:  # a bug in a sink must not kill its worker or lose events
+            log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
+            await self._retryable(batch, f"internal error: {type(exc).__name__}: {exc}", None)
+        else:
+            await self._delivered(batch)
+        return True
+
+    async def _delivered(self, batch: Sequence[Delivery]) -> None:
+        await self.store.ack(self.name, [d.seq for d in batch])
+        self.delivered += len(batch)
+        metrics.DELIVERIES.labels(self.name, "ok").inc(len(batch))
+        if self._failures:
+            log.info("sink_recovered", after_failures=self._failures)
+        self._failures = 0
+        self._isolate = max(0, self._isolate - len(batch))
+        self._status(True, None)
+
+    async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None) -> None:
+        self._failures += 1
+        metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
+        await self._reset()
+        exhausted = [d.seq for d in batch if d.attempts + 1 >= self.config.max_attempts]
+        retry = [d.seq for d in batch if d.attempts + 1 < self.config.max_attempts]
+        if retry:
+            await self.store.record_failure(self.name, retry, error)
+        if exhausted:
+            await self._bury(exhausted, f"gave up after {self.config.max_attempts} attempts: {error}")
+        delay = retry_after if retry_after is not None else backoff_delay(
+            self._failures - 1, self.config.backoff_initial, self.config.backoff_max)
+        self._retry_delay = min(max(delay, 0.0), max(self.config.backoff_max, retry_after or 0.0))
+        log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
+                    retry_in=round(self._retry_delay, 3))
+        self._status(False, error)
+
+    async def _permanent(self, batch: Sequence[Delivery], exc: PermanentDeliveryError) -> None:
+        if exc.event_ids is None and len(batch) > 1:
+            # We don't know which event the receiver refused: find it one by one.
+            self._isolate = len(batch)
+            log.warning("delivery_rejected_isolating", error=str(exc), events=len(batch))
+            return
+        rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event.id}
+        bad = [d.seq for d in batch if d.event.id in rejected]
+        good = [d for d in batch if d.event.id not in rejected]
+        await self._bury(bad, f"rejected: {exc}")
+        if good:
+            await self._delivered(good)
+        self._failures = 0
+
+    async def _bury(self, seqs: list[int], error: str) -> None:
+        await self.store.bury(self.name, seqs, error)
+        self.dead += len(seqs)
+        metrics.DEAD_LETTERS.labels(self.name).inc(len(seqs))
+        metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))
+        log.error("dead_lettered", events=len(seqs), error=error)
+
+    def _status(self, healthy: bool, error: str | None) -> None:
+        if self._on_status is not None:
+            self._on_status(self.name, healthy, error)
+
+    async def _reset(self) -> None:
+        """After a failure, reconnect on the next attempt rather than trust a broken session."""
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._opened:
+            self._opened = False
+            with contextlib.suppress(Exception):
+                await self.sink.close()
+
+    _retry_delay: float = 0.0
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float, *, wakeable: bool) -> None:
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if wakeable:
+            waiters.append(asyncio.ensure_future(self._wake.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            self._wake.clear()

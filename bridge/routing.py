@@ -1,0 +1,189 @@
+"""The route tree: which sinks an event goes to, in Alertmanager's semantics.
+
+The root matches every event. A matching route tries its children in order; the first child
+that matches wins unless it says `continue: true`, which lets later siblings match too. When no
+child matches, the route itself is the result. A route without `sinks` inherits its parent's.
+Routing is a pure function of (event, tree), so `bridge routes test` can explain every step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bridge.components import StrictModel
+from bridge.model import SEVERITY_RANK, Event, JSONScalar
+
+Op = Literal["eq", "ne", "in", "not_in", "regex", "not_regex", "gte", "gt", "lte", "lt"]
+OPS: tuple[str, ...] = ("eq", "ne", "in", "not_in", "regex", "not_regex", "gte", "gt", "lte", "lt")
+FIELDS = frozenset(
+    {"type", "source", "vendor", "scope", "tenant", "kind", "key", "title", "severity",
+     "vendor_severity", "status", "reason"}
+)
+_SHORTHAND = re.compile(r"^\s*(>=|>|<=|<|!=|=~|!~)\s*(.+?)\s*$")
+_SHORT_OPS: dict[str, Op] = {">=": "gte", ">": "gt", "<=": "lte", "<": "lt", "!=": "ne",
+                             "=~": "regex", "!~": "not_regex"}
+
+
+class Matcher(StrictModel):
+    """One condition on one field. YAML shorthands: a scalar (equality), a list (membership),
+    `">= high"`, `"=~ regex"`, or a mapping `{op: value}`."""
+
+    op: Op
+    value: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"op": "in", "value": data}
+        if isinstance(data, dict):
+            if set(data) == {"op", "value"}:
+                return data
+            if len(data) != 1:
+                raise ValueError(f"a matcher mapping has exactly one operator, one of {', '.join(OPS)}")
+            (op, value), = data.items()
+            if op not in OPS:
+                raise ValueError(f"unknown operator {op!r}; use one of {', '.join(OPS)}")
+            return {"op": op, "value": value}
+        if isinstance(data, str) and (m := _SHORTHAND.match(data)):
+            return {"op": _SHORT_OPS[m.group(1)], "value": m.group(2)}
+        return {"op": "eq", "value": data}
+
+    @model_validator(mode="after")
+    def _check(self) -> Matcher:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"{self.op} needs a list")
+        if self.op in ("regex", "not_regex"):
+            try:
+                re.compile(str(self.value))
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.value!r}: {exc}") from None
+        return self
+
+
+class RouteConfig(StrictModel):
+    name: str | None = None
+    match: dict[str, Matcher] = Field(default_factory=dict)
+    sinks: list[str] | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @field_validator("match")
+    @classmethod
+    def _fields(cls, match: dict[str, Matcher]) -> dict[str, Matcher]:
+        for name, matcher in match.items():
+            if name not in FIELDS and not name.startswith("attributes."):
+                raise ValueError(
+                    f"unknown field {name!r}; use one of {', '.join(sorted(FIELDS))} "
+                    "or attributes.<name>"
+                )
+            if matcher.op in ("gte", "gt", "lte", "lt") and name == "severity":
+                values = [matcher.value]
+            elif name == "severity":
+                values = matcher.value if isinstance(matcher.value, list) else []
+                if matcher.op in ("eq", "ne"):
+                    values = [matcher.value]
+            else:
+                values = []
+            for v in values:
+                if str(v) not in SEVERITY_RANK:
+                    raise ValueError(
+                        f"severity {v!r} is not one of {', '.join(SEVERITY_RANK)}"
+                    )
+        return match
+
+    def sink_references(self, path: str) -> Iterator[tuple[str, str]]:
+        for i, sink in enumerate(self.sinks or []):
+            yield f"{path}.sinks[{i}]", sink
+        for i, child in enumerate(self.routes):
+            yield from child.sink_references(f"{path}.routes[{i}]")
+
+
+def _ordered(value: JSONScalar, field: str) -> float | None:
+    if field == "severity" or (isinstance(value, str) and value in SEVERITY_RANK):
+        return float(SEVERITY_RANK[str(value)]) if str(value) in SEVERITY_RANK else None
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _test(matcher: Matcher, field: str, actual: JSONScalar) -> bool:
+    op, want = matcher.op, matcher.value
+    if op == "eq":
+        return actual == want or (actual is not None and str(actual) == str(want))
+    if op == "ne":
+        return not (actual == want or (actual is not None and str(actual) == str(want)))
+    if op in ("in", "not_in"):
+        hit = actual in want or (actual is not None and str(actual) in {str(w) for w in want})
+        return hit if op == "in" else not hit
+    if op in ("regex", "not_regex"):
+        hit = actual is not None and re.fullmatch(str(want), str(actual)) is not None
+        return hit if op == "regex" else not hit
+    a, w = _ordered(actual, field), _ordered(want, field)
+    if a is None or w is None:
+        return False
+    return {"gte": a >= w, "gt": a > w, "lte": a <= w, "lt": a < w}[op]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a routing explanation."""
+
+    path: str
+    matched: bool
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    sinks: tuple[str, ...]
+    routes: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+
+def _label(route: RouteConfig, path: str) -> str:
+    return f"{path} ({route.name})" if route.name else path
+
+
+def _describe(field: str, matcher: Matcher) -> str:
+    return f"{field} {matcher.op} {matcher.value!r}"
+
+
+def route(tree: RouteConfig, event: Event) -> Decision:
+    """Which sinks get `event`, and why."""
+    steps: list[Step] = []
+
+    def visit(node: RouteConfig, path: str, inherited: list[str]) -> list[tuple[str, list[str]]]:
+        failed = [
+            f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
+            for f, m in node.match.items()
+            if not _test(m, f, event.field_value(f))
+        ]
+        label = _label(node, path)
+        if failed:
+            steps.append(Step(label, False, "; ".join(failed)))
+            return []
+        why = ", ".join(_describe(f, m) for f, m in node.match.items()) or "matches everything"
+        steps.append(Step(label, True, why))
+        sinks = node.sinks if node.sinks is not None else inherited
+        found: list[tuple[str, list[str]]] = []
+        for i, child in enumerate(node.routes):
+            hits = visit(child, f"{path}.routes[{i}]", sinks)
+            found += hits
+            if hits and not child.continue_:
+                break
+        return found or [(label, sinks)]
+
+    results = visit(tree, "routes", [])
+    sinks: list[str] = []
+    for _, names in results:
+        sinks += [n for n in names if n not in sinks]
+    return Decision(tuple(sinks), tuple(p for p, _ in results), tuple(steps))

@@ -1,0 +1,97 @@
+"""Local sinks: a JSON-lines file (for shippers like Filebeat/Vector, and the demo) and stdout.
+
+Both write one compact JSON object per event, the same shape the JSON formats use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, TextIO
+
+from bridge.model import Event
+from bridge.sinks.base import RetryableDeliveryError, Sink, SinkConfig
+
+
+class FileSinkConfig(SinkConfig):
+    type: Literal["file"]
+    path: Path
+    # "batch": fsync after every batch, so an acknowledged event is on disk; "never": leave it
+    # to the OS (faster, may lose the tail on power loss, never on a process crash).
+    fsync: Literal["batch", "never"] = "batch"
+
+    def build(self) -> FileSink:
+        return FileSink(self)
+
+
+class FileSink(Sink[FileSinkConfig]):
+    def __init__(self, config: FileSinkConfig) -> None:
+        super().__init__(config)
+        self._fd: int | None = None
+
+    async def open(self) -> None:
+        try:
+            self.config.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise RetryableDeliveryError(f"cannot open {self.config.path}: {exc.strerror}") from None
+
+    async def send(self, events: Sequence[Event]) -> None:
+        if self._fd is None:
+            await self.open()
+        assert self._fd is not None
+        data = "".join(e.to_json() + "\n" for e in events).encode()
+        fd, sync = self._fd, self.config.fsync == "batch"
+
+        def write() -> None:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if sync:
+                os.fsync(fd)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            raise RetryableDeliveryError(f"cannot write {self.config.path}: {exc.strerror}") from None
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class StdoutSinkConfig(SinkConfig):
+    type: Literal["stdout"]
+    # "text": one readable line per event (the demo); "json": JSON lines (pipelines).
+    format: Literal["text", "json"] = "text"
+
+    def build(self) -> StdoutSink:
+        return StdoutSink(self)
+
+
+def describe(event: Event) -> str:
+    """One readable line: what happened to which item, and why."""
+    where = f"{event.source}/{event.tenant}" if event.tenant else event.source
+    line = f"{event.type.value.upper():9} {event.severity:8} {where} {event.kind} {event.title}"
+    if event.changes:
+        line += " (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in event.changes.items()) + ")"
+    elif event.type.value in ("resolved", "reopened"):
+        line += f" ({event.reason})"
+    return line
+
+
+class StdoutSink(Sink[StdoutSinkConfig]):
+    def __init__(self, config: StdoutSinkConfig, stream: TextIO | None = None) -> None:
+        super().__init__(config)
+        self._stream = stream
+
+    async def send(self, events: Sequence[Event]) -> None:
+        stream = self._stream or sys.stdout
+        render = Event.to_json if self.config.format == "json" else describe
+        stream.write("".join(render(e) + "\n" for e in events))
+        stream.flush()

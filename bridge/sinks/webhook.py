@@ -1,0 +1,115 @@
+"""Generic webhook sink: one JSON POST per event, keep-alive, bounded concurrency.
+
+Each request carries `webhook-id` (the event id) and `webhook-timestamp`, the Standard Webhooks
+headers, so a receiver can drop replays. 2xx is delivered; 408, 425, 429 and 5xx are retried
+(honouring `Retry-After`); any other status is a permanent rejection of that event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+import structlog
+from pydantic import Field, SecretStr
+
+from bridge import metrics
+from bridge.http import USER_AGENT, parse_retry_after
+from bridge.model import Event
+from bridge.sinks.base import (
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    Sink,
+    SinkConfig,
+)
+
+log = structlog.get_logger(__name__)
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+class WebhookSinkConfig(SinkConfig):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    # Sent as `Authorization: Bearer …` when set (use `${ENV}` or `bearer_token_file`).
+    bearer_token: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+
+    def build(self) -> WebhookSink:
+        return WebhookSink(self)
+
+
+class WebhookSink(Sink[WebhookSinkConfig]):
+    def __init__(self, config: WebhookSinkConfig) -> None:
+        super().__init__(config)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        cfg = self.config
+        if not cfg.verify_tls:
+            log.warning("tls_verification_disabled", sink=cfg.name)
+            metrics.TLS_VERIFY_DISABLED.labels(cfg.name).set(1)
+        tls: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(cfg.ca_bundle) if cfg.ca_bundle else None)
+            if cfg.verify_tls else False
+        )
+        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **cfg.headers}
+        if cfg.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {cfg.bearer_token.get_secret_value()}"
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=cfg.concurrency),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout),
+        )
+
+    async def send(self, events: Sequence[Event]) -> None:
+        if self._session is None:
+            await self.open()
+        results = await asyncio.gather(*(self._post(e) for e in events), return_exceptions=True)
+        retryable = [r for r in results if isinstance(r, RetryableDeliveryError)]
+        rejected = [(e, r) for e, r in zip(events, results, strict=True)
+                    if isinstance(r, PermanentDeliveryError)]
+        other = [r for r in results if isinstance(r, BaseException)
+                 and not isinstance(r, RetryableDeliveryError | PermanentDeliveryError)]
+        if other:
+            raise other[0]
+        if retryable:
+            waits = [r.retry_after for r in retryable if r.retry_after is not None]
+            raise RetryableDeliveryError(
+                f"{len(retryable)} of {len(events)} deliveries failed: {retryable[0]}",
+                retry_after=max(waits) if waits else None,
+            )
+        if rejected:
+            raise PermanentDeliveryError(str(rejected[0][1]), event_ids=[e.id for e, _ in rejected])
+
+    async def _post(self, event: Event) -> None:
+        assert self._session is not None
+        headers = {"webhook-id": event.id, "webhook-timestamp": str(int(time.time()))}
+        try:
+            async with self._session.post(self.config.url, data=event.to_json().encode(),
+                                          headers=headers) as resp:
+                status = resp.status
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                body = (await resp.text(errors="replace"))[:300] if status >= 300 else ""
+        except TimeoutError:
+            raise RetryableDeliveryError(f"POST timed out after {self.config.timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise RetryableDeliveryError(f"POST failed: {type(exc).__name__}: {exc}") from None
+        if 200 <= status < 300:
+            return
+        if status in RETRY_STATUSES or status >= 500:
+            raise RetryableDeliveryError(f"receiver answered {status}: {body}", retry_after)
+        raise PermanentDeliveryError(f"receiver answered {status}: {body}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,206 @@
+"""ScanOrbit: AWS findings, swept in full (the API has no "changed since" filter).
+
+Findings are listed newest first, so findings created mid-sweep shift later pages. We dedupe
+by id, and call the sweep incomplete when `total` moves between pages or the unique count does
+not match it; one immediate retry usually gets a clean pass. `/scans/recent` is a cheap probe:
+findings only change when a scan completes, so an unchanged latest scan skips the sweep (with a
+full re-sweep every `full_resweep_interval` anyway, for status changes made by people).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from bridge.http import HttpContext, VendorClient, VendorError, validate
+from bridge.model import Item, JSONScalar, Sweep, normalize_severity
+from bridge.sources.base import Source, SourceConfig
+
+log = structlog.get_logger(__name__)
+
+KIND = "finding"
+MAX_PAGE = 100
+
+
+class ScanOrbitConfig(SourceConfig):
+    type: Literal["scanorbit"]
+    base_url: str = Field(default="https://api.scanorbit.cloud/api/v1", pattern=r"^https?://")
+    api_key: SecretStr
+    # Keys of one organization share its 100 req/min: give them the same `org` to share a bucket.
+    org: str | None = None
+    page_size: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+    # Vendor statuses that mean "not a live problem"; each resolves with that reason.
+    inactive_statuses: tuple[str, ...] = ("resolved", "snoozed", "ignored")
+    full_resweep_interval: float = Field(default=3600.0, ge=0)
+    drift_retries: int = Field(default=1, ge=0, le=5)
+    # Fetch `GET /findings/{id}` (resource, certificate) for up to this many new findings a sweep.
+    enrich_new: int = Field(default=0, ge=0)
+
+    def build(self, http: HttpContext) -> ScanOrbitSource:
+        return ScanOrbitSource(self, http)
+
+
+class _Pagination(BaseModel):
+    page: int
+    limit: int
+    total: int = Field(ge=0)
+    totalPages: int = Field(ge=0)
+
+
+class _Finding(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    status: str
+    severity: str | None = None
+    summary: str | None = None
+    type: str | None = None
+
+
+class _FindingsPage(BaseModel):
+    data: list[_Finding]
+    pagination: _Pagination
+
+
+class _Scan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    status: str | None = None
+    completedAt: str | None = None
+
+
+class _Scans(BaseModel):
+    data: list[_Scan]
+
+
+_ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDetectedAt")
+
+
+class ScanOrbitSource(Source[ScanOrbitConfig]):
+    vendor = "scanorbit"
+
+    def __init__(self, config: ScanOrbitConfig, http: HttpContext) -> None:
+        super().__init__(config)
+        self.client: VendorClient = http.client(
+            vendor=self.vendor,
+            base_url=config.base_url,
+            headers={"X-API-Key": config.api_key.get_secret_value()},
+            config=config.http,
+            limit_scope=config.org or config.name,
+            default_per_minute=80.0,  # documented: 100/min per organization
+        )
+
+    def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
+        status = finding.status.lower()
+        attrs: dict[str, JSONScalar] = {k: raw.get(k) for k in _ATTRIBUTES if raw.get(k) is not None}
+        for nested, fields in (("resource", ("name", "service", "region", "resourceId")),
+                               ("certificate", ("primaryDomain", "notAfter"))):
+            obj = raw.get(nested)
+            if isinstance(obj, dict):
+                for f in fields:
+                    if isinstance(obj.get(f), str):
+                        attrs[f"{nested}_{f}"] = obj[f]
+        inactive = status in self.config.inactive_statuses
+        return Item(
+            kind=KIND,
+            key=finding.id,
+            title=finding.summary or finding.type or finding.id,
+            severity=normalize_severity(finding.severity),
+            vendor_severity=finding.severity or "",
+            status=status,
+            active=not inactive,
+            resolution=f"vendor status {status}" if inactive else "",
+            tenant=self.config.tenant,
+            attributes=attrs,
+            raw=raw,
+        )
+
+    async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
+        start_requests = self.client.requests
+        latest = await self._latest_scan()
+        last_full = float(cursor.get("last_full_sweep_at", "0") or 0)
+        due = time.time() - last_full >= self.config.full_resweep_interval
+        if latest is not None and latest == cursor.get("last_scan_id") and not due:
+            return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",),
+                         requests=self.client.requests - start_requests)
+        notes: list[str] = []
+        for attempt in range(self.config.drift_retries + 1):
+            items, complete, notes = await self._sweep()
+            if complete or not any("drift" in n for n in notes) or attempt == self.config.drift_retries:
+                break
+            log.info("scanorbit_drift_retry", source=self.name, notes=notes)
+        new_cursor: dict[str, str] = {}
+        if complete:
+            new_cursor["last_full_sweep_at"] = str(time.time())
+            if latest is not None:
+                new_cursor["last_scan_id"] = latest
+        return Sweep(scope=scope, items=tuple(items), kinds={KIND: complete}, cursor=new_cursor,
+                     notes=tuple(notes), requests=self.client.requests - start_requests)
+
+    async def _latest_scan(self) -> str | None:
+        try:
+            body = await self.client.get_json("/scans/recent", {"limit": 1})
+            scans = validate(_Scans, body, "GET /scans/recent")
+        except VendorError as exc:
+            if exc.kind == "auth":
+                raise
+            log.warning("scanorbit_scan_probe_failed", source=self.name, error=str(exc))
+            return None
+        done = [s for s in scans.data if (s.status or "complete") in ("complete", "partial")]
+        return done[0].id if done else None
+
+    async def _sweep(self) -> tuple[list[Item], bool, list[str]]:
+        items: dict[str, Item] = {}
+        notes: list[str] = []
+        total: int | None = None
+        pages = 1
+        page = 1
+        while page <= pages:
+            try:
+                body = await self.client.get_json(
+                    "/findings", {"page": page, "limit": self.config.page_size})
+                parsed = validate(_FindingsPage, body, f"GET /findings page {page}")
+            except VendorError as exc:
+                if exc.kind == "auth":
+                    raise
+                notes.append(f"page {page}: {exc}")
+                return list(items.values()), False, notes
+            p = parsed.pagination
+            if total is None:
+                total, pages = p.total, p.totalPages
+            elif p.total != total:
+                notes.append(f"drift: total changed from {total} to {p.total} at page {page}")
+                total, pages = p.total, max(pages, p.totalPages)
+            raw_rows = body["data"]
+            for raw, finding in zip(raw_rows, parsed.data, strict=True):
+                items.setdefault(finding.id, self.to_item(raw, finding))
+            if not parsed.data and page < pages:
+                notes.append(f"page {page} of {pages} was empty")
+            page += 1
+        complete = not notes
+        if total is not None and len(items) != total:
+            notes.append(f"drift: {len(items)} unique findings but total says {total}")
+            complete = False
+        return list(items.values()), complete, notes
+
+    async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
+        """Add resource and certificate facts to up to `enrich_new` new findings."""
+        out = list(items)
+        for i, item in enumerate(out[: self.config.enrich_new]):
+            try:
+                body = await self.client.get_json(f"/findings/{item.key}")
+            except VendorError as exc:
+                if exc.kind == "not_found":
+                    continue
+                log.warning("scanorbit_enrich_failed", source=self.name, error=str(exc))
+                break
+            data = body.get("data") if isinstance(body, dict) else None
+            if isinstance(data, dict) and data.get("id") == item.key:
+                try:
+                    out[i] = self.to_item(data, _Finding.model_validate(data))
+                except ValueError:
+                    continue
+        return out

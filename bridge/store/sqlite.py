@@ -1,0 +1,459 @@
+"""The embedded default store: one SQLite file in WAL mode, created 0600.
+
+All SQLite calls run on one dedicated thread, so the event loop never blocks on disk and the
+connection is never shared between threads. WAL with synchronous=NORMAL survives a process
+crash with every committed transaction; a power loss may roll back the last commits, which the
+next sweep replays with the same event ids (at-least-once either way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from bridge.diff import StoredItem
+from bridge.model import Event
+from bridge.store.base import (
+    DeadLetter,
+    Delivery,
+    QueueStats,
+    Store,
+    StoreError,
+    SweepCommit,
+    SweepRecord,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, sql) for every bundled migration, in order."""
+    found = []
+    for entry in resources.files("bridge.store.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` as 0600 before SQLite opens it (its -wal/-shm files inherit the mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("state_file_permissions_tightened", path=str(path), mode=oct(mode))
+        path.chmod(0o600)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._conn is None:
+                raise StoreError(f"state store {self.path} is not open")
+            return fn(self._conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            create_private_file(self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open state file {self.path}: {exc}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise StoreError(
+                    f"state file {self.path} is corrupt ({'; '.join(problems[:3])}); restore a "
+                    "backup (`bridge state backup` makes them) or move the file away to start fresh"
+                )
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"state file {self.path} is not a usable SQLite database: {exc}; restore a backup "
+                "or move the file away to start fresh"
+            ) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        steps = migrations()
+        latest = steps[-1][0]
+        if current > latest:
+            raise StoreError(
+                f"state file {self.path} has schema version {current}, newer than this bridge "
+                f"understands ({latest}); run a newer bridge or restore an older backup"
+            )
+        for version, sql in steps:
+            if version <= current:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            log.info("state_migrated", path=str(self.path), version=version)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA optimize")
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+    # -- sweeps and item state
+
+    async def load_items(self, scope: str, kinds: Collection[str]) -> dict[tuple[str, str], StoredItem]:
+        kinds = list(kinds)
+        if not kinds:
+            return {}
+
+        def q(conn: sqlite3.Connection) -> dict[tuple[str, str], StoredItem]:
+            marks = ",".join("?" * len(kinds))
+            rows = conn.execute(
+                "SELECT kind, key, state, tracked, counter, misses, first_seen, snapshot "
+                f"FROM items WHERE scope = ? AND kind IN ({marks})",
+                (scope, *kinds),
+            )
+            return {
+                (r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6]), r[7])
+                for r in rows
+            }
+
+        return await self._run(q)
+
+    async def load_cursor(self, scope: str) -> dict[str, str]:
+        def q(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute("SELECT name, value FROM cursors WHERE scope = ?", (scope,))
+            return {name: value for name, value in rows}
+
+        return await self._run(q)
+
+    async def commit_sweep(self, commit: SweepCommit) -> int:
+        # Encoding happens here, off the event loop, but outside the write lock.
+        scope = commit.record.scope
+        full = [
+            (scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses, _ts(w.first_seen),
+             _ts(w.changed_at), _ts(w.resolved_at), w.snapshot)
+            for w in commit.writes
+            if w.snapshot is not None
+        ]
+        partial = [
+            (w.state, w.misses, w.counter, _ts(w.changed_at), _ts(w.resolved_at), scope, w.kind, w.key)
+            for w in commit.writes
+            if w.snapshot is None
+        ]
+        now = time.time()
+        events = [(e.id, e.to_json(), now) for e, sinks in commit.deliveries if sinks]
+        outbox = [(sink, e.id, now) for e, sinks in commit.deliveries for sink in sinks]
+        r = commit.record
+
+        def tx(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO items (scope, kind, key, state, tracked, counter, misses, "
+                    "first_seen, changed_at, resolved_at, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, "
+                    "tracked = excluded.tracked, counter = excluded.counter, "
+                    "misses = excluded.misses, changed_at = excluded.changed_at, "
+                    "resolved_at = excluded.resolved_at, snapshot = excluded.snapshot",
+                    full,
+                )
+                conn.executemany(
+                    "UPDATE items SET state = ?, misses = ?, counter = ?, changed_at = ?, "
+                    "resolved_at = COALESCE(?, resolved_at) WHERE scope = ? AND kind = ? AND key = ?",
+                    partial,
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO events (id, body, created_at) VALUES (?,?,?)", events
+                )
+                conn.executemany(
+                    "INSERT INTO outbox (sink, event_id, created_at) VALUES (?,?,?)", outbox
+                )
+                conn.executemany(
+                    "INSERT INTO cursors (scope, name, value) VALUES (?,?,?) "
+                    "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
+                    [(scope, k, v) for k, v in commit.cursor.items()],
+                )
+                cur = conn.execute(
+                    "INSERT INTO sweeps (scope, source, started_at, finished_at, outcome, "
+                    "items_seen, events, requests, notes, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (scope, r.source, _ts(r.started_at), _ts(r.finished_at), r.outcome,
+                     r.items_seen, r.events, r.requests, json.dumps(list(r.notes)), r.error),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        try:
+            return await self._run(tx)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state commit failed for {scope}: {exc}") from exc
+
+    # -- outbox
+
+    async def claim(self, sink: str, limit: int) -> list[Delivery]:
+        def q(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                "SELECT o.seq, o.attempts, e.body FROM outbox o JOIN events e ON e.id = o.event_id "
+                "WHERE o.sink = ? ORDER BY o.seq LIMIT ?",
+                (sink, limit),
+            ).fetchall()
+            return [Delivery(seq, sink, Event.from_json(body), attempts) for seq, attempts, body in rows]
+
+        return await self._run(q)
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = _event_ids(conn, "outbox", sink, seqs)
+                conn.executemany("DELETE FROM outbox WHERE seq = ? AND sink = ?",
+                                 [(s, sink) for s in seqs])
+                _drop_orphan_events(conn, ids)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(tx)
+
+    async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ? AND sink = ?",
+                [(error[:2000], s, sink) for s in seqs],
+            )
+
+        await self._run(tx)
+
+    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO dead_letters (seq, sink, event_id, attempts, error, failed_at) "
+                    "SELECT seq, sink, event_id, attempts + 1, ?, ? FROM outbox "
+                    "WHERE seq = ? AND sink = ?",
+                    [(error[:2000], now, s, sink) for s in seqs],
+                )
+                conn.executemany("DELETE FROM outbox WHERE seq = ? AND sink = ?",
+                                 [(s, sink) for s in seqs])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(tx)
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        def q(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT d.seq, d.sink, e.body, d.attempts, d.error, d.failed_at FROM dead_letters d "
+                "JOIN events e ON e.id = d.event_id WHERE (? IS NULL OR d.sink = ?) "
+                "ORDER BY d.seq LIMIT ?",
+                (sink, sink, limit),
+            ).fetchall()
+            return [
+                DeadLetter(seq, s, Event.from_json(body), attempts, error,
+                           datetime.fromtimestamp(failed_at, UTC))
+                for seq, s, body, attempts, error, failed_at in rows
+            ]
+
+        return await self._run(q)
+
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+        now = time.time()
+
+        def tx(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT seq, sink, event_id FROM dead_letters WHERE (? IS NULL OR sink = ?) "
+                    "ORDER BY seq",
+                    (sink, sink),
+                ).fetchall()
+                if seqs is not None:
+                    wanted = set(seqs)
+                    rows = [r for r in rows if r[0] in wanted]
+                conn.executemany("INSERT INTO outbox (sink, event_id, created_at) VALUES (?,?,?)",
+                                 [(s, eid, now) for _, s, eid in rows])
+                conn.executemany("DELETE FROM dead_letters WHERE seq = ?", [(r[0],) for r in rows])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+        return await self._run(tx)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        def q(conn: sqlite3.Connection) -> list[QueueStats]:
+            pending = {
+                sink: (n, oldest)
+                for sink, n, oldest in conn.execute(
+                    "SELECT sink, COUNT(*), MIN(created_at) FROM outbox GROUP BY sink"
+                )
+            }
+            dead = dict(conn.execute("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink").fetchall())
+            return [
+                QueueStats(
+                    sink,
+                    pending.get(sink, (0, None))[0],
+                    datetime.fromtimestamp(o, UTC) if (o := pending.get(sink, (0, None))[1]) else None,
+                    dead.get(sink, 0),
+                )
+                for sink in sorted(set(pending) | set(dead))
+            ]
+
+        return await self._run(q)
+
+    # -- inspection
+
+    async def items(self, scope: str | None = None, state: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT scope, kind, key, state, counter, misses, first_seen, changed_at, "
+                "resolved_at, snapshot FROM items WHERE (? IS NULL OR scope = ?) "
+                "AND (? IS NULL OR state = ?) ORDER BY changed_at DESC LIMIT ?",
+                (scope, scope, state, state, limit),
+            ).fetchall()
+            out = []
+            for r in rows:
+                snap = json.loads(r[9])
+                out.append({
+                    "scope": r[0], "kind": r[1], "key": r[2], "state": r[3], "counter": r[4],
+                    "misses": r[5], "first_seen": r[6], "changed_at": r[7], "resolved_at": r[8],
+                    "title": snap.get("title", ""), "severity": snap.get("severity", ""),
+                })
+            return out
+
+        return await self._run(q)
+
+    async def item_counts(self) -> list[tuple[str, str, str, int]]:
+        def q(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
+            return list(conn.execute(
+                "SELECT scope, kind, state, COUNT(*) FROM items GROUP BY scope, kind, state"
+            ).fetchall())
+
+        return await self._run(q)
+
+    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
+        def q(conn: sqlite3.Connection) -> list[SweepRecord]:
+            rows = conn.execute(
+                "SELECT id, scope, source, started_at, finished_at, outcome, items_seen, events, "
+                "requests, notes, error FROM sweeps WHERE (? IS NULL OR scope = ?) "
+                "ORDER BY id DESC LIMIT ?",
+                (scope, scope, limit),
+            ).fetchall()
+            return [
+                SweepRecord(scope=r[1], source=r[2], started_at=_dt(r[3]), finished_at=_dt(r[4]),
+                            outcome=r[5], items_seen=r[6], events=r[7], requests=r[8],
+                            notes=tuple(json.loads(r[9])), error=r[10], id=r[0])
+                for r in rows
+            ]
+
+        return await self._run(q)
+
+    async def backup(self, dest: Path) -> None:
+        dest = Path(dest)
+
+        def copy(conn: sqlite3.Connection) -> None:
+            tmp = dest.with_name(dest.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            create_private_file(tmp)
+            target = sqlite3.connect(tmp)
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+            os.replace(tmp, dest)
+
+        await self._run(copy)
+
+    async def check(self) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+            return [] if rows == ["ok"] else rows
+
+        return await self._run(q)
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Statements of a migration file (ours contain no semicolons inside literals)."""
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _event_ids(conn: sqlite3.Connection, table: str, sink: str, seqs: Sequence[int]) -> list[str]:
+    ids: list[str] = []
+    for chunk_start in range(0, len(seqs), 500):
+        chunk = list(seqs[chunk_start:chunk_start + 500])
+        marks = ",".join("?" * len(chunk))
+        ids += [r[0] for r in conn.execute(
+            f"SELECT event_id FROM {table} WHERE sink = ? AND seq IN ({marks})", (sink, *chunk))]
+    return ids
+
+
+def _drop_orphan_events(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    conn.executemany(
+        "DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM outbox WHERE event_id = ?) "
+        "AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE event_id = ?)",
+        [(i, i, i) for i in ids],
+    )
