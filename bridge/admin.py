@@ -1,0 +1,161 @@
+"""The admin HTTP server: `/healthz` for liveness, `/readyz` for readiness, `/metrics`.
+
+Liveness means "the event loop still answers": a ticker task measures how late it wakes up, and
+a loop that stalled longer than `max_lag` (a blocking call, a runaway CPU loop) is reported
+dead so the supervisor restarts it. Readiness is `Health.ready()`.
+
+It binds 127.0.0.1 by default. With a token configured every endpoint but `/healthz` needs
+`Authorization: Bearer <token>`; `/healthz` stays open because it says nothing but "alive" and
+container health checks cannot always send headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from bridge import metrics  # noqa: F401  (registers every bridge_* metric)
+from bridge.config import AdminConfig
+from bridge.health import Health
+from bridge.secrets import remember
+
+log = structlog.get_logger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (`localhost`, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname or "" (all interfaces): assume reachable from outside
+
+
+class AdminServer:
+    """aiohttp server for the admin endpoints; `port` is the bound port (config port 0 = any)."""
+
+    def __init__(
+        self,
+        config: AdminConfig,
+        health: Health,
+        *,
+        max_lag: float = 5.0,
+        tick: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.health = health
+        self.max_lag = max_lag
+        self.tick = tick
+        self._token: bytes | None = None
+        if config.token is not None:
+            self._token = remember(config.token.get_secret_value()).encode()
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._last_tick = time.monotonic()
+        self._last_lag = 0.0
+        self._port: int | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("admin server is not running")
+        return self._port
+
+    async def start(self) -> None:
+        if not self.config.enabled:
+            log.info("admin_disabled")
+            return
+        if self._runner is not None:
+            return
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._last_tick, self._last_lag = time.monotonic(), 0.0
+        self._ticker = asyncio.create_task(self._tick_loop(), name="admin-loop-ticker")
+        if self._token is None and not is_loopback(self.config.host):
+            log.warning(
+                "admin_exposed_without_token",
+                host=self.config.host,
+                port=self._port,
+                hint="anyone who can reach this address can read /readyz and /metrics; "
+                "set admin.token or bind admin.host to 127.0.0.1",
+            )
+        log.info("admin_listening", host=self.config.host, port=self._port,
+                 auth="bearer" if self._token else "none")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._port = None
+
+    def loop_lag(self) -> float:
+        """Seconds the loop was late: the last measured lag, or the current stall if longer."""
+        pending = time.monotonic() - self._last_tick - self.tick
+        return max(self._last_lag, pending, 0.0)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            now = time.monotonic()
+            self._last_lag = max(0.0, now - self._last_tick - self.tick)
+            self._last_tick = now
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None or request.path in OPEN_PATHS:
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token):
+            return await handler(request)
+        return web.json_response(
+            {"error": "unauthorized", "detail": "send Authorization: Bearer <admin token>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="bridge-admin"'},
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        lag = self.loop_lag()
+        if lag > self.max_lag:
+            return web.json_response(
+                {"status": "unhealthy", "reason": f"event loop lagged {lag:.1f} s "
+                 f"(limit {self.max_lag:g} s)", "loop_lag": round(lag, 3)},
+                status=503,
+            )
+        return web.json_response({"status": "ok", "loop_lag": round(lag, 3)})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, detail = self.health.ready()
+        return web.json_response(detail, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
