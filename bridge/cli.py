@@ -1,0 +1,243 @@
+"""`bridge` command line. Errors an operator can fix print one clear message and exit non-zero,
+never a traceback: 2 for a bad config or usage, 1 for a state or delivery problem."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.config import BridgeConfig, ConfigError, load_config
+from bridge.logging import configure_logging
+from bridge.model import Event, EventType, normalize_severity, utcnow
+from bridge.routing import route
+from bridge.store.base import Store, StoreError
+from bridge.version import __version__
+
+T = TypeVar("T")
+DEFAULT_CONFIG = Path("/etc/bridge/bridge.yaml")
+
+
+def _config(args: argparse.Namespace) -> BridgeConfig:
+    config = load_config(args.config)
+    configure_logging(config.log)
+    return config
+
+
+async def _with_store(config: BridgeConfig, fn: Callable[[Store], Awaitable[T]]) -> T:
+    from bridge.daemon import open_store
+
+    store = open_store(config)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.daemon import Daemon
+
+    config = _config(args)
+    return asyncio.run(Daemon(config, config_path=Path(args.config), grace=args.grace).run())
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from bridge.daemon import Daemon
+
+    config = _config(args)
+    return asyncio.run(Daemon(config, config_path=Path(args.config)).once(args.deliver_timeout))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    return asyncio.run(run_demo(state_dir=args.state_dir, duration=args.duration,
+                                interval=args.interval))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file or args.config)
+    print(f"{args.file or args.config}: OK")
+    print(f"  state: {config.state.backend} {config.state.path}")
+    for s in config.sources:
+        print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "  # type: ignore[attr-defined]
+              f"resolve after {s.resolve_after_misses} misses")
+    for k in config.sinks:
+        print(f"  sink {k.name} ({k.type}): batch {k.batch_size}, "  # type: ignore[attr-defined]
+              f"max {k.max_attempts} attempts")
+    print(f"  routes: default sinks {config.routes.sinks or []}, {len(config.routes.routes)} top-level routes")
+    return 0
+
+
+def _sample_event(text: str) -> Event:
+    data: dict[str, Any] = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("--event must be a JSON object")
+    return Event(
+        id=str(data.get("id", "sample")),
+        type=EventType(data.get("type", "new")),
+        source=str(data.get("source", "")),
+        vendor=str(data.get("vendor", data.get("source", ""))),
+        scope=str(data.get("scope", data.get("source", ""))),
+        tenant=str(data.get("tenant", "")),
+        kind=str(data.get("kind", "")),
+        key=str(data.get("key", "sample")),
+        title=str(data.get("title", "")),
+        severity=normalize_severity(data.get("severity", "medium")),
+        vendor_severity=str(data.get("vendor_severity", "")),
+        status=str(data.get("status", "")),
+        reason=str(data.get("reason", "")),
+        counter=int(data.get("counter", 1)),
+        occurred_at=utcnow(),
+        attributes=data.get("attributes", {}),
+    )
+
+
+def cmd_routes_test(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        event = _sample_event(args.event)
+    except (ValueError, TypeError) as exc:
+        print(f"--event: {exc}", file=sys.stderr)
+        return 2
+    decision = route(config.routes, event)
+    for step in decision.steps:
+        print(f"{'MATCH' if step.matched else 'skip ':5}  {step.path}: {step.why}")
+    print(f"chosen: {', '.join(decision.routes)}")
+    print(f"sinks: {', '.join(decision.sinks) or '(none: event would be dropped)'}")
+    return 0
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(list(rows), indent=2, default=str))
+        return
+    for row in rows:
+        print("  ".join(f"{k}={v}" for k, v in row.items()))
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def go(store: Store) -> int:
+        if args.what == "items":
+            _print_rows(await store.items(args.scope, args.state, args.limit), args.json)
+        elif args.what == "sweeps":
+            rows = [
+                {"id": r.id, "scope": r.scope, "started": r.started_at.isoformat(timespec="seconds"),
+                 "outcome": r.outcome, "seen": r.items_seen, "events": r.events,
+                 "requests": r.requests, "notes": "; ".join(r.notes), "error": r.error or ""}
+                for r in await store.sweeps(args.scope, args.limit)
+            ]
+            _print_rows(rows, args.json)
+        elif args.what == "check":
+            problems = await store.check()
+            for p in problems:
+                print(p)
+            print("state OK" if not problems else f"{len(problems)} problem(s)")
+            return 1 if problems else 0
+        elif args.what == "backup":
+            if not args.dest:
+                print("state backup: --dest FILE is required", file=sys.stderr)
+                return 2
+            await store.backup(Path(args.dest))
+            print(f"backup written to {args.dest}")
+        return 0
+
+    return asyncio.run(_with_store(config, go))
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def go(store: Store) -> int:
+        if args.what == "list":
+            rows = [
+                {"seq": d.seq, "sink": d.sink, "event": d.event.id, "type": d.event.type.value,
+                 "title": d.event.title, "attempts": d.attempts, "error": d.error}
+                for d in await store.dead_letters(args.sink, args.limit)
+            ]
+            _print_rows(rows, args.json)
+        else:
+            n = await store.replay(args.sink, args.seq or None)
+            print(f"replayed {n} dead letter(s); a running daemon delivers them shortly")
+        return 0
+
+    return asyncio.run(_with_store(config, go))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    p.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config file")
+        return sp
+
+    run = with_config(sub.add_parser("run", help="run the daemon"))
+    run.add_argument("--grace", type=float, default=20.0, help="seconds to finish work on SIGTERM")
+    run.set_defaults(fn=cmd_run)
+
+    once = with_config(sub.add_parser("once", help="sweep every source once, deliver, exit"))
+    once.add_argument("--deliver-timeout", type=float, default=60.0)
+    once.set_defaults(fn=cmd_once)
+
+    demo = sub.add_parser("demo", help="run against bundled simulators with local sinks")
+    demo.add_argument("--state-dir", type=Path, default=None, help="default: a temporary dir")
+    demo.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
+    demo.add_argument("--interval", type=float, default=5.0, help="seconds between sweeps")
+    demo.set_defaults(fn=cmd_demo)
+
+    check = with_config(sub.add_parser("check-config", help="validate a config file"))
+    check.add_argument("file", nargs="?", help="config file (or --config)")
+    check.set_defaults(fn=cmd_check_config)
+
+    routes = sub.add_parser("routes", help="route tree tools")
+    rsub = routes.add_subparsers(dest="routes_command", required=True)
+    rtest = with_config(rsub.add_parser("test", help="show which routes and sinks match an event"))
+    rtest.add_argument("--event", required=True,
+                       help='JSON, e.g. \'{"type":"new","source":"scanorbit","severity":"high"}\'')
+    rtest.set_defaults(fn=cmd_routes_test)
+
+    state = with_config(sub.add_parser("state", help="inspect the state store"))
+    state.add_argument("what", choices=["items", "sweeps", "check", "backup"])
+    state.add_argument("--scope")
+    state.add_argument("--state", choices=["active", "resolved"])
+    state.add_argument("--limit", type=int, default=50)
+    state.add_argument("--dest", help="backup: destination file")
+    state.add_argument("--json", action="store_true")
+    state.set_defaults(fn=cmd_state)
+
+    dlq = with_config(sub.add_parser("dlq", help="dead letters"))
+    dlq.add_argument("what", choices=["list", "replay"])
+    dlq.add_argument("--sink")
+    dlq.add_argument("--seq", type=int, nargs="*", help="replay only these")
+    dlq.add_argument("--limit", type=int, default=100)
+    dlq.add_argument("--json", action="store_true")
+    dlq.set_defaults(fn=cmd_dlq)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+        return code
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"bridge: state store: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
