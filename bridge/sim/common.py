@@ -267,8 +267,8 @@ class SimWorld(ABC):
         """The vendor's error JSON."""
 
     @abstractmethod
-    def drift(self, path: str, count: int) -> None:
-        """Insert `count` new items at the head of the list served at `path` (drift fault)."""
+    def drift(self, request: web.Request, count: int) -> None:
+        """Insert `count` new items at the head of the list `request` was served (drift fault)."""
 
     @abstractmethod
     def random_step(self, rng: Random) -> str:
@@ -375,7 +375,7 @@ async def _apply_fault(
             await asyncio.wait_for(request.app[STOPPING].wait(), fault.delay)
     response = await _call(world, request, handler)
     if kind == "drift":
-        world.drift(request.path, fault.drift)
+        world.drift(request, fault.drift)
     elif kind != "timeout" and response.status == 200 and isinstance(response, web.Response):
         assert isinstance(response.body, bytes)
         response.body = mangle_body(response.body, fault)

@@ -382,8 +382,8 @@ class ScanOrbitWorld(SimWorld):
     def error_body(self, status: int, code: str, message: str) -> dict[str, Any]:
         return {"error": code, "message": message}
 
-    def drift(self, path: str, count: int) -> None:
-        if path.endswith("/scans/recent"):
+    def drift(self, request: web.Request, count: int) -> None:
+        if request.path.endswith("/scans/recent"):
             for _ in range(count):
                 self.complete_scan()
             return
