@@ -96,7 +96,6 @@ class Sweep:
     # Source progress (e.g. last scan id swept), committed in the sweep's transaction.
     cursor: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    requests: int = 0
 
     @property
     def complete(self) -> bool:

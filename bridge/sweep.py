@@ -48,11 +48,13 @@ async def run_sweep(
     started = utcnow()
     clock = time.monotonic()
     cursor = await store.load_cursor(scope)
+    requests_before = source.requests
     try:
         sweep = await source.poll(scope, cursor)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
-                             finished_at=utcnow(), outcome="failed", error=str(exc))
+                             finished_at=utcnow(), outcome="failed", error=str(exc),
+                             requests=source.requests - requests_before)
         await store.commit_sweep(SweepCommit(record))
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
@@ -74,7 +76,7 @@ async def run_sweep(
     record = SweepRecord(
         scope=scope, source=source.name, started_at=started, finished_at=utcnow(),
         outcome=outcome, items_seen=result.seen, events=len(result.events),
-        requests=sweep.requests, notes=sweep.notes,
+        requests=source.requests - requests_before, notes=sweep.notes,
     )
     record = replace(record, id=await store.commit_sweep(
         SweepCommit(record, result.writes, deliveries, dict(sweep.cursor))))
@@ -87,6 +89,6 @@ async def run_sweep(
         metrics.EVENTS.labels(source.name, event.type.value).inc()
     log_method = log.warning if outcome == "incomplete" else log.info
     log_method("sweep_done", source=source.name, scope=scope, outcome=outcome,
-               seen=result.seen, events=len(result.events), requests=sweep.requests,
+               seen=result.seen, events=len(result.events), requests=record.requests,
                notes=list(sweep.notes)[:5], sweep_id=record.id)
     return SweepResult(record, tuple(result.events))

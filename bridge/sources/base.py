@@ -60,6 +60,11 @@ class Source(ABC, Generic[C]):
         a sweep marked incomplete when only part of the answer is trustworthy.
         """
 
+    @property
+    def requests(self) -> int:
+        """Vendor requests made so far; sweeps report the difference."""
+        return 0
+
     async def enrich(self, scope: str, items: Sequence[Item]) -> Sequence[Item]:
         """Add detail to items seen for the first time (costs requests, so it is bounded)."""
         return items

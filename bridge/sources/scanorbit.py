@@ -93,6 +93,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             default_per_minute=80.0,  # documented: 100/min per organization
         )
 
+    @property
+    def requests(self) -> int:
+        return self.client.requests
+
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         status = finding.status.lower()
         attrs: dict[str, JSONScalar] = {k: raw.get(k) for k in _ATTRIBUTES if raw.get(k) is not None}
@@ -119,13 +123,11 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         )
 
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
-        start_requests = self.client.requests
         latest = await self._latest_scan()
         last_full = float(cursor.get("last_full_sweep_at", "0") or 0)
         due = time.time() - last_full >= self.config.full_resweep_interval
         if latest is not None and latest == cursor.get("last_scan_id") and not due:
-            return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",),
-                         requests=self.client.requests - start_requests)
+            return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",))
         notes: list[str] = []
         for attempt in range(self.config.drift_retries + 1):
             items, complete, notes = await self._sweep()
@@ -138,7 +140,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             if latest is not None:
                 new_cursor["last_scan_id"] = latest
         return Sweep(scope=scope, items=tuple(items), kinds={KIND: complete}, cursor=new_cursor,
-                     notes=tuple(notes), requests=self.client.requests - start_requests)
+                     notes=tuple(notes))
 
     async def _latest_scan(self) -> str | None:
         try:

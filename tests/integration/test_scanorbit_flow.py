@@ -1,0 +1,301 @@
+"""ScanOrbit → diff → routes → outbox → file sinks, over real HTTP and a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.config import BridgeConfig, parse_config
+from bridge.daemon import Daemon, Pipeline
+from bridge.health import Health
+from bridge.model import EventType
+from bridge.sim.common import RunningSim
+from bridge.sim.faults import Fault
+from bridge.sim.scanorbit import ScanOrbitWorld
+from bridge.store.sqlite import SQLiteStore
+from bridge.sweep import SweepResult
+from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
+
+SimPair = tuple[ScanOrbitWorld, RunningSim]
+
+
+class Harness:
+    """One source, one store, sweeps driven one at a time."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.store = SQLiteStore(config.state.path)
+        self.pipeline: Pipeline | None = None
+
+    async def __aenter__(self) -> Harness:
+        await self.store.open()
+        self.pipeline = Pipeline.build(self.config, self.store, Health())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.stop(1.0)
+        await self.store.close()
+
+    async def sweep(self) -> SweepResult:
+        assert self.pipeline is not None
+        source = next(iter(self.pipeline.sources.values()))
+        result = await self.pipeline.sweep(source, source.scopes[0])
+        assert result is not None
+        return result
+
+    async def deliver(self) -> dict[str, int]:
+        assert self.pipeline is not None
+        return await self.pipeline.drain(10.0)
+
+
+def config_for(tmp_path: Path, url: str, **source: Any) -> BridgeConfig:
+    source.setdefault("full_resweep_interval", 0)
+    return parse_config(base_config(tmp_path, [scanorbit_source(url, **source)]))
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, scanorbit: SimPair) -> AsyncIterator[Harness]:
+    _, sim = scanorbit
+    async with Harness(config_for(tmp_path, sim.url)) as h:
+        yield h
+
+
+def types(result: SweepResult) -> list[str]:
+    return [e.type.value for e in result.events]
+
+
+async def test_first_sweep_emits_new_for_each_open_finding(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    open_ids = {world.add_finding(severity="high")["id"] for _ in range(230)}
+    snoozed = world.add_finding()
+    world.snooze(snoozed["id"])
+    world.resolve(world.add_finding()["id"])
+
+    result = await harness.sweep()
+
+    assert result.record.outcome == "complete"
+    assert result.record.requests == 1 + 3  # scan probe + 3 pages of 100
+    assert {e.key for e in result.events} == open_ids
+    assert set(types(result)) == {"new"}
+    event = next(e for e in result.events if e.key == min(open_ids))
+    assert event.severity == "high" and event.vendor == "scanorbit" and event.kind == "finding"
+    assert event.raw["id"] == event.key and event.title == event.raw["summary"]
+
+
+async def test_second_identical_sweep_emits_nothing(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    for _ in range(20):
+        world.add_finding()
+    assert len((await harness.sweep()).events) == 20
+    again = await harness.sweep()
+    assert again.record.outcome == "complete"
+    assert again.events == ()
+
+
+async def test_unchanged_latest_scan_skips_the_sweep(tmp_path: Path, scanorbit: SimPair) -> None:
+    world, sim = scanorbit
+    for _ in range(150):
+        world.add_finding()
+    world.complete_scan()
+    async with Harness(config_for(tmp_path, sim.url, full_resweep_interval=3600)) as h:
+        first = await h.sweep()
+        assert len(first.events) == 150
+        cheap = await h.sweep()
+        assert cheap.record.outcome == "skipped" and cheap.record.requests == 1
+        world.resolve(next(iter(world.findings)))
+        world.complete_scan()
+        after_scan = await h.sweep()
+        assert after_scan.record.outcome == "complete" and types(after_scan) == ["resolved"]
+
+
+async def test_vendor_resolution_and_snooze_resolve_at_once(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    a, b, c = (world.add_finding()["id"] for _ in range(3))
+    await harness.sweep()
+    world.resolve(a)
+    world.snooze(b)
+    result = await harness.sweep()
+    reasons = {e.key: (e.type.value, e.reason) for e in result.events}
+    assert reasons == {a: ("resolved", "vendor status resolved"),
+                       b: ("resolved", "vendor status snoozed")}
+    assert c not in reasons
+
+
+async def test_snooze_can_be_configured_as_active(tmp_path: Path, scanorbit: SimPair) -> None:
+    world, sim = scanorbit
+    fid = world.add_finding()["id"]
+    async with Harness(config_for(tmp_path, sim.url, inactive_statuses=["resolved"])) as h:
+        await h.sweep()
+        world.snooze(fid)
+        result = await h.sweep()
+    assert types(result) == ["changed"]
+    assert result.events[0].changes == {"status": ("open", "snoozed")}
+
+
+async def test_vanished_finding_resolves_only_after_configured_misses(
+    tmp_path: Path, scanorbit: SimPair
+) -> None:
+    world, sim = scanorbit
+    keep, gone = world.add_finding()["id"], world.add_finding()["id"]
+    async with Harness(config_for(tmp_path, sim.url, resolve_after_misses=3)) as h:
+        await h.sweep()
+        world.remove(gone)
+        assert (await h.sweep()).events == ()
+        assert (await h.sweep()).events == ()
+        third = await h.sweep()
+    assert [(e.type.value, e.key) for e in third.events] == [("resolved", gone)]
+    assert third.events[0].reason == "absent from 3 consecutive complete sweeps"
+    assert keep != gone
+
+
+async def test_server_error_mid_pagination_resolves_nothing(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    ids = [world.add_finding()["id"] for _ in range(250)]
+    await harness.sweep()
+    world.resolve(ids[0])
+    for fid in ids[1:60]:
+        world.remove(fid)
+    world.faults.add(Fault(kind="status", path="/findings$", page=2, status=503, times=-1))
+    for _ in range(3):
+        broken = await harness.sweep()
+        assert broken.record.outcome == "incomplete"
+        assert "page 2" in broken.record.notes[0] and "503" in broken.record.notes[0]
+        assert [e for e in broken.events if e.type is EventType.RESOLVED] == []
+    world.faults.clear()
+    healed = [await harness.sweep() for _ in range(2)]
+    resolved = {e.key for r in healed for e in r.events if e.type is EventType.RESOLVED}
+    # Incomplete sweeps counted no misses: the vanished need two *complete* sweeps.
+    assert {e.key for e in healed[0].events} == {ids[0]}
+    assert resolved == set(ids[:60])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(kind="drift", path="/findings$", page=1, drift=3, times=-1),
+        Fault(kind="empty", path="/findings$", page=2, times=-1),
+        Fault(kind="truncate", path="/findings$", page=2, times=-1),
+        Fault(kind="invalid_json", path="/findings$", page=2, times=-1),
+        Fault(kind="schema", path="/findings$", page=2, times=-1, variant="missing_id"),
+        Fault(kind="schema", path="/findings$", page=2, times=-1),
+        Fault(kind="reset", path="/findings$", page=2, times=-1),
+        Fault(kind="timeout", path="/findings$", page=2, times=-1, delay=1.0),
+        Fault(kind="status", path="/findings$", page=2, status=429, times=-1, retry_after="0"),
+    ],
+    ids=lambda f: f"{f.kind}{'-' + f.variant if f.variant else ''}",
+)
+async def test_faulty_answers_never_resolve(fault: Fault, tmp_path: Path, scanorbit: SimPair) -> None:
+    world, sim = scanorbit
+    ids = [world.add_finding()["id"] for _ in range(250)]
+    http = {"rate_limit_per_minute": 60_000, "backoff_initial": 0.01, "backoff_max": 0.02,
+            "max_retries": 1, "timeout": 0.3}
+    async with Harness(config_for(tmp_path, sim.url, http=http)) as harness:
+        await _faulty_sweeps(fault, world, ids, harness)
+
+
+async def _faulty_sweeps(fault: Fault, world: ScanOrbitWorld, ids: list[str], harness: Harness) -> None:
+    await harness.sweep()
+    for fid in ids[120:]:
+        world.remove(fid)  # vanished upstream: only complete sweeps may resolve them
+    world.resolve(ids[0])
+    world.faults.add(fault)
+    for _ in range(3):
+        result = await harness.sweep()
+        assert result.record.outcome in ("incomplete", "failed"), result.record
+        assert [e for e in result.events if e.type is EventType.RESOLVED] == []
+    rows = await harness.store.items(state="resolved", limit=1000)
+    assert rows == []
+
+
+async def test_drift_is_retried_once_and_then_clean(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    for _ in range(250):
+        world.add_finding()
+    world.faults.add(Fault(kind="drift", path="/findings$", page=1, drift=2, times=1))
+    result = await harness.sweep()
+    assert result.record.outcome == "complete"
+    assert len(result.events) == 252  # the two inserted mid-sweep are found by the retry
+    assert result.record.notes == ()
+
+
+async def test_reopened_and_changed(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    fid = world.add_finding(severity="medium")["id"]
+    await harness.sweep()
+    world.set_severity(fid, "high")
+    changed = await harness.sweep()
+    assert types(changed) == ["changed"]
+    assert changed.events[0].changes == {"severity": ("medium", "high")}
+    world.resolve(fid)
+    resolved = await harness.sweep()
+    world.reopen(fid)
+    reopened = await harness.sweep()
+    assert types(resolved) == ["resolved"] and types(reopened) == ["reopened"]
+    assert [changed.events[0].counter, resolved.events[0].counter, reopened.events[0].counter] == [2, 3, 4]
+    assert len({changed.events[0].id, resolved.events[0].id, reopened.events[0].id}) == 3
+
+
+async def test_unknown_severity_is_a_value_not_an_error(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    world.add_finding(severity="critical")
+    world.add_finding(severity="trivial")
+    result = await harness.sweep()
+    assert result.record.outcome == "complete"
+    assert sorted((e.severity, e.vendor_severity) for e in result.events) == [
+        ("critical", "critical"), ("info", "trivial")]
+
+
+async def test_revoked_key_fails_the_sweep_without_leaking_it(scanorbit: SimPair, harness: Harness) -> None:
+    world, _ = scanorbit
+    world.add_finding()
+    world.revoke(SIM_SCANORBIT_KEY)
+    result = await harness.sweep()
+    assert result.record.outcome == "failed"
+    assert result.error is not None and result.error.kind == "auth"
+    assert "401" in (result.record.error or "")
+    assert SIM_SCANORBIT_KEY not in (result.record.error or "")
+    world.restore(SIM_SCANORBIT_KEY)
+    assert types(await harness.sweep()) == ["new"]
+
+
+async def test_new_findings_are_enriched_when_configured(tmp_path: Path, scanorbit: SimPair) -> None:
+    world, sim = scanorbit
+    for _ in range(5):
+        world.add_finding()
+    async with Harness(config_for(tmp_path, sim.url, enrich_new=3)) as h:
+        result = await h.sweep()
+    enriched = [e for e in result.events if "resource_name" in e.attributes]
+    assert len(enriched) == 3
+    assert result.record.requests == 2 + 3
+
+
+async def test_routes_select_sinks(tmp_path: Path, scanorbit: SimPair) -> None:
+    world, sim = scanorbit
+    high = {world.add_finding(severity="high")["id"] for _ in range(4)}
+    low = {world.add_finding(severity="low")["id"] for _ in range(3)}
+    raw = base_config(tmp_path, [scanorbit_source(sim.url)])
+    raw["sinks"] = [
+        {"name": "all", "type": "file", "path": str(tmp_path / "all.jsonl")},
+        {"name": "siem", "type": "file", "path": str(tmp_path / "siem.jsonl")},
+        {"name": "pager", "type": "file", "path": str(tmp_path / "pager.jsonl")},
+    ]
+    raw["routes"] = {
+        "sinks": ["all"],
+        "routes": [
+            {"match": {"severity": ">= high"}, "sinks": ["siem"], "continue": True},
+            {"match": {"type": ["new", "reopened"], "severity": {"gte": "high"}}, "sinks": ["pager"]},
+            {"match": {"severity": "low"}},  # inherits the root's sinks
+        ],
+    }
+    config = parse_config(raw)
+    assert await Daemon(config).once(deliver_timeout=10) == 0
+
+    def keys(name: str) -> set[str]:
+        return {json.loads(line)["key"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()}
+
+    assert keys("siem") == high and keys("pager") == high and keys("all") == low
