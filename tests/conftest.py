@@ -14,6 +14,7 @@ import pytest
 from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 
+SimPair = tuple[ScanOrbitWorld, RunningSim]
 SIM_SCANORBIT_KEY = "sk_live_" + "0123456789abcdef" * 4  # fake sim key
 IN_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -1,0 +1,75 @@
+"""A real HTTP receiver for webhook deliveries, scriptable per test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    id: str
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Receiver:
+    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status."""
+
+    mode: str | int = "ok"
+    retry_after: str | None = None
+    received: list[Received] = field(default_factory=list)
+    attempts: list[Received] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        entry = Received(request.headers.get("webhook-id", ""), body, time.monotonic())
+        async with self.changed:
+            self.attempts.append(entry)
+            self.changed.notify_all()
+        if self.mode == "hang":
+            await asyncio.Event().wait()
+        if self.mode != "ok":
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return web.json_response({"error": "scripted"}, status=int(self.mode), headers=headers)
+        async with self.changed:
+            self.received.append(entry)
+            self.changed.notify_all()
+        return web.json_response({"ok": True})
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 30.0) -> None:
+        async def until() -> None:
+            async with self.changed:
+                await self.changed.wait_for(lambda: predicate(self))
+
+        await asyncio.wait_for(until(), timeout)
+
+    def delivered_ids(self) -> list[str]:
+        return [r.id for r in self.received]
+
+    def payload(self) -> str:
+        return json.dumps([r.body for r in self.received])
