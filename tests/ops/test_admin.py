@@ -1,0 +1,192 @@
+"""The admin server over real HTTP: health, readiness, metrics and the bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from bridge import metrics
+from bridge.admin import AdminServer, is_loopback
+from bridge.config import AdminConfig
+from bridge.health import Health
+
+TOKEN = "admin-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AdminServer]:
+    health = Health()
+    admin = AdminServer(AdminConfig(port=0), health)
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.stop()
+
+
+def url(admin: AdminServer, path: str) -> str:
+    return f"http://127.0.0.1:{admin.port}{path}"
+
+
+def sample(text: str, name: str, labels: dict[str, str]) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return None
+
+
+async def test_healthz(server: AdminServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(url(server, "/healthz")) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["status"] == "ok" and body["loop_lag"] < 5
+
+
+async def test_healthz_reports_a_stalled_loop(http: aiohttp.ClientSession) -> None:
+    admin = AdminServer(AdminConfig(port=0), Health(), max_lag=0.2, tick=0.05)
+    await admin.start()
+    try:
+        time.sleep(0.5)  # the behaviour under test: a blocking call stalls the event loop
+        async with http.get(url(admin, "/healthz")) as resp:
+            assert resp.status == 503
+            assert "event loop lagged" in (await resp.json())["reason"]
+        deadline = time.monotonic() + 5
+        while True:  # recovers once the ticker runs on time again
+            async with http.get(url(admin, "/healthz")) as resp:
+                if resp.status == 200:
+                    break
+            assert time.monotonic() < deadline, "healthz never recovered"
+            await asyncio.sleep(0.02)
+    finally:
+        await admin.stop()
+
+
+async def test_readyz_503_with_reasons_then_200(
+    server: AdminServer, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(url(server, "/readyz")) as resp:
+        assert resp.status == 503
+        body = await resp.json()
+    assert body["ready"] is False
+    assert any("state store not open" in r for r in body["reasons"])
+
+    server.health.store_opened(True)
+    server.health.config_loaded("/etc/bridge/bridge.yaml")
+    server.health.expect_scope("so-prod", "so-prod", 300)
+    server.health.sweep_finished("so-prod", source="so-prod", complete=True, skipped=False,
+                                 error=None)
+    server.health.sink_status("jira", healthy=False, error="HTTP 503", depth=5)
+    async with http.get(url(server, "/readyz")) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["status"] == "degraded"
+    assert body["sources"]["so-prod"]["complete"] is True
+    assert body["sinks"]["jira"]["depth"] == 5
+    assert body["reasons"] == ["sink jira: unhealthy: HTTP 503"]
+
+
+async def test_metrics_change_as_things_happen(
+    server: AdminServer, http: aiohttp.ClientSession
+) -> None:
+    source = f"ops-{uuid.uuid4().hex[:8]}"
+    metrics.SWEEPS.labels(source, "complete").inc()
+    metrics.OUTBOX_DEPTH.labels(source).set(7)
+    async with http.get(url(server, "/metrics")) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        before = await resp.text()
+    assert "# TYPE bridge_sweeps_total counter" in before
+    assert sample(before, "bridge_sweeps_total", {"source": source, "outcome": "complete"}) == 1
+    assert sample(before, "bridge_outbox_depth", {"sink": source}) == 7
+
+    metrics.SWEEPS.labels(source, "complete").inc(2)
+    metrics.SWEEP_SECONDS.labels(source).observe(1.5)
+    metrics.OUTBOX_DEPTH.labels(source).set(0)
+    async with http.get(url(server, "/metrics")) as resp:
+        after = await resp.text()
+    assert sample(after, "bridge_sweeps_total", {"source": source, "outcome": "complete"}) == 3
+    assert sample(after, "bridge_sweep_duration_seconds_count", {"source": source}) == 1
+    assert sample(after, "bridge_outbox_depth", {"sink": source}) == 0
+
+
+async def test_token_required_except_healthz(http: aiohttp.ClientSession) -> None:
+    admin = AdminServer(AdminConfig(port=0, token=SecretStr(TOKEN)), Health())
+    await admin.start()
+    try:
+        async with http.get(url(admin, "/healthz")) as resp:
+            assert resp.status == 200
+        for path in ("/readyz", "/metrics"):
+            for headers in ({}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": f"Basic {TOKEN}"},
+                            {"Authorization": f"Bearer {TOKEN}x"}):
+                async with http.get(url(admin, path), headers=headers) as resp:
+                    assert resp.status == 401, (path, headers)
+                    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.get(url(admin, "/metrics"),
+                            headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+            assert resp.status == 200
+            assert "bridge_" in await resp.text()
+        async with http.get(url(admin, "/readyz"),
+                            headers={"Authorization": f"bearer {TOKEN}"}) as resp:
+            assert resp.status == 503  # authorized; just not ready (no store, no config)
+    finally:
+        await admin.stop()
+
+
+async def test_warns_when_exposed_without_token() -> None:
+    with capture_logs() as logs:
+        exposed = AdminServer(AdminConfig(host="0.0.0.0", port=0), Health())
+        await exposed.start()
+        await exposed.stop()
+        guarded = AdminServer(AdminConfig(host="0.0.0.0", port=0, token=SecretStr(TOKEN)),
+                              Health())
+        await guarded.start()
+        await guarded.stop()
+    warnings = [e for e in logs if e["event"] == "admin_exposed_without_token"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert TOKEN not in repr(logs)
+
+
+async def test_lifecycle(http: aiohttp.ClientSession) -> None:
+    admin = AdminServer(AdminConfig(port=0), Health())
+    with pytest.raises(RuntimeError):
+        _ = admin.port
+    await admin.start()
+    port = admin.port
+    assert port > 0
+    await admin.start()  # second start is a no-op
+    assert admin.port == port
+    await admin.stop()
+    with pytest.raises(RuntimeError):
+        _ = admin.port
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(f"http://127.0.0.1:{port}/healthz"):
+            pass
+    await admin.stop()  # idempotent
+
+    disabled = AdminServer(AdminConfig(enabled=False), Health())
+    await disabled.start()
+    with pytest.raises(RuntimeError):
+        _ = disabled.port
+
+
+def test_is_loopback() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("127.1.2.3") and is_loopback("::1")
+    assert is_loopback("localhost") and is_loopback("[::1]")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("")
+    assert not is_loopback("10.0.0.5") and not is_loopback("bridge.internal")
