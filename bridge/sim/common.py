@@ -478,10 +478,10 @@ class RunningSim:
 
     async def start(self) -> RunningSim:
         # No access log: benchmarks push thousands of requests through here.
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context,
-                           shutdown_timeout=self.shutdown_timeout)
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])

@@ -32,7 +32,8 @@ class Fault:
     - `timeout`: stall `delay` seconds, then answer normally (set it above the client timeout).
     - `truncate`: HTTP 200 with the JSON body cut in half.
     - `invalid_json`: HTTP 200 with a body that is not JSON.
-    - `reset`: close the connection (RST) without any response.
+    - `reset`: close the connection (RST) without any response. aiohttp clients silently retry
+      an idempotent request once after that, so `times=2` is what a caller actually sees.
     - `envelope_error`: HTTP 200 whose body is the vendor's error shape (for Aether365:
       `success: false`); the same body with an error status is kind `status`.
     - `drift`: serve this page, then insert `drift` new items at the head of the list, so the
