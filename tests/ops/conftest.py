@@ -1,24 +1,19 @@
-"""Fixtures for the operations tests: isolated logging state, a fake NOTIFY_SOCKET, tools."""
+"""Fixtures for the operations tests: isolated logging state and a fake NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
 import io
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import structlog
 
 import bridge.logging as bridge_logging
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
 
 
 @pytest.fixture
@@ -55,22 +50,3 @@ def notify_socket(monkeypatch: pytest.MonkeyPatch) -> Iterator[socket.socket]:
     finally:
         sock.close()
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _readme_installs(package: str) -> bool:
-    readme = REPO / "README.md"
-    if not readme.exists():
-        return False
-    pattern = re.compile(rf"(apt-get|apt|pip)\s+install[^\n]*(?<![\w.-]){re.escape(package)}(?![\w.-])")
-    return pattern.search(readme.read_text(encoding="utf-8")) is not None
-
-
-def require_tool(tool: str, package: str) -> str:
-    """Path of `tool`, or skip. Under CI it is a failure instead when README.md installs
-    `package` (Debian or PyPI), because then its absence is a broken setup, not a choice."""
-    found = shutil.which(tool)
-    if found:
-        return found
-    if os.environ.get("CI") == "true" and _readme_installs(package):
-        pytest.fail(f"{tool} is missing although README.md installs {package}")
-    pytest.skip(f"{tool} not installed (package {package})")

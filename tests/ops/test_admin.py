@@ -61,7 +61,7 @@ async def test_healthz_reports_a_stalled_loop(http: aiohttp.ClientSession) -> No
     admin = AdminServer(AdminConfig(port=0), Health(), max_lag=0.2, tick=0.05)
     await admin.start()
     try:
-        time.sleep(0.5)  # the behaviour under test: a blocking call stalls the event loop
+        time.sleep(0.5)  # noqa: ASYNC251  (under test: a blocking call stalls the loop)
         async with http.get(url(admin, "/healthz")) as resp:
             assert resp.status == 503
             assert "event loop lagged" in (await resp.json())["reason"]

@@ -65,7 +65,7 @@ async def test_watchdog_loop_pings_until_stopped(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.create_task(watchdog_loop(stop))
-    pings = []
+    pings: list[bytes] = []
     start = time.monotonic()
     while len(pings) < 3:
         pings.append(await asyncio.wait_for(loop.sock_recv(notify_socket, 4096), timeout=5))
