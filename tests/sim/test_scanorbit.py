@@ -203,7 +203,7 @@ async def test_body_faults_over_http(so: Client, so_world: ScanOrbitWorld) -> No
     for _ in range(3):
         so_world.add_finding()
     for kind in ("truncate", "invalid_json"):
-        so_world.faults.add(Fault(kind))  # type: ignore[arg-type]
+        so_world.faults.add(Fault(kind))
         reply = await so.get("/findings")
         assert reply.status == 200
         with pytest.raises(ValueError):
