@@ -1,0 +1,658 @@
+"""Pure encoders, `Event` -> text: ArcSight CEF (rev 25), QRadar LEEF 2.0 and JSON.
+
+They are sink-agnostic (syslog, webhook and file sinks share them) and exact: every escape a
+format defines is applied, and length limits are enforced on the *unescaped* UTF-8 value, so a
+truncation can split neither an escape sequence nor a code point. Limits count UTF-8 bytes, which
+satisfies receivers that count characters too. Nothing here does I/O.
+
+`fit_cef`/`fit_leef`/`fit_json` re-encode one event under a byte budget (a UDP datagram) by
+truncating the longest values or by splitting the event over several messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from bridge.components import StrictModel
+from bridge.model import Event
+from bridge.version import __version__
+
+Getter = Callable[[Event], Any]
+Oversize = Literal["truncate", "split"]
+
+# Event attributes a dotted path may start with; `attributes.x`, `raw.a.b` and `changes.f` reach
+# into the mappings.
+EVENT_FIELDS = frozenset({
+    "id", "type", "source", "vendor", "scope", "kind", "key", "title", "severity",
+    "severity_score", "occurred_at", "counter", "vendor_severity", "status", "tenant", "reason",
+    "item_uid",
+})
+KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+# In split mode every part carries `bridgePart=i/n` so a receiver can reassemble the event.
+PART_KEY = "bridgePart"
+
+
+class FitError(ValueError):
+    """The event cannot be made to fit the byte budget (the budget is smaller than its header)."""
+
+
+# --- values -------------------------------------------------------------------------------------
+
+def _dig(data: Any, parts: Sequence[str]) -> Any:
+    for part in parts:
+        if isinstance(data, Mapping):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def compile_path(path: str) -> Getter:
+    """`title`, `attributes.region`, `raw.resource.arn`, `changes.severity` -> a getter."""
+    head, _, rest = path.partition(".")
+    if head == "attributes" and rest:
+        return lambda e: e.attributes.get(rest)
+    if head == "raw" and rest:
+        parts = rest.split(".")
+        return lambda e: _dig(e.raw, parts)
+    if head == "changes" and rest:
+        return lambda e: list(e.changes[rest]) if rest in e.changes else None
+    if head in EVENT_FIELDS and not rest:
+        if head == "type":
+            return lambda e: e.type.value
+        return lambda e: getattr(e, head)
+    raise ValueError(
+        f"unknown field path {path!r}: use an event field ({', '.join(sorted(EVENT_FIELDS))}), "
+        "attributes.<name>, raw.<a.b.c> or changes.<field>"
+    )
+
+
+def as_text(value: Any) -> str | None:
+    """A field value as the text formats carry; None/"" mean "leave the key out"."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of `text` whose UTF-8 encoding fits `max_bytes` (whole code points)."""
+    if len(text) * 4 <= max_bytes:
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def _ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _fast_escaper(pairs: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """An escaper doing one C-speed `in` test per special character: values are mostly plain."""
+
+    def escape(text: str) -> str:
+        for char, replacement in pairs:
+            if char in text:
+                text = text.replace(char, replacement)
+        return text
+
+    return escape
+
+
+# CEF: headers escape backslash and pipe and cannot be multi-line; extension values escape
+# backslash, equals and line breaks (as the two-character sequences \n and \r).
+cef_header_escape = _fast_escaper(
+    (("\\", "\\\\"), ("|", "\\|"), ("\r", " "), ("\n", " ")))
+cef_value_escape = _fast_escaper(
+    (("\\", "\\\\"), ("=", "\\="), ("\n", "\\n"), ("\r", "\\r")))
+# LEEF defines no value escaping; ours keeps every value on one line and never lets the
+# delimiter appear inside one (it becomes \xHH), so even a naive splitting parser stays aligned.
+leef_header_escape = cef_header_escape
+
+
+def leef_value_escaper(delimiter: str) -> Callable[[str], str]:
+    pairs = [("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")]
+    if delimiter != "\t":
+        pairs.append((delimiter, f"\\x{ord(delimiter):02x}"))
+    return _fast_escaper(pairs)
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+FieldMap = dict[str, str | list[str]]
+
+
+class CustomField(StrictModel):
+    """A CEF custom field (`cs1`/`cs1Label`...): what it means and where its value comes from."""
+
+    label: str = Field(min_length=1, max_length=1023)
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        compile_path(value)
+        return value
+
+
+def _check_field_map(fields: FieldMap, reserved: frozenset[str]) -> FieldMap:
+    for key, paths in fields.items():
+        if not KEY_PATTERN.match(key):
+            raise ValueError(f"field key {key!r} must be letters, digits and _ (starting a letter)")
+        if key in reserved or key == PART_KEY:
+            raise ValueError(f"field key {key!r} is set by the encoder itself")
+        for path in [paths] if isinstance(paths, str) else paths:
+            compile_path(path)
+    return fields
+
+
+_CANDIDATES: dict[str, list[str]] = {
+    "ip": ["attributes.ip", "attributes.ip_address", "attributes.src_ip", "attributes.source_ip"],
+    "host": ["attributes.host", "attributes.hostname", "attributes.resource_name",
+             "attributes.resource"],
+    "user": ["attributes.user", "attributes.user_principal_name", "attributes.upn",
+             "attributes.username"],
+}
+
+
+def _default_cef_fields() -> FieldMap:
+    return {"msg": "title", "reason": "reason", "src": _CANDIDATES["ip"],
+            "dhost": _CANDIDATES["host"], "duser": _CANDIDATES["user"]}
+
+
+def _default_cs() -> list[CustomField]:
+    return [CustomField(label=label, path=path) for label, path in (
+        ("source", "source"), ("tenant", "tenant"), ("vendorSeverity", "vendor_severity"),
+        ("status", "status"), ("itemKey", "key"), ("itemUid", "item_uid"))]
+
+
+def _default_cn() -> list[CustomField]:
+    return [CustomField(label="transitionCounter", path="counter")]
+
+
+CEF_FIXED_KEYS = ("rt", "act", "externalId")
+_CEF_RESERVED = frozenset(
+    {*CEF_FIXED_KEYS, "cat"}
+    | {f"cs{i}{s}" for i in range(1, 7) for s in ("", "Label")}
+    | {f"cn{i}{s}" for i in range(1, 4) for s in ("", "Label")}
+)
+
+
+class CefConfig(StrictModel):
+    """CEF settings. `rt`, `act` (event type), `externalId` (event id) and `cat` (item kind) are
+    always set; `fields` maps further CEF keys (standard or vendor raw fields) to dotted paths,
+    a list meaning "the first one that has a value"; `cs`/`cn` fill cs1..cs6 and cn1..cn3."""
+
+    vendor: str = Field(default="bridge", min_length=1)
+    product: str = Field(default="bridge", min_length=1)
+    version: str = Field(default=__version__, min_length=1)
+    fields: FieldMap = Field(default_factory=_default_cef_fields)
+    cs: list[CustomField] = Field(default_factory=_default_cs, max_length=6)
+    cn: list[CustomField] = Field(default_factory=_default_cn, max_length=3)
+    # A cap (UTF-8 bytes) on every value, on top of the per-key limits of the CEF spec.
+    max_field_length: int | None = Field(default=None, ge=16)
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: FieldMap) -> FieldMap:
+        return _check_field_map(value, _CEF_RESERVED)
+
+
+LEEF_FIXED_KEYS = ("devTime", "devTimeFormat", "externalId")
+_LEEF_RESERVED = frozenset({*LEEF_FIXED_KEYS, "sev", "cat"})
+LEEF_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
+
+
+def _default_leef_fields() -> FieldMap:
+    return {
+        "eventType": "type", "source": "source", "vendor": "vendor", "tenant": "tenant",
+        "itemKey": "key", "itemUid": "item_uid", "title": "title",
+        "vendorSeverity": "vendor_severity", "status": "status", "reason": "reason",
+        "counter": "counter", "src": _CANDIDATES["ip"], "identHostName": _CANDIDATES["host"],
+        "usrName": _CANDIDATES["user"],
+    }
+
+
+class LeefConfig(StrictModel):
+    """LEEF 2.0 settings. `devTime`/`devTimeFormat`, `externalId` (event id), `sev` (1-10) and
+    `cat` (item kind) are always set; `fields` maps further attributes to dotted paths."""
+
+    vendor: str = Field(default="bridge", min_length=1)
+    product: str = Field(default="bridge", min_length=1)
+    version: str = Field(default=__version__, min_length=1)
+    # One character, or its hex form (`x09`, `0x5E`) as the LEEF header itself allows.
+    delimiter: str = "\t"
+    fields: FieldMap = Field(default_factory=_default_leef_fields)
+    max_field_length: int | None = Field(default=None, ge=16)
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _delimiter(cls, value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"(0x|x)[0-9A-Fa-f]{1,4}", value):
+            value = chr(int(value.split("x", 1)[1], 16))
+        if not isinstance(value, str) or len(value) != 1:
+            raise ValueError("delimiter must be one character or its hex form like x09")
+        printable = value.isprintable() or value == "\t"
+        if value.isalnum() or value in "=\\|\r\n\x00" or not printable:
+            raise ValueError(f"delimiter {value!r} would be ambiguous; use e.g. a tab, ^ or ~")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: FieldMap) -> FieldMap:
+        return _check_field_map(value, _LEEF_RESERVED)
+
+
+# --- key=value records (CEF and LEEF) -----------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class KvRecord:
+    """A CEF/LEEF event before rendering: what fitting shrinks or splits.
+
+    `name` is the one header value that may shrink (CEF's Name; empty for LEEF); the first
+    `fixed` pairs identify the event, are repeated in every split part and never shrink.
+    Values are unescaped and already within their per-key limits.
+    """
+
+    prefix: str
+    name: str
+    suffix: str
+    pairs: tuple[tuple[str, str], ...]
+    fixed: int
+    sep: str
+    escape_name: Callable[[str], str]
+    escape_value: Callable[[str], str]
+
+    def render(self) -> str:
+        esc = self.escape_value
+        body = self.sep.join([f"{k}={esc(v)}" for k, v in self.pairs])
+        return f"{self.prefix}{self.escape_name(self.name)}{self.suffix}{body}"
+
+
+_CEF_LIMITS: Mapping[str, int] = {
+    "act": 63, "app": 31, "proto": 31, "outcome": 63, "externalId": 40, "dvchost": 100,
+    "fileHash": 255, "deviceExternalId": 255, "deviceDnsDomain": 255, "dntdom": 255,
+    "sntdom": 255, "flexString1Label": 128, "flexString2Label": 128,
+    **{f"cs{i}": 4000 for i in range(1, 7)},
+}
+_CEF_DEFAULT_LIMIT = 1023  # cat, msg, reason, dhost, duser, shost, suser, request, labels...
+_CEF_IP_KEYS = frozenset({"src", "dst", "dvc", "sourceTranslatedAddress",
+                          "destinationTranslatedAddress", "deviceTranslatedAddress"})
+_CEF_INT_KEYS = frozenset({"cn1", "cn2", "cn3", "spt", "dpt", "cnt", "in", "out", "fsize",
+                           "spid", "dpid", "oldFileSize"})
+_CEF_UNLIMITED = 1 << 30
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_int(text: str) -> bool:
+    return re.fullmatch(r"-?\d{1,19}", text) is not None
+
+
+def _compile_map(fields: FieldMap) -> list[tuple[str, tuple[Getter, ...]]]:
+    out = []
+    for key, paths in fields.items():
+        getters = tuple(compile_path(p) for p in ([paths] if isinstance(paths, str) else paths))
+        out.append((key, getters))
+    return out
+
+
+def _first_text(getters: tuple[Getter, ...], event: Event) -> str | None:
+    for getter in getters:
+        text = as_text(getter(event))
+        if text is not None:
+            return text
+    return None
+
+
+class CefEncoder:
+    """A `CefConfig` compiled once: paths to getters, limits and escaped header constants."""
+
+    def __init__(self, cfg: CefConfig) -> None:
+        cap = cfg.max_field_length or _CEF_UNLIMITED
+        self._cap = cap
+        self._prefix = "CEF:0|" + "|".join(
+            cef_header_escape(truncate_utf8(value, min(limit, cap)))
+            for value, limit in ((cfg.vendor, 63), (cfg.product, 63), (cfg.version, 31))
+        ) + "|"
+        self._fields = [(key, getters, min(_CEF_LIMITS.get(key, _CEF_DEFAULT_LIMIT), cap))
+                        for key, getters in _compile_map(cfg.fields)]
+        self._custom = [
+            (f"{kind}{i}", f"{kind}{i}Label",
+             truncate_utf8(c.label, min(_CEF_DEFAULT_LIMIT, cap)), compile_path(c.path),
+             min(_CEF_LIMITS.get(f"{kind}{i}", _CEF_DEFAULT_LIMIT), cap))
+            for kind, customs in (("cs", cfg.cs), ("cn", cfg.cn))
+            for i, c in enumerate(customs, start=1)
+        ]
+
+    def record(self, event: Event) -> KvRecord:
+        cap = self._cap
+        pairs: list[tuple[str, str]] = [
+            ("rt", str(_ms(event.occurred_at))),
+            ("act", truncate_utf8(event.type.value, min(63, cap))),
+            ("externalId", truncate_utf8(event.id, min(40, cap))),
+            ("cat", truncate_utf8(event.kind, min(_CEF_DEFAULT_LIMIT, cap))),
+        ]
+        for key, getters, limit in self._fields:
+            text = _first_text(getters, event)
+            if text is None:
+                continue
+            if (key in _CEF_IP_KEYS and not _valid_ip(text)) or (
+                    key in _CEF_INT_KEYS and not _valid_int(text)):
+                continue
+            pairs.append((key, truncate_utf8(text, limit)))
+        for key, label_key, label, getter, limit in self._custom:
+            text = as_text(getter(event))
+            if text is None or (key in _CEF_INT_KEYS and not _valid_int(text)):
+                continue
+            pairs.append((label_key, label))
+            pairs.append((key, truncate_utf8(text, limit)))
+        signature = f"{event.kind}:{event.type.value}"
+        return KvRecord(
+            prefix=f"{self._prefix}{cef_header_escape(truncate_utf8(signature, min(1023, cap)))}|",
+            name=truncate_utf8(event.title, min(512, cap)),
+            suffix=f"|{event.severity_score}|",
+            pairs=tuple(pairs),
+            fixed=len(CEF_FIXED_KEYS),
+            sep=" ",
+            escape_name=cef_header_escape,
+            escape_value=cef_value_escape,
+        )
+
+    def encode(self, event: Event) -> str:
+        return self.record(event).render()
+
+
+def _leef_time(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}" + \
+        moment.strftime("%z")
+
+
+class LeefEncoder:
+    """A `LeefConfig` compiled once."""
+
+    def __init__(self, cfg: LeefConfig) -> None:
+        self._cap = cfg.max_field_length or _CEF_UNLIMITED
+        delim = cfg.delimiter
+        shown = delim if delim.isprintable() and delim != " " else f"x{ord(delim):02X}"
+        self._head = "LEEF:2.0|" + "|".join(
+            leef_header_escape(v) for v in (cfg.vendor, cfg.product, cfg.version)) + "|"
+        self._suffix = f"|{shown}|"
+        self._sep = delim
+        self._escape = leef_value_escaper(delim)
+        self._fields = _compile_map(cfg.fields)
+
+    def record(self, event: Event) -> KvRecord:
+        cap = self._cap
+        pairs: list[tuple[str, str]] = [
+            ("devTime", _leef_time(event.occurred_at)),
+            ("devTimeFormat", LEEF_TIME_FORMAT),
+            ("externalId", truncate_utf8(event.id, cap)),
+            ("sev", str(event.severity_score)),
+            ("cat", truncate_utf8(event.kind, cap)),
+        ]
+        for key, getters in self._fields:
+            text = _first_text(getters, event)
+            if text is None or (key == "src" and not _valid_ip(text)):
+                continue
+            pairs.append((key, truncate_utf8(text, cap)))
+        event_id = leef_header_escape(truncate_utf8(f"{event.kind}:{event.type.value}", cap))
+        return KvRecord(
+            prefix=f"{self._head}{event_id}", name="", suffix=self._suffix, pairs=tuple(pairs),
+            fixed=len(LEEF_FIXED_KEYS), sep=self._sep, escape_name=leef_header_escape,
+            escape_value=self._escape,
+        )
+
+    def encode(self, event: Event) -> str:
+        return self.record(event).render()
+
+
+# Compiled encoders are cached per config object (configs are frozen); the config is kept in the
+# cache entry so its id cannot be reused while the entry lives.
+_compiled: dict[int, tuple[object, Any]] = {}
+
+
+def _encoder_for(cfg: CefConfig | LeefConfig) -> Any:
+    hit = _compiled.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    if len(_compiled) >= 64:
+        _compiled.clear()
+    encoder = CefEncoder(cfg) if isinstance(cfg, CefConfig) else LeefEncoder(cfg)
+    _compiled[id(cfg)] = (cfg, encoder)
+    return encoder
+
+
+def encode_cef(event: Event, cfg: CefConfig) -> str:
+    """One CEF record: `CEF:0|Vendor|Product|Version|kind:type|Title|Severity|extensions`."""
+    encoder: CefEncoder = _encoder_for(cfg)
+    return encoder.encode(event)
+
+
+def encode_leef(event: Event, cfg: LeefConfig) -> str:
+    """One LEEF 2.0 record: `LEEF:2.0|Vendor|Product|Version|kind:type|delim|attributes`."""
+    encoder: LeefEncoder = _encoder_for(cfg)
+    return encoder.encode(event)
+
+
+def encode_json(event: Event) -> str:
+    """`Event.to_dict()` as one compact line (control characters always escaped).
+
+    NaN/Infinity in a vendor payload are not JSON: they fail the event rather than emit them.
+    """
+    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, default=str)
+
+
+# --- fitting under a byte budget ----------------------------------------------------------------
+
+def _size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def cut_escaped(value: str, escape: Callable[[str], str], max_bytes: int) -> str:
+    """The longest prefix of `value` whose escaped UTF-8 form fits `max_bytes`."""
+    if _size(escape(value)) <= max_bytes:
+        return value
+    lo, hi = 0, len(value)  # escaping is per character, so cost grows with the prefix
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _size(escape(value[:mid])) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return value[:lo]
+
+
+def _water_level(costs: Sequence[int], budget: int) -> int:
+    """The largest cap C with sum(min(c, C)) <= budget: shrink the longest values first."""
+    lo, hi = 0, max(costs, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(c, mid) for c in costs) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _fit_kv_truncate(rec: KvRecord, limit: int) -> list[str]:
+    fixed, loose = rec.pairs[: rec.fixed], rec.pairs[rec.fixed:]
+    esc = rec.escape_value
+    costs = [_size(rec.escape_name(rec.name))] + [_size(esc(v)) for _, v in loose]
+    overhead = _size(rec.render()) - sum(costs)
+    if overhead > limit:
+        raise FitError(f"{overhead} bytes of header and identifiers exceed the {limit} byte limit")
+    cap = _water_level(costs, limit - overhead)
+    name = cut_escaped(rec.name, rec.escape_name, cap)
+    pairs = fixed + tuple((k, cut_escaped(v, esc, cap)) for k, v in loose)
+    return [replace(rec, name=name, pairs=pairs).render()]
+
+
+def _fit_kv_split(rec: KvRecord, limit: int) -> list[str]:
+    esc, sep = rec.escape_value, rec.sep
+    fixed, loose = rec.pairs[: rec.fixed], rec.pairs[rec.fixed:]
+    marker_room = len(sep) + len(PART_KEY) + len("=9999/9999")
+    base = replace(rec, pairs=fixed)
+    room = limit - _size(base.render()) - marker_room
+    min_room = 128
+    if room < min_room:  # shrink the name so that parts carry at least some payload
+        name_cost = _size(rec.escape_name(rec.name))
+        name = cut_escaped(rec.name, rec.escape_name, max(0, name_cost - (min_room - room)))
+        base = replace(base, name=name)
+        room = limit - _size(base.render()) - marker_room
+        if room < min_room:
+            raise FitError(f"header and identifiers leave no room in a {limit} byte message")
+    parts: list[list[tuple[str, str]]] = [[]]
+    used = 0
+    for key, value in loose:
+        cost = len(sep) + _size(key) + 1 + _size(esc(value))
+        if used + cost > room and cost <= room and parts[-1]:
+            parts.append([])
+            used = 0
+        if used + cost <= room:
+            parts[-1].append((key, value))
+            used += cost
+            continue
+        while value:  # longer than a whole message: continue it under the same key
+            avail = room - used - len(sep) - _size(key) - 1
+            chunk = cut_escaped(value, esc, avail) if avail > 0 else ""
+            if not chunk:
+                if not parts[-1]:
+                    raise FitError(f"key {key!r} leaves no room in a {limit} byte message")
+                parts.append([])
+                used = 0
+                continue
+            parts[-1].append((key, chunk))
+            used += len(sep) + _size(key) + 1 + _size(esc(chunk))
+            value = value[len(chunk):]
+    if len(parts) > 9999:
+        raise FitError("event would need more than 9999 messages")
+    total = len(parts)
+    return [
+        replace(base, pairs=(*fixed, (PART_KEY, f"{i}/{total}"), *part)).render()
+        for i, part in enumerate(parts, start=1)
+    ]
+
+
+def fit_kv(rec: KvRecord, limit: int, oversize: Oversize) -> list[str]:
+    """Render `rec` in messages of at most `limit` UTF-8 bytes each."""
+    text = rec.render()
+    if _size(text) <= limit:
+        return [text]
+    return _fit_kv_split(rec, limit) if oversize == "split" else _fit_kv_truncate(rec, limit)
+
+
+def fit_cef(event: Event, cfg: CefConfig, limit: int, oversize: Oversize) -> list[str]:
+    encoder: CefEncoder = _encoder_for(cfg)
+    return fit_kv(encoder.record(event), limit, oversize)
+
+
+def fit_leef(event: Event, cfg: LeefConfig, limit: int, oversize: Oversize) -> list[str]:
+    encoder: LeefEncoder = _encoder_for(cfg)
+    return fit_kv(encoder.record(event), limit, oversize)
+
+
+# JSON keeps its shape: truncation shortens the longest strings anywhere in the object except
+# the identifying fields; split puts top-level keys in several objects carrying `id` and
+# `part`/`parts`, shortening strings only of a key too large for a message of its own.
+JSON_FIXED_KEYS = frozenset({"id", "type", "source", "vendor", "scope", "tenant", "kind", "key",
+                             "item_uid", "severity", "severity_score", "counter", "occurred_at"})
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=str)
+
+
+def _json_escape(text: str) -> str:
+    return _dumps(text)[1:-1]
+
+
+def _string_leaves(value: Any, out: list[tuple[Any, Any, str]]) -> None:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in items:
+        if isinstance(v, str):
+            out.append((value, k, v))
+        elif isinstance(v, dict | list):
+            _string_leaves(v, out)
+
+
+def _shrink_json(data: dict[str, Any], keys: Sequence[str], limit: int) -> dict[str, Any]:
+    """Shorten the longest strings under `keys` until `_dumps(data)` fits `limit` bytes."""
+    data = json.loads(_dumps(data))  # a private deep copy, with `default=str` applied
+    leaves: list[tuple[Any, Any, str]] = []
+    for key in keys:
+        value = data[key]
+        if isinstance(value, str):
+            leaves.append((data, key, value))
+        elif isinstance(value, dict | list):
+            _string_leaves(value, leaves)
+    costs = [_size(_json_escape(s)) for _, _, s in leaves]
+    overhead = _size(_dumps(data)) - sum(costs)
+    if overhead > limit:
+        raise FitError(f"the JSON structure alone needs {overhead} bytes, over the {limit} limit")
+    cap = _water_level(costs, limit - overhead)
+    for (container, key, text), cost in zip(leaves, costs, strict=True):
+        if cost > cap:
+            container[key] = cut_escaped(text, _json_escape, cap)
+    return data
+
+
+def fit_json(event: Event, limit: int, oversize: Oversize) -> list[str]:
+    text = encode_json(event)
+    if _size(text) <= limit:
+        return [text]
+    data = event.to_dict()
+    loose = [k for k in data if k not in JSON_FIXED_KEYS]
+    if oversize == "truncate":
+        return [_dumps(_shrink_json(data, loose, limit))]
+    base = {"id": data["id"], "part": 9999, "parts": 9999}
+    room = limit - _size(_dumps(base)) - 1  # the comma before the first key
+    if room < 16:
+        raise FitError(f"a {limit} byte message cannot carry a JSON part")
+    parts: list[dict[str, Any]] = [{}]
+    used = 0
+    for key in [k for k in data if k != "id"]:
+        member = {key: data[key]}
+        cost = _size(_dumps(member)) - 1  # `"key":value,` without braces plus its comma
+        if cost > room:
+            member = _shrink_json(member, [key], room + 1)
+            cost = _size(_dumps(member)) - 1
+        if used + cost > room and parts[-1]:
+            parts.append({})
+            used = 0
+        parts[-1].update(member)
+        used += cost
+    total = len(parts)
+    return [_dumps({"id": data["id"], "part": i, "parts": total, **part})
+            for i, part in enumerate(parts, start=1)]

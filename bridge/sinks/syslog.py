@@ -1,0 +1,280 @@
+"""Syslog sink for SIEMs: CEF, LEEF or JSON in RFC 5424/3164 messages over UDP, TCP or TLS.
+
+The three parts: `SyslogSinkConfig`, the pure encoders in `formats` and `syslog_framing`, and a
+byte transport from `transport`. A batch is encoded whole and written in one go; a connection
+failure makes the whole batch retryable, an event that cannot be encoded is rejected alone
+(after the others were written) so the worker dead-letters just that one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import structlog
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from bridge import metrics
+from bridge.model import SEVERITIES, Event
+from bridge.sinks.base import PermanentDeliveryError, RetryableDeliveryError, Sink, SinkConfig
+from bridge.sinks.formats import (
+    CefConfig,
+    LeefConfig,
+    Oversize,
+    encode_cef,
+    encode_json,
+    encode_leef,
+    fit_cef,
+    fit_json,
+    fit_leef,
+)
+from bridge.sinks.syslog_framing import (
+    DEFAULT_SEVERITY_MAP,
+    Framing,
+    Rfc,
+    SyslogHeaders,
+    facility_code,
+    severity_code,
+)
+from bridge.sinks.transport import TcpTransport, TransportError, UdpTransport, describe
+
+log = structlog.get_logger(__name__)
+
+# RFC 5426: receivers SHOULD accept 2048-octet datagrams (and MUST 480 over IPv4). Bigger ones
+# work on most LANs and on loopback; raise it when you know your path and receiver.
+UDP_DEFAULT_MAX = 2048
+UDP_LIMIT = 65507  # the largest IPv4 UDP payload
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+_TLS_ONLY = ("ca_bundle", "client_cert", "client_key", "client_key_password", "server_name")
+
+
+class SyslogSinkConfig(SinkConfig):
+    type: Literal["syslog"]
+    host: str = Field(min_length=1)
+    port: int | None = Field(default=None, ge=1, le=65535, description="514, or 6514 for tls")
+    protocol: Literal["udp", "tcp", "tls"] = "tcp"
+    # Stream framing (RFC 6587); ignored for UDP, where a datagram is a message.
+    framing: Framing = "octet_counting"
+    format: Literal["cef", "leef", "json"] = "cef"
+    rfc: Rfc = 5424
+    facility: str | int = "local4"
+    # Our severity -> syslog severity (name or 0-7); keys left out keep the default.
+    severity_map: dict[str, str | int] = Field(default_factory=dict)
+    hostname: str | None = Field(default=None, description="default: this host's name")
+    app_name: str = Field(default="bridge", pattern=r"^[!-~]{1,48}$")
+    procid: str | None = Field(default=None, pattern=r"^[!-~]{1,128}$",
+                               description="default: the process id")
+    msgid: str | None = Field(default=None, pattern=r"^[!-~]{1,32}$",
+                              description="default: the event type")
+    structured_data: bool = False  # RFC 5424 only: [sd_id id=".." type=".." ...]
+    sd_id: str = Field(default="bridge@32473", pattern=r'^[!-~]{1,32}$')
+    cef: CefConfig = Field(default_factory=CefConfig)
+    leef: LeefConfig = Field(default_factory=LeefConfig)
+    # TLS (RFC 5425). Verification is on unless `verify: false`, which is loudly reported.
+    ca_bundle: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_key_password: SecretStr | None = None
+    server_name: str | None = Field(default=None, description="default: host")
+    verify: bool = True
+    # Largest syslog message in bytes: default 2048 on UDP, none on TCP/TLS. A longer event is
+    # truncated (longest values first) or split over several messages carrying its id.
+    max_message_size: int | None = Field(default=None, ge=480, le=1 << 24)
+    oversize: Oversize = "truncate"
+    connect_timeout: float = Field(default=10.0, gt=0)
+    write_timeout: float = Field(default=30.0, gt=0)
+    connect_grace: float = Field(default=0.2, ge=0)
+    resend_window_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    resend_window_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("facility")
+    @classmethod
+    def _facility(cls, value: str | int) -> str | int:
+        facility_code(value)
+        return value
+
+    @field_validator("severity_map")
+    @classmethod
+    def _severity_map(cls, value: dict[str, str | int]) -> dict[str, str | int]:
+        for ours, theirs in value.items():
+            if ours not in SEVERITIES:
+                raise ValueError(f"unknown severity {ours!r}: use one of {', '.join(SEVERITIES)}")
+            severity_code(theirs)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SyslogSinkConfig:
+        if self.protocol != "tls":
+            for name in _TLS_ONLY:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to protocol: tls only")
+            if not self.verify:
+                raise ValueError("verify applies to protocol: tls only")
+        if (self.client_key is None) != (self.client_cert is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.protocol == "udp" and (self.max_message_size or 0) > UDP_LIMIT:
+            raise ValueError(f"max_message_size over UDP cannot exceed {UDP_LIMIT}")
+        if self.structured_data and self.rfc != 5424:
+            raise ValueError("structured_data needs rfc: 5424")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.protocol]
+
+    @property
+    def effective_max_message_size(self) -> int | None:
+        if self.max_message_size is not None:
+            return self.max_message_size
+        return UDP_DEFAULT_MAX if self.protocol == "udp" else None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client context; raises ValueError naming the file that could not be loaded."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if self.ca_bundle is not None:
+                ctx.load_verify_locations(cafile=str(self.ca_bundle))
+            if self.client_cert is not None and self.client_key is not None:
+                password = (self.client_key_password.get_secret_value()
+                            if self.client_key_password else None)
+                ctx.load_cert_chain(str(self.client_cert), str(self.client_key), password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"sink {self.name}: cannot load TLS files: {describe(exc)}") from None
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def build(self) -> SyslogSink:
+        return SyslogSink(self)
+
+
+Encode = Callable[[Event], str]
+Fit = Callable[[Event, int, Oversize], list[str]]
+
+
+def _body_encoder(cfg: SyslogSinkConfig) -> tuple[Encode, Fit]:
+    """The format's encoder and its under-a-budget variant, bound to their config."""
+    if cfg.format == "cef":
+        cef = cfg.cef
+        return (lambda e: encode_cef(e, cef)), (lambda e, limit, mode: fit_cef(e, cef, limit, mode))
+    if cfg.format == "leef":
+        leef = cfg.leef
+        return (lambda e: encode_leef(e, leef)), (
+            lambda e, limit, mode: fit_leef(e, leef, limit, mode))
+    return encode_json, fit_json
+
+
+class SyslogSink(Sink[SyslogSinkConfig]):
+    def __init__(self, config: SyslogSinkConfig) -> None:
+        super().__init__(config)
+        cfg = config
+        severities = {**DEFAULT_SEVERITY_MAP, **cfg.severity_map}
+        self._headers = SyslogHeaders(
+            rfc=cfg.rfc,
+            facility=facility_code(cfg.facility),
+            severity_map={k: severity_code(v) for k, v in severities.items()},
+            hostname=cfg.hostname or socket.gethostname(),
+            app_name=cfg.app_name,
+            procid=cfg.procid or str(os.getpid()),
+            msgid=cfg.msgid,
+            structured_data=cfg.structured_data,
+            sd_id=cfg.sd_id,
+            tag=cfg.app_name if cfg.format == "json" else None,
+        )
+        self._encode, self._fit = _body_encoder(cfg)
+        self._limit = cfg.effective_max_message_size
+        self._stream = cfg.protocol != "udp"
+        self._octets = cfg.framing == "octet_counting"
+        self._transport: TcpTransport | UdpTransport
+        if cfg.protocol == "udp":
+            self._transport = UdpTransport(cfg.host, cfg.effective_port)
+            return
+        ctx = None
+        if cfg.protocol == "tls":
+            ctx = cfg.ssl_context()
+            self._warn_unverified()
+        self._transport = TcpTransport(
+            cfg.host, cfg.effective_port, ssl_context=ctx, server_hostname=cfg.server_name,
+            connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
+            connect_grace=cfg.connect_grace, resend_window_bytes=cfg.resend_window_bytes,
+            resend_window_seconds=cfg.resend_window_seconds,
+        )
+
+    def _warn_unverified(self) -> None:
+        if self.config.protocol == "tls" and not self.config.verify:
+            log.warning("tls_verification_disabled", sink=self.name, target=self._target,
+                        detail="the receiver's certificate is NOT checked: anyone on the path "
+                               "can read and forge these events")
+            metrics.TLS_VERIFY_DISABLED.labels(self.name).set(1)
+
+    @property
+    def _target(self) -> str:
+        return f"{self.config.host}:{self.config.effective_port}"
+
+    async def open(self) -> None:
+        self._warn_unverified()
+        try:
+            await self._transport.connect()
+        except TransportError as exc:
+            raise RetryableDeliveryError(str(exc)) from None
+
+    def messages(self, event: Event) -> list[bytes]:
+        """The syslog messages (unframed) for one event: one, or several when split."""
+        header = self._headers.header(event)
+        data = (header + self._encode(event)).encode("utf-8")
+        limit = self._limit
+        if limit is not None and len(data) > limit:
+            room = limit - len(header.encode("utf-8"))
+            parts = self._fit(event, room, self.config.oversize)
+            return [(header + part).encode("utf-8") for part in parts]
+        return [data]
+
+    def _frame(self, events: Sequence[Event]) -> tuple[list[bytes], dict[str, str]]:
+        chunks: list[bytes] = []
+        rejected: dict[str, str] = {}
+        append = chunks.append
+        for event in events:
+            try:
+                messages = self.messages(event)
+                if self._stream and not self._octets and any(b"\n" in m for m in messages):
+                    raise ValueError("a line feed in the message breaks LF framing")
+            except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
+                rejected[event.id] = f"{type(exc).__name__}: {exc}"
+                continue
+            for message in messages:
+                if not self._stream:
+                    append(message)
+                elif self._octets:
+                    append(b"%d " % len(message))
+                    append(message)
+                else:
+                    append(message)
+                    append(b"\n")
+        return chunks, rejected
+
+    async def send(self, events: Sequence[Event]) -> None:
+        chunks, rejected = self._frame(events)
+        if chunks:
+            try:
+                await self._transport.send(chunks)
+            except TransportError as exc:
+                raise RetryableDeliveryError(str(exc)) from None
+        if rejected:
+            first = next(iter(rejected.items()))
+            raise PermanentDeliveryError(
+                f"cannot encode {len(rejected)} event(s) as {self.config.format}; "
+                f"first {first[0]}: {first[1]}",
+                event_ids=list(rejected),
+            )
+
+    async def close(self) -> None:
+        try:
+            await self._transport.close()
+        except Exception as exc:  # close must not raise
+            log.debug("syslog_close_failed", sink=self.name, error=describe(exc))
