@@ -8,6 +8,7 @@ Nothing can be added to a line after redaction, which is what makes the guarante
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -94,6 +95,18 @@ def redact_processor(logger: WrappedLogger, method: str, event_dict: EventDict) 
     return out
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """A stream handler whose own failures (a stdlib call with bad %-args, a closed stream) are
+    reported in one redacted line, not by stdlib's default dump of the record's raw args."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            self.stream.write(redact(f"logging error in {record.name} at {record.pathname}:"
+                                     f"{record.lineno}: {type(exc).__name__}: {exc}") + "\n")
+            self.flush()
+
+
 def _shared_processors() -> list[Processor]:
     """Steps both structlog and foreign (stdlib) records go through before formatting."""
     return [
@@ -122,7 +135,7 @@ def configure_logging(config: LogConfig, *, stream: TextIO | None = None) -> Non
             renderer,
         ],
     )
-    handler = logging.StreamHandler(out)
+    handler = _Handler(out)
     handler.setFormatter(formatter)
 
     root = logging.getLogger()

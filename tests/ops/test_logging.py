@@ -222,3 +222,17 @@ def test_redact_processor_directly() -> None:
         "api_key_file": "/run/credentials/key",
         "nested": {"TOKEN": REDACTED, "list": [REDACTED, 1, None]},
     }
+
+
+def test_broken_stdlib_call_does_not_dump_args(log_stream: io.StringIO,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    setup(log_stream)
+    handler = next(h for h in logging.getLogger().handlers
+                   if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter))
+    # Straight to our handler: pytest's own capture handler re-raises such errors.
+    record = logging.getLogger("aiohttp.client").makeRecord(
+        "aiohttp.client", logging.WARNING, __file__, 1, "two %s %s but one arg", (SECRET,), None)
+    handler.handle(record)
+    out = log_stream.getvalue() + "".join(capsys.readouterr())
+    assert "logging error in aiohttp.client" in out
+    assert SECRET not in out
