@@ -105,7 +105,10 @@ class Served429:
 
 @dataclass
 class SimStats:
-    """What a simulator served, for assertions (`assert not world.stats.served_429`)."""
+    """What a simulator served, for assertions (`assert not world.stats.served_429`).
+
+    A `reset` fault sends nothing; it is counted under status 499 ("client closed request").
+    """
 
     requests_total: int = 0
     requests_by_path: Counter[str] = field(default_factory=Counter)
@@ -482,7 +485,11 @@ class RunningSim:
                                shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         return self
