@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,22 +14,26 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
 
-def _readme_installs(package: str) -> bool:
-    readme = REPO / "README.md"
-    if not readme.exists():
-        return False
+def installed_by_project(package: str) -> bool:
+    """True when README.md's install commands (apt-get/pip) or the `test` extra name it."""
     name = re.escape(package)
-    pattern = re.compile(rf"(apt-get|apt|pip)\s+install[^\n]*(?<![\w.-]){name}(?![\w.-])")
-    text = readme.read_text(encoding="utf-8").replace("\\\n", " ")  # join continued lines
-    return pattern.search(text) is not None
+    readme = REPO / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8").replace("\\\n", " ")  # join continued lines
+        pattern = rf"(apt-get|apt|pip)\s+install[^\n]*(?<![\w.-]){name}(?![\w.-])"
+        if re.search(pattern, text):
+            return True
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = project.get("optional-dependencies", {}).get("test", [])
+    return any(re.match(rf"{name}(?![\w.-])", req, re.IGNORECASE) for req in extra)
 
 
 def require_tool(tool: str, package: str) -> str:
-    """Path of `tool`, or skip. Under CI it is a failure instead when README.md installs
+    """Path of `tool`, or skip. Under CI it is a failure instead when the project installs
     `package` (Debian or PyPI), because then its absence is a broken setup, not a choice."""
     found = shutil.which(tool)
     if found:
         return found
-    if os.environ.get("CI") == "true" and _readme_installs(package):
-        pytest.fail(f"{tool} is missing although README.md installs {package}")
+    if os.environ.get("CI") == "true" and installed_by_project(package):
+        pytest.fail(f"{tool} is missing although the project installs {package}")
     pytest.skip(f"{tool} not installed (package {package})")

@@ -16,7 +16,7 @@ from bridge.admin import AdminServer
 from bridge.config import AdminConfig
 from bridge.health import Health
 
-from ._support import DEPLOY, REPO, require_tool
+from ._support import DEPLOY, REPO, installed_by_project, require_tool
 
 DOCKERFILE = DEPLOY / "container" / "Dockerfile"
 IGNORE = DEPLOY / "container" / "Dockerfile.dockerignore"
@@ -118,3 +118,8 @@ def test_hadolint() -> None:
 @pytest.mark.parametrize("needle", ["PYTHONDONTWRITEBYTECODE=1", "BRIDGE_STATE__PATH="])
 def test_runtime_environment(needle: str) -> None:
     assert any(needle in a for w, a in final_stage() if w == "ENV")
+
+
+def test_project_install_detection() -> None:
+    assert installed_by_project("pytest")  # in the test extra
+    assert not installed_by_project("no-such-package-xyz")
