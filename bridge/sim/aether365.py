@@ -119,8 +119,6 @@ class Aether365World(SimWorld):
         self.tenants: dict[str, Tenant] = {}
         self.scans: dict[str, Record] = {}
         self.results: dict[str, list[Record]] = {}
-        self._filtered: dict[tuple[str, ...], list[Record]] = {}
-        self._filtered_version = -1
         for token, tenant_id in (tokens or {}).items():
             if tenant_id not in self.tenants:
                 self.add_tenant(tenant_id)
@@ -364,21 +362,14 @@ class Aether365World(SimWorld):
 
     def results_view(self, scan_id: str, result: str, severity: str,
                      framework: str) -> list[Record]:
-        """A scan's results filtered case-insensitively; cached until the next change."""
+        """A scan's results filtered by lower-cased values, compared case-insensitively."""
+        wanted = [(n, v) for n, v in (("result", result), ("severity", severity),
+                                      ("framework", framework)) if v]
         rows = self.results[scan_id]
-        if not (result or severity or framework):
+        if not wanted:
             return rows
-        if self._filtered_version != self.version:
-            self._filtered.clear()
-            self._filtered_version = self.version
-        key = (scan_id, result, severity, framework)
-        cached = self._filtered.get(key)
-        if cached is None:
-            wanted = [(n, v) for n, v in (("result", result), ("severity", severity),
-                                          ("framework", framework)) if v]
-            cached = [r for r in rows if all(str(r[n]).lower() == v for n, v in wanted)]
-            self._filtered[key] = cached
-        return cached
+        return self.view(("results", scan_id, *wanted), lambda: [
+            r for r in rows if all(str(r[n]).lower() == v for n, v in wanted)])
 
     def threats_view(self, tenant: Tenant) -> Record:
         view: Record = {"aiPilotConnected": tenant.ai_pilot_connected,

@@ -93,7 +93,6 @@ class AylieaWorld(SimWorld):
         self.scores: dict[str, Record] = {}
         self.platforms: dict[str, Record] = {}
         self.scanned_at: str | None = None
-        self._ordered: tuple[int, list[Record]] | None = None
         self._head_seq = 0
 
     # -- keys -------------------------------------------------------------------------------
@@ -143,12 +142,9 @@ class AylieaWorld(SimWorld):
         return rec
 
     def ordered(self) -> list[Record]:
-        """Recommendations by priority then id, cached until the next change."""
-        if self._ordered is None or self._ordered[0] != self.version:
-            items = sorted(self.recommendations.values(),
-                           key=lambda r: (r["priority"], r["id"]))
-            self._ordered = (self.version, items)
-        return self._ordered[1]
+        """Recommendations by priority then id."""
+        return self.view("ordered", lambda: sorted(self.recommendations.values(),
+                                                   key=lambda r: (r["priority"], r["id"])))
 
     # -- scores and discovery ---------------------------------------------------------------
 

@@ -18,11 +18,11 @@ import struct
 import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from random import Random
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 from aiohttp import web
 
@@ -254,12 +254,27 @@ class SimWorld(ABC):
         self.limiter = RateLimitWindow(rate_limit, rate_window, clock=clock or time.monotonic)
         self.send_retry_after = send_retry_after
         self.rng = Random(seed)
-        # Bumped by every mutation through the world API; ordered-list caches key on it.
+        # Bumped by every mutation through the world API; derived views are dropped with it.
         self.version = 0
+        self._views: dict[Hashable, Any] = {}
+        self._views_version = 0
 
     def touch(self) -> None:
-        """Invalidate caches; call after editing item dicts directly instead of via methods."""
+        """Invalidate views; call after editing item dicts directly instead of via methods."""
         self.version += 1
+
+    def view(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """A derived view (an ordered or filtered list), recomputed only after a change.
+
+        This is what keeps a page request O(page): sorting and filtering happen once per world
+        version, not once per request.
+        """
+        if self._views_version != self.version:
+            self._views.clear()
+            self._views_version = self.version
+        if key not in self._views:
+            self._views[key] = compute()
+        return cast(T, self._views[key])
 
     @abstractmethod
     def authenticate(self, request: web.Request) -> Principal | web.Response:

@@ -135,9 +135,6 @@ class ScanOrbitWorld(SimWorld):
         self.scans_active: list[dict[str, Any]] = []
         # What `lastScanId` says before any scan was recorded: the scan that found the backlog.
         self._baseline_scan = rand_uuid(self.rng)
-        self._ordered: tuple[int, list[Finding]] | None = None
-        self._filtered: dict[tuple[str | None, ...], list[Finding]] = {}
-        self._filtered_version = -1
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -334,28 +331,23 @@ class ScanOrbitWorld(SimWorld):
     # -- views ------------------------------------------------------------------------------
 
     def ordered(self) -> list[Finding]:
-        """All findings newest first (createdAt desc, then id), cached until the next change."""
-        if self._ordered is None or self._ordered[0] != self.version:
+        """All findings newest first (createdAt desc, then id)."""
+
+        def newest_first() -> list[Finding]:
             items = sorted(self.findings.values(), key=lambda f: f["id"])
             items.sort(key=lambda f: f["createdAt"], reverse=True)  # stable: id breaks ties
-            self._ordered = (self.version, items)
-        return self._ordered[1]
+            return items
+
+        return self.view("ordered", newest_first)
 
     def listing(self, filters: dict[str, str | None]) -> list[Finding]:
-        """Findings matching the query's filters, in page order; cached per filter set."""
-        key = tuple(filters.get(name) for name in FINDING_FILTERS)
-        if not any(value is not None for value in key):
+        """Findings matching the query's filters, in page order."""
+        wanted = [(name, filters[name]) for name in FINDING_FILTERS
+                  if filters.get(name) is not None]
+        if not wanted:
             return self.ordered()
-        if self._filtered_version != self.version:
-            self._filtered.clear()
-            self._filtered_version = self.version
-        cached = self._filtered.get(key)
-        if cached is None:
-            wanted = [(name, v) for name, v in zip(FINDING_FILTERS, key, strict=True)
-                      if v is not None]
-            cached = [f for f in self.ordered() if all(f.get(n) == v for n, v in wanted)]
-            self._filtered[key] = cached
-        return cached
+        return self.view(("findings", *wanted), lambda: [
+            f for f in self.ordered() if all(f.get(n) == v for n, v in wanted)])
 
     def stats_view(self) -> dict[str, Any]:
         findings = self.findings.values()
