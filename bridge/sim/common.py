@@ -25,6 +25,7 @@ from random import Random
 from typing import Any, ClassVar, TypeVar, cast
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from bridge.sim.faults import Fault, FaultPlan
 
@@ -325,7 +326,7 @@ def build_app(world: SimWorld, routes: Iterable[web.RouteDef]) -> web.Applicatio
     return app
 
 
-def _middleware(world: SimWorld) -> Any:
+def _middleware(world: SimWorld) -> Middleware:
     @web.middleware
     async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         stats = world.stats

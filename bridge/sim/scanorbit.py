@@ -112,11 +112,10 @@ class ScanOrbitWorld(SimWorld):
         self.revoked: set[str] = set()
         self.auto_scan = auto_scan
         self.timeline = Timeline(now)
-        self.tier = tier
+        self.tier = tier  # anything but "team" answers 403, as the docs say for other plans
         org_id = rand_uuid(self.rng)
         self.org: dict[str, Any] = {
             "id": org_id, "name": org_name, "slug": org_name.lower().replace(" ", "-"),
-            "tier": tier,
         }
         created = iso(self.timeline.peek() - timedelta(days=120))
         self.accounts: list[dict[str, Any]] = [
