@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from bridge.components import StrictModel
 from bridge.model import SEVERITY_RANK, Event, JSONScalar
@@ -76,26 +77,39 @@ class RouteConfig(StrictModel):
     @field_validator("match")
     @classmethod
     def _fields(cls, match: dict[str, Matcher]) -> dict[str, Matcher]:
+        # Errors carry the field as their location, so they read `….match.severity: …`.
+        errors: list[InitErrorDetails] = []
         for name, matcher in match.items():
-            if name not in FIELDS and not name.startswith("attributes."):
-                raise ValueError(
-                    f"unknown field {name!r}; use one of {', '.join(sorted(FIELDS))} "
-                    "or attributes.<name>"
-                )
-            if matcher.op in ("gte", "gt", "lte", "lt") and name == "severity":
-                values = [matcher.value]
-            elif name == "severity":
-                values = matcher.value if isinstance(matcher.value, list) else []
-                if matcher.op in ("eq", "ne"):
-                    values = [matcher.value]
-            else:
-                values = []
-            for v in values:
-                if str(v) not in SEVERITY_RANK:
-                    raise ValueError(
-                        f"severity {v!r} is not one of {', '.join(SEVERITY_RANK)}"
-                    )
+            try:
+                cls._check_field(name, matcher)
+            except ValueError as exc:
+                errors.append(InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{reason}", {"reason": str(exc)}),
+                    loc=(name,), input=matcher.value))
+        if errors:
+            raise ValidationError.from_exception_data("match", errors)
         return match
+
+    @staticmethod
+    def _check_field(name: str, matcher: Matcher) -> None:
+        if name not in FIELDS and not name.startswith("attributes."):
+            raise ValueError(
+                f"unknown field {name!r}; use one of {', '.join(sorted(FIELDS))} "
+                "or attributes.<name>"
+            )
+        if matcher.op in ("gte", "gt", "lte", "lt") and name == "severity":
+            values = [matcher.value]
+        elif name == "severity":
+            values = matcher.value if isinstance(matcher.value, list) else []
+            if matcher.op in ("eq", "ne"):
+                values = [matcher.value]
+        else:
+            values = []
+        for v in values:
+            if str(v) not in SEVERITY_RANK:
+                raise ValueError(
+                    f"severity {v!r} is not one of {', '.join(SEVERITY_RANK)}"
+                )
 
     def sink_references(self, path: str) -> Iterator[tuple[str, str]]:
         for i, sink in enumerate(self.sinks or []):
