@@ -51,6 +51,8 @@ class Pipeline:
     stop_workers: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     inflight: set[asyncio.Task[object]] = field(default_factory=set)
+    # Keep each sweep's events in its result (tests, `bridge once`); the daemon keeps counts.
+    keep_events: bool = False
 
     @classmethod
     def build(cls, config: BridgeConfig, store: Store, health: Health) -> Pipeline:
@@ -71,11 +73,12 @@ class Pipeline:
             self.inflight.add(task)
         try:
             with structlog.contextvars.bound_contextvars(source=source.name, scope=scope):
-                result = await run_sweep(source, scope, self.store, self.config.routes)
+                result = await run_sweep(source, scope, self.store, self.config.routes,
+                                         keep_events=self.keep_events)
             r = result.record
             self.health.sweep_finished(scope, source=source.name, complete=r.outcome == "complete",
                                        skipped=r.outcome == "skipped", error=r.error, notes=r.notes)
-            if result.events:
+            if r.events:
                 for worker in self.workers.values():
                     worker.wake()
             return result

@@ -9,11 +9,12 @@ count as a miss: a flaky page must never look like a fix.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+import orjson
 
 from bridge.model import Event, EventType, Item, JSONScalar, Sweep, event_id, normalize_severity
 
@@ -24,6 +25,8 @@ State = Literal["active", "resolved"]
 class DiffPolicy:
     resolve_after_misses: int = 2
     tracked_fields: tuple[str, ...] = ("title", "severity", "status")
+    # Per-kind overrides, for sources whose kinds change in different ways (e.g. scores).
+    kind_tracked_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -38,10 +41,13 @@ class StoredItem:
     counter: int
     misses: int
     first_seen: datetime
-    snapshot: str
+    # Loaded only when needed (an absent item being resolved): the rest of the time it is the
+    # bulk of the row and nobody reads it.
+    snapshot: str | None = None
 
-    def snapshot_item(self) -> Item:
-        data: dict[str, Any] = json.loads(self.snapshot)
+    def as_item(self, snapshot: str | None) -> Item:
+        """The item as last seen, for the event that resolves it in its absence."""
+        data: dict[str, Any] = orjson.loads(snapshot) if snapshot else {}
         return Item(
             kind=self.kind,
             key=self.key,
@@ -80,71 +86,146 @@ class DiffResult:
 
 
 def snapshot_json(item: Item) -> str:
-    return json.dumps(
+    return orjson.dumps(
         {
             "title": item.title,
             "severity": item.severity,
             "vendor_severity": item.vendor_severity,
             "status": item.status,
             "tenant": item.tenant,
-            "attributes": dict(item.attributes),
+            "attributes": item.attributes,
             "raw": item.raw,
         },
-        separators=(",", ":"),
-        ensure_ascii=False,
         default=str,
-    )
+    ).decode()
 
 
 def tracked_json(item: Item, fields: tuple[str, ...]) -> str:
-    return json.dumps(list(item.tracked(fields).values()), separators=(",", ":"), default=str)
+    return orjson.dumps([item.tracked_value(f) for f in fields], default=str).decode()
 
 
 def _changes(old: str, new: str, fields: tuple[str, ...]) -> dict[str, tuple[JSONScalar, JSONScalar]]:
-    before, after = json.loads(old), json.loads(new)
+    before, after = orjson.loads(old), orjson.loads(new)
     if not isinstance(before, list) or len(before) != len(fields):
         # Tracked fields were reconfigured: report what we can, old values unknown.
         return {f: (None, a) for f, a in zip(fields, after, strict=True)}
     return {f: (b, a) for f, b, a in zip(fields, before, after, strict=True) if b != a}
 
 
-class _Emitter:
-    """Builds events for one sweep; keeps `diff` itself a readable list of rules."""
+class Differ:
+    """The diff, fed page by page so a 100k-item sweep never sits in memory at once.
 
-    def __init__(self, sweep: Sweep, source: str, vendor: str, now: datetime) -> None:
-        self.sweep, self.source, self.vendor, self.now = sweep, source, vendor, now
-        self.result = DiffResult()
+    `feed` handles what can be decided from an item alone (new, changed, reopened); vendor
+    resolutions wait for `finish`, because only then is it known whether the sweep was
+    complete. `take` hands over what has accumulated so the caller can commit in chunks.
+    """
 
-    def event(
+    def __init__(
         self,
-        type_: EventType,
-        item: Item,
-        counter: int,
-        reason: str,
-        changes: Mapping[str, tuple[JSONScalar, JSONScalar]] | None = None,
+        stored: Mapping[tuple[str, str], StoredItem],
+        policy: DiffPolicy,
+        *,
+        scope: str,
+        source: str,
+        vendor: str,
+        now: datetime,
     ) -> None:
-        self.result.events.append(
-            Event(
-                id=event_id(self.sweep.scope, item.kind, item.key, type_, counter),
-                type=type_,
-                source=self.source,
-                vendor=self.vendor,
-                scope=self.sweep.scope,
-                tenant=item.tenant,
-                kind=item.kind,
-                key=item.key,
-                title=item.title,
-                severity=item.severity,
-                vendor_severity=item.vendor_severity,
-                status=item.status,
-                reason=reason,
-                counter=counter,
-                occurred_at=self.now,
-                changes=changes or {},
-                attributes=item.attributes,
-                raw=item.raw,
-            )
-        )
+        self.stored, self.policy = stored, policy
+        self.scope, self.source, self.vendor, self.now = scope, source, vendor, now
+        self.seen: set[tuple[str, str]] = set()
+        self.events: list[Event] = []
+        self.writes: list[ItemWrite] = []
+        self._vendor_resolved: list[Item] = []
+        self.event_count = 0
+
+    def fields(self, kind: str) -> tuple[str, ...]:
+        return self.policy.kind_tracked_fields.get(kind, self.policy.tracked_fields)
+
+    def _emit(self, type_: EventType, item: Item, counter: int, reason: str,
+              changes: Mapping[str, tuple[JSONScalar, JSONScalar]] | None = None) -> None:
+        self.event_count += 1
+        self.events.append(Event(
+            id=event_id(self.scope, item.kind, item.key, type_, counter),
+            type=type_, source=self.source, vendor=self.vendor, scope=self.scope,
+            tenant=item.tenant, kind=item.kind, key=item.key, title=item.title,
+            severity=item.severity, vendor_severity=item.vendor_severity, status=item.status,
+            reason=reason, counter=counter, occurred_at=self.now, changes=changes or {},
+            attributes=item.attributes, raw=item.raw,
+        ))
+
+    def feed(self, items: Iterable[Item]) -> None:
+        now, writes = self.now, self.writes
+        for item in items:
+            ident = (item.kind, item.key)
+            if ident in self.seen:
+                continue  # a drifting page served it twice; the first copy is as good as any
+            self.seen.add(ident)
+            old = self.stored.get(ident)
+            if not item.active:
+                if old is not None and old.state == "active":
+                    self._vendor_resolved.append(item)
+                continue
+            fields = self.fields(item.kind)
+            tracked = tracked_json(item, fields)
+            if old is None:
+                self._emit(EventType.NEW, item, 1, "first seen")
+                writes.append(ItemWrite(item.kind, item.key, "active", 1, 0, now, now, tracked,
+                                        snapshot_json(item)))
+            elif old.state == "resolved":
+                counter = old.counter + 1
+                self._emit(EventType.REOPENED, item, counter, "active again after resolution")
+                writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
+                                        now, tracked, snapshot_json(item)))
+            elif tracked != old.tracked:
+                counter = old.counter + 1
+                changes = _changes(old.tracked, tracked, fields)
+                self._emit(EventType.CHANGED, item, counter, "changed: " + ", ".join(changes),
+                           changes)
+                writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
+                                        now, tracked, snapshot_json(item)))
+            elif old.misses:
+                writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
+                                        old.first_seen, now))
+
+    def absentees(self, kinds: Mapping[str, bool]) -> list[tuple[str, str]]:
+        """Items `finish` will resolve for absence: their snapshots are needed for the events."""
+        limit = self.policy.resolve_after_misses
+        return [ident for ident, old in self.stored.items()
+                if old.state == "active" and ident not in self.seen
+                and kinds.get(old.kind, False) and old.misses + 1 >= limit]
+
+    def finish(self, kinds: Mapping[str, bool], snapshots: Mapping[tuple[str, str], str]) -> None:
+        """Resolve what the now-known completeness allows; count misses for the absent."""
+        now, writes = self.now, self.writes
+        for item in self._vendor_resolved:
+            if not kinds.get(item.kind, False):
+                continue  # an incomplete sweep never resolves, not even on the vendor's word
+            old = self.stored[(item.kind, item.key)]
+            counter = old.counter + 1
+            self._emit(EventType.RESOLVED, item, counter, item.resolution or "resolved by vendor")
+            writes.append(ItemWrite(item.kind, item.key, "resolved", counter, 0, old.first_seen,
+                                    now, tracked_json(item, self.fields(item.kind)),
+                                    snapshot_json(item), now))
+        for ident, old in self.stored.items():
+            if old.state != "active" or ident in self.seen or not kinds.get(old.kind, False):
+                continue
+            misses = old.misses + 1
+            if misses < self.policy.resolve_after_misses:
+                writes.append(ItemWrite(old.kind, old.key, "active", old.counter, misses,
+                                        old.first_seen, now))
+                continue
+            counter = old.counter + 1
+            snapshot = snapshots.get(ident, old.snapshot)
+            self._emit(EventType.RESOLVED, old.as_item(snapshot), counter,
+                       f"absent from {misses} consecutive complete sweeps")
+            writes.append(ItemWrite(old.kind, old.key, "resolved", counter, misses,
+                                    old.first_seen, now, resolved_at=now))
+
+    def take(self) -> tuple[list[ItemWrite], list[Event]]:
+        """Hand over (and forget) the writes and events accumulated so far."""
+        writes, events = self.writes, self.events
+        self.writes, self.events = [], []
+        return writes, events
 
 
 def diff(
@@ -156,62 +237,9 @@ def diff(
     vendor: str,
     now: datetime,
 ) -> DiffResult:
-    """Events and row writes for `sweep` against `stored` (all stored items of its kinds)."""
-    out = _Emitter(sweep, source, vendor, now)
-    writes = out.result.writes
-    fields = policy.tracked_fields
-    seen: set[tuple[str, str]] = set()
-
-    for item in sweep.items:
-        ident = (item.kind, item.key)
-        if ident in seen:
-            continue  # a drifting page served it twice; the first copy is as good as any
-        seen.add(ident)
-        may_resolve = sweep.kinds.get(item.kind, False)
-        old = stored.get(ident)
-        if not item.active:
-            if old is None or old.state == "resolved" or not may_resolve:
-                continue
-            counter = old.counter + 1
-            out.event(EventType.RESOLVED, item, counter, item.resolution or "resolved by vendor")
-            writes.append(ItemWrite(item.kind, item.key, "resolved", counter, 0, old.first_seen,
-                                    now, tracked_json(item, fields), snapshot_json(item), now))
-            continue
-        tracked = tracked_json(item, fields)
-        if old is None:
-            out.event(EventType.NEW, item, 1, "first seen")
-            writes.append(ItemWrite(item.kind, item.key, "active", 1, 0, now, now, tracked,
-                                    snapshot_json(item)))
-        elif old.state == "resolved":
-            counter = old.counter + 1
-            out.event(EventType.REOPENED, item, counter, "active again after resolution")
-            writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen, now,
-                                    tracked, snapshot_json(item)))
-        elif tracked != old.tracked:
-            counter = old.counter + 1
-            changes = _changes(old.tracked, tracked, fields)
-            reason = "changed: " + ", ".join(changes)
-            out.event(EventType.CHANGED, item, counter, reason, changes)
-            writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen, now,
-                                    tracked, snapshot_json(item)))
-        elif old.misses:
-            writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0, old.first_seen,
-                                    now))
-
-    for ident, old in stored.items():
-        if old.state != "active" or ident in seen or not sweep.kinds.get(old.kind, False):
-            continue
-        misses = old.misses + 1
-        if misses < policy.resolve_after_misses:
-            writes.append(ItemWrite(old.kind, old.key, "active", old.counter, misses,
-                                    old.first_seen, now))
-            continue
-        counter = old.counter + 1
-        item = old.snapshot_item()
-        out.event(EventType.RESOLVED, item, counter,
-                  f"absent from {misses} consecutive complete sweeps")
-        writes.append(ItemWrite(old.kind, old.key, "resolved", counter, misses, old.first_seen,
-                                now, resolved_at=now))
-
-    out.result.seen = len(seen)
-    return out.result
+    """Events and row writes for a whole `sweep` against `stored` (all items of its kinds)."""
+    differ = Differ(stored, policy, scope=sweep.scope, source=source, vendor=vendor, now=now)
+    differ.feed(sweep.items)
+    differ.finish(sweep.kinds, {})
+    writes, events = differ.take()
+    return DiffResult(events, writes, len(differ.seen))

@@ -8,12 +8,13 @@ models) keeps the hot path of a 100k-item sweep cheap.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, cast
+
+import orjson
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
@@ -70,15 +71,15 @@ class Item:
     attributes: Mapping[str, JSONScalar] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
+    def tracked_value(self, name: str) -> JSONScalar:
+        """A value whose change makes a `changed` event; `attributes.x` reaches into attributes."""
+        if name.startswith("attributes."):
+            return self.attributes.get(name[len("attributes.") :])
+        value = getattr(self, name, None)
+        return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
     def tracked(self, fields: tuple[str, ...]) -> dict[str, JSONScalar]:
-        """The values whose change makes a `changed` event; `attributes.x` reaches into attributes."""
-        out: dict[str, JSONScalar] = {}
-        for name in fields:
-            if name.startswith("attributes."):
-                out[name] = self.attributes.get(name[len("attributes.") :])
-            else:
-                out[name] = getattr(self, name, None)
-        return out
+        return {name: self.tracked_value(name) for name in fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,7 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=str)
+        return orjson.dumps(self.to_dict(), default=str).decode()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
@@ -220,4 +221,4 @@ class Event:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(orjson.loads(text))

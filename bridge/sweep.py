@@ -1,31 +1,38 @@
 """One sweep of one scope, top to bottom: source → diff → route → outbox.
 
-Everything the sweep decides is committed in one store transaction; a crash before the commit
-replays the sweep next time, a crash after it loses nothing.
+Pages stream from the source into the diff; new and changed items are committed together with
+their outbox rows in chunks (each chunk one transaction), and the resolutions, the cursor and
+the sweep record in a final transaction once completeness is known. A crash before a commit
+replays that part of the sweep with the same event ids; a crash after it loses nothing.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
 from bridge import metrics
-from bridge.diff import DiffPolicy, diff
+from bridge.diff import Differ, DiffPolicy
 from bridge.http import VendorError
-from bridge.model import Event, Sweep, utcnow
+from bridge.model import Event, Item, Sweep, utcnow
 from bridge.routing import RouteConfig, route
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Outcome, Store, SweepCommit, SweepRecord
 
 log = structlog.get_logger(__name__)
 
+CHUNK = 2_000
+
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     record: SweepRecord
+    # The events themselves only when asked for (tests, `bridge once`); a daemon sweeping
+    # 100k items keeps just the count.
     events: tuple[Event, ...]
     error: VendorError | None = None
 
@@ -36,6 +43,61 @@ def _outcome(sweep: Sweep) -> Outcome:
     return "complete" if sweep.complete else "incomplete"
 
 
+class _Run:
+    """State of one sweep in flight: the differ, what was committed, what to report."""
+
+    def __init__(self, source: Source[SourceConfig], scope: str, store: Store,
+                 routes: RouteConfig, now: datetime, keep_events: bool) -> None:
+        self.source, self.scope, self.store, self.routes = source, scope, store, routes
+        self.now, self.keep_events = now, keep_events
+        self.differ: Differ | None = None
+        self.kept: list[Event] = []
+        self.unseen_enriched = 0
+
+    async def start(self) -> None:
+        cfg = self.source.config
+        kinds = self.source.kinds
+        stored = await self.store.load_items(self.scope, kinds)
+        policy = DiffPolicy(cfg.resolve_after_misses, cfg.tracked_fields,
+                            dict(self.source.kind_tracked_fields))
+        self.differ = Differ(stored, policy, scope=self.scope, source=self.source.name,
+                             vendor=self.source.vendor, now=self.now)
+
+    async def emit(self, items: Sequence[Item]) -> None:
+        """A page arrived: enrich the unknown, diff, and commit a chunk when enough piled up."""
+        assert self.differ is not None
+        stored = self.differ.stored
+        unseen = [i for i in items if i.active and (i.kind, i.key) not in stored
+                  and (i.kind, i.key) not in self.differ.seen]
+        if unseen:
+            enriched = {(i.kind, i.key): i for i in await self.source.enrich(self.scope, unseen)}
+            items = [enriched.get((i.kind, i.key), i) for i in items]
+        self.differ.feed(items)
+        if len(self.differ.writes) >= CHUNK:
+            writes, events = self.differ.take()
+            await self.store.commit_chunk(self.scope, writes, self._route(events))
+
+    def _route(self, events: list[Event]) -> list[tuple[Event, tuple[str, ...]]]:
+        if self.keep_events:
+            self.kept.extend(events)
+        return [(e, route(self.routes, e).sinks) for e in events]
+
+    async def finish(self, sweep: Sweep, record: SweepRecord) -> SweepRecord:
+        assert self.differ is not None
+        snapshots = await self.store.load_snapshots(self.scope, self.differ.absentees(sweep.kinds))
+        self.differ.finish(sweep.kinds, snapshots)
+        writes, events = self.differ.take()
+        record = SweepRecord(**{**_fields(record), "items_seen": len(self.differ.seen),
+                                "events": self.differ.event_count})
+        sweep_id = await self.store.commit_sweep(
+            SweepCommit(record, writes, self._route(events), dict(sweep.cursor)))
+        return SweepRecord(**{**_fields(record), "id": sweep_id})
+
+
+def _fields(record: SweepRecord) -> dict[str, object]:
+    return {f: getattr(record, f) for f in record.__slots__}  # type: ignore[attr-defined]
+
+
 async def run_sweep(
     source: Source[SourceConfig],
     scope: str,
@@ -43,52 +105,39 @@ async def run_sweep(
     routes: RouteConfig,
     *,
     now: datetime | None = None,
+    keep_events: bool = False,
 ) -> SweepResult:
     """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep."""
     started = utcnow()
     clock = time.monotonic()
-    cursor = await store.load_cursor(scope)
+    run = _Run(source, scope, store, routes, now or started, keep_events)
+    await run.start()
     requests_before = source.requests
+    cursor = await store.load_cursor(scope)
     try:
-        sweep = await source.poll(scope, cursor)
+        sweep = await source.stream(scope, cursor, run.emit)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
                              finished_at=utcnow(), outcome="failed", error=str(exc),
                              requests=source.requests - requests_before)
-        await store.commit_sweep(SweepCommit(record))
+        record = await run.finish(Sweep(scope=scope, items=(), kinds={}), record)
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
-        return SweepResult(record, (), exc)
+        return SweepResult(record, tuple(run.kept), exc)
 
-    kinds = set(sweep.kinds) | {i.kind for i in sweep.items}
-    stored = await store.load_items(scope, kinds)
-    unseen = [i for i in sweep.items if i.active and (i.kind, i.key) not in stored]
-    if unseen:
-        enriched = {(i.kind, i.key): i for i in await source.enrich(scope, unseen)}
-        if enriched:
-            sweep = replace(sweep, items=tuple(enriched.get((i.kind, i.key), i) for i in sweep.items))
-
-    policy = DiffPolicy(source.config.resolve_after_misses, source.config.tracked_fields)
-    result = diff(stored, sweep, policy, source=source.name, vendor=source.vendor,
-                  now=now or utcnow())
-    deliveries = [(e, route(routes, e).sinks) for e in result.events]
     outcome = _outcome(sweep)
-    record = SweepRecord(
-        scope=scope, source=source.name, started_at=started, finished_at=utcnow(),
-        outcome=outcome, items_seen=result.seen, events=len(result.events),
-        requests=source.requests - requests_before, notes=sweep.notes,
-    )
-    record = replace(record, id=await store.commit_sweep(
-        SweepCommit(record, result.writes, deliveries, dict(sweep.cursor))))
+    record = SweepRecord(scope=scope, source=source.name, started_at=started,
+                         finished_at=utcnow(), outcome=outcome,
+                         requests=source.requests - requests_before, notes=sweep.notes)
+    record = await run.finish(sweep, record)
 
     metrics.SWEEPS.labels(source.name, outcome).inc()
     metrics.SWEEP_SECONDS.labels(source.name).observe(time.monotonic() - clock)
     if outcome in ("complete", "skipped"):
         metrics.LAST_SUCCESSFUL_SWEEP.labels(source.name).set(time.time())
-    for event in result.events:
-        metrics.EVENTS.labels(source.name, event.type.value).inc()
+    assert run.differ is not None
     log_method = log.warning if outcome == "incomplete" else log.info
     log_method("sweep_done", source=source.name, scope=scope, outcome=outcome,
-               seen=result.seen, events=len(result.events), requests=record.requests,
+               seen=record.items_seen, events=record.events, requests=record.requests,
                notes=list(sweep.notes)[:5], sweep_id=record.id)
-    return SweepResult(record, tuple(result.events))
+    return SweepResult(record, tuple(run.kept))

@@ -7,7 +7,8 @@ the diff decides what may be resolved.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import ClassVar, Generic, TypeVar
 
 from pydantic import Field
@@ -15,6 +16,9 @@ from pydantic import Field
 from bridge.components import ComponentConfig
 from bridge.http import HttpConfig, HttpContext
 from bridge.model import Item, Sweep
+
+
+ItemSink = Callable[[Sequence[Item]], Awaitable[None]]
 
 
 class SourceConfig(ComponentConfig):
@@ -39,6 +43,10 @@ class Source(ABC, Generic[C]):
     """One configured vendor connection, possibly covering several scopes (tenants)."""
 
     vendor: ClassVar[str]
+    # Every item kind this source can produce: the stored state a sweep is diffed against.
+    item_kinds: ClassVar[tuple[str, ...]]
+    # Per-kind overrides of `tracked_fields`, where a kind changes in its own way.
+    kind_tracked_fields: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -48,9 +56,25 @@ class Source(ABC, Generic[C]):
         return self.config.name
 
     @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds this configured instance sweeps (a source may make some optional)."""
+        return self.item_kinds
+
+    @property
     def scopes(self) -> Sequence[str]:
         """State scopes this source sweeps; each is diffed and scheduled on its own."""
         return (self.config.name,)
+
+    async def stream(self, scope: str, cursor: Mapping[str, str], emit: ItemSink) -> Sweep:
+        """Sweep one scope, handing items to `emit` as pages arrive.
+
+        The returned sweep carries completeness, cursor and notes; its `items` are empty
+        because they were emitted. Sources whose sweeps can be huge override this so memory
+        stays flat; the default emits a whole `poll` at once.
+        """
+        sweep = await self.poll(scope, cursor)
+        await emit(sweep.items)
+        return replace(sweep, items=())
 
     @abstractmethod
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:

@@ -9,8 +9,11 @@ full re-sweep every `full_resweep_interval` anyway, for status changes made by p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import structlog
@@ -18,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.http import HttpContext, VendorClient, VendorError, validate
 from bridge.model import Item, JSONScalar, Sweep, normalize_severity
-from bridge.sources.base import Source, SourceConfig
+from bridge.sources.base import ItemSink, Source, SourceConfig
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +84,7 @@ _ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDete
 
 class ScanOrbitSource(Source[ScanOrbitConfig]):
     vendor = "scanorbit"
+    item_kinds = (KIND,)
 
     def __init__(self, config: ScanOrbitConfig, http: HttpContext) -> None:
         super().__init__(config)
@@ -123,23 +127,34 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         )
 
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
+        items: list[Item] = []
+
+        async def collect(page: Sequence[Item]) -> None:
+            items.extend(page)
+
+        sweep = await self.stream(scope, cursor, collect)
+        return replace(sweep, items=tuple(items))
+
+    async def stream(self, scope: str, cursor: Mapping[str, str], emit: ItemSink) -> Sweep:
         latest = await self._latest_scan()
         last_full = float(cursor.get("last_full_sweep_at", "0") or 0)
         due = time.time() - last_full >= self.config.full_resweep_interval
         if latest is not None and latest == cursor.get("last_scan_id") and not due:
             return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",))
         notes: list[str] = []
+        complete = False
         for attempt in range(self.config.drift_retries + 1):
-            items, complete, notes = await self._sweep()
-            if complete or not any("drift" in n for n in notes) or attempt == self.config.drift_retries:
+            complete, notes = await self._sweep(emit)
+            if complete or not any("drift" in n for n in notes):
                 break
-            log.info("scanorbit_drift_retry", source=self.name, notes=notes)
+            if attempt < self.config.drift_retries:
+                log.info("scanorbit_drift_retry", source=self.name, notes=notes)
         new_cursor: dict[str, str] = {}
         if complete:
             new_cursor["last_full_sweep_at"] = str(time.time())
             if latest is not None:
                 new_cursor["last_scan_id"] = latest
-        return Sweep(scope=scope, items=tuple(items), kinds={KIND: complete}, cursor=new_cursor,
+        return Sweep(scope=scope, items=(), kinds={KIND: complete}, cursor=new_cursor,
                      notes=tuple(notes))
 
     async def _latest_scan(self) -> str | None:
@@ -154,39 +169,54 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         done = [s for s in scans.data if (s.status or "complete") in ("complete", "partial")]
         return done[0].id if done else None
 
-    async def _sweep(self) -> tuple[list[Item], bool, list[str]]:
-        items: dict[str, Item] = {}
+    async def _page(self, page: int) -> tuple[Any, _FindingsPage]:
+        body = await self.client.get_json("/findings", {"page": page, "limit": self.config.page_size})
+        return body, validate(_FindingsPage, body, f"GET /findings page {page}")
+
+    async def _sweep(self, emit: ItemSink) -> tuple[bool, list[str]]:
+        """One pass over every page, the next page fetched while this one is diffed.
+
+        Dedupes by id across the pass (a drifting list serves some findings twice) and checks
+        the totals: any inconsistency makes the pass incomplete.
+        """
+        seen: set[str] = set()
         notes: list[str] = []
         total: int | None = None
-        pages = 1
-        page = 1
-        while page <= pages:
-            try:
-                body = await self.client.get_json(
-                    "/findings", {"page": page, "limit": self.config.page_size})
-                parsed = validate(_FindingsPage, body, f"GET /findings page {page}")
-            except VendorError as exc:
-                if exc.kind == "auth":
-                    raise
-                notes.append(f"page {page}: {exc}")
-                return list(items.values()), False, notes
-            p = parsed.pagination
-            if total is None:
-                total, pages = p.total, p.totalPages
-            elif p.total != total:
-                notes.append(f"drift: total changed from {total} to {p.total} at page {page}")
-                total, pages = p.total, max(pages, p.totalPages)
-            raw_rows = body["data"]
-            for raw, finding in zip(raw_rows, parsed.data, strict=True):
-                items.setdefault(finding.id, self.to_item(raw, finding))
-            if not parsed.data and page < pages:
-                notes.append(f"page {page} of {pages} was empty")
-            page += 1
-        complete = not notes
-        if total is not None and len(items) != total:
-            notes.append(f"drift: {len(items)} unique findings but total says {total}")
-            complete = False
-        return list(items.values()), complete, notes
+        pages, page = 1, 1
+        ahead: asyncio.Task[tuple[Any, _FindingsPage]] | None = None
+        try:
+            while page <= pages:
+                try:
+                    body, parsed = await (ahead if ahead is not None else self._page(page))
+                except VendorError as exc:
+                    if exc.kind == "auth":
+                        raise
+                    notes.append(f"page {page}: {exc}")
+                    return False, notes
+                ahead = None
+                p = parsed.pagination
+                if total is None:
+                    total, pages = p.total, p.totalPages
+                elif p.total != total:
+                    notes.append(f"drift: total changed from {total} to {p.total} at page {page}")
+                    total, pages = p.total, max(pages, p.totalPages)
+                if page < pages:
+                    ahead = asyncio.create_task(self._page(page + 1))
+                fresh = [self.to_item(raw, f) for raw, f in zip(body["data"], parsed.data, strict=True)
+                         if f.id not in seen]
+                seen.update(i.key for i in fresh)
+                if not parsed.data and page < pages:
+                    notes.append(f"page {page} of {pages} was empty")
+                await emit(fresh)
+                page += 1
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+        if total is not None and len(seen) != total:
+            notes.append(f"drift: {len(seen)} unique findings but total says {total}")
+        return not notes, notes
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
         """Add resource and certificate facts to up to `enrich_new` new findings."""

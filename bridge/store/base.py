@@ -85,7 +85,21 @@ class Store(ABC):
         """Every stored item of these kinds in this scope, keyed by (kind, key)."""
 
     @abstractmethod
+    async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
+                             ) -> dict[tuple[str, str], str]:
+        """Last-seen snapshots (JSON) of these items: what an absence resolution reports."""
+
+    @abstractmethod
     async def load_cursor(self, scope: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
+                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
+        """Part of a large sweep, in its own transaction: item states with their events.
+
+        Safe because each chunk only creates/changes items together with their outbox rows;
+        resolutions, the cursor and the sweep record wait for `commit_sweep`.
+        """
 
     @abstractmethod
     async def commit_sweep(self, commit: SweepCommit) -> int:

@@ -15,8 +15,9 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from bridge.diff import StoredItem
+from bridge.diff import ItemWrite, StoredItem
 from bridge.model import Event
 from bridge.store.base import (
     DeadLetter,
@@ -128,15 +129,10 @@ class SQLiteStore(Store):
         for version, sql in steps:
             if version <= current:
                 continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 for statement in _split_sql(sql):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             log.info("state_migrated", path=str(self.path), version=version)
 
     async def close(self) -> None:
@@ -160,14 +156,29 @@ class SQLiteStore(Store):
         def q(conn: sqlite3.Connection) -> dict[tuple[str, str], StoredItem]:
             marks = ",".join("?" * len(kinds))
             rows = conn.execute(
-                "SELECT kind, key, state, tracked, counter, misses, first_seen, snapshot "
+                "SELECT kind, key, state, tracked, counter, misses, first_seen "
                 f"FROM items WHERE scope = ? AND kind IN ({marks})",
                 (scope, *kinds),
             )
             return {
-                (r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6]), r[7])
+                (r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6]))
                 for r in rows
             }
+
+        return await self._run(q)
+
+    async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
+                             ) -> dict[tuple[str, str], str]:
+        def q(conn: sqlite3.Connection) -> dict[tuple[str, str], str]:
+            out: dict[tuple[str, str], str] = {}
+            for kind, key in idents:
+                row = conn.execute(
+                    "SELECT snapshot FROM items WHERE scope = ? AND kind = ? AND key = ?",
+                    (scope, kind, key),
+                ).fetchone()
+                if row is not None:
+                    out[(kind, key)] = row[0]
+            return out
 
         return await self._run(q)
 
@@ -178,70 +189,50 @@ class SQLiteStore(Store):
 
         return await self._run(q)
 
+    async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
+                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
+        rows = _Rows.of(scope, writes, deliveries)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                rows.write(conn)
+
+        try:
+            await self._run(tx)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state commit failed for {scope}: {exc}") from exc
+
     async def commit_sweep(self, commit: SweepCommit) -> int:
-        # Encoding happens here, off the event loop, but outside the write lock.
-        scope = commit.record.scope
-        full = [
-            (scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses, _ts(w.first_seen),
-             _ts(w.changed_at), _ts(w.resolved_at), w.snapshot)
-            for w in commit.writes
-            if w.snapshot is not None
-        ]
-        partial = [
-            (w.state, w.misses, w.counter, _ts(w.changed_at), _ts(w.resolved_at), scope, w.kind, w.key)
-            for w in commit.writes
-            if w.snapshot is None
-        ]
-        now = time.time()
-        events = [(e.id, e.to_json(), now) for e, sinks in commit.deliveries if sinks]
-        outbox = [(sink, e.id, now) for e, sinks in commit.deliveries for sink in sinks]
         r = commit.record
+        rows = _Rows.of(r.scope, commit.writes, commit.deliveries)
+        cursor_rows = [(r.scope, k, v) for k, v in commit.cursor.items()]
 
         def tx(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO items (scope, kind, key, state, tracked, counter, misses, "
-                    "first_seen, changed_at, resolved_at, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, "
-                    "tracked = excluded.tracked, counter = excluded.counter, "
-                    "misses = excluded.misses, changed_at = excluded.changed_at, "
-                    "resolved_at = excluded.resolved_at, snapshot = excluded.snapshot",
-                    full,
-                )
-                conn.executemany(
-                    "UPDATE items SET state = ?, misses = ?, counter = ?, changed_at = ?, "
-                    "resolved_at = COALESCE(?, resolved_at) WHERE scope = ? AND kind = ? AND key = ?",
-                    partial,
-                )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO events (id, body, created_at) VALUES (?,?,?)", events
-                )
-                conn.executemany(
-                    "INSERT INTO outbox (sink, event_id, created_at) VALUES (?,?,?)", outbox
-                )
+            with _transaction(conn):
+                rows.write(conn)
                 conn.executemany(
                     "INSERT INTO cursors (scope, name, value) VALUES (?,?,?) "
                     "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
-                    [(scope, k, v) for k, v in commit.cursor.items()],
+                    cursor_rows,
                 )
                 cur = conn.execute(
                     "INSERT INTO sweeps (scope, source, started_at, finished_at, outcome, "
                     "items_seen, events, requests, notes, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (scope, r.source, _ts(r.started_at), _ts(r.finished_at), r.outcome,
+                    (r.scope, r.source, _ts(r.started_at), _ts(r.finished_at), r.outcome,
                      r.items_seen, r.events, r.requests, json.dumps(list(r.notes)), r.error),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                # Keep the sweep log bounded: the last 1,000 per scope.
+                conn.execute(
+                    "DELETE FROM sweeps WHERE scope = ? AND id <= ?",
+                    (r.scope, (cur.lastrowid or 0) - 1000),
+                )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
         try:
             return await self._run(tx)
         except sqlite3.Error as exc:
-            raise StoreError(f"state commit failed for {scope}: {exc}") from exc
+            raise StoreError(f"state commit failed for {r.scope}: {exc}") from exc
 
     # -- outbox
 
@@ -258,16 +249,11 @@ class SQLiteStore(Store):
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 ids = _event_ids(conn, "outbox", sink, seqs)
                 conn.executemany("DELETE FROM outbox WHERE seq = ? AND sink = ?",
                                  [(s, sink) for s in seqs])
                 _drop_orphan_events(conn, ids)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(tx)
 
@@ -284,8 +270,7 @@ class SQLiteStore(Store):
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(
                     "INSERT INTO dead_letters (seq, sink, event_id, attempts, error, failed_at) "
                     "SELECT seq, sink, event_id, attempts + 1, ?, ? FROM outbox "
@@ -294,10 +279,6 @@ class SQLiteStore(Store):
                 )
                 conn.executemany("DELETE FROM outbox WHERE seq = ? AND sink = ?",
                                  [(s, sink) for s in seqs])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
         await self._run(tx)
 
@@ -321,8 +302,7 @@ class SQLiteStore(Store):
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 rows = conn.execute(
                     "SELECT seq, sink, event_id FROM dead_letters WHERE (? IS NULL OR sink = ?) "
                     "ORDER BY seq",
@@ -334,10 +314,6 @@ class SQLiteStore(Store):
                 conn.executemany("INSERT INTO outbox (sink, event_id, created_at) VALUES (?,?,?)",
                                  [(s, eid, now) for _, s, eid in rows])
                 conn.executemany("DELETE FROM dead_letters WHERE seq = ?", [(r[0],) for r in rows])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return len(rows)
 
         return await self._run(tx)
@@ -433,6 +409,61 @@ class SQLiteStore(Store):
             return [] if rows == ["ok"] else rows
 
         return await self._run(q)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Item writes, event bodies and outbox rows, encoded before the write lock is taken."""
+
+    full: list[tuple[Any, ...]]
+    partial: list[tuple[Any, ...]]
+    events: list[tuple[str, str, float]]
+    outbox: list[tuple[str, str, float]]
+
+    @classmethod
+    def of(cls, scope: str, writes: Sequence[ItemWrite],
+           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> _Rows:
+        now = time.time()
+        return cls(
+            full=[(scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+                   _ts(w.first_seen), _ts(w.changed_at), _ts(w.resolved_at), w.snapshot)
+                  for w in writes if w.snapshot is not None],
+            partial=[(w.state, w.misses, w.counter, _ts(w.changed_at), _ts(w.resolved_at), scope,
+                      w.kind, w.key) for w in writes if w.snapshot is None],
+            events=[(e.id, e.to_json(), now) for e, sinks in deliveries if sinks],
+            outbox=[(sink, e.id, now) for e, sinks in deliveries for sink in sinks],
+        )
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO items (scope, kind, key, state, tracked, counter, misses, first_seen, "
+            "changed_at, resolved_at, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, "
+            "tracked = excluded.tracked, counter = excluded.counter, misses = excluded.misses, "
+            "changed_at = excluded.changed_at, resolved_at = excluded.resolved_at, "
+            "snapshot = excluded.snapshot",
+            self.full,
+        )
+        conn.executemany(
+            "UPDATE items SET state = ?, misses = ?, counter = ?, changed_at = ?, "
+            "resolved_at = COALESCE(?, resolved_at) WHERE scope = ? AND kind = ? AND key = ?",
+            self.partial,
+        )
+        conn.executemany("INSERT OR IGNORE INTO events (id, body, created_at) VALUES (?,?,?)",
+                         self.events)
+        conn.executemany("INSERT INTO outbox (sink, event_id, created_at) VALUES (?,?,?)",
+                         self.outbox)
 
 
 def _split_sql(sql: str) -> list[str]:

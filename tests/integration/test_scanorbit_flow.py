@@ -34,6 +34,7 @@ class Harness:
     async def __aenter__(self) -> Harness:
         await self.store.open()
         self.pipeline = Pipeline.build(self.config, self.store, Health())
+        self.pipeline.keep_events = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
