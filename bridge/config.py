@@ -93,7 +93,7 @@ class BridgeConfig(BaseSettings):
             if sink not in known:
                 problems.append(f"{path}: unknown sink {sink!r} (known: {', '.join(sorted(known)) or 'none'})")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # parse_config splits them apart again
         return self
 
     def sink(self, name: str) -> SinkConfig:
@@ -187,8 +187,8 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     except ValidationError as exc:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "value_error" and "; " in msg and err["loc"] == ():
-                problems.extend(msg.split("; "))
+            if err["type"] == "value_error" and err["loc"] == ():
+                problems.extend(msg.split("\n"))  # _cross_checks: already path-named
             else:
                 problems.append(f"{_format_loc(tuple(err['loc']), data)}: {msg}")
         raise ConfigError(source, problems) from None

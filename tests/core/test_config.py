@@ -1,0 +1,417 @@
+"""Config loading: every error names its YAML path; `${VAR}` expansion; secret files;
+`BRIDGE_…` overrides; and the `check-config` / `routes test` commands as an operator runs them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.config import ConfigError, load_config, parse_config
+
+
+def valid(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "state": {"path": str(tmp_path / "state" / "bridge.db")},
+        "log": {"level": "info", "format": "json"},
+        "admin": {"enabled": False},
+        "sources": [
+            {"type": "scanorbit", "name": "so-prod", "api_key": "sk_test_prod_key",
+             "interval": 120, "resolve_after_misses": 3},
+            {"type": "scanorbit", "name": "so-dev", "api_key": "sk_test_dev_key",
+             "tenant": "dev"},
+        ],
+        "sinks": [
+            {"type": "file", "name": "events", "path": str(tmp_path / "events.jsonl")},
+            {"type": "stdout", "name": "console", "format": "json"},
+            {"type": "webhook", "name": "hook", "url": "https://hooks.example.test/in",
+             "max_attempts": 5, "batch_size": 20},
+        ],
+        "routes": {
+            "sinks": ["events"],
+            "routes": [
+                {"name": "urgent", "match": {"severity": ">= high"}, "sinks": ["hook"],
+                 "continue": True},
+                {"name": "dev", "match": {"tenant": "dev"}, "sinks": ["console"]},
+            ],
+        },
+    }
+
+
+def problems_of(data: Any, **kw: Any) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, **kw)
+    return err.value.problems
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+def test_valid_config_parses(tmp_path: Path) -> None:
+    config = parse_config(valid(tmp_path))
+    assert [s.name for s in config.sources] == ["so-prod", "so-dev"]
+    assert config.sources[0].interval == 120
+    assert config.sources[0].api_key.get_secret_value() == "sk_test_prod_key"  # type: ignore[attr-defined]
+    assert "sk_test_prod_key" not in repr(config)
+    assert config.sink("hook").max_attempts == 5
+    assert config.state.path == tmp_path / "state" / "bridge.db"
+    assert config.log.format == "json"
+
+
+def test_empty_file_is_all_defaults() -> None:
+    config = parse_config(None)
+    assert config.sources == [] and config.sinks == []
+    assert config.routes.sinks is None
+
+
+# -- path-named errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.update(sourcez=[]), "sourcez: Extra inputs are not permitted"),
+        (lambda d: d["sources"][0].update(intervall=60),
+         "sources[0].intervall: Extra inputs are not permitted"),
+        (lambda d: d["sources"][1].update(interval="often"), "sources[1].interval: "),
+        (lambda d: d["sources"][0].update(interval=0.5), "sources[0].interval: "),
+        (lambda d: d["sources"][0].pop("api_key"), "sources[0].api_key: Field required"),
+        (lambda d: d["sources"][0]["http"].update(retries=3) if "http" in d["sources"][0]
+         else d["sources"][0].update(http={"retries": 3}),
+         "sources[0].http.retries: Extra inputs are not permitted"),
+        (lambda d: d["sinks"][2].update(url="ftp://x"), "sinks[2].url: "),
+        (lambda d: d["sinks"][0].update(fsync="always"), "sinks[0].fsync: "),
+        (lambda d: d["sinks"][1].update(name="has space"), "sinks[1].name: "),
+        (lambda d: d["state"].update(backend="postgres"), "state.backend: "),
+        (lambda d: d["admin"].update(port=70000), "admin.port: "),
+        (lambda d: d["routes"].update(sink=["events"]), "routes.sink: Extra inputs"),
+    ],
+)
+def test_errors_name_the_yaml_path(tmp_path: Path, mutate: Any, expected: str) -> None:
+    data = valid(tmp_path)
+    mutate(data)
+    found = problems_of(data)
+    assert len(found) == 1, found
+    assert found[0].startswith(expected), found
+
+
+def test_unknown_source_type_lists_known_types(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][1]["type"] = "scanorbyt"
+    (msg,) = problems_of(data)
+    assert msg.startswith("sources[1].type: unknown source type 'scanorbyt'")
+    assert "known: " in msg and "scanorbit" in msg.split("known: ")[1]
+
+
+def test_unknown_sink_type_lists_known_types(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sinks"][0]["type"] = "fil"
+    (msg,) = problems_of(data)
+    assert msg.startswith("sinks[0].type: unknown sink type 'fil'")
+    known = msg.split("known: ")[1].split(", ")
+    assert {"file", "stdout", "webhook"} <= set(known)
+
+
+def test_missing_type_is_named(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    del data["sinks"][1]["type"]
+    (msg,) = problems_of(data)
+    assert msg.startswith("sinks[1].type: required")
+
+
+def test_duplicate_names(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][1]["name"] = "so-prod"
+    data["sinks"][2]["name"] = "events"
+    data["routes"] = {"sinks": ["events"]}
+    assert problems_of(data) == [
+        "sources[1].name: duplicate name 'so-prod'",
+        "sinks[2].name: duplicate name 'events'",
+    ]
+
+
+def test_route_referencing_unknown_sink_is_its_only_problem(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["routes"]["routes"][1]["sinks"] = ["consol"]
+    assert problems_of(data) == [
+        "routes.routes[1].sinks[0]: unknown sink 'consol' (known: console, events, hook)"
+    ]
+
+
+def test_several_unknown_sinks_each_named(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["routes"]["sinks"] = ["nope"]
+    data["routes"]["routes"][0]["routes"] = [{"sinks": ["events", "gone"]}]
+    found = problems_of(data)
+    assert [p.split(":")[0] for p in found] == ["routes.sinks[0]",
+                                                "routes.routes[0].routes[0].sinks[1]"]
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["intervall"] = 1
+    data["sinks"][0]["pth"] = "x"
+    found = problems_of(data)
+    assert {p.split(":")[0] for p in found} == {"sources[0].intervall", "sinks[0].pth"}
+
+
+def test_root_must_be_a_mapping() -> None:
+    assert problems_of(["sources"]) == ["<root>: expected a mapping of settings"]
+
+
+def test_config_error_text_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text("sourcez: []\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: invalid configuration")
+    assert "  sourcez: Extra inputs are not permitted" in text
+
+
+def test_yaml_syntax_error_gives_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text("state:\n  path: x\nsinks: [\n  {name: a\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    (msg,) = err.value.problems
+    assert msg.startswith("line 5, column 1: YAML syntax: "), msg
+
+
+def test_yaml_indentation_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.yaml"
+    path.write_text("state:\n  path: x\n backend: sqlite\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems[0].startswith("line 3, column 2: YAML syntax:")
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "missing.yaml")
+    assert err.value.problems == ["<file>: cannot read: No such file or directory"]
+
+
+# -- ${VAR} expansion --------------------------------------------------------------------------
+
+
+def test_env_references_are_expanded(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["api_key"] = "${SO_KEY}"
+    data["sinks"][2]["url"] = "https://${HOOK_HOST:-hooks.default.test}:${HOOK_PORT:-443}/in"
+    data["sinks"][2]["headers"] = {"X-Env": "env=${DEPLOY}"}
+    config = parse_config(data, env={"SO_KEY": "from-env", "HOOK_PORT": "8443", "DEPLOY": "prd"})
+    assert config.sources[0].api_key.get_secret_value() == "from-env"  # type: ignore[attr-defined]
+    hook = config.sink("hook")
+    assert hook.url == "https://hooks.default.test:8443/in"  # type: ignore[attr-defined]
+    assert hook.headers == {"X-Env": "env=prd"}  # type: ignore[attr-defined]
+
+
+def test_empty_default_is_allowed(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["tenant"] = "${TENANT:-}"
+    assert parse_config(data, env={}).sources[0].tenant == ""
+
+
+def test_missing_variable_names_its_path(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][1]["api_key"] = "${SO_DEV_KEY}"
+    data["sinks"][2]["url"] = "https://${HOOK_HOST}/x"
+    assert problems_of(data, env={}) == [
+        "sources[1].api_key: environment variable SO_DEV_KEY is not set",
+        "sinks[2].url: environment variable HOOK_HOST is not set",
+    ]
+
+
+def test_expansion_reads_the_process_environment_by_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORE_TEST_SO_KEY", "process-env-key")
+    path = tmp_path / "bridge.yaml"
+    data = valid(tmp_path)
+    data["sources"][0]["api_key"] = "${CORE_TEST_SO_KEY}"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    assert config.sources[0].api_key.get_secret_value() == "process-env-key"  # type: ignore[attr-defined]
+
+
+# -- secret files ------------------------------------------------------------------------------
+
+
+def test_api_key_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "so.key"
+    secret.write_text("sk_from_file_123\n")
+    data = valid(tmp_path)
+    del data["sources"][0]["api_key"]
+    data["sources"][0]["api_key_file"] = str(secret)
+    config = parse_config(data)
+    assert config.sources[0].api_key.get_secret_value() == "sk_from_file_123"  # type: ignore[attr-defined]
+
+
+def test_secret_file_path_may_come_from_env(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("tok-abc")
+    data = valid(tmp_path)
+    data["sinks"][2]["bearer_token_file"] = "${CREDS}/token"
+    config = parse_config(data, env={"CREDS": str(tmp_path)})
+    assert config.sink("hook").bearer_token.get_secret_value() == "tok-abc"  # type: ignore[attr-defined]
+
+
+def test_api_key_and_api_key_file_both_set_is_an_error(tmp_path: Path) -> None:
+    secret = tmp_path / "so.key"
+    secret.write_text("x")
+    data = valid(tmp_path)
+    data["sources"][0]["api_key_file"] = str(secret)
+    (msg,) = problems_of(data)
+    assert msg.startswith("sources[0]: ")
+    assert "set either api_key or api_key_file, not both" in msg
+
+
+def test_unreadable_secret_file(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    del data["sources"][0]["api_key"]
+    data["sources"][0]["api_key_file"] = str(tmp_path / "absent.key")
+    (msg,) = problems_of(data)
+    assert msg.startswith("sources[0]: api_key_file: cannot read ")
+    assert "absent.key" in msg
+
+
+# -- BRIDGE_ environment overrides -------------------------------------------------------------
+
+
+def test_environment_overrides_win_over_the_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_STATE__PATH", str(tmp_path / "elsewhere.db"))
+    monkeypatch.setenv("BRIDGE_LOG__LEVEL", "debug")
+    monkeypatch.setenv("BRIDGE_ADMIN__PORT", "9999")
+    config = parse_config(valid(tmp_path))
+    assert config.state.path == tmp_path / "elsewhere.db"
+    assert config.log.level == "debug"
+    assert config.log.format == "json"  # what the env did not mention stays from the file
+    assert config.admin.port == 9999
+    assert config.admin.enabled is False
+
+
+def test_invalid_environment_override_names_the_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_LOG__LEVEL", "loud")
+    (msg,) = problems_of(valid(tmp_path))
+    assert msg.startswith("log.level: ")
+
+
+def test_parse_does_not_mutate_its_input(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["api_key"] = "${K:-v}"
+    before = copy.deepcopy(data)
+    parse_config(data, env={})
+    assert data == before
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def bridge_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("bridge")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("bridge")
+    return [found] if found else [sys.executable, "-m", "bridge.cli"]
+
+
+def run_bridge(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run([*bridge_cmd(), *args], capture_output=True, text=True, timeout=30,
+                          env=env, cwd=cwd, check=False)
+
+
+def write(tmp_path: Path, data: Any, name: str = "bridge.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_check_config_ok_prints_a_summary(tmp_path: Path) -> None:
+    path = write(tmp_path, valid(tmp_path))
+    proc = run_bridge("check-config", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f"{path}: OK" in out
+    assert "source so-prod (scanorbit): every 120s, resolve after 3 misses" in out
+    assert "sink hook (webhook): batch 20, max 5 attempts" in out
+    assert "sink events (file)" in out and "sink console (stdout)" in out
+    assert "2 top-level routes" in out
+    assert "sk_test_prod_key" not in out
+
+
+def test_check_config_error_exits_2_with_path_and_no_traceback(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["intervall"] = 60
+    data["routes"]["routes"][1]["match"]["severity"] = "hgh"
+    path = write(tmp_path, data)
+    proc = run_bridge("check-config", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "sources[0].intervall: Extra inputs are not permitted" in proc.stderr
+    assert "routes.routes[1].match.severity: severity 'hgh'" in proc.stderr
+    assert str(path) in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_check_config_with_config_option_and_yaml_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("sources:\n  - name: x\n   type: scanorbit\n")
+    proc = run_bridge("check-config", "--config", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "line 3, column 4: YAML syntax" in proc.stderr
+
+
+def test_check_config_missing_file(tmp_path: Path) -> None:
+    proc = run_bridge("check-config", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_routes_test_shows_matches_and_sinks(tmp_path: Path) -> None:
+    path = write(tmp_path, valid(tmp_path))
+    sample = {"type": "new", "source": "so-dev", "severity": "critical", "tenant": "dev",
+              "kind": "finding", "title": "x"}
+    proc = run_bridge("routes", "test", "--config", str(path), "--event", json.dumps(sample),
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "MATCH  routes: matches everything" in lines
+    assert "MATCH  routes.routes[0] (urgent): severity gte 'high'" in lines
+    assert "MATCH  routes.routes[1] (dev): tenant eq 'dev'" in lines
+    assert "chosen: routes.routes[0] (urgent), routes.routes[1] (dev)" in lines
+    assert lines[-1] == "sinks: hook, console"
+
+
+def test_routes_test_explains_a_miss(tmp_path: Path) -> None:
+    path = write(tmp_path, valid(tmp_path))
+    proc = run_bridge("routes", "test", "--config", str(path), "--event",
+                      '{"severity": "low", "tenant": "prod"}', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("skip   routes.routes[0] (urgent): severity gte 'high' but severity is 'low'"
+            in proc.stdout)
+    assert "skip   routes.routes[1] (dev): tenant eq 'dev' but tenant is 'prod'" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "sinks: events"
+
+
+def test_routes_test_bad_event_json(tmp_path: Path) -> None:
+    path = write(tmp_path, valid(tmp_path))
+    proc = run_bridge("routes", "test", "--config", str(path), "--event", "{nope", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("--event: ")
+    assert "Traceback" not in proc.stderr
