@@ -19,10 +19,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ComponentConfig(StrictModel):
-    """Base of every source and sink config; subclasses add `type: Literal[...]`."""
-
-    name: str = Field(pattern=NAME_PATTERN)
+class SecretFields(BaseModel):
+    """Mixin for any config model holding secrets: `<field>_file` fills a `SecretStr` field from
+    a file, and every secret value is remembered so that logs redact it. Nested models (one
+    API key per tenant) use it too, so a secret is handled the same way at any depth."""
 
     @model_validator(mode="before")
     @classmethod
@@ -52,3 +52,9 @@ class ComponentConfig(StrictModel):
         if isinstance(value, SecretStr):
             remember(value.get_secret_value())
         return value
+
+
+class ComponentConfig(SecretFields, StrictModel):
+    """Base of every source and sink config; subclasses add `type: Literal[...]`."""
+
+    name: str = Field(pattern=NAME_PATTERN)

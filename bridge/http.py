@@ -3,35 +3,42 @@
 It owns everything about talking to a rate-limited SaaS API that is not vendor data: a token
 bucket per rate-limit scope (set below the documented limit), `Retry-After` in seconds or as an
 HTTP-date, exponential backoff with full jitter on 429/5xx/timeouts/connection errors, request
-timeouts, TLS verification with an optional CA bundle, proxies from the environment, and error
-messages that never carry credentials. Vendor error envelopes are parsed by a small callback.
+timeouts, TLS verification with an optional CA bundle, a proxy (explicit or `HTTPS_PROXY` from
+the environment), and error messages that never carry credentials: every header value a client
+is given is registered for redaction, and every `VendorError` message is redacted.
+
+What differs between vendors is only how they say "error"; an `ErrorScheme` describes that (where
+the code and message are, whether a 200 body can be an error, which codes are worth a retry), so
+the retry and rate-limit machinery stays one piece of code.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hashlib
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import aiohttp
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge import metrics
+from bridge.secrets import redact, remember
 from bridge.version import __version__
 
 log = structlog.get_logger(__name__)
 
 ErrorKind = Literal[
     "auth", "forbidden", "not_found", "client", "rate_limited", "server", "network", "decode",
-    "schema",
+    "schema", "tls",
 ]
 RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "network", "decode"})
 
@@ -53,6 +60,8 @@ class HttpConfig(BaseModel):
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=60.0, gt=0)
     max_retry_after: float = Field(default=300.0, gt=0)
+    # An explicit proxy URL; without it `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` apply.
+    proxy: str | None = Field(default=None, pattern=r"^https?://")
 
 
 class VendorError(Exception):
@@ -67,7 +76,7 @@ class VendorError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.kind = kind
         self.status = status
         self.code = code
@@ -130,23 +139,43 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
+def credential_scope(secret: str) -> str:
+    """A rate-limit scope for "per API key" limits that does not contain the key: two sources
+    configured with the same key share one bucket, as they share one limit upstream."""
+    return "key:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with full jitter (AWS architecture blog): spreads retries out."""
     return random.uniform(0.0, min(maximum, initial * (2**attempt)))
 
 
-ErrorParser = Callable[[int, Any], tuple[str | None, str]]
+class ErrorScheme:
+    """How one vendor reports errors. The default reads `{error: {code, message}}` or
+    `{error: "CODE", message: "…"}` bodies and classifies by HTTP status alone."""
+
+    def parse(self, status: int, body: Any) -> tuple[str | None, str]:
+        """(code, message) from an error answer."""
+        if isinstance(body, dict):
+            error = body.get("error")
+            if isinstance(error, dict):
+                return (str(error.get("code")) if error.get("code") else None,
+                        str(error.get("message", "")))
+            if isinstance(error, str):
+                message = body.get("message")
+                return (error, str(message)) if message else (None, error)
+        return None, ""
+
+    def body_error(self, body: Any) -> bool:
+        """True when a 2xx body is really an error (Aether365's `success: false`)."""
+        return False
+
+    def kind(self, status: int, code: str | None) -> ErrorKind:
+        """What an error means for retrying; a 2xx error body counts as a server error."""
+        return _kind_for_status(status) if status >= 400 else "server"
 
 
-def _default_error_parser(status: int, body: Any) -> tuple[str | None, str]:
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            return (str(error.get("code")) if error.get("code") else None,
-                    str(error.get("message", "")))
-        if isinstance(error, str):
-            return error, str(body.get("message", error))
-    return None, f"HTTP {status}"
+DEFAULT_ERRORS = ErrorScheme()
 
 
 def _kind_for_status(status: int) -> ErrorKind:
@@ -175,15 +204,17 @@ class VendorClient:
         config: HttpConfig,
         limiter: TokenBucket,
         session: aiohttp.ClientSession,
-        error_parser: ErrorParser = _default_error_parser,
+        errors: ErrorScheme = DEFAULT_ERRORS,
     ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
+        for value in headers.values():  # credentials: never let them reach a log line
+            remember(value)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
         self.config = config
         self.limiter = limiter
         self._session = session
-        self._parse_error = error_parser
+        self.errors = errors
         self.requests = 0
 
     async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
@@ -205,6 +236,12 @@ class VendorClient:
             try:
                 return await self._once(path, params)
             except VendorError as exc:
+                if exc.kind == "client":
+                    # The vendor says our request is malformed: retrying cannot help, and it
+                    # is our bug, so say so loudly once instead of looping.
+                    log.error("vendor_rejected_request", vendor=self.vendor, path=path,
+                              error=str(exc), hint="this is a bug in bridge: please report it "
+                              "with this log line")
                 if not exc.retryable:
                     raise
                 last = exc
@@ -218,7 +255,8 @@ class VendorClient:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         try:
             async with self._session.get(
-                url, params=params, headers=self._headers, timeout=timeout
+                url, params=params, headers=self._headers, timeout=timeout,
+                proxy=self.config.proxy,
             ) as resp:
                 status = resp.status
                 metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
@@ -228,27 +266,34 @@ class VendorClient:
             metrics.API_REQUESTS.labels(self.vendor, "timeout").inc()
             raise VendorError("network", f"{self.vendor} GET {path}: timed out after "
                               f"{self.config.timeout:g}s") from None
+        except aiohttp.ClientSSLError as exc:
+            metrics.API_REQUESTS.labels(self.vendor, "tls").inc()
+            raise VendorError("tls", f"{self.vendor} GET {path}: TLS handshake with "
+                              f"{self.base_url} failed ({_ssl_reason(exc)}); if the server uses a "
+                              "private CA, point http.ca_bundle at its certificate") from None
         except aiohttp.ClientError as exc:
             metrics.API_REQUESTS.labels(self.vendor, "error").inc()
             raise VendorError("network", f"{self.vendor} GET {path}: {type(exc).__name__}: "
                               f"{exc}") from None
         body: Any
         try:
-            body = json.loads(raw) if raw else None
+            body = orjson.loads(raw) if raw else None
             decoded = True
-        except (ValueError, UnicodeDecodeError):
+        except orjson.JSONDecodeError:
             body, decoded = None, False
         if status == 429:
             metrics.RATE_LIMITED.labels(self.vendor).inc()
-            wait = min(retry_after, self.config.max_retry_after) if retry_after is not None else None
+            wait = (None if retry_after is None
+                    else min(retry_after, self.config.max_retry_after))
             if wait is not None:
                 self.limiter.pause(wait)
             raise VendorError("rate_limited", f"{self.vendor} GET {path}: 429 rate limited",
                               status=429, retry_after=wait)
-        if status >= 400:
-            code, message = self._parse_error(status, body)
-            raise VendorError(_kind_for_status(status),
-                              f"{self.vendor} GET {path}: HTTP {status}"
+        if status >= 400 or (decoded and self.errors.body_error(body)):
+            code, message = self.errors.parse(status, body)
+            where = f"HTTP {status}" if status >= 400 else f"HTTP {status} with an error body"
+            raise VendorError(self.errors.kind(status, code),
+                              f"{self.vendor} GET {path}: {where}"
                               + (f" {code}" if code else "") + (f": {message}" if message else ""),
                               status=status, code=code)
         if not decoded:
@@ -267,10 +312,22 @@ def validate(model: type[M], data: Any, what: str) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        log.warning("vendor_schema_mismatch", what=what, field=where, problem=first["msg"],
+                    problems=exc.error_count())
         raise VendorError(
             "schema", f"{what}: unexpected response shape at {where}: {first['msg']} "
             f"({exc.error_count()} problem(s))"
         ) from None
+
+
+def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
+    """The OpenSSL reason (e.g. "certificate verify failed: self-signed certificate")."""
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or type(cause).__name__
+    return type(exc).__name__
 
 
 def _ssl_context(config: HttpConfig) -> ssl.SSLContext | bool:
@@ -311,7 +368,7 @@ class HttpContext:
         config: HttpConfig,
         limit_scope: str,
         default_per_minute: float,
-        error_parser: ErrorParser = _default_error_parser,
+        errors: ErrorScheme = DEFAULT_ERRORS,
     ) -> VendorClient:
         per_minute = config.rate_limit_per_minute or default_per_minute
         burst = config.burst or max(1, int(per_minute // 6))
@@ -325,7 +382,7 @@ class HttpContext:
             config=config,
             limiter=self.bucket(f"{vendor}:{limit_scope}", per_minute, burst),
             session=self.session(config),
-            error_parser=error_parser,
+            errors=errors,
         )
 
     async def close(self) -> None:
