@@ -105,7 +105,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as exc:
         print(f"--event: {exc}", file=sys.stderr)
         return 2
-    decision = route(config.routes, event)
+    decision = route(config.routes, event, explain=True)
     for step in decision.steps:
         print(f"{'MATCH' if step.matched else 'skip ':5}  {step.path}: {step.why}")
     print(f"chosen: {', '.join(decision.routes)}")

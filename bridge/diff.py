@@ -9,7 +9,8 @@ count as a miss: a flaky page must never look like a fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -100,8 +101,18 @@ def snapshot_json(item: Item) -> str:
     ).decode()
 
 
+def tracked_getter(fields: tuple[str, ...]) -> Callable[[Item], tuple[Any, ...]]:
+    """A fast reader of the tracked values: plain attributes via one attrgetter."""
+    if all(not f.startswith("attributes.") for f in fields):
+        get = operator.attrgetter(*fields)
+        if len(fields) == 1:
+            return lambda item: (get(item),)
+        return get  # type: ignore[no-any-return]
+    return lambda item: tuple(item.tracked_value(f) for f in fields)
+
+
 def tracked_json(item: Item, fields: tuple[str, ...]) -> str:
-    return orjson.dumps([item.tracked_value(f) for f in fields], default=str).decode()
+    return orjson.dumps(tracked_getter(fields)(item), default=str).decode()
 
 
 def _changes(old: str, new: str, fields: tuple[str, ...]) -> dict[str, tuple[JSONScalar, JSONScalar]]:
@@ -137,9 +148,16 @@ class Differ:
         self.writes: list[ItemWrite] = []
         self._vendor_resolved: list[Item] = []
         self.event_count = 0
+        self._getters: dict[str, Callable[[Item], tuple[Any, ...]]] = {}
 
     def fields(self, kind: str) -> tuple[str, ...]:
         return self.policy.kind_tracked_fields.get(kind, self.policy.tracked_fields)
+
+    def tracked(self, item: Item) -> str:
+        getter = self._getters.get(item.kind)
+        if getter is None:
+            getter = self._getters[item.kind] = tracked_getter(self.fields(item.kind))
+        return orjson.dumps(getter(item), default=str).decode()
 
     def _emit(self, type_: EventType, item: Item, counter: int, reason: str,
               changes: Mapping[str, tuple[JSONScalar, JSONScalar]] | None = None) -> None:
@@ -165,8 +183,7 @@ class Differ:
                 if old is not None and old.state == "active":
                     self._vendor_resolved.append(item)
                 continue
-            fields = self.fields(item.kind)
-            tracked = tracked_json(item, fields)
+            tracked = self.tracked(item)
             if old is None:
                 self._emit(EventType.NEW, item, 1, "first seen")
                 writes.append(ItemWrite(item.kind, item.key, "active", 1, 0, now, now, tracked,
@@ -178,7 +195,7 @@ class Differ:
                                         now, tracked, snapshot_json(item)))
             elif tracked != old.tracked:
                 counter = old.counter + 1
-                changes = _changes(old.tracked, tracked, fields)
+                changes = _changes(old.tracked, tracked, self.fields(item.kind))
                 self._emit(EventType.CHANGED, item, counter, "changed: " + ", ".join(changes),
                            changes)
                 writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
@@ -204,8 +221,7 @@ class Differ:
             counter = old.counter + 1
             self._emit(EventType.RESOLVED, item, counter, item.resolution or "resolved by vendor")
             writes.append(ItemWrite(item.kind, item.key, "resolved", counter, 0, old.first_seen,
-                                    now, tracked_json(item, self.fields(item.kind)),
-                                    snapshot_json(item), now))
+                                    now, self.tracked(item), snapshot_json(item), now))
         for ident, old in self.stored.items():
             if old.state != "active" or ident in self.seen or not kinds.get(old.kind, False):
                 continue

@@ -171,22 +171,28 @@ def _describe(field: str, matcher: Matcher) -> str:
     return f"{field} {matcher.op} {matcher.value!r}"
 
 
-def route(tree: RouteConfig, event: Event) -> Decision:
-    """Which sinks get `event`, and why."""
+def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision:
+    """Which sinks get `event`; with `explain`, also why each route matched or not."""
     steps: list[Step] = []
 
     def visit(node: RouteConfig, path: str, inherited: list[str]) -> list[tuple[str, list[str]]]:
-        failed = [
-            f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
-            for f, m in node.match.items()
-            if not _test(m, f, event.field_value(f))
-        ]
-        label = _label(node, path)
-        if failed:
-            steps.append(Step(label, False, "; ".join(failed)))
-            return []
-        why = ", ".join(_describe(f, m) for f, m in node.match.items()) or "matches everything"
-        steps.append(Step(label, True, why))
+        if explain:
+            failed = [
+                f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
+                for f, m in node.match.items()
+                if not _test(m, f, event.field_value(f))
+            ]
+            label = _label(node, path)
+            if failed:
+                steps.append(Step(label, False, "; ".join(failed)))
+                return []
+            why = ", ".join(_describe(f, m) for f, m in node.match.items()) or "matches everything"
+            steps.append(Step(label, True, why))
+        else:
+            for f, m in node.match.items():
+                if not _test(m, f, event.field_value(f)):
+                    return []
+            label = _label(node, path)
         sinks = node.sinks if node.sinks is not None else inherited
         found: list[tuple[str, list[str]]] = []
         for i, child in enumerate(node.routes):

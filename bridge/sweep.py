@@ -66,12 +66,13 @@ class _Run:
     async def emit(self, items: Sequence[Item]) -> None:
         """A page arrived: enrich the unknown, diff, and commit a chunk when enough piled up."""
         assert self.differ is not None
-        stored = self.differ.stored
-        unseen = [i for i in items if i.active and (i.kind, i.key) not in stored
-                  and (i.kind, i.key) not in self.differ.seen]
-        if unseen:
-            enriched = {(i.kind, i.key): i for i in await self.source.enrich(self.scope, unseen)}
-            items = [enriched.get((i.kind, i.key), i) for i in items]
+        if self.source.enriches:
+            stored, seen = self.differ.stored, self.differ.seen
+            unseen = [i for i in items if i.active and (i.kind, i.key) not in stored
+                      and (i.kind, i.key) not in seen]
+            if unseen:
+                enriched = {(i.kind, i.key): i for i in await self.source.enrich(self.scope, unseen)}
+                items = [enriched.get((i.kind, i.key), i) for i in items]
         self.differ.feed(items)
         if len(self.differ.writes) >= CHUNK:
             writes, events = self.differ.take()

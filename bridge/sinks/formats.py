@@ -301,139 +301,264 @@ _CEF_IP_KEYS = frozenset({"src", "dst", "dvc", "sourceTranslatedAddress",
                           "destinationTranslatedAddress", "deviceTranslatedAddress"})
 _CEF_INT_KEYS = frozenset({"cn1", "cn2", "cn3", "spt", "dpt", "cnt", "in", "out", "fsize",
                            "spid", "dpid", "oldFileSize"})
-_CEF_UNLIMITED = 1 << 30
+UNLIMITED = 1 << 30
+_IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
+_INT = re.compile(r"-?\d{1,18}")
 
 
 def _valid_ip(text: str) -> bool:
+    if _IPV4.fullmatch(text):
+        return True
+    if ":" not in text:
+        return False
     try:
-        ipaddress.ip_address(text)
+        ipaddress.IPv6Address(text)
     except ValueError:
         return False
     return True
 
 
 def _valid_int(text: str) -> bool:
-    return re.fullmatch(r"-?\d{1,19}", text) is not None
+    return _INT.fullmatch(text) is not None
 
 
-def _compile_map(fields: FieldMap) -> list[tuple[str, tuple[Getter, ...]]]:
-    out = []
-    for key, paths in fields.items():
-        getters = tuple(compile_path(p) for p in ([paths] if isinstance(paths, str) else paths))
-        out.append((key, getters))
-    return out
+def _change(event: Event, name: str) -> Any:
+    pair = event.changes.get(name)
+    return None if pair is None else list(pair)
 
 
-def _first_text(getters: tuple[Getter, ...], event: Event) -> str | None:
-    for getter in getters:
-        text = as_text(getter(event))
-        if text is not None:
-            return text
-    return None
+# --- compiled field builders --------------------------------------------------------------------
+# The sink encodes every event of every batch, so each config is compiled once into a
+# straight-line function (the same technique dataclasses use) that reads exactly the configured
+# fields, with no per-field dispatch, and returns parallel lists of `key=` prefixes and unescaped,
+# length-limited values.
+
+Builder = Callable[[Event], tuple[list[str], list[str]]]
+# Event fields that always hold a str, so the generated code needs no conversion.
+_STR_FIELDS = frozenset({"id", "source", "vendor", "scope", "kind", "key", "title", "severity",
+                         "vendor_severity", "status", "tenant", "reason", "item_uid"})
 
 
-class CefEncoder:
-    """A `CefConfig` compiled once: paths to getters, limits and escaped header constants."""
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    key: str
+    paths: tuple[str, ...] = ()
+    limit: int = UNLIMITED
+    check: Literal["ip", "int"] | None = None
+    label: tuple[str, str] | None = None  # (label key, label) emitted before the value
+    required: bool = False  # emitted even when empty (identifiers)
+
+
+def _expression(path: str) -> tuple[str, bool]:
+    """Python source reading `path` from event `e` (attributes bound to `a`); and if it is str."""
+    compile_path(path)  # validates
+    head, _, rest = path.partition(".")
+    if head == "attributes":
+        return f"a.get({rest!r})", False
+    if head == "raw":
+        return f"_dig(e.raw, {tuple(rest.split('.'))!r})", False
+    if head == "changes":
+        return f"_change(e, {rest!r})", False
+    if head == "type":
+        return "e.type.value", True
+    return f"e.{head}", head in _STR_FIELDS
+
+
+def _builder(specs: Sequence[_Spec]) -> tuple[Builder, str]:
+    lines = ["def build(e):", "    a = e.attributes", "    K = []", "    V = []"]
+    for spec in specs:
+        exprs = [_expression(p) for p in spec.paths]
+        keep = f"K.append({spec.key + '='!r}); V.append(v)"
+        if spec.label is not None:
+            keep = f"K.append({spec.label[0] + '='!r}); V.append({spec.label[1]!r}); " + keep
+        lines.append(f"    v = {exprs[0][0]}")
+        for expr, _ in exprs[1:]:
+            lines.append(f"    if v is None or v == '': v = {expr}")
+        if not (len(exprs) == 1 and exprs[0][1]):
+            lines.append("    if v.__class__ is not str: v = _text(v)")
+        indent = "    "
+        if not spec.required:
+            lines.append("    if v:")
+            indent = "        "
+        elif not exprs[0][1] or len(exprs) > 1:
+            lines.append("    if v is None: v = ''")
+        if spec.limit < UNLIMITED:
+            lines.append(f"{indent}if len(v) > {spec.limit // 4}: v = _trunc(v, {spec.limit})")
+        if spec.check is not None:
+            lines.append(f"{indent}if _valid_{spec.check}(v): {keep}")
+        else:
+            lines.append(f"{indent}{keep}")
+    lines.append("    return K, V")
+    source = "\n".join(lines)
+    namespace: dict[str, Any] = {"_dig": _dig, "_change": _change, "_text": as_text,
+                                 "_trunc": truncate_utf8, "_valid_ip": _valid_ip,
+                                 "_valid_int": _valid_int}
+    exec(compile(source, "<bridge.sinks.formats builder>", "exec"), namespace)  # noqa: S102
+    build: Builder = namespace["build"]
+    return build, source
+
+
+def _field_specs(fields: FieldMap, limit: Callable[[str], int],
+                 check: Callable[[str], Literal["ip", "int"] | None]) -> list[_Spec]:
+    return [_Spec(key, (paths,) if isinstance(paths, str) else tuple(paths), limit(key),
+                  check(key)) for key, paths in fields.items()]
+
+
+def _escape_all(values: list[str], escape: Callable[[str], str]) -> list[str]:
+    """Escape every value with one pass over their NUL-joined text: values are mostly plain."""
+    joined = "\x00".join(values)
+    escaped = escape(joined)
+    if escaped is joined:  # the escaper returns its argument when nothing needed escaping
+        return values
+    if joined.count("\x00") == len(values) - 1:
+        return escaped.split("\x00")
+    return [escape(v) for v in values]  # a value held a NUL itself
+
+
+class _KvEncoder:
+    """Shared by CEF and LEEF: a compiled builder plus the format's escaping and separator."""
+
+    fixed: int
+    sep: str
+    escape_value: Callable[[str], str]
+    escape_name: Callable[[str], str]
+
+    def __init__(self, specs: Sequence[_Spec]) -> None:
+        self._build, self.source = _builder(specs)
+
+    def head(self, event: Event) -> tuple[str, str, str]:
+        """(prefix, unescaped name, suffix) of the record header."""
+        raise NotImplementedError
+
+    def body(self, event: Event) -> str:
+        keys, values = self._build(event)
+        return self.sep.join(map(str.__add__, keys, _escape_all(values, self.escape_value)))
+
+    def record(self, event: Event) -> KvRecord:
+        keys, values = self._build(event)
+        prefix, name, suffix = self.head(event)
+        return KvRecord(
+            prefix=prefix, name=name, suffix=suffix,
+            pairs=tuple((k[:-1], v) for k, v in zip(keys, values, strict=True)),
+            fixed=self.fixed, sep=self.sep, escape_name=self.escape_name,
+            escape_value=self.escape_value,
+        )
+
+
+class CefEncoder(_KvEncoder):
+    """A `CefConfig` compiled once."""
+
+    fixed = len(CEF_FIXED_KEYS)
+    sep = " "
+    escape_value = staticmethod(cef_value_escape)
+    escape_name = staticmethod(cef_header_escape)
 
     def __init__(self, cfg: CefConfig) -> None:
-        cap = cfg.max_field_length or _CEF_UNLIMITED
+        cap = cfg.max_field_length or UNLIMITED
         self._cap = cap
         self._prefix = "CEF:0|" + "|".join(
             cef_header_escape(truncate_utf8(value, min(limit, cap)))
             for value, limit in ((cfg.vendor, 63), (cfg.product, 63), (cfg.version, 31))
         ) + "|"
-        self._fields = [(key, getters, min(_CEF_LIMITS.get(key, _CEF_DEFAULT_LIMIT), cap))
-                        for key, getters in _compile_map(cfg.fields)]
-        self._custom = [
-            (f"{kind}{i}", f"{kind}{i}Label",
-             truncate_utf8(c.label, min(_CEF_DEFAULT_LIMIT, cap)), compile_path(c.path),
-             min(_CEF_LIMITS.get(f"{kind}{i}", _CEF_DEFAULT_LIMIT), cap))
-            for kind, customs in (("cs", cfg.cs), ("cn", cfg.cn))
-            for i, c in enumerate(customs, start=1)
+        self._name_limit = min(512, cap)
+        self._sig_limit = min(1023, cap)
+        self._rt: tuple[datetime, str] | None = None
+
+        def limit(key: str) -> int:
+            return min(_CEF_LIMITS.get(key, _CEF_DEFAULT_LIMIT), cap)
+
+        def check(key: str) -> Literal["ip", "int"] | None:
+            return "ip" if key in _CEF_IP_KEYS else "int" if key in _CEF_INT_KEYS else None
+
+        specs = [
+            _Spec("act", ("type",), limit("act"), required=True),
+            _Spec("externalId", ("id",), limit("externalId"), required=True),
+            _Spec("cat", ("kind",), limit("cat"), required=True),
+            *_field_specs(cfg.fields, limit, check),
         ]
+        for kind, customs in (("cs", cfg.cs), ("cn", cfg.cn)):
+            for i, custom in enumerate(customs, start=1):
+                key = f"{kind}{i}"
+                label = (f"{key}Label", truncate_utf8(custom.label, limit(f"{key}Label")))
+                specs.append(_Spec(key, (custom.path,), limit(key), check(key), label))
+        super().__init__(specs)
+
+    def _rt_text(self, moment: datetime) -> str:
+        last = self._rt
+        if last is None or last[0] != moment:
+            last = self._rt = (moment, str(_ms(moment)))
+        return last[1]
 
     def record(self, event: Event) -> KvRecord:
-        cap = self._cap
-        pairs: list[tuple[str, str]] = [
-            ("rt", str(_ms(event.occurred_at))),
-            ("act", truncate_utf8(event.type.value, min(63, cap))),
-            ("externalId", truncate_utf8(event.id, min(40, cap))),
-            ("cat", truncate_utf8(event.kind, min(_CEF_DEFAULT_LIMIT, cap))),
-        ]
-        for key, getters, limit in self._fields:
-            text = _first_text(getters, event)
-            if text is None:
-                continue
-            if (key in _CEF_IP_KEYS and not _valid_ip(text)) or (
-                    key in _CEF_INT_KEYS and not _valid_int(text)):
-                continue
-            pairs.append((key, truncate_utf8(text, limit)))
-        for key, label_key, label, getter, limit in self._custom:
-            text = as_text(getter(event))
-            if text is None or (key in _CEF_INT_KEYS and not _valid_int(text)):
-                continue
-            pairs.append((label_key, label))
-            pairs.append((key, truncate_utf8(text, limit)))
-        signature = f"{event.kind}:{event.type.value}"
-        return KvRecord(
-            prefix=f"{self._prefix}{cef_header_escape(truncate_utf8(signature, min(1023, cap)))}|",
-            name=truncate_utf8(event.title, min(512, cap)),
-            suffix=f"|{event.severity_score}|",
-            pairs=tuple(pairs),
-            fixed=len(CEF_FIXED_KEYS),
-            sep=" ",
-            escape_name=cef_header_escape,
-            escape_value=cef_value_escape,
-        )
+        rec = super().record(event)
+        return replace(rec, pairs=(("rt", self._rt_text(event.occurred_at)), *rec.pairs))
+
+    def head(self, event: Event) -> tuple[str, str, str]:
+        signature = cef_header_escape(
+            truncate_utf8(f"{event.kind}:{event.type.value}", self._sig_limit))
+        name = event.title
+        if len(name) * 4 > self._name_limit:
+            name = truncate_utf8(name, self._name_limit)
+        return f"{self._prefix}{signature}|", name, f"|{event.severity_score}|"
 
     def encode(self, event: Event) -> str:
-        return self.record(event).render()
+        prefix, name, suffix = self.head(event)
+        return (f"{prefix}{cef_header_escape(name)}{suffix}rt={self._rt_text(event.occurred_at)} "
+                f"{self.body(event)}")
 
 
 def _leef_time(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}" + \
-        moment.strftime("%z")
+    offset = moment.strftime("%z") or "+0000"
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}{offset}")
 
 
-class LeefEncoder:
+class LeefEncoder(_KvEncoder):
     """A `LeefConfig` compiled once."""
 
+    fixed = len(LEEF_FIXED_KEYS)
+    escape_name = staticmethod(leef_header_escape)
+
     def __init__(self, cfg: LeefConfig) -> None:
-        self._cap = cfg.max_field_length or _CEF_UNLIMITED
+        cap = cfg.max_field_length or UNLIMITED
+        self._cap = cap
         delim = cfg.delimiter
         shown = delim if delim.isprintable() and delim != " " else f"x{ord(delim):02X}"
         self._head = "LEEF:2.0|" + "|".join(
             leef_header_escape(v) for v in (cfg.vendor, cfg.product, cfg.version)) + "|"
         self._suffix = f"|{shown}|"
-        self._sep = delim
-        self._escape = leef_value_escaper(delim)
-        self._fields = _compile_map(cfg.fields)
+        self.sep = delim
+        self.escape_value = leef_value_escaper(delim)  # type: ignore[method-assign]
+        self._time: tuple[datetime, str] | None = None
+        specs = [
+            _Spec("externalId", ("id",), cap, required=True),
+            _Spec("sev", ("severity_score",), cap, required=True),
+            _Spec("cat", ("kind",), cap, required=True),
+            *_field_specs(cfg.fields, lambda _: cap, lambda k: "ip" if k == "src" else None),
+        ]
+        super().__init__(specs)
+
+    def _fixed_text(self, moment: datetime) -> str:
+        last = self._time
+        if last is None or last[0] != moment:
+            text = f"devTime={_leef_time(moment)}{self.sep}devTimeFormat={LEEF_TIME_FORMAT}"
+            last = self._time = (moment, text)
+        return last[1]
 
     def record(self, event: Event) -> KvRecord:
-        cap = self._cap
-        pairs: list[tuple[str, str]] = [
-            ("devTime", _leef_time(event.occurred_at)),
-            ("devTimeFormat", LEEF_TIME_FORMAT),
-            ("externalId", truncate_utf8(event.id, cap)),
-            ("sev", str(event.severity_score)),
-            ("cat", truncate_utf8(event.kind, cap)),
-        ]
-        for key, getters in self._fields:
-            text = _first_text(getters, event)
-            if text is None or (key == "src" and not _valid_ip(text)):
-                continue
-            pairs.append((key, truncate_utf8(text, cap)))
-        event_id = leef_header_escape(truncate_utf8(f"{event.kind}:{event.type.value}", cap))
-        return KvRecord(
-            prefix=f"{self._head}{event_id}", name="", suffix=self._suffix, pairs=tuple(pairs),
-            fixed=len(LEEF_FIXED_KEYS), sep=self._sep, escape_name=leef_header_escape,
-            escape_value=self._escape,
-        )
+        rec = super().record(event)
+        fixed = (("devTime", _leef_time(event.occurred_at)), ("devTimeFormat", LEEF_TIME_FORMAT))
+        return replace(rec, pairs=(*fixed, *rec.pairs))
+
+    def head(self, event: Event) -> tuple[str, str, str]:
+        event_id = leef_header_escape(truncate_utf8(f"{event.kind}:{event.type.value}", self._cap))
+        return f"{self._head}{event_id}", "", self._suffix
 
     def encode(self, event: Event) -> str:
-        return self.record(event).render()
+        prefix, _, suffix = self.head(event)
+        return f"{prefix}{suffix}{self._fixed_text(event.occurred_at)}{self.sep}{self.body(event)}"
 
 
 # Compiled encoders are cached per config object (configs are frozen); the config is kept in the

@@ -7,15 +7,19 @@ the diff decides what may be resolved.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Generic, TypeVar
 
+import structlog
 from pydantic import Field
 
 from bridge.components import ComponentConfig
-from bridge.http import HttpConfig, HttpContext
+from bridge.diff import ChangeRule
+from bridge.http import HttpConfig, HttpContext, VendorError
 from bridge.model import Item, Sweep
+
+log = structlog.get_logger(__name__)
 
 
 ItemSink = Callable[[Sequence[Item]], Awaitable[None]]
@@ -85,9 +89,19 @@ class Source(ABC, Generic[C]):
         """
 
     @property
+    def change_rules(self) -> Mapping[str, ChangeRule]:
+        """Per-kind rules for which tracked changes are events (see `bridge.diff`)."""
+        return {}
+
+    @property
     def requests(self) -> int:
         """Vendor requests made so far; sweeps report the difference."""
         return 0
+
+    @property
+    def enriches(self) -> bool:
+        """Whether `enrich` does anything (lets a sweep skip looking for first-seen items)."""
+        return False
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> Sequence[Item]:
         """Add detail to items seen for the first time (costs requests, so it is bounded)."""
@@ -95,3 +109,76 @@ class Source(ABC, Generic[C]):
 
     async def close(self) -> None:
         """Release HTTP sessions; must not raise."""
+
+
+@dataclass
+class SweepParts:
+    """One sweep assembled from independent parts (a paged list, a snapshot, a probe), each
+    speaking only for its own kinds, so that one failing endpoint spoils only its kinds.
+
+    An empty list is never evidence of absence, however well-formed: a vendor hiccup that
+    returns `[]` looks exactly like "everything was fixed". Such a kind is left out of `kinds`,
+    so its stored items are left alone until the list has entries again or the vendor marks
+    them resolved one by one (which is how our vendors report fixes).
+    """
+
+    scope: str
+    items: list[Item] = field(default_factory=list)
+    kinds: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    cursor: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: str, items: Iterable[Item], complete: bool) -> None:
+        """Items of one kind, and whether the answer they came from was complete."""
+        batch = [i for i in items if i.kind == kind]
+        self.items.extend(batch)
+        if complete and not batch:
+            return
+        self.kinds[kind] = self.kinds.get(kind, True) and complete
+
+    def incomplete(self, kinds: Iterable[str], note: str) -> None:
+        """These kinds could not be swept: nothing of theirs may be resolved this time."""
+        for kind in kinds:
+            self.kinds[kind] = False
+        self.notes.append(note)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    async def attempt(self, kinds: Sequence[str], what: str,
+                      part: Callable[[], Awaitable[None]]) -> bool:
+        """Run one part; a vendor error other than a bad key spoils only its `kinds`."""
+        try:
+            await part()
+        except VendorError as exc:
+            if exc.kind == "auth":
+                raise
+            self.incomplete(kinds, f"{what}: {exc}")
+            return False
+        return True
+
+    def build(self) -> Sweep:
+        return Sweep(scope=self.scope, items=tuple(self.items), kinds=dict(self.kinds),
+                     cursor=dict(self.cursor), notes=tuple(self.notes))
+
+
+class ConditionLog:
+    """Logs a lasting condition (a missing licence, a withdrawn consent) once when it starts
+    and once when it ends, instead of once per sweep: the sweep notes carry it meanwhile."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._state: dict[tuple[str, str], str] = {}
+
+    def report(self, scope: str, subject: str, state: str, *, ok: bool, **detail: Any) -> None:
+        key = (scope, subject)
+        if self._state.get(key, "ok") == state or (ok and key not in self._state):
+            return
+        if ok:
+            del self._state[key]
+            log.info("source_condition_cleared", source=self.source, scope=scope,
+                     subject=subject, state=state)
+            return
+        self._state[key] = state
+        log.warning("source_condition", source=self.source, scope=scope, subject=subject,
+                    state=state, **detail)

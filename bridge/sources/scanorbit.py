@@ -80,6 +80,8 @@ class _Scans(BaseModel):
 
 
 _ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDetectedAt")
+_NESTED = (("resource", ("name", "service", "region", "resourceId")),
+           ("certificate", ("primaryDomain", "notAfter")))
 
 
 class ScanOrbitSource(Source[ScanOrbitConfig]):
@@ -101,16 +103,20 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
     def requests(self) -> int:
         return self.client.requests
 
+    @property
+    def enriches(self) -> bool:
+        return self.config.enrich_new > 0
+
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         status = finding.status.lower()
-        attrs: dict[str, JSONScalar] = {k: raw.get(k) for k in _ATTRIBUTES if raw.get(k) is not None}
-        for nested, fields in (("resource", ("name", "service", "region", "resourceId")),
-                               ("certificate", ("primaryDomain", "notAfter"))):
-            obj = raw.get(nested)
-            if isinstance(obj, dict):
-                for f in fields:
-                    if isinstance(obj.get(f), str):
-                        attrs[f"{nested}_{f}"] = obj[f]
+        attrs: dict[str, JSONScalar] = {k: v for k in _ATTRIBUTES if (v := raw.get(k)) is not None}
+        if "resource" in raw or "certificate" in raw:  # only enriched findings have these
+            for nested, fields in _NESTED:
+                obj = raw.get(nested)
+                if isinstance(obj, dict):
+                    for f in fields:
+                        if isinstance(obj.get(f), str):
+                            attrs[f"{nested}_{f}"] = obj[f]
         inactive = status in self.config.inactive_statuses
         return Item(
             kind=KIND,

@@ -221,10 +221,12 @@ class SQLiteStore(Store):
                     (r.scope, r.source, _ts(r.started_at), _ts(r.finished_at), r.outcome,
                      r.items_seen, r.events, r.requests, json.dumps(list(r.notes)), r.error),
                 )
-                # Keep the sweep log bounded: the last 1,000 per scope.
+                # Keep the sweep log bounded: the last 1,000 per scope (ids are shared by all
+                # scopes, so count this scope's rows rather than subtract from the id).
                 conn.execute(
-                    "DELETE FROM sweeps WHERE scope = ? AND id <= ?",
-                    (r.scope, (cur.lastrowid or 0) - 1000),
+                    "DELETE FROM sweeps WHERE scope = ? AND id < (SELECT id FROM sweeps "
+                    "WHERE scope = ? ORDER BY id DESC LIMIT 1 OFFSET 999)",
+                    (r.scope, r.scope),
                 )
             assert cur.lastrowid is not None
             return cur.lastrowid

@@ -3,17 +3,26 @@ matcher configs rejected with the YAML path of the offending matcher."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
 
 from bridge.config import ConfigError, parse_config
 from bridge.model import Event, EventType
-from bridge.routing import Matcher, RouteConfig, route
+from bridge.routing import Decision, Matcher, RouteConfig
+from bridge.routing import route as _route
 
 from ._helpers import make_event
 
 SINKS = ["siem", "pager", "jira", "audit", "catchall"]
+
+
+def route(t: RouteConfig, ev: Event) -> Decision:
+    """The router with its explanation (`explain=True` where the router makes it optional)."""
+    if "explain" in inspect.signature(_route).parameters:
+        return _route(t, ev, explain=True)  # type: ignore[call-arg]
+    return _route(t, ev)
 
 
 def tree(spec: dict[str, Any]) -> RouteConfig:
@@ -128,13 +137,13 @@ def test_matcher_shorthands_parse_to_operators() -> None:
 
 def test_root_is_the_default() -> None:
     spec = {"sinks": ["catchall"], "routes": [{"match": {"source": "nope"}, "sinks": ["siem"]}]}
-    d = route(tree(spec), event())
+    d = route(tree(spec), event(), explain=True)
     assert d.sinks == ("catchall",)
     assert d.routes == ("routes",)
 
 
 def test_empty_tree_routes_nowhere() -> None:
-    d = route(RouteConfig(), event())
+    d = route(RouteConfig(), event(), explain=True)
     assert d.sinks == () and d.routes == ("routes",)
 
 
@@ -145,7 +154,7 @@ def test_first_match_wins() -> None:
     ]}
     assert sinks_for(spec, event(severity="critical")) == ("pager",)
     assert sinks_for(spec, event(severity="low")) == ("siem",)
-    d = route(tree(spec), event(severity="critical"))
+    d = route(tree(spec), event(severity="critical"), explain=True)
     assert d.routes == ("routes.routes[0]",)
     # The second route was never even tried.
     assert [s.path for s in d.steps] == ["routes", "routes.routes[0]"]
@@ -159,7 +168,7 @@ def test_continue_lets_later_siblings_match_too() -> None:
     ]}
     assert sinks_for(spec, event(severity="critical")) == ("audit", "pager")
     assert sinks_for(spec, event(severity="low")) == ("audit", "siem")
-    d = route(tree(spec), event(severity="low"))
+    d = route(tree(spec), event(severity="low"), explain=True)
     assert d.routes == ("routes.routes[0]", "routes.routes[2]")
 
 
@@ -187,15 +196,15 @@ def test_nested_routes_inherit_sinks() -> None:
             {"name": "eu", "match": {"attributes.region": "=~ eu-.*"}},
         ]},
     ]}
-    d = route(tree(spec), event(severity="critical"))
+    d = route(tree(spec), event(severity="critical"), explain=True)
     assert d.sinks == ("pager",)
     assert d.routes == ("routes.routes[0].routes[0] (urgent)",)
     # No sinks of its own: inherits from "findings", which inherits the root's.
-    d = route(tree(spec), event(severity="low", attributes={"region": "eu-west-1"}))
+    d = route(tree(spec), event(severity="low", attributes={"region": "eu-west-1"}), explain=True)
     assert d.sinks == ("siem",)
     assert d.routes == ("routes.routes[0].routes[1] (eu)",)
     # A matching parent whose children all fail is itself the result.
-    d = route(tree(spec), event(severity="low"))
+    d = route(tree(spec), event(severity="low"), explain=True)
     assert d.sinks == ("siem",)
     assert d.routes == ("routes.routes[0] (findings)",)
 
@@ -206,7 +215,7 @@ def test_inheritance_is_from_the_nearest_ancestor_with_sinks() -> None:
             {"match": {"source": "so"}, "routes": [{"match": {"severity": "medium"}}]},
         ]},
     ]}
-    d = route(tree(spec), event())
+    d = route(tree(spec), event(), explain=True)
     assert d.sinks == ("jira",)
     assert d.routes == ("routes.routes[0].routes[0].routes[0]",)
 
@@ -221,7 +230,7 @@ def test_non_matching_child_subtree_is_not_visited() -> None:
     spec = {"routes": [
         {"match": {"kind": "score"}, "routes": [{"sinks": ["siem"]}]},
     ]}
-    d = route(tree(spec), event())
+    d = route(tree(spec), event(), explain=True)
     assert d.sinks == ()
     assert [s.path for s in d.steps] == ["routes", "routes.routes[0]"]
 
@@ -237,7 +246,7 @@ def test_steps_explain_every_decision() -> None:
         {"name": "eu", "match": {"attributes.region": "eu"}, "sinks": ["siem"]},
         {"name": "never", "sinks": ["audit"]},
     ]}
-    d = route(tree(spec), event(severity="high", attributes={"region": "eu"}))
+    d = route(tree(spec), event(severity="high", attributes={"region": "eu"}), explain=True)
     steps = {s.path: s for s in d.steps}
     assert list(steps) == ["routes", "routes.routes[0] (critical)",
                            "routes.routes[1] (resolved)", "routes.routes[2] (eu)"]
@@ -256,7 +265,7 @@ def test_steps_explain_every_decision() -> None:
 def test_steps_list_every_failed_condition() -> None:
     spec = {"routes": [{"match": {"source": "x", "kind": "score", "scope": "so-main"},
                         "sinks": ["siem"]}]}
-    why = route(tree(spec), event()).steps[1].why
+    why = route(tree(spec), event(), explain=True).steps[1].why
     assert "source eq 'x' but source is 'so'" in why
     assert "kind eq 'score' but kind is 'finding'" in why
     assert "scope" not in why
@@ -264,7 +273,7 @@ def test_steps_list_every_failed_condition() -> None:
 
 def test_missing_attribute_is_explained_as_none() -> None:
     spec = {"routes": [{"match": {"attributes.team": "sec"}, "sinks": ["siem"]}]}
-    step = route(tree(spec), event()).steps[1]
+    step = route(tree(spec), event(), explain=True).steps[1]
     assert step.why == "attributes.team eq 'sec' but attributes.team is None"
 
 
@@ -337,3 +346,15 @@ def test_valid_tree_through_parse_config_routes_as_written() -> None:
     ]}))
     ev = event(severity="critical", attributes={"region": "eu-central-1"})
     assert route(config.routes, ev).sinks == ("pager", "siem")
+
+
+def test_decision_without_explanation_is_the_same() -> None:
+    spec = {"sinks": ["catchall"], "routes": [
+        {"match": {"kind": "finding"}, "sinks": ["audit"], "continue": True},
+        {"match": {"severity": ">= high"}, "routes": [{"match": {"tenant": "acme"},
+                                                        "sinks": ["pager"]}]},
+    ]}
+    for ev in (event(), event(severity="critical"), event(severity="high", tenant="acme")):
+        plain = _route(tree(spec), ev)
+        explained = route(tree(spec), ev)
+        assert (plain.sinks, plain.routes) == (explained.sinks, explained.routes)

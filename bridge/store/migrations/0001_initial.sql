@@ -1,4 +1,6 @@
 -- Item state per scope; tracked/snapshot are JSON text written only on transitions.
+-- Rowid tables with a unique index, not WITHOUT ROWID: rows carry ~1 KB snapshots, and
+-- SQLite's WITHOUT ROWID b-trees slow down badly with rows that large.
 CREATE TABLE items (
     scope       TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -11,8 +13,8 @@ CREATE TABLE items (
     changed_at  TEXT NOT NULL,
     resolved_at TEXT,
     snapshot    TEXT NOT NULL,
-    PRIMARY KEY (scope, kind, key)
-) WITHOUT ROWID;
+    UNIQUE (scope, kind, key)
+);
 
 CREATE TABLE sweeps (
     id          INTEGER PRIMARY KEY,
@@ -38,10 +40,10 @@ CREATE TABLE cursors (
 
 -- Event bodies, shared by the outbox rows of every sink they go to.
 CREATE TABLE events (
-    id         TEXT PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
     body       TEXT NOT NULL,
     created_at REAL NOT NULL
-) WITHOUT ROWID;
+);
 
 CREATE TABLE outbox (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,

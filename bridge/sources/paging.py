@@ -1,0 +1,165 @@
+"""How to walk a vendor's list without ever mistaking a shifting or broken list for a short one.
+
+Two shapes exist among our vendors: numbered pages with totals (ScanOrbit, Aether365) and
+offset pages that end at a short page, with no total (Ayliea). Both walkers dedupe by key (a
+list that shifts while we page serves some rows twice) and return a `Pass` that says whether it
+is complete, with notes saying why not. Completeness is what lets the diff resolve by absence,
+so every doubt counts against it:
+
+- numbered: `total` changing between pages, an empty page before the last, or a unique count
+  that does not match `total`;
+- offset: consecutive pages overlap by `overlap` rows, and the overlap must match exactly. Any
+  insert or delete ahead of the cursor shifts the boundary and breaks the match, which is the
+  only way to notice a *skipped* row in a list without totals (a doubled row alone would miss
+  deletions). It costs one row per page: ceil((N - overlap) / (limit - overlap)) requests.
+
+A failed page ends the pass as incomplete with the rows so far (they may still create and change
+items); errors for which `fatal` is true (a bad key) propagate, because nothing can be trusted.
+The walkers know nothing about items: sources validate rows and map them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from bridge.http import VendorError
+
+T = TypeVar("T")
+Fatal = Callable[[VendorError], bool]
+
+
+def auth_is_fatal(exc: VendorError) -> bool:
+    return exc.kind == "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One validated page: its rows, and the vendor's totals when it sends them."""
+
+    rows: Sequence[T]
+    total: int
+    pages: int
+
+
+def page_count(total: int, limit: int, given: int | None = None) -> int:
+    """`totalPages` when the vendor sends it, else computed (Aether365 sometimes omits it)."""
+    if given is not None:
+        return given
+    return math.ceil(total / limit) if limit > 0 else 0
+
+
+@dataclass(slots=True)
+class Pass(Generic[T]):
+    """The rows of one walk over a list, unique by key, in the order first served."""
+
+    rows: dict[str, T] = field(default_factory=dict)
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
+    drift: bool = False
+    requests: int = 0
+
+    def problem(self, note: str, *, drift: bool = False) -> None:
+        self.complete = False
+        self.drift = self.drift or drift
+        self.notes.append(note)
+
+
+async def numbered(
+    fetch: Callable[[int], Awaitable[Page[T]]],
+    key: Callable[[T], str],
+    *,
+    what: str,
+    fatal: Fatal = auth_is_fatal,
+) -> Pass[T]:
+    """Pages 1..N of a list with totals; `fetch(page)` returns one validated page."""
+    out: Pass[T] = Pass()
+    total: int | None = None
+    pages, page = 1, 1
+    while page <= pages:
+        try:
+            got = await fetch(page)
+        except VendorError as exc:
+            if fatal(exc):
+                raise
+            out.problem(f"{what} page {page}: {exc}")
+            return out
+        out.requests += 1
+        if total is None:
+            total, pages = got.total, got.pages
+        elif got.total != total:
+            out.problem(f"drift: {what} total changed from {total} to {got.total} at page {page}",
+                        drift=True)
+            total, pages = got.total, max(pages, got.pages)
+        for row in got.rows:
+            out.rows.setdefault(key(row), row)
+        if not got.rows and page < pages:
+            out.problem(f"{what} page {page} of {pages} was empty")
+        page += 1
+    if total is not None and len(out.rows) != total:
+        out.problem(f"drift: {len(out.rows)} unique {what} but total says {total}", drift=True)
+    return out
+
+
+async def by_offset(
+    fetch: Callable[[int, int], Awaitable[Sequence[T]]],
+    key: Callable[[T], str],
+    *,
+    limit: int,
+    overlap: int,
+    what: str,
+    max_pages: int = 10_000,
+    fatal: Fatal = auth_is_fatal,
+) -> Pass[T]:
+    """`fetch(offset, limit)` until a short page, consecutive pages overlapping by `overlap`."""
+    if not 0 <= overlap < limit:
+        raise ValueError("overlap must be >= 0 and < limit")
+    out: Pass[T] = Pass()
+    offset = 0
+    tail: list[str] = []  # keys of the previous page's last `overlap` rows
+    for _ in range(max_pages):
+        try:
+            rows = await fetch(offset, limit)
+        except VendorError as exc:
+            if fatal(exc):
+                raise
+            out.problem(f"{what} at offset {offset}: {exc}")
+            return out
+        out.requests += 1
+        head = [key(r) for r in rows[: len(tail)]]
+        if head != tail:
+            out.problem(f"drift: {what} shifted while paging (rows at offset {offset} are not "
+                        "the ones the previous page ended with)", drift=True)
+            return out
+        for row in rows[len(tail):]:
+            k = key(row)
+            if k in out.rows:
+                out.problem(f"drift: {what} served {k} twice", drift=True)
+            out.rows.setdefault(k, row)
+        if len(rows) < limit:
+            return out
+        tail = [key(r) for r in rows[limit - overlap:]] if overlap else []
+        offset += limit - overlap
+    out.problem(f"{what}: stopped after {max_pages} pages")
+    return out
+
+
+async def with_drift_retries(
+    walk: Callable[[], Awaitable[Pass[T]]],
+    retries: int,
+    on_retry: Callable[[Pass[T]], None] | None = None,
+) -> Pass[T]:
+    """Walk again (up to `retries` times) when a pass was spoiled by drift: the list usually
+    holds still long enough for a clean second pass. Other problems are not retried here."""
+    result = await walk()
+    for _ in range(retries):
+        if result.complete or not result.drift:
+            break
+        if on_retry is not None:
+            on_retry(result)
+        spent = result.requests
+        result = await walk()
+        result.requests += spent
+    return result
