@@ -1,0 +1,34 @@
+"""Run every benchmark: `python bench/run.py` (or `python bench/run.py core syslog`).
+
+Each `bench/bench_<name>.py` has a `main() -> int` that prints its absolute figures and its
+ratio against the target, and returns non-zero when a target is missed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str]) -> int:
+    names = argv or sorted(p.stem.removeprefix("bench_") for p in (ROOT / "bench").glob("bench_*.py"))
+    missed = []
+    for name in names:
+        module = importlib.import_module(f"bench.bench_{name}")
+        print(f"== {name} ==", flush=True)
+        start = time.perf_counter()
+        code = module.main()
+        print(f"   ({time.perf_counter() - start:.0f} s)\n", flush=True)
+        if code:
+            missed.append(name)
+    print("all targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
