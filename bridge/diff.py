@@ -5,6 +5,13 @@ tracked field changes; `resolved` when the vendor says so or after `resolve_afte
 consecutive complete sweeps without the item; `reopened` when a resolved item is active again.
 An incomplete part of a sweep may create and change items but never resolve them, and does not
 count as a miss: a flaky page must never look like a fix.
+
+Two per-kind refinements stay pure data: `kind_tracked_fields` chooses which fields a kind
+tracks, and a `ChangeRule` decides which of their changes are worth an event. A rule sees the
+stored and the new tracked values and answers `event` (emit `changed`), `update` (remember the new
+values silently) or `keep` (ignore, so small changes add up against the stored baseline) — what a
+score needs to report "dropped by at least N" without reporting every wobble. An item with
+`judged=False` (listed without a verdict) is seen but otherwise left exactly as stored.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ import orjson
 from bridge.model import Event, EventType, Item, JSONScalar, Sweep, event_id, normalize_severity
 
 State = Literal["active", "resolved"]
+ChangeVerdict = Literal["event", "update", "keep"]
+# (stored tracked values, new tracked values) -> what to do about the difference.
+ChangeRule = Callable[[Mapping[str, JSONScalar], Mapping[str, JSONScalar]], ChangeVerdict]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,33 @@ class DiffPolicy:
     tracked_fields: tuple[str, ...] = ("title", "severity", "status")
     # Per-kind overrides, for sources whose kinds change in different ways (e.g. scores).
     kind_tracked_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Per-kind rules for which tracked changes are events; a kind without one: every change.
+    change_rules: Mapping[str, ChangeRule] = field(default_factory=dict)
+
+
+def drop_rule(name: str, threshold: float, *, also: tuple[str, ...] = ()) -> ChangeRule:
+    """An event when numeric `name` fell by at least `threshold` or a field in `also` changed.
+
+    A rise raises the baseline silently; a smaller fall keeps it, so that several small drops
+    add up to a reported one (72 -> 70 -> 67 reports 72 -> 67 at a threshold of 5).
+    """
+
+    def rule(old: Mapping[str, JSONScalar], new: Mapping[str, JSONScalar]) -> ChangeVerdict:
+        if any(old.get(f) != new.get(f) for f in also):
+            return "event"
+        before, after = old.get(name), new.get(name)
+        if not (_number(before) and _number(after)):
+            return "event" if before != after else "update"
+        assert isinstance(before, int | float) and isinstance(after, int | float)
+        if before - after >= threshold:
+            return "event"
+        return "update" if after > before else "keep"
+
+    return rule
+
+
+def _number(value: JSONScalar) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(slots=True)
@@ -123,6 +160,15 @@ def _changes(old: str, new: str, fields: tuple[str, ...]) -> dict[str, tuple[JSO
     return {f: (b, a) for f, b, a in zip(fields, before, after, strict=True) if b != a}
 
 
+def _verdict(rule: ChangeRule | None, old: str, new: str, fields: tuple[str, ...]) -> ChangeVerdict:
+    if rule is None:
+        return "event"
+    before, after = orjson.loads(old), orjson.loads(new)
+    if not isinstance(before, list) or len(before) != len(fields):
+        return "event"  # reconfigured fields: nothing to compare against
+    return rule(dict(zip(fields, before, strict=True)), dict(zip(fields, after, strict=True)))
+
+
 class Differ:
     """The diff, fed page by page so a 100k-item sweep never sits in memory at once.
 
@@ -178,6 +224,8 @@ class Differ:
             if ident in self.seen:
                 continue  # a drifting page served it twice; the first copy is as good as any
             self.seen.add(ident)
+            if not item.judged:
+                continue
             old = self.stored.get(ident)
             if not item.active:
                 if old is not None and old.state == "active":
@@ -193,6 +241,15 @@ class Differ:
                 self._emit(EventType.REOPENED, item, counter, "active again after resolution")
                 writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
                                         now, tracked, snapshot_json(item)))
+            elif tracked != old.tracked and (verdict := _verdict(
+                    self.policy.change_rules.get(item.kind), old.tracked, tracked,
+                    self.fields(item.kind))) != "event":
+                if verdict == "update":
+                    writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
+                                            old.first_seen, now, tracked, snapshot_json(item)))
+                elif old.misses:
+                    writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
+                                            old.first_seen, now))
             elif tracked != old.tracked:
                 counter = old.counter + 1
                 changes = _changes(old.tracked, tracked, self.fields(item.kind))

@@ -78,6 +78,9 @@ class Item:
     tenant: str = ""
     # Why the vendor considers the item inactive (e.g. "vendor status resolved"); "" when active.
     resolution: str = ""
+    # False when the vendor listed the item without a verdict (a skipped test): it is then
+    # neither created, changed nor resolved, and its presence is not a miss.
+    judged: bool = True
     # Small, flat, SIEM-friendly facts (account, resource, framework, user...).
     attributes: Mapping[str, JSONScalar] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)

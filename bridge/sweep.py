@@ -59,7 +59,8 @@ class _Run:
         kinds = self.source.kinds
         stored = await self.store.load_items(self.scope, kinds)
         policy = DiffPolicy(cfg.resolve_after_misses, cfg.tracked_fields,
-                            dict(self.source.kind_tracked_fields))
+                            dict(self.source.kind_tracked_fields),
+                            dict(self.source.change_rules))
         self.differ = Differ(stored, policy, scope=self.scope, source=self.source.name,
                              vendor=self.source.vendor, now=self.now)
 

@@ -145,17 +145,23 @@ class SweepParts:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    async def attempt(self, kinds: Sequence[str], what: str,
-                      part: Callable[[], Awaitable[None]]) -> bool:
-        """Run one part; a vendor error other than a bad key spoils only its `kinds`."""
+    async def attempt(
+        self,
+        kinds: Sequence[str],
+        what: str,
+        part: Callable[[], Awaitable[None]],
+        explain: Callable[[VendorError], str] = str,
+    ) -> VendorError | None:
+        """Run one part. A vendor error other than a bad key spoils only its `kinds` and is
+        returned (a caller may decide the rest is pointless); a bad key fails the sweep."""
         try:
             await part()
         except VendorError as exc:
             if exc.kind == "auth":
                 raise
-            self.incomplete(kinds, f"{what}: {exc}")
-            return False
-        return True
+            self.incomplete(kinds, f"{what}: {explain(exc)}")
+            return exc
+        return None
 
     def build(self) -> Sweep:
         return Sweep(scope=self.scope, items=tuple(self.items), kinds=dict(self.kinds),
