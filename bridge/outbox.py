@@ -119,6 +119,10 @@ class SinkWorker:
         await self._reset()
         exhausted = [d.seq for d in batch if d.attempts + 1 >= self.config.max_attempts]
         retry = [d.seq for d in batch if d.attempts + 1 < self.config.max_attempts]
+        if len(batch) > 1 and any(d.attempts + 2 >= self.config.max_attempts for d in batch):
+            # The next attempt is the last: make it one by one, so that events which can be
+            # delivered are not buried for a batch-mate's fault.
+            self._isolate = len(batch)
         if retry:
             await self.store.record_failure(self.name, retry, error)
         if exhausted:

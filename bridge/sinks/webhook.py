@@ -1,4 +1,5 @@
-"""Generic webhook sink: one JSON POST per event, keep-alive, bounded concurrency.
+"""Generic webhook sink: one JSON POST per event, keep-alive, bounded concurrency across items
+and strict order within one item.
 
 Each request carries `webhook-id` (the event id) and `webhook-timestamp`, the Standard Webhooks
 headers, so a receiver can drop replays. 2xx is delivered; 408, 425, 429 and 5xx are retried
@@ -73,7 +74,29 @@ class WebhookSink(Sink[WebhookSinkConfig]):
     async def send(self, events: Sequence[Event]) -> None:
         if self._session is None:
             await self.open()
-        results = await asyncio.gather(*(self._post(e) for e in events), return_exceptions=True)
+        # Items go concurrently, but one item's events go one after another and stop at a
+        # retryable failure: a `resolved` must never reach the receiver before its `new`.
+        chains: dict[str, list[Event]] = {}
+        for e in events:
+            chains.setdefault(e.item_uid, []).append(e)
+        outcome: dict[str, Exception | None] = {}
+
+        async def post_in_order(chain: list[Event]) -> None:
+            for i, e in enumerate(chain):
+                try:
+                    await self._post(e)
+                    outcome[e.id] = None
+                except PermanentDeliveryError as exc:
+                    outcome[e.id] = exc  # dead-lettered; the item's later events may follow
+                except Exception as exc:
+                    outcome[e.id] = exc
+                    for later in chain[i + 1:]:
+                        outcome[later.id] = RetryableDeliveryError(
+                            "not sent: an earlier event of the same item failed")
+                    return
+
+        await asyncio.gather(*(post_in_order(c) for c in chains.values()))
+        results = [outcome[e.id] for e in events]
         retryable = [r for r in results if isinstance(r, RetryableDeliveryError)]
         rejected = [(e, r) for e, r in zip(events, results, strict=True)
                     if isinstance(r, PermanentDeliveryError)]

@@ -3,26 +3,17 @@ matcher configs rejected with the YAML path of the offending matcher."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import pytest
 
 from bridge.config import ConfigError, parse_config
 from bridge.model import Event, EventType
-from bridge.routing import Decision, Matcher, RouteConfig
-from bridge.routing import route as _route
+from bridge.routing import Matcher, RouteConfig, route
 
 from ._helpers import make_event
 
 SINKS = ["siem", "pager", "jira", "audit", "catchall"]
-
-
-def route(t: RouteConfig, ev: Event) -> Decision:
-    """The router with its explanation (`explain=True` where the router makes it optional)."""
-    if "explain" in inspect.signature(_route).parameters:
-        return _route(t, ev, explain=True)  # type: ignore[call-arg]
-    return _route(t, ev)
 
 
 def tree(spec: dict[str, Any]) -> RouteConfig:
@@ -355,6 +346,7 @@ def test_decision_without_explanation_is_the_same() -> None:
                                                         "sinks": ["pager"]}]},
     ]}
     for ev in (event(), event(severity="critical"), event(severity="high", tenant="acme")):
-        plain = _route(tree(spec), ev)
-        explained = route(tree(spec), ev)
+        plain = route(tree(spec), ev)
+        explained = route(tree(spec), ev, explain=True)
         assert (plain.sinks, plain.routes) == (explained.sinks, explained.routes)
+        assert plain.steps == () and explained.steps
