@@ -11,11 +11,22 @@ from typing import Any
 
 import pytest
 
-from bridge.sim.common import RunningSim
+from bridge.sim.aether365 import Aether365World
+from bridge.sim.aether365 import make_app as make_aether365_app
+from bridge.sim.ayliea import SCOPES as AYLIEA_SCOPES
+from bridge.sim.ayliea import AylieaWorld
+from bridge.sim.ayliea import make_app as make_ayliea_app
+from bridge.sim.common import RunningSim, SimWorld
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
 SIM_SCANORBIT_KEY = "sk_live_" + "0123456789abcdef" * 4  # fake sim key
+# fake sim keys: one Aether365 tenant each
+SIM_AETHER365_KEYS = {"contoso": "ae_live_fake_sim_tests_contoso_0123456789abcdef",
+                      "fabrikam": "ae_live_fake_sim_tests_fabrikam_0123456789abcdef"}
+SIM_AYLIEA_KEY = "ayliea_pk_fake_sim_tests_0123456789abcdef"  # fake sim key
+FAST_HTTP: dict[str, Any] = {"rate_limit_per_minute": 60_000, "backoff_initial": 0.01,
+                             "backoff_max": 0.05, "max_retries": 2, "timeout": 2}
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -36,6 +47,51 @@ async def scanorbit() -> AsyncIterator[tuple[ScanOrbitWorld, RunningSim]]:
     world = ScanOrbitWorld(api_keys={SIM_SCANORBIT_KEY}, seed=7, rate_limit=100_000)
     async with RunningSim(make_app(world)) as sim:
         yield world, sim
+
+
+def avoidable_429s(world: SimWorld) -> list[str]:
+    """429s the real rate limiter served (not scripted faults): our client should have waited."""
+    return [f"{s.path} ({s.limit_key.split(':')[0]})" for s in world.stats.served_429
+            if not s.injected]
+
+
+@pytest.fixture
+async def aether365() -> AsyncIterator[tuple[Aether365World, RunningSim]]:
+    """Two tenants, `tenant-contoso` and `tenant-fabrikam`; fails on any avoidable 429."""
+    world = Aether365World(tokens={key: f"tenant-{name}" for name, key in
+                                   SIM_AETHER365_KEYS.items()}, seed=11, rate_limit=100_000)
+    async with RunningSim(make_aether365_app(world)) as sim:
+        yield world, sim
+    assert avoidable_429s(world) == []
+
+
+@pytest.fixture
+async def ayliea() -> AsyncIterator[tuple[AylieaWorld, RunningSim]]:
+    """One organization whose key has every scope; fails on any avoidable 429."""
+    world = AylieaWorld(keys={SIM_AYLIEA_KEY: AYLIEA_SCOPES}, seed=13, rate_limit=100_000)
+    async with RunningSim(make_ayliea_app(world)) as sim:
+        yield world, sim
+    assert avoidable_429s(world) == []
+
+
+def aether365_source(url: str, tenants: tuple[str, ...] = ("contoso",),
+                     **overrides: Any) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "name": "aether365", "type": "aether365", "base_url": url, "interval": 60, "jitter": 0,
+        "tenants": [{"name": t, "api_key": SIM_AETHER365_KEYS[t]} for t in tenants],
+        "http": dict(FAST_HTTP),
+    }
+    source.update(overrides)
+    return source
+
+
+def ayliea_source(url: str, **overrides: Any) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "name": "ayliea", "type": "ayliea", "base_url": url, "api_key": SIM_AYLIEA_KEY,
+        "interval": 60, "jitter": 0, "full_resweep_interval": 0, "http": dict(FAST_HTTP),
+    }
+    source.update(overrides)
+    return source
 
 
 def scanorbit_source(url: str, **overrides: Any) -> dict[str, Any]:

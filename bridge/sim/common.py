@@ -452,8 +452,11 @@ def _wrong_shape(part: Any, variant: str) -> Any:
         if isinstance(part, list) and part and isinstance(part[0], dict):
             first = {k: v for k, v in part[0].items() if k != "id"}
             return [first, *part[1:]]
-        if isinstance(part, dict):
+        if isinstance(part, dict) and "id" in part:
             return {k: v for k, v in part.items() if k != "id"}
+        if isinstance(part, dict):  # a snapshot of lists: the first row of each loses its id
+            return {k: _wrong_shape(v, variant) if isinstance(v, list) else v
+                    for k, v in part.items()}
         return part
     if isinstance(part, list):
         return {"items": part}

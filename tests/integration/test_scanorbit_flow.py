@@ -10,48 +10,16 @@ from typing import Any
 import pytest
 
 from bridge.config import BridgeConfig, parse_config
-from bridge.daemon import Daemon, Pipeline
-from bridge.health import Health
+from bridge.daemon import Daemon
 from bridge.model import EventType
 from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
 from bridge.sim.scanorbit import ScanOrbitWorld
-from bridge.store.sqlite import SQLiteStore
 from bridge.sweep import SweepResult
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
+from tests.support.harness import Harness
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
-
-
-class Harness:
-    """One source, one store, sweeps driven one at a time."""
-
-    def __init__(self, config: BridgeConfig) -> None:
-        self.config = config
-        self.store = SQLiteStore(config.state.path)
-        self.pipeline: Pipeline | None = None
-
-    async def __aenter__(self) -> Harness:
-        await self.store.open()
-        self.pipeline = Pipeline.build(self.config, self.store, Health())
-        self.pipeline.keep_events = True
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.pipeline is not None
-        await self.pipeline.stop(1.0)
-        await self.store.close()
-
-    async def sweep(self) -> SweepResult:
-        assert self.pipeline is not None
-        source = next(iter(self.pipeline.sources.values()))
-        result = await self.pipeline.sweep(source, source.scopes[0])
-        assert result is not None
-        return result
-
-    async def deliver(self) -> dict[str, int]:
-        assert self.pipeline is not None
-        return await self.pipeline.drain(10.0)
 
 
 def config_for(tmp_path: Path, url: str, **source: Any) -> BridgeConfig:

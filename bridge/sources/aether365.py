@@ -1,0 +1,444 @@
+"""Aether365: Microsoft 365 posture — compliance scan results, identity-risk alerts, policies.
+
+Each API key is bound to one tenant and has its own 120 req/min, so each tenant is its own
+scope with its own rate-limit bucket. A sweep has three parts that succeed or fail on their own:
+
+- Compliance results change only when a scan completes. A one-row probe of the scan list finds
+  the latest completed scan; only a scan not swept before is paged through (200 rows a page,
+  `meta.totalPages` computed when missing). Results are keyed by `test_id` (result ids change
+  every scan). A test that passes, or is skipped (unless `skipped_resolves` is off), is resolved.
+  The swept scan id is the cursor, committed with the sweep, so a crash re-sweeps that scan.
+- Threat alerts are one snapshot with a `sources` verdict per category. A category that is not
+  `ok` creates nothing and resolves nothing. `needsConsent`/`notLicensed` are configuration
+  facts: noted and logged once, the category left alone, the sweep still complete. `error` (or
+  anything unknown) is an outage: that category is incomplete.
+- Policies: non-compliant policies are posture items; becoming compliant resolves them.
+
+Errors: `success: false` is an error even with HTTP 200. AUTH_* (and TENANT_NOT_FOUND) fail the
+sweep after one request — the poll interval is the backoff, so an operator sees one clear error
+per interval; TENANT_NOT_CONNECTED makes every part incomplete (degraded, not failed);
+INTERNAL_ERROR is retried like a 5xx; VALIDATION_ERROR is our bug and is logged as such, once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, model_validator
+
+from bridge.components import NAME_PATTERN, SecretFields, StrictModel
+from bridge.http import (
+    ErrorKind,
+    ErrorScheme,
+    HttpContext,
+    VendorClient,
+    VendorError,
+    credential_scope,
+    validate,
+)
+from bridge.model import Item, JSONScalar, Severity, Sweep, normalize_severity
+from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
+from bridge.sources.paging import Page, Pass, numbered, page_count, with_drift_retries
+
+log = structlog.get_logger(__name__)
+
+TEST = "test_result"
+RISKY_USER = "risky_user"
+RISK_DETECTION = "risk_detection"
+SECURITY_ALERT = "security_alert"
+POLICY = "policy"
+THREAT_KINDS = (RISKY_USER, RISK_DETECTION, SECURITY_ALERT)
+MAX_PAGE = 200
+CURSOR_SCAN = "last_scan_id"
+# Threat `sources` states that describe the tenant's setup rather than an outage.
+CONFIGURATION_STATES = {"needsConsent": "grant the consent in Aether365",
+                        "notLicensed": "the tenant's Microsoft licence does not include it"}
+
+
+class Aether365Errors(ErrorScheme):
+    """`{success: false, error: {code, message}}`, with meaning carried by the code."""
+
+    def body_error(self, body: Any) -> bool:
+        return isinstance(body, dict) and body.get("success") is False
+
+    def kind(self, status: int, code: str | None) -> ErrorKind:
+        word = (code or "").upper()
+        if word.startswith("AUTH_") or word == "TENANT_NOT_FOUND":
+            return "auth"  # fatal until the config changes
+        if word == "INTERNAL_ERROR":
+            return "server"
+        if word.startswith("RATE_LIMIT"):
+            return "rate_limited"
+        if word == "VALIDATION_ERROR":
+            return "client"
+        return super().kind(status, code)
+
+
+class Aether365Tenant(SecretFields, StrictModel):
+    """One tenant: its name (the scope is `<source>/<name>`) and the API key bound to it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    api_key: SecretStr
+
+
+class Aether365Config(SourceConfig):
+    type: Literal["aether365"]
+    base_url: str = Field(default="https://api.aether365.io", pattern=r"^https?://")
+    # Either one key (scope = the source name, items labelled with `tenant`) or `tenants`.
+    api_key: SecretStr | None = None
+    tenants: tuple[Aether365Tenant, ...] = ()
+    compliance: bool = True
+    threats: bool = True
+    policies: bool = True
+    page_size: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
+    # Only scans of this type count (e.g. "compliance"); None = any completed scan.
+    scan_type: str | None = None
+    # A skipped test resolves like a passed one; off: a skipped test is left as it was.
+    skipped_resolves: bool = True
+    drift_retries: int = Field(default=1, ge=0, le=5)
+    inactive_risk_states: tuple[str, ...] = ("remediated", "dismissed", "confirmedSafe")
+    resolved_alert_statuses: tuple[str, ...] = ("resolved",)
+    policy_severity: Severity = "medium"
+
+    @model_validator(mode="after")
+    def _keys(self) -> Aether365Config:
+        if (self.api_key is None) == (not self.tenants):
+            raise ValueError("set either api_key (one tenant) or tenants (one key per tenant)")
+        names = [t.name for t in self.tenants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tenant name(s): {', '.join(dupes)}")
+        return self
+
+    def build(self, http: HttpContext) -> Aether365Source:
+        return Aether365Source(self, http)
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    success: Literal[True]
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    total: int = Field(ge=0)
+    page: int | None = None
+    limit: int | None = Field(default=None, ge=1)
+    totalPages: int | None = Field(default=None, ge=0)
+
+
+class _Scan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    status: str
+    completed_at: str | None = None
+
+
+class _Scans(_Envelope):
+    data: list[_Scan]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    test_id: str = Field(min_length=1)
+    result: str
+    title: str | None = None
+    severity: str | None = None
+    framework: str | None = None
+
+
+class _Results(_Envelope):
+    data: list[_Result]
+    meta: _Meta
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str = Field(min_length=1)
+    title: str | None = None
+    compliant: bool
+
+
+class _Policies(_Envelope):
+    data: list[_Policy]
+    meta: _Meta | None = None
+
+
+class _ThreatData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sources: dict[str, str]
+
+
+class _Threats(_Envelope):
+    data: _ThreatData
+
+
+class _Signal(BaseModel):
+    """What every risky user, risk detection and alert has; the rest stays in `raw`."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+
+
+class _Signals(RootModel[list[_Signal]]):
+    pass
+
+
+Row = tuple[Mapping[str, Any], Any]
+
+
+@dataclass(frozen=True)
+class _Tenant:
+    scope: str
+    name: str
+    label: str
+    client: VendorClient
+
+
+def _scalar(value: Any) -> JSONScalar:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _attrs(raw: Mapping[str, Any], names: Sequence[str]) -> dict[str, JSONScalar]:
+    return {n: _scalar(raw[n]) for n in names if raw.get(n) is not None}
+
+
+class Aether365Source(Source[Aether365Config]):
+    vendor = "aether365"
+    item_kinds = (TEST, *THREAT_KINDS, POLICY)
+
+    def __init__(self, config: Aether365Config, http: HttpContext) -> None:
+        super().__init__(config)
+        keys = ([(config.name, config.name, config.tenant, config.api_key)] if config.api_key
+                else [(f"{config.name}/{t.name}", t.name, t.name, t.api_key)
+                      for t in config.tenants])
+        self._tenants: dict[str, _Tenant] = {}
+        for scope, name, label, key in keys:
+            secret = key.get_secret_value()
+            client = http.client(
+                vendor=self.vendor, base_url=config.base_url,
+                headers={"Authorization": f"Bearer {secret}"}, config=config.http,
+                limit_scope=credential_scope(secret),
+                default_per_minute=100.0,  # documented: 120/min per API key
+                errors=Aether365Errors(),
+            )
+            self._tenants[scope] = _Tenant(scope, name, label, client)
+        self._conditions = ConditionLog(config.name)
+
+    @property
+    def scopes(self) -> Sequence[str]:
+        return tuple(self._tenants)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        cfg = self.config
+        return ((TEST,) * cfg.compliance + THREAT_KINDS * cfg.threats + (POLICY,) * cfg.policies)
+
+    @property
+    def requests(self) -> int:
+        return sum(t.client.requests for t in self._tenants.values())
+
+    def client(self, scope: str) -> VendorClient:
+        return self._tenants[scope].client
+
+    async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
+        tenant = self._tenants[scope]
+        parts = SweepParts(scope)
+        cfg = self.config
+        plan: list[tuple[tuple[str, ...], str, Callable[[], Awaitable[None]]]] = []
+        if cfg.compliance:
+            plan.append(((TEST,), "compliance results",
+                         lambda: self._results(tenant, cursor, parts)))
+        if cfg.threats:
+            plan.append((THREAT_KINDS, "threat alerts", lambda: self._threats(tenant, parts)))
+        if cfg.policies:
+            plan.append(((POLICY,), "policies", lambda: self._policies(tenant, parts)))
+        for n, (kinds, what, part) in enumerate(plan):
+            error = await parts.attempt(kinds, what, part)
+            if error is not None and error.code == "TENANT_NOT_CONNECTED":
+                rest = [k for later in plan[n + 1 :] for k in later[0]]
+                parts.incomplete(rest, f"tenant {tenant.name} is not connected (Microsoft consent "
+                                       "not completed): nothing swept until it is")
+                self._conditions.report(scope, "tenant", "not connected", ok=False,
+                                        error=str(error))
+                return parts.build()
+        self._conditions.report(scope, "tenant", "connected", ok=True)
+        return parts.build()
+
+    # -- compliance results -----------------------------------------------------------------
+
+    async def _results(self, tenant: _Tenant, cursor: Mapping[str, str],
+                       parts: SweepParts) -> None:
+        params: dict[str, str | int] = {"status": "completed", "limit": 1}
+        if self.config.scan_type:
+            params["scan_type"] = self.config.scan_type
+        body = await tenant.client.get_json("/tenants/me/scans", params)
+        scans = validate(_Scans, body, "GET /tenants/me/scans")
+        done = [s for s in scans.data if s.status.lower() == "completed"]
+        if not done:
+            parts.note("compliance: no completed scan yet")
+            return
+        scan = done[0]
+        if scan.id == cursor.get(CURSOR_SCAN):
+            return  # nothing new since the last sweep: stored results are left alone
+        swept = await with_drift_retries(
+            lambda: self._scan_results(tenant, scan.id), self.config.drift_retries,
+            lambda p: log.info("aether365_drift_retry", source=self.name, scope=tenant.scope,
+                               notes=p.notes))
+        items = [self._test_item(tenant, scan, raw, row) for raw, row in swept.rows.values()]
+        parts.add(TEST, items, swept.complete)
+        parts.notes.extend(swept.notes)
+        if swept.complete:
+            parts.cursor[CURSOR_SCAN] = scan.id
+
+    async def _scan_results(self, tenant: _Tenant, scan_id: str) -> Pass[Row]:
+        path = f"/scans/{quote(scan_id, safe='')}/results"
+        size = self.config.page_size
+
+        async def fetch(page: int) -> Page[Row]:
+            body = await tenant.client.get_json(path, {"page": page, "limit": size})
+            parsed = validate(_Results, body, f"GET /scans/{{id}}/results page {page}")
+            meta = parsed.meta
+            return Page(list(zip(body["data"], parsed.data, strict=True)), meta.total,
+                        page_count(meta.total, meta.limit or size, meta.totalPages))
+
+        return await numbered(fetch, lambda r: str(r[1].test_id), what="scan results")
+
+    def _test_item(self, tenant: _Tenant, scan: _Scan, raw: Mapping[str, Any],
+                   row: _Result) -> Item:
+        result = row.result.strip().lower()
+        # Only a verdict resolves; an unknown word leaves the test as it was.
+        judged = result in ("failed", "passed") or (result == "skipped"
+                                                    and self.config.skipped_resolves)
+        attrs = _attrs(raw, ("framework", "source_tool", "help_url"))
+        attrs.update(scan_id=scan.id, scan_completed_at=scan.completed_at)
+        return Item(
+            kind=TEST, key=row.test_id, title=row.title or row.test_id,
+            severity=normalize_severity(row.severity), vendor_severity=row.severity or "",
+            status=result, active=result == "failed", judged=judged,
+            resolution=f"test {result} in scan {scan.id}" if result != "failed" else "",
+            tenant=tenant.label, attributes=attrs, raw=raw,
+        )
+
+    # -- threat alerts ----------------------------------------------------------------------
+
+    async def _threats(self, tenant: _Tenant, parts: SweepParts) -> None:
+        body = await tenant.client.get_json("/tenants/me/threats")
+        snapshot = validate(_Threats, body, "GET /tenants/me/threats")
+        data: Mapping[str, Any] = body["data"]
+        for category, kind, to_item in (("riskyUsers", RISKY_USER, self._risky_user),
+                                        ("riskDetections", RISK_DETECTION, self._detection),
+                                        ("securityAlerts", SECURITY_ALERT, self._alert)):
+            state = snapshot.data.sources.get(category, "missing")
+            if state != "ok":
+                self._source_not_ok(tenant, parts, category, kind, state)
+                continue
+            self._conditions.report(tenant.scope, category, "ok", ok=True)
+            try:
+                rows = validate(_Signals, data.get(category),
+                                f"GET /tenants/me/threats data.{category}").root
+            except VendorError as exc:
+                parts.incomplete([kind], f"threats: {exc}")
+                continue
+            raws: list[Mapping[str, Any]] = data[category]
+            parts.add(kind, [to_item(tenant, raw) for raw, _ in zip(raws, rows, strict=True)],
+                      True)
+
+    def _source_not_ok(self, tenant: _Tenant, parts: SweepParts, category: str, kind: str,
+                       state: str) -> None:
+        """Its items are neither created nor resolved; only an outage makes the sweep
+        incomplete, because a missing licence is not going to fix itself by retrying."""
+        hint = CONFIGURATION_STATES.get(state)
+        if hint is not None:
+            parts.note(f"threats: {category} is {state} ({hint}); left alone")
+        else:
+            parts.incomplete([kind], f"threats: {category} source is {state}; nothing created "
+                                     "or resolved from this answer")
+        self._conditions.report(tenant.scope, category, state, ok=False,
+                                configuration=hint is not None)
+
+    def _inactive_risk(self, raw: Mapping[str, Any]) -> str:
+        level = str(raw.get("riskLevel") or "").lower()
+        state = str(raw.get("riskState") or "")
+        if level == "none":
+            return "risk level none"
+        if state.lower() in {s.lower() for s in self.config.inactive_risk_states}:
+            return f"risk state {state}"
+        return ""
+
+    def _risky_user(self, tenant: _Tenant, raw: Mapping[str, Any]) -> Item:
+        who = raw.get("userPrincipalName") or raw.get("displayName") or raw["id"]
+        level = str(raw.get("riskLevel") or "")
+        why = self._inactive_risk(raw)
+        return Item(
+            kind=RISKY_USER, key=str(raw["id"]), title=f"Risky user {who}",
+            severity=normalize_severity(level), vendor_severity=level,
+            status=str(raw.get("riskState") or ""), active=not why, resolution=why,
+            tenant=tenant.label, raw=raw,
+            attributes=_attrs(raw, ("userPrincipalName", "displayName",
+                                    "riskLastUpdatedDateTime")),
+        )
+
+    def _detection(self, tenant: _Tenant, raw: Mapping[str, Any]) -> Item:
+        what = raw.get("riskEventType") or "risk detection"
+        who = raw.get("userPrincipalName") or "unknown user"
+        level = str(raw.get("riskLevel") or "")
+        why = self._inactive_risk(raw)
+        return Item(
+            kind=RISK_DETECTION, key=str(raw["id"]), title=f"{what} for {who}",
+            severity=normalize_severity(level), vendor_severity=level,
+            status=str(raw.get("riskState") or ""), active=not why, resolution=why,
+            tenant=tenant.label, raw=raw,
+            attributes=_attrs(raw, ("userPrincipalName", "riskEventType", "ipAddress",
+                                    "location", "detectedDateTime")),
+        )
+
+    def _alert(self, tenant: _Tenant, raw: Mapping[str, Any]) -> Item:
+        status = str(raw.get("status") or "")
+        severity = str(raw.get("severity") or "")
+        resolved = status.lower() in {s.lower() for s in self.config.resolved_alert_statuses}
+        return Item(
+            kind=SECURITY_ALERT, key=str(raw["id"]),
+            title=str(raw.get("title") or f"Security alert {raw['id']}"),
+            severity=normalize_severity(severity), vendor_severity=severity, status=status,
+            active=not resolved, resolution=f"alert status {status}" if resolved else "",
+            tenant=tenant.label, raw=raw,
+            attributes=_attrs(raw, ("category", "createdDateTime")),
+        )
+
+    # -- policies ---------------------------------------------------------------------------
+
+    async def _policies(self, tenant: _Tenant, parts: SweepParts) -> None:
+        size = 100
+
+        async def fetch(page: int) -> Page[Row]:
+            body = await tenant.client.get_json("/tenants/me/policies",
+                                                {"page": page, "limit": size})
+            parsed = validate(_Policies, body, f"GET /tenants/me/policies page {page}")
+            rows = list(zip(body["data"], parsed.data, strict=True))
+            meta = parsed.meta
+            if meta is None:  # not a paged answer: everything is here
+                return Page(rows, len(rows), 1)
+            return Page(rows, meta.total,
+                        page_count(meta.total, meta.limit or size, meta.totalPages))
+
+        swept = await numbered(fetch, lambda r: str(r[1].key), what="policies")
+        parts.add(POLICY, [self._policy(tenant, raw, p) for raw, p in swept.rows.values()],
+                  swept.complete)
+        parts.notes.extend(swept.notes)
+
+    def _policy(self, tenant: _Tenant, raw: Mapping[str, Any], policy: _Policy) -> Item:
+        status = "compliant" if policy.compliant else "non-compliant"
+        return Item(
+            kind=POLICY, key=policy.key, title=policy.title or policy.key,
+            severity=self.config.policy_severity, status=status, active=not policy.compliant,
+            resolution="policy is compliant" if policy.compliant else "",
+            tenant=tenant.label, raw=raw, attributes=_attrs(raw, ("current", "secure")),
+        )

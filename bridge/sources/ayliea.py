@@ -1,0 +1,303 @@
+"""Ayliea: AI-security posture — recommendations, per-framework scores, AI platform discovery.
+
+- Recommendations are paged by `limit`/`offset` with no total; the list ends at a short page.
+  Pages overlap by one row so that a list shifting under us (an insert or delete ahead of the
+  offset) is noticed instead of silently skipping a row (see `bridge.sources.paging`).
+  `open`/`in_progress` are active, `completed`/`dismissed` resolve; priority (1 = highest) maps
+  to severity by a configurable table. They change with assessments, so when `/scores` shows no
+  new assessment the list is not re-read, except every `full_resweep_interval` for status
+  changes made by people: an idle cycle costs one request.
+- Scores: one item per framework. Only a grade change or a drop of `overall_score` by at least
+  `score_drop_threshold` (against the last reported value) is a `changed` event, with old and
+  new values; rises and small wobbles are not (a `drop_rule`, see `bridge.diff`).
+- Discovery is optional (off by default) and its shape is unconfirmed, so it is read
+  tolerantly: rows without an identity make it incomplete instead of failing.
+
+A 403 names the scope the key lacks; the other parts still run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from bridge.diff import ChangeRule, drop_rule
+from bridge.http import (
+    ErrorScheme,
+    HttpContext,
+    VendorClient,
+    VendorError,
+    credential_scope,
+    validate,
+)
+from bridge.model import Item, JSONScalar, Severity, Sweep
+from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
+from bridge.sources.paging import Pass, by_offset, with_drift_retries
+
+log = structlog.get_logger(__name__)
+
+RECOMMENDATION = "recommendation"
+SCORE = "score"
+DISCOVERY = "discovery"
+MAX_PAGE = 100
+SCOPES = {RECOMMENDATION: "recommendations:read", SCORE: "scores:read",
+          DISCOVERY: "discovery:read"}
+CURSOR_ASSESSMENTS = "assessments"
+CURSOR_FULL = "last_full_sweep_at"
+
+
+class AylieaErrors(ErrorScheme):
+    """`{"error": "message"}`; a 200 carrying that shape is an error too."""
+
+    def body_error(self, body: Any) -> bool:
+        return isinstance(body, dict) and isinstance(body.get("error"), str)
+
+
+class AylieaConfig(SourceConfig):
+    type: Literal["ayliea"]
+    base_url: str = Field(default="https://assess.ayliea.com/api/v1", pattern=r"^https?://")
+    api_key: SecretStr
+    recommendations: bool = True
+    scores: bool = True
+    discovery: bool = False
+    page_size: int = Field(default=MAX_PAGE, ge=2, le=MAX_PAGE)
+    # Rows each page repeats from the previous one, to notice a shifting list (0 = off).
+    page_overlap: int = Field(default=1, ge=0, le=10)
+    drift_retries: int = Field(default=1, ge=0, le=5)
+    full_resweep_interval: float = Field(default=3600.0, ge=0)
+    resolved_statuses: tuple[str, ...] = ("completed", "dismissed")
+    priority_severity: dict[int, Severity] = Field(default_factory=lambda: {
+        1: "critical", 2: "high", 3: "medium", 4: "low", 5: "info"})
+    unknown_priority_severity: Severity = "low"
+    score_drop_threshold: float = Field(default=5.0, ge=0)
+    grade_severity: dict[str, Severity] = Field(default_factory=lambda: {
+        "A": "info", "B": "low", "C": "medium", "D": "high", "E": "critical", "F": "critical"})
+    discovery_severity: Severity = "low"
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> AylieaConfig:
+        if self.page_overlap >= self.page_size:
+            raise ValueError("page_overlap must be smaller than page_size")
+        return self
+
+    def build(self, http: HttpContext) -> AylieaSource:
+        return AylieaSource(self, http)
+
+
+class _Recommendation(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    status: str
+    title: str | None = None
+    priority: int | None = None
+
+
+class _Recommendations(BaseModel):
+    recommendations: list[_Recommendation]
+
+
+class _Score(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    framework_id: str = Field(min_length=1)
+    overall_score: float
+    grade: str
+    completed_at: str | None = None
+
+
+class _Scores(BaseModel):
+    scores: list[_Score]
+
+
+Row = tuple[Mapping[str, Any], _Recommendation]
+_ID_FIELDS = ("id", "platform_id", "platformId", "slug", "name")
+_LIST_FIELDS = ("platforms", "data", "discovered", "results", "items")
+
+
+def _platform_rows(body: Any, depth: int = 0) -> list[Any] | None:
+    """The list of platforms wherever it is: a bare list, a known key, or the only list."""
+    if isinstance(body, list):
+        return body
+    if not isinstance(body, dict) or depth > 1:
+        return None
+    for name in _LIST_FIELDS:
+        found = _platform_rows(body.get(name), depth + 1) if name in body else None
+        if found is not None:
+            return found
+    lists = [v for v in body.values() if isinstance(v, list)]
+    return lists[0] if len(lists) == 1 else None
+
+
+def _scalar(value: Any) -> JSONScalar:
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+class AylieaSource(Source[AylieaConfig]):
+    vendor = "ayliea"
+    item_kinds = (RECOMMENDATION, SCORE, DISCOVERY)
+    kind_tracked_fields = {SCORE: ("attributes.grade", "attributes.overall_score")}
+
+    def __init__(self, config: AylieaConfig, http: HttpContext) -> None:
+        super().__init__(config)
+        secret = config.api_key.get_secret_value()
+        self.client: VendorClient = http.client(
+            vendor=self.vendor, base_url=config.base_url, headers={"X-API-Key": secret},
+            config=config.http, limit_scope=credential_scope(secret),
+            default_per_minute=50.0,  # documented: 60/min per API key
+            errors=AylieaErrors(),
+        )
+        self._conditions = ConditionLog(config.name)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        cfg = self.config
+        return tuple(k for k, on in ((RECOMMENDATION, cfg.recommendations), (SCORE, cfg.scores),
+                                     (DISCOVERY, cfg.discovery)) if on)
+
+    @property
+    def change_rules(self) -> Mapping[str, ChangeRule]:
+        return {SCORE: drop_rule("attributes.overall_score", self.config.score_drop_threshold,
+                                 also=("attributes.grade",))}
+
+    @property
+    def requests(self) -> int:
+        return self.client.requests
+
+    def _explain(self, kind: str) -> Callable[[VendorError], str]:
+        def explain(exc: VendorError) -> str:
+            if exc.kind == "forbidden":
+                return f"API key lacks scope {SCOPES[kind]} ({exc})"
+            return str(exc)
+
+        return explain
+
+    async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
+        cfg = self.config
+        parts = SweepParts(scope)
+        assessments: list[str | None] = [None]
+
+        async def scores() -> None:
+            assessments[0] = await self._scores(parts)
+
+        for kind, on, part in ((SCORE, cfg.scores, scores),
+                               (RECOMMENDATION, cfg.recommendations,
+                                lambda: self._recommendations(cursor, assessments[0], parts)),
+                               (DISCOVERY, cfg.discovery, lambda: self._discovery(parts))):
+            if not on:
+                continue
+            error = await parts.attempt((kind,), f"{kind}s", part, self._explain(kind))
+            missing = error is not None and error.kind == "forbidden"
+            self._conditions.report(scope, SCOPES[kind], "missing" if missing else "ok",
+                                    ok=not missing, error=str(error))
+        return parts.build()
+
+    # -- scores -----------------------------------------------------------------------------
+
+    async def _scores(self, parts: SweepParts) -> str:
+        """Sweep scores; returns a fingerprint of the assessments they come from."""
+        body = await self.client.get_json("/scores")
+        parsed = validate(_Scores, body, "GET /scores")
+        items = [self._score(raw, s) for raw, s in zip(body["scores"], parsed.scores, strict=True)]
+        parts.add(SCORE, items, True)
+        stamps = sorted(f"{s.framework_id}@{s.completed_at}" for s in parsed.scores)
+        return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
+
+    def _score(self, raw: Mapping[str, Any], score: _Score) -> Item:
+        grade = score.grade.strip().upper()
+        raw_value = score.overall_score
+        value = int(raw_value) if raw_value.is_integer() else raw_value
+        return Item(
+            kind=SCORE, key=score.framework_id,
+            title=f"{score.framework_id} score {value:g} (grade {grade})",
+            severity=self.config.grade_severity.get(grade, "medium"), vendor_severity=grade,
+            active=True, tenant=self.config.tenant, raw=raw,
+            attributes={"framework_id": score.framework_id, "overall_score": value,
+                        "grade": grade, "completed_at": score.completed_at},
+        )
+
+    # -- recommendations --------------------------------------------------------------------
+
+    async def _recommendations(self, cursor: Mapping[str, str], assessments: str | None,
+                               parts: SweepParts) -> None:
+        last_full = float(cursor.get(CURSOR_FULL, "0") or 0)
+        due = time.time() - last_full >= self.config.full_resweep_interval
+        if assessments is not None and assessments == cursor.get(CURSOR_ASSESSMENTS) and not due:
+            return  # no new assessment: stored recommendations are left alone
+        swept = await with_drift_retries(
+            self._walk, self.config.drift_retries,
+            lambda p: log.info("ayliea_drift_retry", source=self.name, notes=p.notes))
+        parts.add(RECOMMENDATION, [self._recommendation(raw, r) for raw, r in swept.rows.values()],
+                  swept.complete)
+        parts.notes.extend(swept.notes)
+        if swept.complete:
+            parts.cursor[CURSOR_FULL] = str(time.time())
+            if assessments is not None:
+                parts.cursor[CURSOR_ASSESSMENTS] = assessments
+
+    async def _walk(self) -> Pass[Row]:
+        async def fetch(offset: int, limit: int) -> list[Row]:
+            body = await self.client.get_json("/recommendations",
+                                              {"limit": limit, "offset": offset})
+            parsed = validate(_Recommendations, body, f"GET /recommendations offset {offset}")
+            return list(zip(body["recommendations"], parsed.recommendations, strict=True))
+
+        return await by_offset(fetch, lambda r: r[1].id, limit=self.config.page_size,
+                               overlap=self.config.page_overlap, what="recommendations")
+
+    def _recommendation(self, raw: Mapping[str, Any], rec: _Recommendation) -> Item:
+        status = rec.status.strip().lower()
+        resolved = status in self.config.resolved_statuses
+        table = self.config.priority_severity
+        fallback = self.config.unknown_priority_severity
+        severity = fallback if rec.priority is None else table.get(rec.priority, fallback)
+        attrs = {k: _scalar(raw[k]) for k in ("framework_id", "category") if raw.get(k)}
+        attrs["priority"] = rec.priority
+        return Item(
+            kind=RECOMMENDATION, key=rec.id, title=rec.title or rec.id, severity=severity,
+            vendor_severity="" if rec.priority is None else f"priority {rec.priority}",
+            status=status, active=not resolved,
+            resolution=f"recommendation {status}" if resolved else "",
+            tenant=self.config.tenant, attributes=attrs, raw=raw,
+        )
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def _discovery(self, parts: SweepParts) -> None:
+        body = await self.client.get_json("/discovery")
+        rows = _platform_rows(body)
+        if rows is None:
+            shape = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
+            parts.incomplete([DISCOVERY], f"discovery: no list of platforms in the answer "
+                                          f"({shape})")
+            return
+        items: list[Item] = []
+        unusable = 0
+        for raw in rows:
+            item = self._platform(raw)
+            if item is None:
+                unusable += 1
+            else:
+                items.append(item)
+        if unusable:
+            parts.note(f"discovery: {unusable} platform row(s) without an identity were skipped")
+        parts.add(DISCOVERY, items, complete=not unusable)
+
+    def _platform(self, raw: Any) -> Item | None:
+        if not isinstance(raw, dict):
+            return None
+        ident = next((raw[f] for f in _ID_FIELDS if isinstance(raw.get(f), str | int)
+                      and not isinstance(raw.get(f), bool) and str(raw[f])), None)
+        if ident is None:
+            return None
+        name = str(raw.get("name") or raw.get("platform") or ident)
+        vendor = raw.get("vendor")
+        title = f"AI platform detected: {name}" + (f" ({vendor})" if vendor else "")
+        attrs = {k: _scalar(raw[k]) for k in ("name", "vendor", "confidence", "detected_at")
+                 if k in raw and not isinstance(raw[k], dict | list)}
+        return Item(kind=DISCOVERY, key=str(ident), title=title,
+                    severity=self.config.discovery_severity, active=True,
+                    tenant=self.config.tenant, attributes=attrs, raw=raw)
