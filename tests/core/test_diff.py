@@ -3,15 +3,18 @@ that checks the event grammar of every item over arbitrary vendor histories."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bridge.diff import DiffPolicy, diff
+from bridge.diff import Differ, DiffPolicy, diff
 from bridge.model import EventType, Item, Sweep, event_id
 
 from ._helpers import SCOPE, T0, DictStore, item, sweep
@@ -568,3 +571,47 @@ DiffMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestDiffMachine = DiffMachine.TestCase
+
+
+# -- the streaming Differ is the same diff ----------------------------------------------------
+
+_vendor_items = st.lists(
+    st.builds(lambda key, active, sev: item(key, active=active, severity=sev),
+              st.sampled_from((*KEYS, "k4", "k5")), st.booleans(),
+              st.sampled_from(["low", "high"])),
+    max_size=7)
+_sweeps = st.builds(lambda items, complete: sweep(*items, complete=complete), _vendor_items,
+                    st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(history=st.lists(_sweeps, max_size=5), final=_sweeps, cuts=st.lists(
+    st.integers(0, 7), max_size=3), misses=st.integers(1, 3))
+def test_differ_fed_page_by_page_equals_diff_in_one_go(
+        history: list[Sweep], final: Sweep, cuts: list[int], misses: int) -> None:
+    store = DictStore(DiffPolicy(resolve_after_misses=misses))
+    for s in history:
+        store.run(s)
+    now = store.now + timedelta(minutes=5)
+    whole = diff(store.items, final, store.policy, source="so", vendor="scanorbit", now=now)
+
+    # As the daemon does it: stored rows without snapshots, pages fed one by one with a
+    # chunk taken after each, snapshots fetched only for the items `absentees` names.
+    bare = {k: dataclasses.replace(v, snapshot=None) for k, v in store.items.items()}
+    differ = Differ(bare, store.policy, scope=final.scope, source="so", vendor="scanorbit",
+                    now=now)
+    events, writes = [], []
+    bounds = [0, *sorted(c for c in cuts if c <= len(final.items)), len(final.items)]
+    for lo, hi in itertools.pairwise(bounds):
+        differ.feed(final.items[lo:hi])
+        w, e = differ.take()
+        writes += w
+        events += e
+    wanted = differ.absentees(final.kinds)
+    differ.finish(final.kinds, {k: store.items[k].snapshot for k in wanted})  # type: ignore[misc]
+    w, e = differ.take()
+    writes += w
+    events += e
+    assert sorted(events, key=lambda ev: ev.id) == sorted(whole.events, key=lambda ev: ev.id)
+    assert sorted(writes, key=repr) == sorted(whole.writes, key=repr)
+    assert len(differ.seen) == whole.seen
