@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -466,3 +470,46 @@ async def test_unattributed_rejection_is_isolated_one_by_one(store: SQLiteStore)
     # The whole batch was refused once, then sent singly until the culprit was found.
     assert sink.calls[0] == ["k0", "k1", "k2"]
     assert sink.calls[1:3] == [["k0"], ["k1"]]
+
+
+# -- the operator's view: `bridge dlq list` / `bridge dlq replay` ------------------------------
+
+
+async def bridge(*args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_dlq_cli_lists_and_replays_while_the_store_is_open(
+        store: SQLiteStore, receiver: Receiver, tmp_path: Path) -> None:
+    good, bad = make_event("good"), make_event("bad", title="Rejected once")
+    receiver.script(bad, 400)
+    await commit(store, [good, bad])
+    assert await drain(SinkWorker(webhook(receiver), store)) == 0
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": {"path": str(store.path)},
+        "log": {"level": "error"},
+        "admin": {"enabled": False},
+        "sinks": [{"type": "webhook", "name": "hook", "url": receiver.url}],
+        "routes": {"sinks": ["hook"]},
+    }))
+
+    code, out, err = await bridge("dlq", "list", "--config", str(config), "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert (row["sink"], row["event"], row["type"], row["title"], row["attempts"]) == (
+        "hook", bad.id, "new", "Rejected once", 1)
+    assert "400" in row["error"]
+
+    code, out, err = await bridge("dlq", "replay", "--config", str(config), "--sink", "hook")
+    assert code == 0, err
+    assert out.startswith("replayed 1 dead letter(s)")
+    assert await store.dead_letters() == []
+    assert await drain(SinkWorker(webhook(receiver), store)) == 0
+    assert receiver.accepted == [good.id, bad.id]
