@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import urllib.parse
+import urllib.request
 import ssl
 import time
 from collections.abc import Mapping
@@ -192,6 +194,14 @@ def _kind_for_status(status: int) -> ErrorKind:
     return "client"
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy `HTTPS_PROXY`/`HTTP_PROXY` name for `url`, unless `NO_PROXY` exempts its host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class VendorClient:
     """JSON GETs against one vendor base URL with one set of credentials."""
 
@@ -211,6 +221,10 @@ class VendorClient:
         for value in headers.values():  # credentials: never let them reach a log line
             remember(value)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        # Resolved once: aiohttp's trust_env would re-read the environment (and ~/.netrc, in a
+        # thread) on every request, which costs more than the request itself on a fast API.
+        self._proxy = config.proxy or env_proxy(self.base_url)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self.config = config
         self.limiter = limiter
         self._session = session
@@ -252,11 +266,10 @@ class VendorClient:
     async def _once(self, path: str, params: Mapping[str, str | int] | None) -> Any:
         url = f"{self.base_url}{path}"
         self.requests += 1
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         try:
             async with self._session.get(
-                url, params=params, headers=self._headers, timeout=timeout,
-                proxy=self.config.proxy,
+                url, params=params, headers=self._headers, timeout=self._timeout,
+                proxy=self._proxy,
             ) as resp:
                 status = resp.status
                 metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
@@ -356,7 +369,7 @@ class HttpContext:
         key = (config.verify_tls, str(config.ca_bundle or ""))
         if key not in self.sessions:
             connector = aiohttp.TCPConnector(ssl=_ssl_context(config), limit=16)
-            self.sessions[key] = aiohttp.ClientSession(connector=connector, trust_env=True)
+            self.sessions[key] = aiohttp.ClientSession(connector=connector)
         return self.sessions[key]
 
     def client(
