@@ -14,7 +14,8 @@ so every doubt counts against it:
   deletions). It costs one row per page: ceil((N - overlap) / (limit - overlap)) requests.
 
 A failed page ends the pass as incomplete with the rows so far (they may still create and change
-items); errors for which `fatal` is true (a bad key) propagate, because nothing can be trusted.
+items); errors for which `fatal` is true (a bad key, a missing permission) propagate to the
+caller, which knows what they mean for the whole sweep.
 The walkers know nothing about items: sources validate rows and map them.
 """
 
@@ -32,7 +33,8 @@ Fatal = Callable[[VendorError], bool]
 
 
 def auth_is_fatal(exc: VendorError) -> bool:
-    return exc.kind == "auth"
+    """A bad key or a missing permission is about the whole list, not one page of it."""
+    return exc.kind in ("auth", "forbidden")
 
 
 @dataclass(frozen=True, slots=True)
