@@ -8,15 +8,17 @@ replays that part of the sweep with the same event ids; a crash after it loses n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
 
 from bridge import metrics
-from bridge.diff import Differ, DiffPolicy
+from bridge.diff import Differ, DiffPolicy, StoredItem
 from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
 from bridge.routing import RouteConfig, route
@@ -52,31 +54,44 @@ class _Run:
         self.now, self.keep_events = now, keep_events
         self.differ: Differ | None = None
         self.kept: list[Event] = []
-        self.unseen_enriched = 0
+        self._loading: asyncio.Task[dict[tuple[str, str], StoredItem]] | None = None
 
-    async def start(self) -> None:
-        cfg = self.source.config
-        kinds = self.source.kinds
-        stored = await self.store.load_items(self.scope, kinds)
-        policy = DiffPolicy(cfg.resolve_after_misses, cfg.tracked_fields,
-                            dict(self.source.kind_tracked_fields),
-                            dict(self.source.change_rules))
-        self.differ = Differ(stored, policy, scope=self.scope, source=self.source.name,
-                             vendor=self.source.vendor, now=self.now)
+    def start(self) -> None:
+        """Start loading the stored state; it overlaps with fetching the first pages."""
+        self._loading = asyncio.create_task(self.store.load_items(self.scope, self.source.kinds))
+
+    async def _differ(self) -> Differ:
+        if self.differ is None:
+            assert self._loading is not None
+            stored = await self._loading
+            cfg = self.source.config
+            policy = DiffPolicy(cfg.resolve_after_misses, cfg.tracked_fields,
+                                dict(self.source.kind_tracked_fields),
+                                dict(self.source.change_rules))
+            self.differ = Differ(stored, policy, scope=self.scope, source=self.source.name,
+                                 vendor=self.source.vendor, now=self.now)
+        return self.differ
+
+    async def abandon(self) -> None:
+        """The sweep died before finishing: don't leave the state load dangling."""
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            with contextlib.suppress(BaseException):
+                await self._loading
 
     async def emit(self, items: Sequence[Item]) -> None:
         """A page arrived: enrich the unknown, diff, and commit a chunk when enough piled up."""
-        assert self.differ is not None
+        differ = await self._differ()
         if self.source.enriches:
-            stored, seen = self.differ.stored, self.differ.seen
+            stored, seen = differ.stored, differ.seen
             unseen = [i for i in items if i.active and (i.kind, i.key) not in stored
                       and (i.kind, i.key) not in seen]
             if unseen:
                 enriched = {(i.kind, i.key): i for i in await self.source.enrich(self.scope, unseen)}
                 items = [enriched.get((i.kind, i.key), i) for i in items]
-        self.differ.feed(items)
-        if len(self.differ.writes) >= CHUNK:
-            writes, events = self.differ.take()
+        differ.feed(items)
+        if len(differ.writes) >= CHUNK:
+            writes, events = differ.take()
             await self.store.commit_chunk(self.scope, writes, self._route(events))
 
     def _route(self, events: list[Event]) -> list[tuple[Event, tuple[str, ...]]]:
@@ -85,19 +100,14 @@ class _Run:
         return [(e, route(self.routes, e).sinks) for e in events]
 
     async def finish(self, sweep: Sweep, record: SweepRecord) -> SweepRecord:
-        assert self.differ is not None
-        snapshots = await self.store.load_snapshots(self.scope, self.differ.absentees(sweep.kinds))
-        self.differ.finish(sweep.kinds, snapshots)
-        writes, events = self.differ.take()
-        record = SweepRecord(**{**_fields(record), "items_seen": len(self.differ.seen),
-                                "events": self.differ.event_count})
+        differ = await self._differ()
+        snapshots = await self.store.load_snapshots(self.scope, differ.absentees(sweep.kinds))
+        differ.finish(sweep.kinds, snapshots)
+        writes, events = differ.take()
+        record = replace(record, items_seen=len(differ.seen), events=differ.event_count)
         sweep_id = await self.store.commit_sweep(
             SweepCommit(record, writes, self._route(events), dict(sweep.cursor)))
-        return SweepRecord(**{**_fields(record), "id": sweep_id})
-
-
-def _fields(record: SweepRecord) -> dict[str, object]:
-    return {f: getattr(record, f) for f in record.__slots__}  # type: ignore[attr-defined]
+        return replace(record, id=sweep_id)
 
 
 async def run_sweep(
@@ -113,9 +123,9 @@ async def run_sweep(
     started = utcnow()
     clock = time.monotonic()
     run = _Run(source, scope, store, routes, now or started, keep_events)
-    await run.start()
-    requests_before = source.requests
     cursor = await store.load_cursor(scope)
+    run.start()
+    requests_before = source.requests
     try:
         sweep = await source.stream(scope, cursor, run.emit)
     except VendorError as exc:
@@ -126,6 +136,9 @@ async def run_sweep(
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
         return SweepResult(record, tuple(run.kept), exc)
+    except BaseException:
+        await run.abandon()
+        raise
 
     outcome = _outcome(sweep)
     record = SweepRecord(scope=scope, source=source.name, started_at=started,

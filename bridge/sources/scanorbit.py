@@ -40,6 +40,8 @@ class ScanOrbitConfig(SourceConfig):
     inactive_statuses: tuple[str, ...] = ("resolved", "snoozed", "ignored")
     full_resweep_interval: float = Field(default=3600.0, ge=0)
     drift_retries: int = Field(default=1, ge=0, le=5)
+    # Pages requested ahead of the one being diffed (all paced by the rate limiter).
+    prefetch: int = Field(default=3, ge=0, le=10)
     # Fetch `GET /findings/{id}` (resource, certificate) for up to this many new findings a sweep.
     enrich_new: int = Field(default=0, ge=0)
 
@@ -180,34 +182,36 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         return body, validate(_FindingsPage, body, f"GET /findings page {page}")
 
     async def _sweep(self, emit: ItemSink) -> tuple[bool, list[str]]:
-        """One pass over every page, the next page fetched while this one is diffed.
+        """One pass over every page, the next pages fetched while this one is diffed.
 
         Dedupes by id across the pass (a drifting list serves some findings twice) and checks
-        the totals: any inconsistency makes the pass incomplete.
+        the totals: any inconsistency makes the pass incomplete. Up to `prefetch` pages are in
+        flight, all still paced by the rate limiter.
         """
         seen: set[str] = set()
         notes: list[str] = []
         total: int | None = None
         pages, page = 1, 1
-        ahead: asyncio.Task[tuple[Any, _FindingsPage]] | None = None
+        ahead: dict[int, asyncio.Task[tuple[Any, _FindingsPage]]] = {}
         try:
             while page <= pages:
                 try:
-                    body, parsed = await (ahead if ahead is not None else self._page(page))
+                    task = ahead.pop(page, None)
+                    body, parsed = await (task if task is not None else self._page(page))
                 except VendorError as exc:
                     if exc.kind == "auth":
                         raise
                     notes.append(f"page {page}: {exc}")
                     return False, notes
-                ahead = None
                 p = parsed.pagination
                 if total is None:
                     total, pages = p.total, p.totalPages
                 elif p.total != total:
                     notes.append(f"drift: total changed from {total} to {p.total} at page {page}")
                     total, pages = p.total, max(pages, p.totalPages)
-                if page < pages:
-                    ahead = asyncio.create_task(self._page(page + 1))
+                for nxt in range(page + 1, min(pages, page + self.config.prefetch) + 1):
+                    if nxt not in ahead:
+                        ahead[nxt] = asyncio.create_task(self._page(nxt))
                 fresh = [self.to_item(raw, f) for raw, f in zip(body["data"], parsed.data, strict=True)
                          if f.id not in seen]
                 seen.update(i.key for i in fresh)
@@ -216,10 +220,11 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                 await emit(fresh)
                 page += 1
         finally:
-            if ahead is not None:
-                ahead.cancel()
+            for task in ahead.values():
+                task.cancel()
+            for task in ahead.values():
                 with contextlib.suppress(BaseException):
-                    await ahead
+                    await task
         if total is not None and len(seen) != total:
             notes.append(f"drift: {len(seen)} unique findings but total says {total}")
         return not notes, notes
