@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.sim.common import RunningSim  # noqa: E402
-from bridge.sim.scanorbit import ScanOrbitWorld, make_app  # noqa: E402
+from bridge.sim.common import RunningSim
+from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 
 BENCH_FAKE_SIM_KEY = "sk_live_" + "fedcba9876543210" * 4  # fake sim key
 

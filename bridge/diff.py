@@ -144,7 +144,7 @@ def tracked_getter(fields: tuple[str, ...]) -> Callable[[Item], tuple[Any, ...]]
         get = operator.attrgetter(*fields)
         if len(fields) == 1:
             return lambda item: (get(item),)
-        return get  # type: ignore[no-any-return]
+        return get
     return lambda item: tuple(item.tracked_value(f) for f in fields)
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import urllib.parse
-import urllib.request
 import ssl
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import Field
 
@@ -45,7 +45,7 @@ class SinkConfig(ComponentConfig):
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
 
-    def build(self) -> Sink:
+    def build(self) -> Sink[Any]:
         raise NotImplementedError(f"{type(self).__name__} does not build a sink")
 
 

@@ -36,7 +36,7 @@ class SourceConfig(ComponentConfig):
     tenant: str = ""
     http: HttpConfig = Field(default_factory=HttpConfig)
 
-    def build(self, http: HttpContext) -> Source:
+    def build(self, http: HttpContext) -> Source[Any]:
         raise NotImplementedError(f"{type(self).__name__} does not build a source")
 
 

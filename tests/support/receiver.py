@@ -17,13 +17,16 @@ class Received:
     id: str
     body: dict[str, Any]
     at: float
+    authorization: str = ""
 
 
 @dataclass
 class Receiver:
-    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status."""
+    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status.
+    `delay` makes every answer that many seconds slow (a receiver under load)."""
 
     mode: str | int = "ok"
+    delay: float = 0.0
     retry_after: str | None = None
     received: list[Received] = field(default_factory=list)
     attempts: list[Received] = field(default_factory=list)
@@ -33,12 +36,15 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
-        entry = Received(request.headers.get("webhook-id", ""), body, time.monotonic())
+        entry = Received(request.headers.get("webhook-id", ""), body, time.monotonic(),
+                         request.headers.get("Authorization", ""))
         async with self.changed:
             self.attempts.append(entry)
             self.changed.notify_all()
         if self.mode == "hang":
             await asyncio.Event().wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.mode != "ok":
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
             return web.json_response({"error": "scripted"}, status=int(self.mode), headers=headers)
