@@ -145,6 +145,7 @@ class _Scans(_Envelope):
 
 class _Result(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)  # unused (it changes every scan), but a row without it is broken
     test_id: str = Field(min_length=1)
     result: str
     title: str | None = None

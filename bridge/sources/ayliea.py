@@ -47,6 +47,10 @@ DISCOVERY = "discovery"
 MAX_PAGE = 100
 SCOPES = {RECOMMENDATION: "recommendations:read", SCORE: "scores:read",
           DISCOVERY: "discovery:read"}
+PRIORITY_SEVERITY: dict[int, Severity] = {1: "critical", 2: "high", 3: "medium", 4: "low",
+                                          5: "info"}
+GRADE_SEVERITY: dict[str, Severity] = {"A": "info", "B": "low", "C": "medium", "D": "high",
+                                       "E": "critical", "F": "critical"}
 CURSOR_ASSESSMENTS = "assessments"
 CURSOR_FULL = "last_full_sweep_at"
 
@@ -71,12 +75,11 @@ class AylieaConfig(SourceConfig):
     drift_retries: int = Field(default=1, ge=0, le=5)
     full_resweep_interval: float = Field(default=3600.0, ge=0)
     resolved_statuses: tuple[str, ...] = ("completed", "dismissed")
-    priority_severity: dict[int, Severity] = Field(default_factory=lambda: {
-        1: "critical", 2: "high", 3: "medium", 4: "low", 5: "info"})
+    priority_severity: dict[int, Severity] = Field(
+        default_factory=lambda: dict(PRIORITY_SEVERITY))
     unknown_priority_severity: Severity = "low"
     score_drop_threshold: float = Field(default=5.0, ge=0)
-    grade_severity: dict[str, Severity] = Field(default_factory=lambda: {
-        "A": "info", "B": "low", "C": "medium", "D": "high", "E": "critical", "F": "critical"})
+    grade_severity: dict[str, Severity] = Field(default_factory=lambda: dict(GRADE_SEVERITY))
     discovery_severity: Severity = "low"
 
     @model_validator(mode="after")
@@ -130,6 +133,13 @@ def _platform_rows(body: Any, depth: int = 0) -> list[Any] | None:
             return found
     lists = [v for v in body.values() if isinstance(v, list)]
     return lists[0] if len(lists) == 1 else None
+
+
+def _identity(row: Any, name: str) -> str | None:
+    value = row.get(name) if isinstance(row, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
 
 
 def _scalar(value: Any) -> JSONScalar:
@@ -274,10 +284,13 @@ class AylieaSource(Source[AylieaConfig]):
             parts.incomplete([DISCOVERY], f"discovery: no list of platforms in the answer "
                                           f"({shape})")
             return
+        # The identity is the first id-like field any row has; a row without that very field
+        # is unusable (keying it by another field would make its real id look absent).
+        id_field = next((f for f in _ID_FIELDS if any(_identity(r, f) for r in rows)), None)
         items: list[Item] = []
         unusable = 0
         for raw in rows:
-            item = self._platform(raw)
+            item = self._platform(raw, id_field) if id_field else None
             if item is None:
                 unusable += 1
             else:
@@ -286,11 +299,8 @@ class AylieaSource(Source[AylieaConfig]):
             parts.note(f"discovery: {unusable} platform row(s) without an identity were skipped")
         parts.add(DISCOVERY, items, complete=not unusable)
 
-    def _platform(self, raw: Any) -> Item | None:
-        if not isinstance(raw, dict):
-            return None
-        ident = next((raw[f] for f in _ID_FIELDS if isinstance(raw.get(f), str | int)
-                      and not isinstance(raw.get(f), bool) and str(raw[f])), None)
+    def _platform(self, raw: Any, id_field: str) -> Item | None:
+        ident = _identity(raw, id_field)
         if ident is None:
             return None
         name = str(raw.get("name") or raw.get("platform") or ident)
