@@ -15,6 +15,7 @@ from bridge.config import BridgeConfig, ConfigError, load_config
 from bridge.logging import configure_logging
 from bridge.model import Event, EventType, normalize_severity, utcnow
 from bridge.routing import route
+from bridge.secrets import redact
 from bridge.store.base import Store, StoreError
 from bridge.version import __version__
 
@@ -70,7 +71,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for k in config.sinks:
         print(f"  sink {k.name} ({k.type}): batch {k.batch_size}, "  # type: ignore[attr-defined]
               f"max {k.max_attempts} attempts")
-    print(f"  routes: default sinks {config.routes.sinks or []}, {len(config.routes.routes)} top-level routes")
+    print(f"  routes: default sinks {config.routes.sinks or []}, "
+          f"{len(config.routes.routes)} top-level routes")
     return 0
 
 
@@ -229,11 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.fn(args)
         return code
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    except ConfigError as exc:  # redacted: a problem may quote a value from the file
+        print(redact(str(exc)), file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"bridge: state store: {exc}", file=sys.stderr)
+        print(redact(f"bridge: state store: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.components import StrictModel
+from bridge.components import SecretFields, StrictModel
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, load_errors, sink_types, source_types
 from bridge.routing import RouteConfig
 from bridge.sinks.base import SinkConfig
@@ -46,10 +46,11 @@ class LogConfig(StrictModel):
     levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
 
 
-class AdminConfig(StrictModel):
+class AdminConfig(SecretFields, StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    # Bearer token for every endpoint but /healthz; or `token_file` (a mounted secret).
     token: SecretStr | None = None
 
 
@@ -91,7 +92,8 @@ class BridgeConfig(BaseSettings):
         known = {s.name for s in self.sinks}
         for path, sink in self.routes.sink_references("routes"):
             if sink not in known:
-                problems.append(f"{path}: unknown sink {sink!r} (known: {', '.join(sorted(known)) or 'none'})")
+                names = ", ".join(sorted(known)) or "none"
+                problems.append(f"{path}: unknown sink {sink!r} (known: {names})")
         if problems:
             raise ValueError("\n".join(problems))  # parse_config splits them apart again
         return self
@@ -165,7 +167,8 @@ def config_model() -> type[BridgeConfig]:
     for field, types in (("sources", source_types()), ("sinks", sink_types())):
         if types:
             union = Union[tuple(types.values())]  # type: ignore[valid-type]  # noqa: UP007
-            fields[field] = (list[Annotated[union, Field(discriminator="type")]], Field(default_factory=list))
+            fields[field] = (list[Annotated[union, Field(discriminator="type")]],  # type: ignore[valid-type]
+                             Field(default_factory=list))
     model: type[BridgeConfig] = create_model("BridgeConfig", __base__=BridgeConfig, **fields)
     return model
 
