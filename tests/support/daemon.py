@@ -3,31 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+LogLine = dict[str, Any]
+
 
 class DaemonProcess:
     """A `bridge run --config FILE` child with its logs in a file (shown when a test fails)."""
 
-    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
+                 grace: float = 5.0) -> None:
         self.workdir = workdir
         self.config_path = workdir / "bridge.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.write_config(config)
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, **(env or {})}
+        self.grace = grace
         self.proc: asyncio.subprocess.Process | None = None
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the config file (then `signal(SIGHUP)` to have it reloaded)."""
+        self.config_path.write_text(yaml.safe_dump(config))
 
     async def start(self) -> DaemonProcess:
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", "run", "--config", str(self.config_path),
-            "--grace", "5", stdout=log, stderr=log, env=self.env, cwd=self.workdir,
+            "--grace", str(self.grace), stdout=log, stderr=log, env=self.env, cwd=self.workdir,
         )
         log.close()
         return self
@@ -47,5 +58,70 @@ class DaemonProcess:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the exit code."""
+        self.signal(signal.SIGTERM)
+        return await self.wait(timeout)
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def mark(self) -> int:
+        """The log's current size: pass it as `since` to look only at later lines."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_lines(self, since: int = 0) -> list[LogLine]:
+        """The JSON log lines written after byte offset `since` (other lines are skipped)."""
+        if not self.log_path.exists():
+            return []
+        with self.log_path.open("rb") as f:
+            f.seek(since)
+            data = f.read()
+        lines = []
+        for raw in data.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                lines.append(line)
+        return lines
+
+    async def wait_log(self, event: str, timeout: float = 15.0, since: int = 0,
+                       where: Callable[[LogLine], bool] = lambda _: True) -> LogLine:
+        """The first log line `event` (after `since`) satisfying `where`; fails with the log
+        when it does not come within `timeout` or the process exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_lines(since):
+                if line.get("event") == event and where(line):
+                    return line
+            if self.proc is not None and self.proc.returncode is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging "
+                                     f"{event}:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {event} log line within {timeout}s:\n{self.logs()}")
+            await asyncio.sleep(0.02)
+
+    async def admin_url(self, timeout: float = 15.0) -> str:
+        """`http://host:port` of the admin server, from the `daemon_started` line (admin port 0
+        lets the daemon pick a free port, which only its log knows)."""
+        line = await self.wait_log("daemon_started", timeout)
+        assert line.get("admin"), f"admin server disabled: {line}"
+        return f"http://{line['admin']}"
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
+                  user: str | None = None) -> tuple[int, str, str]:
+    """`python -m bridge ARGS` to completion: (exit code, stdout, stderr). `user` runs it as
+    that user via setpriv (file permissions do not stop root)."""
+    prefix: list[str] = []
+    if user is not None:
+        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+    proc = await asyncio.create_subprocess_exec(
+        *prefix, sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
