@@ -11,7 +11,8 @@
   `score_drop_threshold` (against the last reported value) is a `changed` event, with old and
   new values; rises and small wobbles are not (a `drop_rule`, see `bridge.diff`).
 - Discovery is optional (off by default) and its shape is unconfirmed, so it is read
-  tolerantly: rows without an identity make it incomplete instead of failing.
+  tolerantly: a list found somewhere unexpected, or rows without an identity, still create
+  and change items but make the kind incomplete, so a guessed shape never resolves anything.
 
 A 403 names the scope the key lacks; the other parts still run.
 """
@@ -119,20 +120,23 @@ class _Scores(BaseModel):
 Row = tuple[Mapping[str, Any], _Recommendation]
 _ID_FIELDS = ("id", "platform_id", "platformId", "slug", "name")
 _LIST_FIELDS = ("platforms", "data", "discovered", "results", "items")
+_EXPECTED = ("platforms", "data")
 
 
-def _platform_rows(body: Any, depth: int = 0) -> list[Any] | None:
-    """The list of platforms wherever it is: a bare list, a known key, or the only list."""
+def _platform_rows(body: Any, depth: int = 0) -> tuple[list[Any], bool] | None:
+    """(the list of platforms, whether it was where we expect it) wherever it is: a bare
+    list, `platforms` or `data`, or searched for under other keys one level deep."""
     if isinstance(body, list):
-        return body
+        return body, depth == 0
     if not isinstance(body, dict) or depth > 1:
         return None
     for name in _LIST_FIELDS:
         found = _platform_rows(body.get(name), depth + 1) if name in body else None
         if found is not None:
-            return found
+            rows, _ = found
+            return rows, depth == 0 and name in _EXPECTED and isinstance(body[name], list)
     lists = [v for v in body.values() if isinstance(v, list)]
-    return lists[0] if len(lists) == 1 else None
+    return (lists[0], False) if len(lists) == 1 else None
 
 
 def _identity(row: Any, name: str) -> str | None:
@@ -278,12 +282,17 @@ class AylieaSource(Source[AylieaConfig]):
 
     async def _discovery(self, parts: SweepParts) -> None:
         body = await self.client.get_json("/discovery")
-        rows = _platform_rows(body)
-        if rows is None:
+        found = _platform_rows(body)
+        if found is None:
             shape = ", ".join(sorted(body)) if isinstance(body, dict) else type(body).__name__
             parts.incomplete([DISCOVERY], f"discovery: no list of platforms in the answer "
                                           f"({shape})")
             return
+        rows, expected = found
+        if not expected:
+            # Tolerated, so platforms still show up, but a guessed shape never resolves.
+            parts.note("discovery: platforms found in an unexpected place in the answer; "
+                       "not trusted to resolve anything")
         # The identity is the first id-like field any row has; a row without that very field
         # is unusable (keying it by another field would make its real id look absent).
         id_field = next((f for f in _ID_FIELDS if any(_identity(r, f) for r in rows)), None)
@@ -297,7 +306,7 @@ class AylieaSource(Source[AylieaConfig]):
                 items.append(item)
         if unusable:
             parts.note(f"discovery: {unusable} platform row(s) without an identity were skipped")
-        parts.add(DISCOVERY, items, complete=not unusable)
+        parts.add(DISCOVERY, items, complete=expected and not unusable)
 
     def _platform(self, raw: Any, id_field: str) -> Item | None:
         ident = _identity(raw, id_field)

@@ -217,8 +217,9 @@ async def odd_discovery() -> AsyncIterator[tuple[list[Any], str]]:
 @pytest.mark.parametrize(("body", "keys", "complete"), [
     ({"platforms": [{"id": "a", "name": "A"}]}, {"a"}, True),
     ([{"platform_id": "b", "name": "B"}], {"b"}, True),
-    ({"data": {"platforms": [{"name": "C", "confidence": "high"}]}}, {"C"}, True),
-    ({"results": [{"id": 7, "name": "D", "evidence": ["x"]}]}, {"7"}, True),
+    ({"data": [{"id": "c", "name": "C"}], "scanned_at": None}, {"c"}, True),
+    ({"data": {"platforms": [{"name": "C", "confidence": "high"}]}}, {"C"}, False),
+    ({"results": [{"id": 7, "name": "D", "evidence": ["x"]}]}, {"7"}, False),
     ({"platforms": [{"id": "a"}, {"confidence": 0.9}, "junk"]}, {"a"}, False),
     ({"unexpected": {"shape": True}}, set(), False),
     ("just text", set(), False),
