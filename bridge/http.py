@@ -305,10 +305,14 @@ class VendorClient:
         if status >= 400 or (decoded and self.errors.body_error(body)):
             code, message = self.errors.parse(status, body)
             where = f"HTTP {status}" if status >= 400 else f"HTTP {status} with an error body"
-            raise VendorError(self.errors.kind(status, code),
-                              f"{self.vendor} GET {path}: {where}"
+            kind = self.errors.kind(status, code)
+            wait = None
+            if retry_after is not None and kind in RETRYABLE_KINDS:  # e.g. 503 + Retry-After
+                wait = min(retry_after, self.config.max_retry_after)
+                self.limiter.pause(wait)
+            raise VendorError(kind, f"{self.vendor} GET {path}: {where}"
                               + (f" {code}" if code else "") + (f": {message}" if message else ""),
-                              status=status, code=code)
+                              status=status, code=code, retry_after=wait)
         if not decoded:
             raise VendorError("decode", f"{self.vendor} GET {path}: response is not valid JSON "
                               f"({len(raw)} bytes)", status=status)

@@ -164,7 +164,7 @@ def _platforms_change(world: AylieaWorld) -> tuple[set[str], set[str]]:
     return set(), {"p1"}
 
 
-ONLY = {"compliance": False, "threats": False, "policies": False}
+ONLY: dict[str, Any] = {"compliance": False, "threats": False, "policies": False}
 CASES = [
     Case("aether365/test_result (result pages)", "aether365",
          {**ONLY, "compliance": True, "page_size": 50}, "/results$", 2,
