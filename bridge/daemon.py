@@ -111,6 +111,10 @@ class Pipeline:
         try:
             with structlog.contextvars.bound_contextvars(**context):
                 return await self._sweep(source, scope)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            return None  # abandoned by `stop` (and logged there): nothing for the scheduler
         finally:
             if task is not None:
                 self.inflight.pop(task, None)
@@ -167,12 +171,20 @@ class Pipeline:
         deadline = asyncio.get_running_loop().time() + grace
         self.stopping = True
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
+            # Pause, not shut down, until the sweeps settle: APScheduler's asyncio executor
+            # cancels running jobs on shutdown, which would abandon every sweep at once.
+            self.scheduler.pause()
         self.stop_workers.set()  # workers finish the batch in hand, then return
         await _settle(dict(self.inflight), deadline, "sweep_abandoned", "scope")
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
         await _settle({t: t.get_name().removeprefix("sink:") for t in self.worker_tasks},
                       deadline, "delivery_abandoned", "sink")
+        for worker, task in zip(self.workers.values(), self.worker_tasks, strict=False):
+            if task.cancelled():  # cut off mid-send: its worker never got to close the sink
+                with contextlib.suppress(Exception):
+                    await worker.sink.close()
         for source in self.sources.values():
             with contextlib.suppress(Exception):
                 await source.close()
