@@ -116,10 +116,13 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
+    """Redacted: stored errors and notes quote what vendors and receivers said, and some of
+    them echo credentials back (the config loaded first remembered every secret)."""
+    clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     if as_json:
-        print(json.dumps(list(rows), indent=2, default=str))
+        print(json.dumps(clean, indent=2, default=str))
         return
-    for row in rows:
+    for row in clean:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
 
 
