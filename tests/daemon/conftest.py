@@ -5,6 +5,8 @@ never leaves a child process behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
@@ -39,12 +43,28 @@ class Vendor:
     key: str
 
 
+@web.middleware
+async def echo_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Error answers quote the key the caller sent, as some real vendor APIs do: every
+    vendor error path then has a secret in it for the daemon to redact."""
+    response = await handler(request)
+    if response.status >= 400 and isinstance(response, web.Response) and response.body:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            body = json.loads(response.body)  # type: ignore[arg-type]
+            body["message"] = f"{body.get('message', '')} (X-API-Key: " \
+                              f"{request.headers.get('X-API-Key', '')})"
+            response.body = json.dumps(body).encode()
+    return response
+
+
 @pytest.fixture
 async def vendor() -> AsyncIterator[Vendor]:
     """ScanOrbit with a fresh `sk_live_…` key, so a leak cannot hide behind a shared constant."""
     key = random_secret("sk_live_")
     world = ScanOrbitWorld(api_keys={key}, seed=11, rate_limit=100_000)
-    async with RunningSim(make_app(world), shutdown_timeout=0.2) as sim:
+    app = make_app(world)
+    app.middlewares.insert(0, echo_key)  # outermost: sees the simulator's own error answers
+    async with RunningSim(app, shutdown_timeout=0.2) as sim:
         yield Vendor(world, sim, key)
 
 

@@ -27,6 +27,8 @@ class Receiver:
 
     mode: str | int = "ok"
     delay: float = 0.0
+    # Error answers quote the caller's credentials, as careless receivers do.
+    echo_auth: bool = False
     retry_after: str | None = None
     received: list[Received] = field(default_factory=list)
     attempts: list[Received] = field(default_factory=list)
@@ -47,7 +49,11 @@ class Receiver:
             await asyncio.sleep(self.delay)
         if self.mode != "ok":
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-            return web.json_response({"error": "scripted"}, status=int(self.mode), headers=headers)
+            answer = {"error": "scripted"}
+            if self.echo_auth:
+                answer.update(authorization=entry.authorization,
+                              token=entry.authorization.removeprefix("Bearer "))
+            return web.json_response(answer, status=int(self.mode), headers=headers)
         async with self.changed:
             self.received.append(entry)
             self.changed.notify_all()
