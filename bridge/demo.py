@@ -22,8 +22,10 @@ import yaml
 from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.logging import configure_logging
+from bridge.sim.aether365 import make_app as make_aether365_app
+from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim
-from bridge.sim.demo import drive, seed_demo_worlds
+from bridge.sim.demo import DemoWorlds, drive, seed_demo_worlds
 from bridge.sim.scanorbit import make_app as make_scanorbit_app
 
 
@@ -42,21 +44,28 @@ async def run_demo(state_dir: Path | None = None, duration: float | None = None,
     worlds = seed_demo_worlds(seed)
     async with contextlib.AsyncExitStack() as stack:
         scanorbit = await stack.enter_async_context(RunningSim(make_scanorbit_app(worlds.scanorbit)))
+        aether365 = await stack.enter_async_context(RunningSim(make_aether365_app(worlds.aether365)))
+        ayliea = await stack.enter_async_context(RunningSim(make_ayliea_app(worlds.ayliea)))
         env = {
             "BRIDGE_DEMO_STATE_DIR": str(state_dir),
             "BRIDGE_DEMO_INTERVAL": str(interval),
             "BRIDGE_DEMO_SCANORBIT_URL": scanorbit.url,
             "BRIDGE_DEMO_SCANORBIT_KEY": worlds.scanorbit_key,
+            "BRIDGE_DEMO_AETHER365_URL": aether365.url,
+            **_tenant_keys(worlds),
+            "BRIDGE_DEMO_AYLIEA_URL": ayliea.url,
+            "BRIDGE_DEMO_AYLIEA_KEY": worlds.ayliea_key,
         }
         config = parse_config(yaml.safe_load(demo_yaml()), "demo.yaml", env)
         configure_logging(config.log)
         daemon = Daemon(config, grace=5.0)
         ready = asyncio.Event()
         stop_driver = asyncio.Event()
-        print(f"bridge demo: simulators up (ScanOrbit {scanorbit.url}); state in {state_dir}")
+        print(f"bridge demo: simulators up (ScanOrbit {scanorbit.url}, Aether365 "
+              f"{aether365.url}, Ayliea {ayliea.url}); state in {state_dir}")
         print(f"bridge demo: sweeping every {interval:g}s; the simulated world changes every "
               f"{interval * 0.6:g}s. Ctrl-C to stop.\n", flush=True)
-        driver = asyncio.create_task(drive([worlds.scanorbit], random.Random(seed), stop_driver,
+        driver = asyncio.create_task(drive(worlds, random.Random(seed), stop_driver,
                                            interval * 0.6))
         timer = None
         if duration is not None:
@@ -78,10 +87,19 @@ async def run_demo(state_dir: Path | None = None, duration: float | None = None,
     return code
 
 
+def _tenant_keys(worlds: DemoWorlds) -> dict[str, str]:
+    """BRIDGE_DEMO_AETHER365_<TENANT>_KEY for each seeded tenant ("tenant-contoso" -> CONTOSO)."""
+    return {f"BRIDGE_DEMO_AETHER365_{tenant.removeprefix('tenant-').upper()}_KEY": token
+            for token, tenant in worlds.aether365_tokens.items()}
+
+
 def _summary(path: Path) -> None:
     if not path.exists():
         print("\nbridge demo: no events were written", file=sys.stderr)
         return
-    counts = Counter(json.loads(line)["type"] for line in path.read_text().splitlines() if line)
+    events = [json.loads(line) for line in path.read_text().splitlines() if line]
+    counts = Counter(e["type"] for e in events)
     parts = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
-    print(f"\nbridge demo: {sum(counts.values())} events ({parts}); written to {path}")
+    vendors = ", ".join(f"{n} {v}" for v, n in sorted(Counter(e["vendor"] for e in events).items()))
+    print(f"\nbridge demo: {sum(counts.values())} events ({parts}; from {vendors}); "
+          f"written to {path}")
