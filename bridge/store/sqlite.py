@@ -81,6 +81,8 @@ class SQLiteStore(Store):
                 raise StoreError(f"state store {self.path} is not open")
             return fn(self._conn)
 
+        if self._conn is None:  # closed: the executor is gone too
+            raise StoreError(f"state store {self.path} is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     # -- lifecycle
@@ -458,8 +460,10 @@ class _Rows:
             self.full,
         )
         conn.executemany(
-            "UPDATE items SET state = ?, misses = ?, counter = ?, changed_at = ?, "
-            "resolved_at = COALESCE(?, resolved_at) WHERE scope = ? AND kind = ? AND key = ?",
+            # A miss count is not a change: changed_at moves only when the state does.
+            "UPDATE items SET changed_at = CASE WHEN state = ?1 THEN changed_at ELSE ?4 END, "
+            "state = ?1, misses = ?2, counter = ?3, resolved_at = COALESCE(?5, resolved_at) "
+            "WHERE scope = ?6 AND kind = ?7 AND key = ?8",
             self.partial,
         )
         conn.executemany("INSERT OR IGNORE INTO events (id, body, created_at) VALUES (?,?,?)",

@@ -587,3 +587,23 @@ async def test_sweep_log_keeps_the_last_1000_per_scope(store: SQLiteStore) -> No
     busy = await store.sweeps("busy", limit=5000)
     assert len(busy) == 1000
     assert len(await store.sweeps("quiet", limit=5000)) == 600
+
+
+async def test_a_miss_is_not_a_change(store: SQLiteStore) -> None:
+    """Counting a miss keeps `changed_at`; the resolution that follows moves it."""
+    await run_sweep(store, sweep(item("a")), now=T0)
+    await run_sweep(store, sweep(), now=T0 + timedelta(minutes=5))
+    (row,) = await store.items(SCOPE)
+    assert (row["misses"], row["changed_at"]) == (1, T0.isoformat())
+    later = T0 + timedelta(minutes=10)
+    await run_sweep(store, sweep(), now=later)
+    (row,) = await store.items(SCOPE)
+    assert (row["state"], row["changed_at"]) == ("resolved", later.isoformat())
+
+
+async def test_a_closed_store_says_so(db_path: Path) -> None:
+    s = SQLiteStore(db_path)
+    await s.open()
+    await s.close()
+    with pytest.raises(StoreError, match="not open"):
+        await s.load_cursor(SCOPE)
