@@ -112,12 +112,15 @@ class DaemonProcess:
 
 
 async def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30.0,
-                  user: str | None = None) -> tuple[int, str, str]:
-    """`python -m bridge ARGS` to completion: (exit code, stdout, stderr). `user` runs it as
-    that user via setpriv (file permissions do not stop root)."""
+                  file_permissions: bool = False) -> tuple[int, str, str]:
+    """`python -m bridge ARGS` to completion: (exit code, stdout, stderr).
+
+    `file_permissions=True` makes them apply even to root: the child runs without the
+    capabilities that bypass them (root keeps its uid, so it can still reach the Python
+    install, which another user often cannot)."""
     prefix: list[str] = []
-    if user is not None:
-        prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+    if file_permissions and os.geteuid() == 0:
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
     proc = await asyncio.create_subprocess_exec(
         *prefix, sys.executable, "-m", "bridge", *args, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
