@@ -159,6 +159,24 @@ async def test_score_drops_beyond_threshold_and_grade_changes_are_changes(
             {"attributes.overall_score": (98.5, 93.5)}]
 
 
+async def test_a_framework_no_longer_scored_resolves_and_comes_back(
+    tmp_path: Path, ayliea: Sim
+) -> None:
+    world, sim = ayliea
+    world.set_score("ai-security", 70)
+    world.set_score("eu-ai-act", 55)
+    async with Harness(config(tmp_path, sim.url, **ONLY_SCORES)) as h:
+        await h.sweep()
+        world.remove_score("eu-ai-act")
+        assert (await h.sweep()).events == ()
+        resolved = await h.sweep()
+        assert seen(resolved) == [("resolved", "score", "eu-ai-act")]
+        world.set_score("eu-ai-act", 58)
+        reopened = await h.sweep()
+    assert seen(reopened) == [("reopened", "score", "eu-ai-act")]
+    assert reopened.events[0].attributes["overall_score"] == 58
+
+
 async def test_score_threshold_is_configurable(tmp_path: Path, ayliea: Sim) -> None:
     world, sim = ayliea
     world.set_score("ai-security", 75)
@@ -193,6 +211,12 @@ async def test_discovery_cycle(tmp_path: Path, ayliea: Sim) -> None:
         event = next(e for e in first.events if e.key == gpt)
         assert event.title == "AI platform detected: ChatGPT (OpenAI)"
         assert isinstance(event.attributes["confidence"], float)
+        world.update_platform(gpt, vendor="OpenAI, Inc.")
+        changed = await h.sweep()
+        assert seen(changed) == [("changed", "discovery", gpt)]
+        assert changed.events[0].changes == {"title": ("AI platform detected: ChatGPT (OpenAI)",
+                                                       "AI platform detected: ChatGPT (OpenAI, "
+                                                       "Inc.)")}
         world.remove_platform(gpt)
         assert (await h.sweep()).events == ()
         assert seen(await h.sweep()) == [("resolved", "discovery", gpt)]
