@@ -85,22 +85,25 @@ class SinkWorker:
         if not batch:
             self._isolate = 0
             return False
-        try:
-            if not self._opened:
-                await self.sink.open()
-                self._opened = True
-            await self.sink.send([d.event for d in batch])
-        except RetryableDeliveryError as exc:
-            await self._retryable(batch, str(exc), exc.retry_after)
-        except PermanentDeliveryError as exc:
-            await self._permanent(batch, exc)
-        except DeliveryError as exc:
-            await self._retryable(batch, str(exc), None)
-        except Exception as exc:  # a bug in a sink must not kill its worker or lose events
-            log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
-            await self._retryable(batch, f"internal error: {type(exc).__name__}: {exc}", None)
-        else:
-            await self._delivered(batch)
+        # Every line about this batch names its events, so an operator can follow one event
+        # from its sweep to the receiver (or to the dead letters).
+        with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in batch]):
+            try:
+                if not self._opened:
+                    await self.sink.open()
+                    self._opened = True
+                await self.sink.send([d.event for d in batch])
+            except RetryableDeliveryError as exc:
+                await self._retryable(batch, str(exc), exc.retry_after)
+            except PermanentDeliveryError as exc:
+                await self._permanent(batch, exc)
+            except DeliveryError as exc:
+                await self._retryable(batch, str(exc), None)
+            except Exception as exc:  # a bug in a sink must not kill its worker or lose events
+                log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
+                await self._retryable(batch, f"internal error: {type(exc).__name__}: {exc}", None)
+            else:
+                await self._delivered(batch)
         return True
 
     async def _delivered(self, batch: Sequence[Delivery]) -> None:
@@ -117,7 +120,7 @@ class SinkWorker:
         self._failures += 1
         metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
         await self._reset()
-        exhausted = [d.seq for d in batch if d.attempts + 1 >= self.config.max_attempts]
+        exhausted = [d for d in batch if d.attempts + 1 >= self.config.max_attempts]
         retry = [d.seq for d in batch if d.attempts + 1 < self.config.max_attempts]
         if len(batch) > 1 and any(d.attempts + 2 >= self.config.max_attempts for d in batch):
             # The next attempt is the last: make it one by one, so that events which can be
@@ -141,19 +144,20 @@ class SinkWorker:
             log.warning("delivery_rejected_isolating", error=str(exc), events=len(batch))
             return
         rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event.id}
-        bad = [d.seq for d in batch if d.event.id in rejected]
+        bad = [d for d in batch if d.event.id in rejected]
         good = [d for d in batch if d.event.id not in rejected]
         await self._bury(bad, f"rejected: {exc}")
         if good:
             await self._delivered(good)
         self._failures = 0
 
-    async def _bury(self, seqs: list[int], error: str) -> None:
-        await self.store.bury(self.name, seqs, error)
-        self.dead += len(seqs)
-        metrics.DEAD_LETTERS.labels(self.name).inc(len(seqs))
-        metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))
-        log.error("dead_lettered", events=len(seqs), error=error)
+    async def _bury(self, buried: Sequence[Delivery], error: str) -> None:
+        await self.store.bury(self.name, [d.seq for d in buried], error)
+        self.dead += len(buried)
+        metrics.DEAD_LETTERS.labels(self.name).inc(len(buried))
+        metrics.DELIVERIES.labels(self.name, "dead").inc(len(buried))
+        log.error("dead_lettered", events=len(buried), event_ids=[d.event.id for d in buried],
+                  error=error)
 
     def _status(self, healthy: bool, error: str | None) -> None:
         if self._on_status is not None:

@@ -112,6 +112,15 @@ async def test_endpoints_and_metrics_follow_sweeps_and_deliveries(
     m = await scrape(base, token)
     assert value(m, "bridge_sweeps_total", source="scanorbit", outcome="incomplete") >= 1
     assert value(m, "bridge_api_requests_total", vendor="scanorbit", status="500") >= 1
+    # Every line of that sweep carries its run id; its outcome line adds the stored sweep id.
+    done = await daemon.wait_log("sweep_done", where=lambda r: r["outcome"] == "incomplete")
+    retries = [r for r in daemon.log_lines() if r["event"] == "vendor_retry"
+               and r.get("sweep_run") == done["sweep_run"]]
+    assert retries and all(r["source"] == r["scope"] == "scanorbit" for r in retries), retries
+    assert isinstance(done["sweep_id"], int)
+    # Delivery lines name the events they are about.
+    failed = await daemon.wait_log("delivery_failed")
+    assert set(failed["event_ids"]) <= set(receiver.delivered_ids()) and failed["sink"] == "hook"
     assert await daemon.stop() == 0
 
 

@@ -123,6 +123,7 @@ def failing_receiver(status: int) -> Callable[[Case], Awaitable[None]]:
         case.receiver.mode = status
         line = await case.daemon_until("dead_lettered", lambda r: True)
         assert str(status) in line["error"] and redacted(line, "error"), line
+        assert line["event_ids"] == [case.receiver.attempts[0].id] and line["sink"] == "hook"
         assert case.receiver.attempts[0].authorization == f"Bearer {case.hook_token}"
         config = str(case.tmp_path / "bridge.yaml")
         assert await case.cli("dlq", "list", "--config", config) == 0
