@@ -107,23 +107,29 @@ async def test_sighup_with_a_good_config_swaps_it_in(
     daemon = await start_daemon(config)
     await wait_until(lambda: keys(tmp_path / "events.jsonl") == [first], 15, "first delivery")
 
+    old_base = await daemon.admin_url()
+    token = tmp_path / "admin-token"
+    token.write_text("adm_" + "k7Qw2" * 8 + "\n")
     config["sinks"].append({"name": "audit", "type": "file", "path": str(tmp_path / "audit.jsonl")})
     config["routes"] = {"sinks": ["events", "audit"]}
     config["log"] = {"format": "json", "levels": {"bridge.sweep": "warning"}}
+    config["admin"] = {"port": 0, "token_file": str(token)}
     daemon.write_config(config)
     mark = daemon.mark()
     daemon.signal(signal.SIGHUP)
     reloaded = await daemon.wait_log("config_reloaded", since=mark)
     assert reloaded["path"] == str(daemon.config_path) and reloaded["sinks"] == ["events", "audit"]
+    base = f"http://{reloaded['admin']}"  # the admin server restarted with its new settings
+    assert base != old_base and (await get(f"{base}/readyz"))[0] == 401
 
     second = world.add_finding()["id"]
     await wait_until(lambda: keys(tmp_path / "audit.jsonl") == [second], 15, "the new sink")
     await wait_until(lambda: keys(tmp_path / "events.jsonl") == [first, second], 15, "old sink")
     # The new log levels apply: sweeps go on, but their info lines are gone.
     assert not [r for r in daemon.log_lines(mark) if r["event"] == "sweep_done"]
-    base = await daemon.admin_url()
-    _, ready = await get(f"{base}/readyz")
+    _, ready = await get(f"{base}/readyz", token.read_text().strip())
     assert set(ready["sinks"]) == {"events", "audit"} and ready["config"]["ok"], ready
+    assert "adm_k7Qw2" not in daemon.logs()
     assert await daemon.stop() == 0
 
 
