@@ -212,6 +212,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                 for nxt in range(page + 1, min(pages, page + self.config.prefetch) + 1):
                     if nxt not in ahead:
                         ahead[nxt] = asyncio.create_task(self._page(nxt))
+                if ahead:
+                    # Let the new requests reach the wire before this page's CPU work starts,
+                    # so the vendor serves them while we diff.
+                    await asyncio.sleep(0)
                 fresh = [self.to_item(raw, f) for raw, f in zip(body["data"], parsed.data, strict=True)
                          if f.id not in seen]
                 seen.update(i.key for i in fresh)
