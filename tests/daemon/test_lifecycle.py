@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import pytest
 from bridge.sim.faults import Fault
 from tests.daemon._http import get
 from tests.daemon.conftest import NotifySocket, StartDaemon, Vendor, daemon_config
-from tests.support.daemon import run_cli
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
@@ -44,8 +44,9 @@ async def test_sigterm_during_a_sweep_commits_nothing_half_done(
     assert time.monotonic() - started < 1.0 + 2.0  # the grace, plus interpreter teardown
     assert await daemon.wait_log("sweep_abandoned", where=lambda r: r["scope"] == "scanorbit")
     assert receiver.attempts == []
-    code, out, _ = await run_cli("state", "items", "--json", "--config", str(daemon.config_path))
-    assert code == 0 and json.loads(out) == []  # page 1's items were not committed alone
+    with sqlite3.connect(config["state"]["path"]) as db:  # page 1 was not committed alone
+        assert db.execute("SELECT COUNT(*) FROM items").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
 
     daemon = await start_daemon(config)
     await receiver.wait_for(lambda r: len(r.received) >= 250)

@@ -5,6 +5,7 @@ tests also check that the `***` is there, i.e. that redaction happened rather th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -70,10 +71,12 @@ class Case:
             assert status in (200, 503)
             self.captured.append(json.dumps(body) if not isinstance(body, str) else body)
 
-    async def cli(self, *args: str) -> int:
-        code, out, err = await run_cli(*args, env=self.env)
-        self.captured += [out, err]
-        return code
+    async def cli(self, *commands: tuple[str, ...]) -> list[int]:
+        """Run CLI commands side by side; capture their output; return their exit codes."""
+        results = await asyncio.gather(*(run_cli(*args, env=self.env) for args in commands))
+        for _, out, err in results:
+            self.captured += [out, err]
+        return [code for code, _, _ in results]
 
     def leaks(self) -> list[str]:
         """Which secrets (whole, or any 12-character piece of one) appear in what was captured."""
@@ -126,8 +129,8 @@ def failing_receiver(status: int) -> Callable[[Case], Awaitable[None]]:
         assert line["event_ids"] == [case.receiver.attempts[0].id] and line["sink"] == "hook"
         assert case.receiver.attempts[0].authorization == f"Bearer {case.hook_token}"
         config = str(case.tmp_path / "bridge.yaml")
-        assert await case.cli("dlq", "list", "--config", config) == 0
-        assert await case.cli("dlq", "list", "--json", "--config", config) == 0
+        assert await case.cli(("dlq", "list", "--config", config),
+                              ("dlq", "list", "--json", "--config", config)) == [0, 0]
         assert str(status) in case.captured[-2] and "***" in case.captured[-2]
 
     return scenario
@@ -136,17 +139,17 @@ def failing_receiver(status: int) -> Callable[[Case], Awaitable[None]]:
 async def config_error_at_startup(case: Case) -> None:
     """A value in the wrong place is quoted by the error (`severity 'sk_live_…' is not one
     of …`); so is an unknown sink name that is really the token."""
-    config = case.config()
-    config["routes"]["routes"] = [{"match": {"severity": "${SO_KEY}"}}]
-    path = case.tmp_path / "bad.yaml"
-    path.write_text(json.dumps(config))
-    assert await case.cli("run", "--config", str(path)) == 2
-    assert "routes.routes[0].match.severity: severity '***'" in case.captured[-1]
-    assert await case.cli("check-config", str(path)) == 2
-    config["routes"] = {"sinks": ["hook"], "routes": [{"sinks": ["${HOOK_TOKEN}"]}]}
-    path.write_text(json.dumps(config))
-    assert await case.cli("run", "--config", str(path)) == 2
-    assert "unknown sink '***'" in case.captured[-1], case.captured[-1]
+    severity, sink = case.config(), case.config()
+    severity["routes"]["routes"] = [{"match": {"severity": "${SO_KEY}"}}]
+    sink["routes"]["routes"] = [{"sinks": ["${HOOK_TOKEN}"]}]
+    (case.tmp_path / "severity.yaml").write_text(json.dumps(severity))
+    (case.tmp_path / "sink.yaml").write_text(json.dumps(sink))
+    assert await case.cli(("run", "--config", str(case.tmp_path / "severity.yaml")),
+                          ("check-config", str(case.tmp_path / "severity.yaml")),
+                          ("run", "--config", str(case.tmp_path / "sink.yaml"))) == [2, 2, 2]
+    errors = case.captured[1::2]
+    assert all("routes.routes[0].match.severity: severity '***'" in e for e in errors[:2]), errors
+    assert "routes.routes[0].sinks[0]: unknown sink '***'" in errors[2], errors
 
 
 async def config_error_on_reload(case: Case) -> None:
@@ -168,12 +171,12 @@ async def state_store_error(case: Case) -> None:
     state = case.tmp_path / "state" / "bridge.db"
     state.parent.mkdir(parents=True)
     state.write_bytes(b"not a database, but it mentions nothing secret" * 100)
-    config = case.tmp_path / "bridge.yaml"
-    config.write_text(json.dumps(case.config()))
-    assert await case.cli("run", "--config", str(config)) == 1
-    assert "not a usable SQLite database" in case.captured[-1]
-    assert await case.cli("dlq", "list", "--config", str(config)) == 1
-    assert await case.cli("state", "check", "--config", str(config)) == 1
+    path = case.tmp_path / "bridge.yaml"
+    path.write_text(json.dumps(case.config()))
+    config = str(path)
+    assert await case.cli(("run", "--config", config), ("dlq", "list", "--config", config),
+                          ("state", "check", "--config", config)) == [1, 1, 1]
+    assert all("not a usable SQLite database" in e for e in case.captured[1::2]), case.captured
 
 
 SCENARIOS: dict[str, Callable[[Case], Awaitable[None]]] = {
