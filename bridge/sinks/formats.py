@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from bridge.components import StrictModel
-from bridge.model import Event
+from bridge.model import SEVERITY_SCORE, Event
 from bridge.version import __version__
 
 Getter = Callable[[Event], Any]
@@ -168,11 +168,9 @@ def _check_field_map(fields: FieldMap, reserved: frozenset[str]) -> FieldMap:
 
 
 _CANDIDATES: dict[str, list[str]] = {
-    "ip": ["attributes.ip", "attributes.ip_address", "attributes.src_ip", "attributes.source_ip"],
-    "host": ["attributes.host", "attributes.hostname", "attributes.resource_name",
-             "attributes.resource"],
-    "user": ["attributes.user", "attributes.user_principal_name", "attributes.upn",
-             "attributes.username"],
+    "ip": ["attributes.ip", "attributes.ip_address"],
+    "host": ["attributes.host", "attributes.resource_name"],
+    "user": ["attributes.user", "attributes.user_principal_name"],
 }
 
 
@@ -329,11 +327,15 @@ def _change(event: Event, name: str) -> Any:
 
 # --- compiled field builders --------------------------------------------------------------------
 # The sink encodes every event of every batch, so each config is compiled once into a
-# straight-line function (the same technique dataclasses use) that reads exactly the configured
-# fields, with no per-field dispatch, and returns parallel lists of `key=` prefixes and unescaped,
-# length-limited values.
+# straight-line function (the technique dataclasses use) that reads exactly the configured fields
+# with no per-field dispatch. It returns one flat list, [key, value, key, value...], where each
+# key is `SEP name EQ` with placeholder characters (SEP stays real when escaping leaves it alone):
+# the whole list is then joined and escaped in one pass (escapes never touch the placeholders),
+# and the placeholders become `=` and the separator. A value that itself holds a placeholder
+# character takes the slow path.
 
-Builder = Callable[[Event], tuple[list[str], list[str]]]
+Builder = Callable[[Event], list[str]]
+_SEP, _EQ = "\x02", "\x01"
 # Event fields that always hold a str, so the generated code needs no conversion.
 _STR_FIELDS = frozenset({"id", "source", "vendor", "scope", "kind", "key", "title", "severity",
                          "vendor_severity", "status", "tenant", "reason", "item_uid"})
@@ -364,13 +366,13 @@ def _expression(path: str) -> tuple[str, bool]:
     return f"e.{head}", head in _STR_FIELDS
 
 
-def _builder(specs: Sequence[_Spec]) -> tuple[Builder, str]:
-    lines = ["def build(e):", "    a = e.attributes", "    K = []", "    V = []"]
+def _builder(specs: Sequence[_Spec], sep: str) -> tuple[Builder, str]:
+    lines = ["def build(e):", "    a = e.attributes", "    L = []", "    ap = L.append"]
     for spec in specs:
         exprs = [_expression(p) for p in spec.paths]
-        keep = f"K.append({spec.key + '='!r}); V.append(v)"
+        keep = f"ap({sep + spec.key + _EQ!r}); ap(v)"
         if spec.label is not None:
-            keep = f"K.append({spec.label[0] + '='!r}); V.append({spec.label[1]!r}); " + keep
+            keep = f"ap({sep + spec.label[0] + _EQ!r}); ap({spec.label[1]!r}); {keep}"
         lines.append(f"    v = {exprs[0][0]}")
         for expr, _ in exprs[1:]:
             lines.append(f"    if v is None or v == '': v = {expr}")
@@ -388,12 +390,12 @@ def _builder(specs: Sequence[_Spec]) -> tuple[Builder, str]:
             lines.append(f"{indent}if _valid_{spec.check}(v): {keep}")
         else:
             lines.append(f"{indent}{keep}")
-    lines.append("    return K, V")
+    lines.append("    return L")
     source = "\n".join(lines)
     namespace: dict[str, Any] = {"_dig": _dig, "_change": _change, "_text": as_text,
                                  "_trunc": truncate_utf8, "_valid_ip": _valid_ip,
                                  "_valid_int": _valid_int}
-    exec(compile(source, "<bridge.sinks.formats builder>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, "<bridge.sinks.formats builder>", "exec"), namespace)
     build: Builder = namespace["build"]
     return build, source
 
@@ -404,17 +406,6 @@ def _field_specs(fields: FieldMap, limit: Callable[[str], int],
                   check(key)) for key, paths in fields.items()]
 
 
-def _escape_all(values: list[str], escape: Callable[[str], str]) -> list[str]:
-    """Escape every value with one pass over their NUL-joined text: values are mostly plain."""
-    joined = "\x00".join(values)
-    escaped = escape(joined)
-    if escaped is joined:  # the escaper returns its argument when nothing needed escaping
-        return values
-    if joined.count("\x00") == len(values) - 1:
-        return escaped.split("\x00")
-    return [escape(v) for v in values]  # a value held a NUL itself
-
-
 class _KvEncoder:
     """Shared by CEF and LEEF: a compiled builder plus the format's escaping and separator."""
 
@@ -423,46 +414,48 @@ class _KvEncoder:
     escape_value: Callable[[str], str]
     escape_name: Callable[[str], str]
 
-    def __init__(self, specs: Sequence[_Spec]) -> None:
-        self._build, self.source = _builder(specs)
-
-    def head(self, event: Event) -> tuple[str, str, str]:
-        """(prefix, unescaped name, suffix) of the record header."""
-        raise NotImplementedError
+    def __init__(self, specs: Sequence[_Spec], sep: str, escape_value: Callable[[str], str],
+                 escape_name: Callable[[str], str]) -> None:
+        # A separator the value escaping leaves alone (CEF's space) needs no placeholder.
+        self._sep_safe = escape_value(sep) == sep
+        self._build, self.source = _builder(specs, sep if self._sep_safe else _SEP)
+        self.sep = sep
+        self.escape_value = escape_value
+        self.escape_name = escape_name
 
     def body(self, event: Event) -> str:
-        keys, values = self._build(event)
-        return self.sep.join(map(str.__add__, keys, _escape_all(values, self.escape_value)))
+        """`SEP key=value...` for the built fields, escaped (note the leading separator)."""
+        items = self._build(event)
+        text = "".join(items)
+        escaped = self.escape_value(text)
+        pairs = len(items) >> 1
+        if text.count(_EQ) == pairs and (self._sep_safe or text.count(_SEP) == pairs):
+            escaped = escaped.replace(_EQ, "=")
+            return escaped if self._sep_safe else escaped.replace(_SEP, self.sep)
+        esc, sep = self.escape_value, self.sep  # a value held a placeholder character
+        return "".join(f"{sep}{items[i][1:-1]}={esc(items[i + 1])}"
+                       for i in range(0, len(items), 2))
 
-    def record(self, event: Event) -> KvRecord:
-        keys, values = self._build(event)
-        prefix, name, suffix = self.head(event)
-        return KvRecord(
-            prefix=prefix, name=name, suffix=suffix,
-            pairs=tuple((k[:-1], v) for k, v in zip(keys, values, strict=True)),
-            fixed=self.fixed, sep=self.sep, escape_name=self.escape_name,
-            escape_value=self.escape_value,
-        )
+    def pairs(self, event: Event) -> list[tuple[str, str]]:
+        items = self._build(event)
+        return [(items[i][1:-1], items[i + 1]) for i in range(0, len(items), 2)]
 
 
 class CefEncoder(_KvEncoder):
     """A `CefConfig` compiled once."""
 
     fixed = len(CEF_FIXED_KEYS)
-    sep = " "
-    escape_value = staticmethod(cef_value_escape)
-    escape_name = staticmethod(cef_header_escape)
 
     def __init__(self, cfg: CefConfig) -> None:
         cap = cfg.max_field_length or UNLIMITED
-        self._cap = cap
         self._prefix = "CEF:0|" + "|".join(
             cef_header_escape(truncate_utf8(value, min(limit, cap)))
             for value, limit in ((cfg.vendor, 63), (cfg.product, 63), (cfg.version, 31))
         ) + "|"
         self._name_limit = min(512, cap)
         self._sig_limit = min(1023, cap)
-        self._rt: tuple[datetime, str] | None = None
+        self._signatures: dict[tuple[str, str], str] = {}
+        self._rt: tuple[datetime, str] = (datetime.min, "")
 
         def limit(key: str) -> int:
             return min(_CEF_LIMITS.get(key, _CEF_DEFAULT_LIMIT), cap)
@@ -481,29 +474,40 @@ class CefEncoder(_KvEncoder):
                 key = f"{kind}{i}"
                 label = (f"{key}Label", truncate_utf8(custom.label, limit(f"{key}Label")))
                 specs.append(_Spec(key, (custom.path,), limit(key), check(key), label))
-        super().__init__(specs)
+        super().__init__(specs, " ", cef_value_escape, cef_header_escape)
 
     def _rt_text(self, moment: datetime) -> str:
-        last = self._rt
-        if last is None or last[0] != moment:
-            last = self._rt = (moment, str(_ms(moment)))
-        return last[1]
+        if self._rt[0] != moment:
+            self._rt = (moment, str(_ms(moment)))
+        return self._rt[1]
+
+    def _prefix_for(self, event: Event) -> str:
+        """The header up to the Name: constant per (kind, type), so cached."""
+        kind, etype = event.kind, event.type.value
+        cached = self._signatures.get((kind, etype))
+        if cached is None:
+            if len(self._signatures) > 1024:
+                self._signatures.clear()
+            signature = cef_header_escape(truncate_utf8(f"{kind}:{etype}", self._sig_limit))
+            cached = self._signatures[(kind, etype)] = f"{self._prefix}{signature}|"
+        return cached
+
+    def _name(self, event: Event) -> str:
+        name = event.title
+        return truncate_utf8(name, self._name_limit) if len(name) * 4 > self._name_limit else name
 
     def record(self, event: Event) -> KvRecord:
-        rec = super().record(event)
-        return replace(rec, pairs=(("rt", self._rt_text(event.occurred_at)), *rec.pairs))
-
-    def head(self, event: Event) -> tuple[str, str, str]:
-        signature = cef_header_escape(
-            truncate_utf8(f"{event.kind}:{event.type.value}", self._sig_limit))
-        name = event.title
-        if len(name) * 4 > self._name_limit:
-            name = truncate_utf8(name, self._name_limit)
-        return f"{self._prefix}{signature}|", name, f"|{event.severity_score}|"
+        return KvRecord(
+            prefix=self._prefix_for(event), name=self._name(event),
+            suffix=f"|{event.severity_score}|",
+            pairs=(("rt", self._rt_text(event.occurred_at)), *self.pairs(event)),
+            fixed=self.fixed, sep=self.sep, escape_name=self.escape_name,
+            escape_value=self.escape_value,
+        )
 
     def encode(self, event: Event) -> str:
-        prefix, name, suffix = self.head(event)
-        return (f"{prefix}{cef_header_escape(name)}{suffix}rt={self._rt_text(event.occurred_at)} "
+        return (f"{self._prefix_for(event)}{cef_header_escape(self._name(event))}|"
+                f"{SEVERITY_SCORE[event.severity]}|rt={self._rt_text(event.occurred_at)}"
                 f"{self.body(event)}")
 
 
@@ -519,7 +523,6 @@ class LeefEncoder(_KvEncoder):
     """A `LeefConfig` compiled once."""
 
     fixed = len(LEEF_FIXED_KEYS)
-    escape_name = staticmethod(leef_header_escape)
 
     def __init__(self, cfg: LeefConfig) -> None:
         cap = cfg.max_field_length or UNLIMITED
@@ -529,36 +532,42 @@ class LeefEncoder(_KvEncoder):
         self._head = "LEEF:2.0|" + "|".join(
             leef_header_escape(v) for v in (cfg.vendor, cfg.product, cfg.version)) + "|"
         self._suffix = f"|{shown}|"
-        self.sep = delim
-        self.escape_value = leef_value_escaper(delim)  # type: ignore[method-assign]
-        self._time: tuple[datetime, str] | None = None
+        self._time: tuple[datetime, str] = (datetime.min, "")
+        self._event_ids: dict[tuple[str, str], str] = {}
         specs = [
             _Spec("externalId", ("id",), cap, required=True),
             _Spec("sev", ("severity_score",), cap, required=True),
             _Spec("cat", ("kind",), cap, required=True),
             *_field_specs(cfg.fields, lambda _: cap, lambda k: "ip" if k == "src" else None),
         ]
-        super().__init__(specs)
+        super().__init__(specs, delim, leef_value_escaper(delim), leef_header_escape)
+
+    def _prefix_for(self, event: Event) -> str:
+        kind, etype = event.kind, event.type.value
+        cached = self._event_ids.get((kind, etype))
+        if cached is None:
+            if len(self._event_ids) > 1024:
+                self._event_ids.clear()
+            event_id = leef_header_escape(truncate_utf8(f"{kind}:{etype}", self._cap))
+            cached = self._event_ids[(kind, etype)] = f"{self._head}{event_id}{self._suffix}"
+        return cached
 
     def _fixed_text(self, moment: datetime) -> str:
-        last = self._time
-        if last is None or last[0] != moment:
+        if self._time[0] != moment:
             text = f"devTime={_leef_time(moment)}{self.sep}devTimeFormat={LEEF_TIME_FORMAT}"
-            last = self._time = (moment, text)
-        return last[1]
+            self._time = (moment, text)
+        return self._time[1]
 
     def record(self, event: Event) -> KvRecord:
-        rec = super().record(event)
         fixed = (("devTime", _leef_time(event.occurred_at)), ("devTimeFormat", LEEF_TIME_FORMAT))
-        return replace(rec, pairs=(*fixed, *rec.pairs))
-
-    def head(self, event: Event) -> tuple[str, str, str]:
-        event_id = leef_header_escape(truncate_utf8(f"{event.kind}:{event.type.value}", self._cap))
-        return f"{self._head}{event_id}", "", self._suffix
+        return KvRecord(
+            prefix=self._prefix_for(event), name="", suffix="",
+            pairs=(*fixed, *self.pairs(event)), fixed=self.fixed, sep=self.sep,
+            escape_name=self.escape_name, escape_value=self.escape_value,
+        )
 
     def encode(self, event: Event) -> str:
-        prefix, _, suffix = self.head(event)
-        return f"{prefix}{suffix}{self._fixed_text(event.occurred_at)}{self.sep}{self.body(event)}"
+        return f"{self._prefix_for(event)}{self._fixed_text(event.occurred_at)}{self.body(event)}"
 
 
 # Compiled encoders are cached per config object (configs are frozen); the config is kept in the

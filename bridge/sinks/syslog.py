@@ -224,42 +224,49 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         except TransportError as exc:
             raise RetryableDeliveryError(str(exc)) from None
 
-    def messages(self, event: Event) -> list[bytes]:
-        """The syslog messages (unframed) for one event: one, or several when split."""
-        header = self._headers.header(event)
-        data = (header + self._encode(event)).encode("utf-8")
-        limit = self._limit
-        if limit is not None and len(data) > limit:
-            room = limit - len(header.encode("utf-8"))
-            parts = self._fit(event, room, self.config.oversize)
-            return [(header + part).encode("utf-8") for part in parts]
-        return [data]
+    def messages(self, event: Event) -> list[tuple[str, int]]:
+        """The syslog messages for one event with their UTF-8 sizes: one, or several when split.
 
-    def _frame(self, events: Sequence[Event]) -> tuple[list[bytes], dict[str, str]]:
-        chunks: list[bytes] = []
+        Raises ValueError (UnicodeEncodeError included) when the event cannot be encoded.
+        """
+        header = self._headers.header(event)
+        text = header + self._encode(event)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        limit = self._limit
+        if limit is None or size <= limit:
+            return [(text, size)]
+        room = limit - len(header.encode("utf-8"))
+        parts = [header + part for part in self._fit(event, room, self.config.oversize)]
+        return [(part, len(part.encode("utf-8"))) for part in parts]
+
+    def frame(self, events: Sequence[Event]) -> tuple[list[bytes], dict[str, str]]:
+        """The bytes to write for a batch (one chunk per datagram on UDP, one in all on a
+        stream), and the events that could not be encoded, with why."""
+        out: list[str] = []
+        append = out.append
         rejected: dict[str, str] = {}
-        append = chunks.append
+        lf = self._stream and not self._octets
         for event in events:
             try:
                 messages = self.messages(event)
-                if self._stream and not self._octets and any(b"\n" in m for m in messages):
+                if lf and any("\n" in text for text, _ in messages):
                     raise ValueError("a line feed in the message breaks LF framing")
             except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
                 rejected[event.id] = f"{type(exc).__name__}: {exc}"
                 continue
-            for message in messages:
+            for text, size in messages:
                 if not self._stream:
-                    append(message)
+                    append(text)
                 elif self._octets:
-                    append(b"%d " % len(message))
-                    append(message)
+                    append(f"{size} {text}")
                 else:
-                    append(message)
-                    append(b"\n")
-        return chunks, rejected
+                    append(f"{text}\n")
+        if not self._stream:
+            return [text.encode("utf-8") for text in out], rejected
+        return ([("".join(out)).encode("utf-8")] if out else []), rejected
 
     async def send(self, events: Sequence[Event]) -> None:
-        chunks, rejected = self._frame(events)
+        chunks, rejected = self.frame(events)
         if chunks:
             try:
                 await self._transport.send(chunks)
