@@ -165,9 +165,9 @@ class Pipeline:
         self.scheduler = scheduler
 
     async def stop(self, grace: float) -> None:
-        """Stop scheduling; within one `grace` deadline let an in-flight sweep commit (or
-        abandon it: its transaction never began or rolls back, and the next run replays it)
-        and let each worker finish its in-flight batch (an abandoned one stays queued)."""
+        """Stop scheduling; within one `grace` deadline let an in-flight sweep finish (or
+        abandon it: a commit already handed to the store completes whole, the rest is replayed
+        by the next run) and let each worker finish its batch (an abandoned one stays queued)."""
         deadline = asyncio.get_running_loop().time() + grace
         self.stopping = True
         if self.scheduler is not None:
@@ -375,12 +375,15 @@ class Daemon:
             self._reject([f"{type(exc).__name__}: {exc}"])
             return
         if new.admin != self.config.admin and not await self._swap_admin(new.admin):
+            await candidate.stop(0)  # never started: just release its HTTP sessions
             return
         if new.log != self.config.log:
             configure_logging(new.log)
         assert self.pipeline is not None
         old = self.pipeline
         await old.stop(self.grace)
+        for name in candidate.sinks.keys() & old.sinks.keys():
+            candidate.sinks[name] = old.sinks[name]  # a failing sink stays reported as such
         self.config, self.pipeline = new, candidate
         for scope in old.scopes - candidate.scopes:
             self.health.forget_scope(scope)
