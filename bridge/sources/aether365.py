@@ -96,7 +96,8 @@ class Aether365Config(SourceConfig):
     threats: bool = True
     policies: bool = True
     page_size: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
-    # Only scans of this type count (e.g. "compliance"); None = any completed scan.
+    # Only scans of this type count (e.g. "compliance"); None = any completed scan. Set it when
+    # a tenant also runs other scan types: tests absent from such a scan would count as misses.
     scan_type: str | None = None
     # A skipped test resolves like a passed one; off: a skipped test is left as it was.
     skipped_resolves: bool = True
@@ -136,6 +137,7 @@ class _Scan(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1)
     status: str
+    scan_type: str | None = None
     completed_at: str | None = None
 
 
@@ -282,9 +284,11 @@ class Aether365Source(Source[Aether365Config]):
             params["scan_type"] = self.config.scan_type
         body = await tenant.client.get_json("/tenants/me/scans", params)
         scans = validate(_Scans, body, "GET /tenants/me/scans")
-        done = [s for s in scans.data if s.status.lower() == "completed"]
+        wanted = (self.config.scan_type or "").lower()
+        done = [s for s in scans.data if s.status.lower() == "completed"
+                and (not wanted or (s.scan_type or wanted).lower() == wanted)]
         if not done:
-            parts.note("compliance: no completed scan yet")
+            parts.note(f"compliance: no completed {wanted + ' ' if wanted else ''}scan listed")
             return
         scan = done[0]
         if scan.id == cursor.get(CURSOR_SCAN):

@@ -139,6 +139,19 @@ async def test_scan_in_progress_or_failed_is_not_a_sweep(tmp_path: Path, aether3
         assert seen(await h.sweep()) == [("resolved", "test_result", "A")]
 
 
+async def test_only_scans_of_the_configured_type_count(tmp_path: Path, aether365: Sim) -> None:
+    world, sim = aether365
+    world.set_test(T, "A", "failed")
+    world.run_scan(T)
+    async with Harness(config(tmp_path, sim.url, scan_type="compliance", **ONLY_RESULTS)) as h:
+        assert seen(await h.sweep()) == [("new", "test_result", "A")]
+        world.set_test(T, "A", "passed")
+        world.run_scan(T, scan_type="exposure")
+        assert (await h.sweep()).record.outcome == "skipped"
+        world.run_scan(T)
+        assert seen(await h.sweep()) == [("resolved", "test_result", "A")]
+
+
 async def test_missing_total_pages_is_computed(tmp_path: Path, aether365: Sim) -> None:
     world, sim = aether365
     world.omit_total_pages = True
