@@ -177,14 +177,14 @@ class ConditionLog:
         self._state: dict[tuple[str, str], str] = {}
 
     def report(self, scope: str, subject: str, state: str, *, ok: bool, **detail: Any) -> None:
+        """Called every sweep; logs only when `subject`'s state in `scope` changes."""
         key = (scope, subject)
-        if self._state.get(key, "ok") == state or (ok and key not in self._state):
-            return
         if ok:
-            del self._state[key]
-            log.info("source_condition_cleared", source=self.source, scope=scope,
-                     subject=subject, state=state)
+            if self._state.pop(key, None) is not None:
+                log.info("source_condition_cleared", source=self.source, scope=scope,
+                         subject=subject, state=state)
             return
-        self._state[key] = state
-        log.warning("source_condition", source=self.source, scope=scope, subject=subject,
-                    state=state, **detail)
+        if self._state.get(key) != state:
+            self._state[key] = state
+            log.warning("source_condition", source=self.source, scope=scope, subject=subject,
+                        state=state, **detail)
