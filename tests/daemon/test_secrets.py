@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bridge.sim.faults import Fault
-from tests.daemon._http import get
+from tests.daemon._http import Samples, get, scrape, value
 from tests.daemon.conftest import StartDaemon, Vendor, daemon_config, random_secret
 from tests.support.daemon import DaemonProcess, LogLine, run_cli
 from tests.support.receiver import Receiver
@@ -34,6 +34,7 @@ class Case:
     hook_token: str = field(default_factory=lambda: random_secret("whk", 40))  # no known shape
     admin_token: str = field(default_factory=lambda: random_secret("adm_", 32))
     captured: list[str] = field(default_factory=list)
+    metrics: Samples = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.key = self.vendor.key
@@ -70,6 +71,7 @@ class Case:
             status, body = await get(f"{base}{path}", self.admin_token)
             assert status in (200, 503)
             self.captured.append(json.dumps(body) if not isinstance(body, str) else body)
+        self.metrics = await scrape(base, self.admin_token)
 
     async def cli(self, *commands: tuple[str, ...]) -> list[int]:
         """Run CLI commands side by side; capture their output; return their exit codes."""
@@ -111,6 +113,8 @@ def vendor_fault(**fault: Any) -> Callable[[Case], Awaitable[None]]:
             case.config(http={"backoff_initial": 0.01, "backoff_max": 0.02, "max_retries": 1,
                               "timeout": 0.3}))
         assert line["notes"], line
+        if fault.get("status") == 429:
+            assert value(case.metrics, "bridge_api_429_total", vendor="scanorbit") >= 2
         if fault["kind"] == "status" and fault["status"] != 429:  # a body quoting the key
             assert str(fault["status"]) in line["notes"][0] and "***" in line["notes"][0], line
 
@@ -127,6 +131,8 @@ def failing_receiver(status: int) -> Callable[[Case], Awaitable[None]]:
         line = await case.daemon_until("dead_lettered", lambda r: True)
         assert str(status) in line["error"] and redacted(line, "error"), line
         assert line["event_ids"] == [case.receiver.attempts[0].id] and line["sink"] == "hook"
+        assert value(case.metrics, "bridge_dead_letters_total", sink="hook") == 1
+        assert value(case.metrics, "bridge_deliveries_total", sink="hook", outcome="dead") == 1
         assert case.receiver.attempts[0].authorization == f"Bearer {case.hook_token}"
         config = str(case.tmp_path / "bridge.yaml")
         assert await case.cli(("dlq", "list", "--config", config),
