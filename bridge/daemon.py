@@ -292,7 +292,13 @@ class Daemon:
                 await self._wait_signal()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    await self._reload_config()
+                    # systemd shows "reloading" until READY=1, whether the reload took or not.
+                    systemd.notify("RELOADING=1", "STATUS=reloading",
+                                   f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+                    try:
+                        await self._reload_config()
+                    finally:
+                        systemd.notify("READY=1", "STATUS=running")
         finally:
             systemd.notify("STOPPING=1", "STATUS=stopping")
             log.info("daemon_stopping", grace=self.grace)

@@ -182,6 +182,11 @@ async def test_systemd_hears_ready_watchdog_and_stopping(
     await daemon.wait_log("daemon_started")  # READY=1 means started: admin up, schedule running
     seen += await notify_socket.wait_for("WATCHDOG=1")
     seen += await notify_socket.wait_for("WATCHDOG=1")  # and again: it keeps pinging
+    daemon.signal(signal.SIGHUP)  # a reload is bracketed by RELOADING=1 ... READY=1
+    reloading = (await notify_socket.wait_for("RELOADING=1"))[-1].splitlines()
+    assert reloading[-1].startswith("MONOTONIC_USEC=") and int(reloading[-1].split("=")[1]) > 0
+    await notify_socket.wait_for("READY=1")
+    await daemon.wait_log("config_reloaded")
     daemon.signal(signal.SIGTERM)
     seen += await notify_socket.wait_for("STOPPING=1")
     assert await daemon.wait(10) == 0
