@@ -408,19 +408,27 @@ class Daemon:
         self.health.config_loaded(str(self.config_path), False, "; ".join(problems))
 
     async def _swap_admin(self, config: AdminConfig) -> bool:
-        """Restart the admin server with new settings; on failure put the old one back."""
+        """Restart the admin server with new settings. A new address is bound before the old
+        server stops, so a failure leaves the old one untouched; only the same fixed address
+        (say, a new token) needs the old server gone first, and gets it back on failure."""
         old = self.admin
-        if old is not None:
+        same_address = (old is not None and config.port != 0
+                        and (config.host, config.port) == (old.config.host, old.port))
+        if same_address:
+            assert old is not None
             await old.stop()
         try:
             self.admin = await self._start_admin(config)
         except ConfigError as exc:
-            if old is not None:
+            if same_address:
+                assert old is not None
                 with contextlib.suppress(OSError):
                     await old.start()
             self.admin = old
             self._reject(exc.problems)
             return False
+        if old is not None and not same_address:
+            await old.stop()
         return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:

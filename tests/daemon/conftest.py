@@ -92,6 +92,13 @@ def daemon_config(tmp_path: Path, vendor: Vendor, hook: str | None = None,
     return config
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (for a test that needs a fixed admin port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 StartDaemon = Callable[..., Awaitable[DaemonProcess]]
 
 

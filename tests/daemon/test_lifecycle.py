@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from bridge.sim.faults import Fault
 from tests.daemon._http import get
-from tests.daemon.conftest import NotifySocket, StartDaemon, Vendor, daemon_config
+from tests.daemon.conftest import NotifySocket, StartDaemon, Vendor, daemon_config, free_port
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
@@ -105,23 +106,24 @@ async def test_sighup_with_a_good_config_swaps_it_in(
     world = vendor.world
     first = world.add_finding()["id"]
     config = daemon_config(tmp_path, vendor)
+    config["admin"] = {"port": free_port()}  # fixed: a new token must not move the server
     daemon = await start_daemon(config)
     await wait_until(lambda: keys(tmp_path / "events.jsonl") == [first], 15, "first delivery")
 
-    old_base = await daemon.admin_url()
+    base = await daemon.admin_url()
     token = tmp_path / "admin-token"
     token.write_text("adm_" + "k7Qw2" * 8 + "\n")
     config["sinks"].append({"name": "audit", "type": "file", "path": str(tmp_path / "audit.jsonl")})
     config["routes"] = {"sinks": ["events", "audit"]}
     config["log"] = {"format": "json", "levels": {"bridge.sweep": "warning"}}
-    config["admin"] = {"port": 0, "token_file": str(token)}
+    config["admin"] = {**config["admin"], "token_file": str(token)}
     daemon.write_config(config)
     mark = daemon.mark()
     daemon.signal(signal.SIGHUP)
     reloaded = await daemon.wait_log("config_reloaded", since=mark)
     assert reloaded["path"] == str(daemon.config_path) and reloaded["sinks"] == ["events", "audit"]
-    base = f"http://{reloaded['admin']}"  # the admin server restarted with its new settings
-    assert base != old_base and (await get(f"{base}/readyz"))[0] == 401
+    assert f"http://{reloaded['admin']}" == base  # restarted in place, now wanting the token
+    assert (await get(f"{base}/readyz"))[0] == 401
 
     second = world.add_finding()["id"]
     await wait_until(lambda: keys(tmp_path / "audit.jsonl") == [second], 15, "the new sink")
@@ -162,6 +164,19 @@ async def test_sighup_with_a_bad_config_keeps_the_old_one_running(
     assert "sources[0].interval" in ready["config"]["error"]
     assert any(r.startswith("config reload rejected, previous config still running")
                for r in ready["reasons"]), ready["reasons"]
+
+    # An admin address that cannot be bound is rejected too, and the old server answers on.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon.write_config({**config, "admin": {"port": port}})
+        mark = daemon.mark()
+        daemon.signal(signal.SIGHUP)
+        rejected = await daemon.wait_log("reload_rejected", since=mark)
+    assert rejected["problems"] == [rejected["problems"][0]]
+    assert rejected["problems"][0].startswith(f"admin: cannot listen on 127.0.0.1:{port}")
+    assert (await get(f"{base}/readyz"))[0] == 200
 
     # Fixing the file and reloading again clears it.
     daemon.write_config(config)
