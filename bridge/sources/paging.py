@@ -21,6 +21,8 @@ The walkers know nothing about items: sources validate rows and map them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +60,24 @@ class Pass(Generic[T]):
     """The rows of one walk over a list, unique by key, in the order first served."""
 
     rows: dict[str, T] = field(default_factory=dict)
+    # Every key served, also when rows are streamed rather than kept.
+    keys: set[str] = field(default_factory=set)
     complete: bool = True
     notes: list[str] = field(default_factory=list)
     drift: bool = False
     requests: int = 0
+
+    def take_new(self, rows: Sequence[T], key: Callable[[T], str], *, keep: bool) -> list[T]:
+        """The rows not served before in this pass (a shifting list serves some twice)."""
+        fresh: list[T] = []
+        for row in rows:
+            k = key(row)
+            if k not in self.keys:
+                self.keys.add(k)
+                fresh.append(row)
+                if keep:
+                    self.rows[k] = row
+        return fresh
 
     def problem(self, note: str, *, drift: bool = False) -> None:
         self.complete = False
@@ -75,33 +91,55 @@ async def numbered(
     *,
     what: str,
     fatal: Fatal = auth_is_fatal,
+    on_rows: Callable[[list[T]], Awaitable[None]] | None = None,
+    prefetch: int = 0,
 ) -> Pass[T]:
-    """Pages 1..N of a list with totals; `fetch(page)` returns one validated page."""
+    """Pages 1..N of a list with totals; `fetch(page)` returns one validated page.
+
+    With `on_rows`, each page's new rows are handed over as they arrive instead of collected
+    (a 100k-row list then never sits in memory), and up to `prefetch` further pages are
+    requested while the caller works on the current one.
+    """
     out: Pass[T] = Pass()
     total: int | None = None
     pages, page = 1, 1
-    while page <= pages:
-        try:
-            got = await fetch(page)
-        except VendorError as exc:
-            if fatal(exc):
-                raise
-            out.problem(f"{what} page {page}: {exc}")
-            return out
-        out.requests += 1
-        if total is None:
-            total, pages = got.total, got.pages
-        elif got.total != total:
-            out.problem(f"drift: {what} total changed from {total} to {got.total} at page {page}",
-                        drift=True)
-            total, pages = got.total, max(pages, got.pages)
-        for row in got.rows:
-            out.rows.setdefault(key(row), row)
-        if not got.rows and page < pages:
-            out.problem(f"{what} page {page} of {pages} was empty")
-        page += 1
-    if total is not None and len(out.rows) != total:
-        out.problem(f"drift: {len(out.rows)} unique {what} but total says {total}", drift=True)
+    ahead: dict[int, asyncio.Future[Page[T]]] = {}
+    try:
+        while page <= pages:
+            try:
+                task = ahead.pop(page, None)
+                got = await (task if task is not None else fetch(page))
+            except VendorError as exc:
+                if fatal(exc):
+                    raise
+                out.problem(f"{what} page {page}: {exc}")
+                return out
+            out.requests += 1
+            if total is None:
+                total, pages = got.total, got.pages
+            elif got.total != total:
+                out.problem(f"drift: {what} total changed from {total} to {got.total} at page "
+                            f"{page}", drift=True)
+                total, pages = got.total, max(pages, got.pages)
+            for nxt in range(page + 1, min(pages, page + prefetch) + 1):
+                if nxt not in ahead:
+                    ahead[nxt] = asyncio.ensure_future(fetch(nxt))
+            if ahead:
+                await asyncio.sleep(0)  # let those requests reach the wire before our CPU work
+            fresh = out.take_new(got.rows, key, keep=on_rows is None)
+            if on_rows is not None:
+                await on_rows(fresh)
+            if not got.rows and page < pages:
+                out.problem(f"{what} page {page} of {pages} was empty")
+            page += 1
+    finally:
+        for pending in ahead.values():
+            pending.cancel()
+        for pending in ahead.values():
+            with contextlib.suppress(BaseException):
+                await pending
+    if total is not None and len(out.keys) != total:
+        out.problem(f"drift: {len(out.keys)} unique {what} but total says {total}", drift=True)
     return out
 
 
@@ -137,9 +175,10 @@ async def by_offset(
             return out
         for row in rows[len(tail):]:
             k = key(row)
-            if k in out.rows:
+            if k in out.keys:
                 out.problem(f"drift: {what} served {k} twice", drift=True)
-            out.rows.setdefault(k, row)
+            else:
+                out.take_new([row], key, keep=True)
         if len(rows) < limit:
             return out
         tail = [key(r) for r in rows[limit - overlap:]] if overlap else []

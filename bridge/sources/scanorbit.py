@@ -9,8 +9,6 @@ full re-sweep every `full_resweep_interval` anyway, for status changes made by p
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -22,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from bridge.http import HttpContext, VendorClient, VendorError, validate
 from bridge.model import Item, JSONScalar, Sweep, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
+from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
 
 log = structlog.get_logger(__name__)
 
@@ -149,14 +148,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         due = time.time() - last_full >= self.config.full_resweep_interval
         if latest is not None and latest == cursor.get("last_scan_id") and not due:
             return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",))
-        notes: list[str] = []
-        complete = False
-        for attempt in range(self.config.drift_retries + 1):
-            complete, notes = await self._sweep(emit)
-            if complete or not any("drift" in n for n in notes):
-                break
-            if attempt < self.config.drift_retries:
-                log.info("scanorbit_drift_retry", source=self.name, notes=notes)
+        walk = await with_drift_retries(
+            lambda: self._walk(emit), self.config.drift_retries,
+            lambda spoiled: log.info("scanorbit_drift_retry", source=self.name, notes=spoiled.notes))
+        complete, notes = walk.complete, walk.notes
         new_cursor: dict[str, str] = {}
         if complete:
             new_cursor["last_full_sweep_at"] = str(time.time())
@@ -177,61 +172,18 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         done = [s for s in scans.data if (s.status or "complete") in ("complete", "partial")]
         return done[0].id if done else None
 
-    async def _page(self, page: int) -> tuple[Any, _FindingsPage]:
+    async def _page(self, page: int) -> Page[tuple[Any, _Finding]]:
         body = await self.client.get_json("/findings", {"page": page, "limit": self.config.page_size})
-        return body, validate(_FindingsPage, body, f"GET /findings page {page}")
+        parsed = validate(_FindingsPage, body, f"GET /findings page {page}")
+        p = parsed.pagination
+        return Page(list(zip(body["data"], parsed.data, strict=True)), p.total, p.totalPages)
 
-    async def _sweep(self, emit: ItemSink) -> tuple[bool, list[str]]:
-        """One pass over every page, the next pages fetched while this one is diffed.
+    async def _walk(self, emit: ItemSink) -> Pass[tuple[Any, _Finding]]:
+        async def rows(batch: list[tuple[Any, _Finding]]) -> None:
+            await emit([self.to_item(raw, finding) for raw, finding in batch])
 
-        Dedupes by id across the pass (a drifting list serves some findings twice) and checks
-        the totals: any inconsistency makes the pass incomplete. Up to `prefetch` pages are in
-        flight, all still paced by the rate limiter.
-        """
-        seen: set[str] = set()
-        notes: list[str] = []
-        total: int | None = None
-        pages, page = 1, 1
-        ahead: dict[int, asyncio.Task[tuple[Any, _FindingsPage]]] = {}
-        try:
-            while page <= pages:
-                try:
-                    task = ahead.pop(page, None)
-                    body, parsed = await (task if task is not None else self._page(page))
-                except VendorError as exc:
-                    if exc.kind == "auth":
-                        raise
-                    notes.append(f"page {page}: {exc}")
-                    return False, notes
-                p = parsed.pagination
-                if total is None:
-                    total, pages = p.total, p.totalPages
-                elif p.total != total:
-                    notes.append(f"drift: total changed from {total} to {p.total} at page {page}")
-                    total, pages = p.total, max(pages, p.totalPages)
-                for nxt in range(page + 1, min(pages, page + self.config.prefetch) + 1):
-                    if nxt not in ahead:
-                        ahead[nxt] = asyncio.create_task(self._page(nxt))
-                if ahead:
-                    # Let the new requests reach the wire before this page's CPU work starts,
-                    # so the vendor serves them while we diff.
-                    await asyncio.sleep(0)
-                fresh = [self.to_item(raw, f) for raw, f in zip(body["data"], parsed.data, strict=True)
-                         if f.id not in seen]
-                seen.update(i.key for i in fresh)
-                if not parsed.data and page < pages:
-                    notes.append(f"page {page} of {pages} was empty")
-                await emit(fresh)
-                page += 1
-        finally:
-            for task in ahead.values():
-                task.cancel()
-            for task in ahead.values():
-                with contextlib.suppress(BaseException):
-                    await task
-        if total is not None and len(seen) != total:
-            notes.append(f"drift: {len(seen)} unique findings but total says {total}")
-        return not notes, notes
+        return await numbered(self._page, lambda row: row[1].id, what="findings",
+                              on_rows=rows, prefetch=self.config.prefetch)
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
         """Add resource and certificate facts to up to `enrich_new` new findings."""
