@@ -3,14 +3,18 @@ real component fails the run instead of skipping it."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+import bridge.logging as bridge_logging
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES as AYLIEA_SCOPES
@@ -119,3 +123,21 @@ def base_config(tmp_path: Path, sources: list[dict[str, Any]], **extra: Any) -> 
     }
     config.update(extra)
     return config
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """A stream for `configure_logging`, with global logging state restored afterwards."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield io.StringIO()
+    for name in bridge_logging._leveled:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    bridge_logging._leveled.clear()
+    bridge_logging._handler = None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    structlog.configure(**saved)
+    structlog.contextvars.clear_contextvars()

@@ -4,18 +4,14 @@ logging configured exactly as the daemon does it."""
 
 from __future__ import annotations
 
-import io
 import itertools
-import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-import structlog
 from aiohttp import web
 
-import bridge.logging as bridge_logging
 from bridge.http import HttpConfig, HttpContext
 
 
@@ -57,19 +53,3 @@ def fast(**overrides: object) -> HttpConfig:
     return HttpConfig.model_validate(settings)
 
 
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """A stream for `configure_logging`, with global logging state restored afterwards."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield io.StringIO()
-    for name in bridge_logging._leveled:
-        logging.getLogger(name).setLevel(logging.NOTSET)
-    bridge_logging._leveled.clear()
-    bridge_logging._handler = None
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
-    structlog.configure(**saved)
-    structlog.contextvars.clear_contextvars()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import logging
 import os
 import shutil
 import socket
@@ -11,27 +9,6 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
-import structlog
-
-import bridge.logging as bridge_logging
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """A stream for `configure_logging`, with global logging state restored afterwards."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield io.StringIO()
-    for name in bridge_logging._leveled:
-        logging.getLogger(name).setLevel(logging.NOTSET)
-    bridge_logging._leveled.clear()
-    bridge_logging._handler = None
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.captureWarnings(False)
-    structlog.configure(**saved)
-    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture
