@@ -277,11 +277,11 @@ class Daemon:
         except BaseException:
             self._remove_signals(loop)
             raise
-        self.pipeline = self._build(self.config)
         metrics_task = asyncio.create_task(self._refresh_metrics(), name="metrics")
         watchdog_stop = asyncio.Event()
         watchdog = asyncio.create_task(systemd.watchdog_loop(watchdog_stop), name="watchdog")
         try:
+            self.pipeline = self._build(self.config)
             self.pipeline.start()
             systemd.notify("READY=1", "STATUS=running")
             log.info("daemon_started", sources=list(self.pipeline.sources),
