@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, field_validator
 
 from bridge.components import StrictModel
@@ -599,12 +600,9 @@ def encode_leef(event: Event, cfg: LeefConfig) -> str:
 
 
 def encode_json(event: Event) -> str:
-    """`Event.to_dict()` as one compact line (control characters always escaped).
-
-    NaN/Infinity in a vendor payload are not JSON: they fail the event rather than emit them.
-    """
-    return json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, default=str)
+    """`Event.to_dict()` as one compact line: exactly `Event.to_json()`, the outbox's own form
+    (orjson: UTF-8 as is, control characters escaped, so never a raw line break)."""
+    return event.to_json()
 
 
 # --- fitting under a byte budget ----------------------------------------------------------------
@@ -724,8 +722,7 @@ JSON_FIXED_KEYS = frozenset({"id", "type", "source", "vendor", "scope", "tenant"
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                      default=str)
+    return orjson.dumps(value, default=str).decode()
 
 
 def _json_escape(text: str) -> str:
@@ -743,7 +740,7 @@ def _string_leaves(value: Any, out: list[tuple[Any, Any, str]]) -> None:
 
 def _shrink_json(data: dict[str, Any], keys: Sequence[str], limit: int) -> dict[str, Any]:
     """Shorten the longest strings under `keys` until `_dumps(data)` fits `limit` bytes."""
-    data = json.loads(_dumps(data))  # a private deep copy, with `default=str` applied
+    data = orjson.loads(_dumps(data))  # a private deep copy, with `default=str` applied
     leaves: list[tuple[Any, Any, str]] = []
     for key in keys:
         value = data[key]
@@ -780,6 +777,8 @@ def fit_json(event: Event, limit: int, oversize: Oversize) -> list[str]:
         member = {key: data[key]}
         cost = _size(_dumps(member)) - 1  # `"key":value,` without braces plus its comma
         if cost > room:
+            if key in JSON_FIXED_KEYS:
+                raise FitError(f"identifier {key!r} alone exceeds a {limit} byte message")
             member = _shrink_json(member, [key], room + 1)
             cost = _size(_dumps(member)) - 1
         if used + cost > room and parts[-1]:
