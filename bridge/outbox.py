@@ -58,7 +58,7 @@ class SinkWorker:
         """Deliver until `stop`; an in-flight batch always finishes (or fails) first."""
         with structlog.contextvars.bound_contextvars(sink=self.name):
             while not stop.is_set():
-                if not await self.step():
+                if not await self._step():
                     await self._sleep(stop, self.idle_poll, wakeable=True)
                 elif self._failures:
                     await self._sleep(stop, self._retry_delay, wakeable=False)
@@ -70,13 +70,29 @@ class SinkWorker:
         stop = stop or asyncio.Event()
         with structlog.contextvars.bound_contextvars(sink=self.name):
             while not stop.is_set():
-                if not await self.step():
+                if not await self._step():
                     break
                 if self._failures:
                     await self._sleep(stop, self._retry_delay, wakeable=False)
             await self._close()
         stats = {s.sink: s.depth for s in await self.store.queue_stats()}
         return stats.get(self.name, 0)
+
+    async def _step(self) -> bool:
+        """`step`, except that a failing store (a full disk, an I/O error) does not end the
+        worker: it is logged, reported and retried with backoff, like a failing receiver. The
+        batch stays queued; if only its acknowledgement failed, it is sent again."""
+        try:
+            return await self.step()
+        except Exception as exc:
+            self._failures += 1
+            self._retry_delay = backoff_delay(self._failures - 1, self.config.backoff_initial,
+                                              self.config.backoff_max)
+            error = f"state store: {type(exc).__name__}: {exc}"
+            log.error("sink_store_failed", error=error, attempt=self._failures,
+                      retry_in=round(self._retry_delay, 3))
+            self._status(False, error)
+            return True
 
     async def step(self) -> bool:
         """Try one batch. False when the queue was empty."""
@@ -94,6 +110,10 @@ class SinkWorker:
                     self._opened = True
                 await self.sink.send([d.event for d in batch])
             except RetryableDeliveryError as exc:
+                if exc.delivered:  # the receiver has these already: never send them again
+                    accepted = set(exc.delivered)
+                    await self._acknowledge([d for d in batch if d.event.id in accepted])
+                    batch = [d for d in batch if d.event.id not in accepted]
                 await self._retryable(batch, str(exc), exc.retry_after)
             except PermanentDeliveryError as exc:
                 await self._permanent(batch, exc)
@@ -106,10 +126,13 @@ class SinkWorker:
                 await self._delivered(batch)
         return True
 
+    async def _acknowledge(self, done: Sequence[Delivery]) -> None:
+        await self.store.ack(self.name, [d.seq for d in done])
+        self.delivered += len(done)
+        metrics.DELIVERIES.labels(self.name, "ok").inc(len(done))
+
     async def _delivered(self, batch: Sequence[Delivery]) -> None:
-        await self.store.ack(self.name, [d.seq for d in batch])
-        self.delivered += len(batch)
-        metrics.DELIVERIES.labels(self.name, "ok").inc(len(batch))
+        await self._acknowledge(batch)
         if self._failures:
             log.info("sink_recovered", after_failures=self._failures)
         self._failures = 0

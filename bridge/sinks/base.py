@@ -18,11 +18,17 @@ class DeliveryError(Exception):
 
 
 class RetryableDeliveryError(DeliveryError):
-    """The receiver is down, slow or throttling: try the same batch again later."""
+    """The receiver is down, slow or throttling: try the same batch again later.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    `delivered` names events of the batch the receiver did accept before the failure: they are
+    acknowledged and not sent again (a retry then duplicates nothing that already arrived).
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None,
+                 delivered: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.delivered = tuple(delivered)
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -6,6 +6,7 @@ Both write one compact JSON object per event, the same shape the JSON formats us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -35,9 +36,15 @@ class FileSink(Sink[FileSinkConfig]):
     async def open(self) -> None:
         try:
             self.config.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.config.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise RetryableDeliveryError(f"cannot open {self.config.path}: {exc.strerror}") from None
+        try:
+            await asyncio.to_thread(_drop_partial_line, fd)
+        except OSError as exc:
+            os.close(fd)
+            raise RetryableDeliveryError(f"cannot repair {self.config.path}: {exc.strerror}") from None
+        self._fd = fd
 
     async def send(self, events: Sequence[Event]) -> None:
         if self._fd is None:
@@ -47,12 +54,20 @@ class FileSink(Sink[FileSinkConfig]):
         fd, sync = self._fd, self.config.fsync == "batch"
 
         def write() -> None:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if sync:
-                os.fsync(fd)
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if sync:
+                    os.fsync(fd)
+            except OSError:
+                # A full disk takes part of a batch: take it back, so that the retry appends
+                # whole lines (a reader must never see half an event glued to the next one).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
 
         try:
             await asyncio.to_thread(write)
@@ -63,6 +78,23 @@ class FileSink(Sink[FileSinkConfig]):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _drop_partial_line(fd: int, chunk: int = 65536) -> None:
+    """Cut a last line that has no newline: what a batch cut short (a full disk, a crash
+    between two writes) left behind. It was never acknowledged, so it is sent again whole."""
+    end = os.lseek(fd, 0, os.SEEK_END)
+    if end == 0 or os.pread(fd, 1, end - 1) == b"\n":
+        return
+    pos = end
+    while pos > 0:
+        start = max(0, pos - chunk)
+        newline = os.pread(fd, pos - start, start).rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        pos = start
+    os.ftruncate(fd, 0)
 
 
 class StdoutSinkConfig(SinkConfig):

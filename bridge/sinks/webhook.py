@@ -52,12 +52,12 @@ class WebhookSink(Sink[WebhookSinkConfig]):
     def __init__(self, config: WebhookSinkConfig) -> None:
         super().__init__(config)
         self._session: aiohttp.ClientSession | None = None
+        if not config.verify_tls:  # said at startup, not first at the first delivery
+            log.warning("tls_verification_disabled", sink=config.name)
+            metrics.TLS_VERIFY_DISABLED.labels(config.name).set(1)
 
     async def open(self) -> None:
         cfg = self.config
-        if not cfg.verify_tls:
-            log.warning("tls_verification_disabled", sink=cfg.name)
-            metrics.TLS_VERIFY_DISABLED.labels(cfg.name).set(1)
         tls: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(cfg.ca_bundle) if cfg.ca_bundle else None)
             if cfg.verify_tls else False
@@ -109,6 +109,7 @@ class WebhookSink(Sink[WebhookSinkConfig]):
             raise RetryableDeliveryError(
                 f"{len(retryable)} of {len(events)} deliveries failed: {retryable[0]}",
                 retry_after=max(waits) if waits else None,
+                delivered=[e.id for e in events if outcome[e.id] is None],
             )
         if rejected:
             raise PermanentDeliveryError(str(rejected[0][1]), event_ids=[e.id for e, _ in rejected])
