@@ -110,6 +110,14 @@ class SQLiteStore(Store):
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                                               sqlite3.SQLITE_PERM):
+                # A sound file in a place we may not write: not a reason to replace the state.
+                raise StoreError(
+                    f"state file {self.path} cannot be written ({exc}): SQLite must write it and "
+                    f"create {self.path.name}-wal and {self.path.name}-shm in {self.path.parent}; "
+                    "fix the permissions or the mount (the state itself is not damaged)"
+                ) from None
             raise StoreError(
                 f"state file {self.path} is not a usable SQLite database: {exc}; restore a backup "
                 "or move the file away to start fresh"
@@ -421,7 +429,11 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        # After an I/O error or a full disk SQLite may have rolled back already; a failing
+        # ROLLBACK must not replace the error that says what went wrong.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -1,0 +1,264 @@
+"""The state store in trouble: a full disk, a read-only state directory, a corrupt file.
+
+Each must give one clear error (no traceback, nothing misleading), never corrupt the state,
+and lose nothing once the trouble is gone. The daemon is the real `bridge run` process; the
+full disk is a file size limit on it (RLIMIT_FSIZE fails writes with EFBIG through the same
+paths ENOSPC takes), the read-only directory applies to root because the child runs without
+the capabilities that bypass file permissions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.sim.common import RunningSim
+from bridge.sim.scanorbit import ScanOrbitWorld, make_app
+from bridge.store.sqlite import _transaction
+from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
+from tests.support.chaos import HookReceiver, StateView, wait_for
+from tests.support.daemon import DaemonProcess, run_cli
+from tests.support.limited import LimitedDaemon, file_size_limit
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[ScanOrbitWorld, RunningSim]]:
+    w = ScanOrbitWorld(api_keys={SIM_SCANORBIT_KEY}, seed=5, rate_limit=100_000)
+    async with RunningSim(make_app(w), shutdown_timeout=0.2) as sim:
+        yield w, sim
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[HookReceiver]:
+    h = HookReceiver()
+    await h.start()
+    yield h
+    await h.stop()
+
+
+def config(tmp_path: Path, url: str, hook: HookReceiver) -> dict[str, Any]:
+    cfg = base_config(tmp_path, [scanorbit_source(url, interval=1, full_resweep_interval=0)])
+    cfg["log"] = {"format": "json"}
+    cfg["sinks"] = [
+        {"name": "events", "type": "file", "path": str(tmp_path / "events.jsonl"),
+         "batch_size": 10, "backoff_initial": 0.05, "backoff_max": 0.5},
+        {"name": "hook", "type": "webhook", "url": hook.url, "batch_size": 10,
+         "backoff_initial": 0.05, "backoff_max": 0.5, "max_attempts": 10_000},
+    ]
+    cfg["routes"] = {"sinks": ["events", "hook"]}
+    return cfg
+
+
+def state_of(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "bridge.db"
+
+
+def file_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]  # fails on a torn line
+
+
+async def settle(daemon: DaemonProcess, tmp_path: Path, hook: HookReceiver, n: int) -> None:
+    """Wait until `n` distinct events reached the webhook and nothing is queued any more."""
+    view = StateView(state_of(tmp_path))
+
+    def died() -> str | None:
+        proc = daemon.proc
+        return f"daemon exited:\n{daemon.logs()[-4000:]}" if proc and proc.returncode is not None \
+            else None
+
+    await wait_for(lambda: len({r.id for r in hook.received}) >= n
+                   and not any(view.depth().values()), 60, f"{n} events delivered", alive=died)
+
+
+async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
+    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
+) -> None:
+    w, sim = world
+    for _ in range(40):
+        w.add_finding()
+    cfg = config(tmp_path, sim.url, hook)
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    await settle(daemon, tmp_path, hook, 40)
+    assert await daemon.stop() == 0
+
+    # The disk fills up: the state file and the event file may grow by a few KB at most.
+    state, events = state_of(tmp_path), tmp_path / "events.jsonl"
+    limit = state.stat().st_size + 48_000
+    with events.open("a") as f:  # valid JSON lines, so only the room left matters
+        while events.stat().st_size < limit - 3_000:
+            f.write(json.dumps({"padding": "x" * 1000}) + "\n")
+            f.flush()
+    full = LimitedDaemon(cfg, tmp_path, preexec=file_size_limit(limit))
+    mark = full.mark()
+    await full.start()
+    try:
+        def trouble() -> bool:
+            seen = Counter(line.get("event") for line in full.log_lines(mark))
+            return seen["sweep_not_committed"] >= 3 and seen["delivery_failed"] > 0
+
+        async def grow() -> bool:
+            for _ in range(10):
+                w.add_finding()
+            return trouble()
+
+        await wait_for(grow, 60, "commits and deliveries failing for lack of room", every=0.3,
+                       alive=lambda: None if full.proc and full.proc.returncode is None
+                       else f"daemon died:\n{full.logs()[-4000:]}")
+        lines = full.log_lines(mark)
+        commit_errors = [ln["error"] for ln in lines if ln.get("event") == "sweep_not_committed"]
+        assert all("state commit failed" in e and "rollback" not in e for e in commit_errors), \
+            commit_errors
+        assert any("disk I/O error" in e or "disk is full" in e for e in commit_errors)
+        file_errors = [ln["error"] for ln in lines if ln.get("event") == "delivery_failed"
+                       and ln.get("sink") == "events"]
+        assert any("File too large" in e for e in file_errors), file_errors
+        assert "Traceback" not in full.logs()
+        assert full.proc is not None and full.proc.returncode is None  # still running
+    finally:
+        await full.kill()
+
+    # Room again: everything that was ever upstream reaches both sinks, the state is sound.
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    try:
+        await settle(daemon, tmp_path, hook, len(w.findings))
+    finally:
+        assert await daemon.stop() == 0
+    assert {r.key for r in hook.received if r.type == "new"} == set(w.findings)
+    delivered = [line for line in file_lines(events) if "id" in line]  # no torn line anywhere
+    assert {line["key"] for line in delivered} == set(w.findings)
+    # Duplicates only for batches in flight when a write failed (each at most a batch).
+    for ids in ([r.id for r in hook.received], [line["id"] for line in delivered]):
+        extra = sum(Counter(ids).values()) - len(set(ids))
+        assert extra <= 10 * max(1, len(commit_errors) + len(file_errors)), extra
+    code, out, err = await run_cli("state", "check", "--config", str(daemon.config_path))
+    assert code == 0 and out.strip() == "state OK", out + err
+
+
+def test_an_error_that_ended_the_transaction_is_not_masked_by_the_rollback() -> None:
+    """After an I/O error or a full disk SQLite rolls back by itself; our ROLLBACK then fails
+    with "cannot rollback - no transaction is active", which used to replace the real error
+    in the log ("state commit failed: cannot rollback...")."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"), \
+            _transaction(conn):
+        conn.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
+        raise sqlite3.OperationalError("database or disk is full")
+    with _transaction(conn):  # and the connection is usable afterwards
+        conn.execute("CREATE TABLE t (x)")
+    assert not conn.in_transaction
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_a_read_only_state_directory_is_refused_clearly_and_left_intact(
+    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
+) -> None:
+    w, sim = world
+    for _ in range(20):
+        w.add_finding()
+    cfg = config(tmp_path, sim.url, hook)
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    await settle(daemon, tmp_path, hook, 20)
+    assert await daemon.stop() == 0
+    state = state_of(tmp_path)
+    before = digest(state)
+    path = str(daemon.config_path)
+
+    state.parent.chmod(0o500)  # e.g. a read-only mount, or the wrong owner after a restore
+    try:
+        for args in (("run", "--config", path), ("state", "check", "--config", path)):
+            code, out, err = await run_cli(*args, file_permissions=True)
+            lines = err.splitlines()
+            assert code == 1 and len(lines) == 1 and "Traceback" not in out + err, err
+            assert lines[0].startswith(f"bridge: state store: state file {state} cannot be "
+                                       "written"), err
+            assert str(state.parent) in lines[0] and "not damaged" in lines[0], err
+            assert "restore a backup" not in lines[0] and "start fresh" not in lines[0], err
+    finally:
+        state.parent.chmod(0o700)
+    state.chmod(0o400)  # the file itself read-only: the same kind of message
+    try:
+        code, _, err = await run_cli("run", "--config", path, file_permissions=True)
+        assert code == 1 and len(err.splitlines()) == 1 and "Permission denied" in err, err
+    finally:
+        state.chmod(0o600)
+    assert digest(state) == before
+
+    # Writable again: it carries on where it was, nothing is reported twice.
+    view = StateView(state)
+    received = len(hook.received)
+    since = time.time()
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    try:
+        await wait_for(lambda: view.complete_sweeps_since("scanorbit", since) >= 2, 30,
+                       "two complete sweeps")
+    finally:
+        assert await daemon.stop() == 0
+    assert len(hook.received) == received
+
+
+def corrupt_a_table(state: Path, table: str) -> None:
+    """Overwrite the b-tree header of `table`'s root page: a torn write in the middle of the
+    file, the file header and every other page left intact."""
+    with sqlite3.connect(state) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+                          ).fetchone()[0]
+    db.close()
+    assert root > 1
+    with state.open("r+b") as f:
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * 64)
+
+
+async def test_a_corrupt_state_file_stops_startup_and_a_backup_restores_it(
+    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
+) -> None:
+    w, sim = world
+    for _ in range(20):
+        w.add_finding()
+    cfg = config(tmp_path, sim.url, hook)
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    await settle(daemon, tmp_path, hook, 20)
+    path = str(daemon.config_path)
+    backup = tmp_path / "backups" / "bridge.db"
+    code, _, err = await run_cli("state", "backup", "--dest", str(backup), "--config", path)
+    assert code == 0, err
+    assert await daemon.stop() == 0
+    state = state_of(tmp_path)
+    corrupt_a_table(state, "items")
+
+    for args in (("run", "--config", path), ("state", "check", "--config", path),
+                 ("state", "items", "--config", path)):
+        code, out, err = await run_cli(*args)
+        lines = err.splitlines()
+        assert code == 1 and len(lines) == 1 and "Traceback" not in out + err, err
+        assert lines[0].startswith(f"bridge: state store: state file {state} "), err
+        assert ("corrupt" in lines[0] or "malformed" in lines[0]) and "backup" in lines[0], err
+
+    shutil.copyfile(backup, state)
+    state.chmod(0o600)
+    code, out, err = await run_cli("state", "check", "--config", path)
+    assert code == 0 and out.strip() == "state OK", out + err
+    received = len(hook.received)
+    since = time.time()
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    try:
+        await wait_for(lambda: StateView(state).complete_sweeps_since("scanorbit", since) >= 2,
+                       30, "two complete sweeps")
+    finally:
+        assert await daemon.stop() == 0
+    assert len(hook.received) == received  # the restored state knew every item
