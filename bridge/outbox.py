@@ -16,6 +16,7 @@ import structlog
 
 from bridge import metrics
 from bridge.http import backoff_delay
+from bridge.secrets import redact
 from bridge.sinks.base import (
     DeliveryError,
     PermanentDeliveryError,
@@ -57,12 +58,14 @@ class SinkWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop`; an in-flight batch always finishes (or fails) first."""
         with structlog.contextvars.bound_contextvars(sink=self.name):
-            while not stop.is_set():
-                if not await self._step():
-                    await self._sleep(stop, self.idle_poll, wakeable=True)
-                elif self._failures:
-                    await self._sleep(stop, self._retry_delay, wakeable=False)
-            await self._close()
+            try:
+                while not stop.is_set():
+                    if not await self._step():
+                        await self._sleep(stop, self.idle_poll, wakeable=True)
+                    elif self._failures:
+                        await self._sleep(stop, self._retry_delay, wakeable=False)
+            finally:  # also when cancelled after the grace period
+                await self._close()
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Deliver until the queue is empty, retrying with backoff; returns what is left
@@ -150,7 +153,7 @@ class SinkWorker:
             # delivered are not buried for a batch-mate's fault.
             self._isolate = len(batch)
         if retry:
-            await self.store.record_failure(self.name, retry, error)
+            await self.store.record_failure(self.name, retry, redact(error))
         if exhausted:
             await self._bury(exhausted, f"gave up after {self.config.max_attempts} attempts: {error}")
         delay = retry_after if retry_after is not None else backoff_delay(
@@ -175,7 +178,8 @@ class SinkWorker:
         self._failures = 0
 
     async def _bury(self, buried: Sequence[Delivery], error: str) -> None:
-        await self.store.bury(self.name, [d.seq for d in buried], error)
+        # Receivers echo requests (headers included) in error bodies: never store a secret.
+        await self.store.bury(self.name, [d.seq for d in buried], redact(error))
         self.dead += len(buried)
         metrics.DEAD_LETTERS.labels(self.name).inc(len(buried))
         metrics.DELIVERIES.labels(self.name, "dead").inc(len(buried))

@@ -22,6 +22,7 @@ from bridge.diff import Differ, DiffPolicy, StoredItem
 from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
 from bridge.routing import RouteConfig, route
+from bridge.secrets import redact
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Outcome, Store, SweepCommit, SweepRecord
 
@@ -93,6 +94,12 @@ class _Run:
         if len(differ.writes) >= CHUNK:
             writes, events = differ.take()
             await self.store.commit_chunk(self.scope, writes, self._route(events))
+            self._count(events)
+
+    def _count(self, events: list[Event]) -> None:
+        """Count events once they are committed (a failed commit emitted nothing)."""
+        for event in events:
+            metrics.EVENTS.labels(self.source.name, event.type.value).inc()
 
     def _route(self, events: list[Event]) -> list[tuple[Event, tuple[str, ...]]]:
         if self.keep_events:
@@ -107,6 +114,7 @@ class _Run:
         record = replace(record, items_seen=len(differ.seen), events=differ.event_count)
         sweep_id = await self.store.commit_sweep(
             SweepCommit(record, writes, self._route(events), dict(sweep.cursor)))
+        self._count(events)
         return replace(record, id=sweep_id)
 
 
@@ -130,7 +138,7 @@ async def run_sweep(
         sweep = await source.stream(scope, cursor, run.emit)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
-                             finished_at=utcnow(), outcome="failed", error=str(exc),
+                             finished_at=utcnow(), outcome="failed", error=redact(str(exc)),
                              requests=source.requests - requests_before)
         record = await run.finish(Sweep(scope=scope, items=(), kinds={}), record)
         metrics.SWEEPS.labels(source.name, "failed").inc()
@@ -143,7 +151,8 @@ async def run_sweep(
     outcome = _outcome(sweep)
     record = SweepRecord(scope=scope, source=source.name, started_at=started,
                          finished_at=utcnow(), outcome=outcome,
-                         requests=source.requests - requests_before, notes=sweep.notes)
+                         requests=source.requests - requests_before,
+                         notes=tuple(redact(n) for n in sweep.notes))
     record = await run.finish(sweep, record)
 
     metrics.SWEEPS.labels(source.name, outcome).inc()

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bridge.sim.faults import Fault
 from tests.daemon._http import get, scrape, series, value, wait_metrics
 from tests.daemon.conftest import StartDaemon, Vendor, daemon_config, random_secret
@@ -147,8 +145,6 @@ async def test_readyz_is_503_with_a_reason_when_every_scope_is_stale(
     assert await daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bridge_events_total is never incremented since sweeps "
-                   "stream page by page (acd14e5): the count belongs in bridge/sweep.py")
 async def test_events_total_counts_events_by_type(
     tmp_path: Path, vendor: Vendor, start_daemon: StartDaemon
 ) -> None:
