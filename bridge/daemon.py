@@ -301,6 +301,7 @@ class Daemon:
                         systemd.notify("READY=1", "STATUS=running")
         finally:
             systemd.notify("STOPPING=1", "STATUS=stopping")
+            self.health.stopping()
             log.info("daemon_stopping", grace=self.grace)
             if self.pipeline is not None:
                 await self.pipeline.stop(self.grace)

@@ -73,12 +73,18 @@ class Health:
         self._clock = clock
         self._lock = threading.Lock()
         self._store_ok = False
+        self._stopping = False
         self._store_error: str | None = "not opened yet"
         self._config_path: str | None = None
         self._config_loaded_at: float | None = None
         self._config_error: str | None = None
         self._scopes: dict[str, _Scope] = {}
         self._sinks: dict[str, _Sink] = {}
+
+    def stopping(self) -> None:
+        """Shutdown began: stop taking traffic (a load balancer should look elsewhere)."""
+        with self._lock:
+            self._stopping = True
 
     def store_opened(self, ok: bool, error: str | None = None) -> None:
         """Call with ok=False when the store is closed (shutdown) or failed."""
@@ -159,6 +165,8 @@ class Health:
         with self._lock:
             blocking: list[str] = []
             warnings: list[str] = []
+            if self._stopping:
+                blocking.append("shutting down")
             if not self._store_ok:
                 blocking.append(f"state store not open: {self._store_error}")
             if self._config_loaded_at is None:

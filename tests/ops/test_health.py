@@ -143,3 +143,13 @@ def test_errors_are_redacted() -> None:
                           error=f"key {secret}", notes=[f"note {secret}"])
     text = json.dumps(health.ready()[1])
     assert secret not in text and REDACTED in text
+
+
+def test_shutdown_makes_it_not_ready() -> None:
+    health = Health()
+    health.store_opened(True)
+    health.config_loaded("bridge.yaml")
+    assert health.ready()[0]
+    health.stopping()
+    ready, detail = health.ready()
+    assert not ready and "shutting down" in detail["reasons"]
