@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -89,19 +90,24 @@ def make_config(daemon: Rsyslogd, certs: Certs, protocol: str = "tcp", *,
     return SyslogSinkConfig.model_validate(settings)
 
 
+_EVENT_ID = re.compile(rb"[0-9a-f]{32}")
+
+
 async def wait_records(daemon: Rsyslogd, input_name: str, ids: Iterable[str],
                        timeout: float = 15.0) -> dict[str, list[dict[str, Any]]]:
-    """Poll the input's output until every id shows up; return the records per id."""
-    wanted = {i: i.encode() for i in ids}
+    """Poll the input's output until every event id shows up; return the records per id."""
+    wanted = set(ids)
     path = daemon.output(input_name)
     deadline = time.monotonic() + timeout
     while True:
         found: dict[str, list[dict[str, Any]]] = {i: [] for i in wanted}
         data = path.read_bytes() if path.exists() else b""
         for line in data[: data.rfind(b"\n") + 1].splitlines():
-            for event_id, needle in wanted.items():
-                if needle in line:
-                    found[event_id].append(json.loads(line))
+            hits = {t.decode() for t in _EVENT_ID.findall(line)} & wanted
+            if hits:
+                record = json.loads(line)
+                for event_id in hits:
+                    found[event_id].append(record)
         missing = [i for i, records in found.items() if not records]
         if not missing:
             return found
