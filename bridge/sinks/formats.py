@@ -715,10 +715,10 @@ def fit_leef(event: Event, cfg: LeefConfig, limit: int, oversize: Oversize) -> l
 
 
 # JSON keeps its shape: truncation shortens the longest strings anywhere in the object except
-# the identifying fields; split puts top-level keys in several objects carrying `id` and
-# `part`/`parts`, shortening strings only of a key too large for a message of its own.
-JSON_FIXED_KEYS = frozenset({"id", "type", "source", "vendor", "scope", "tenant", "kind", "key",
-                             "item_uid", "severity", "severity_score", "counter", "occurred_at"})
+# the few fields that identify the event; split puts top-level keys in several objects carrying
+# `id` and `part`/`parts`, shortening strings only of a key too large for a message of its own.
+JSON_FIXED_KEYS = frozenset({"id", "type", "item_uid", "severity", "severity_score", "counter",
+                             "occurred_at"})
 
 
 def _dumps(value: Any) -> str:

@@ -136,6 +136,9 @@ class TcpTransport:
                     raise
         except TransportError:
             raise
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(f"cannot connect to {self.target}: {describe(exc)} (check "
+                                 "ca_bundle and server_name)") from None
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise TransportError(f"cannot connect to {self.target}: {describe(exc)}") from None
         self._sock = sock

@@ -94,8 +94,9 @@ _EVENT_ID = re.compile(rb"[0-9a-f]{32}")
 
 
 async def wait_records(daemon: Rsyslogd, input_name: str, ids: Iterable[str],
-                       timeout: float = 15.0) -> dict[str, list[dict[str, Any]]]:
-    """Poll the input's output until every event id shows up; return the records per id."""
+                       timeout: float = 15.0, each: int = 1) -> dict[str, list[dict[str, Any]]]:
+    """Poll the input's output until every event id shows up (in `each` messages at least);
+    return the records per id."""
     wanted = set(ids)
     path = daemon.output(input_name)
     deadline = time.monotonic() + timeout
@@ -108,7 +109,7 @@ async def wait_records(daemon: Rsyslogd, input_name: str, ids: Iterable[str],
                 record = json.loads(line)
                 for event_id in hits:
                     found[event_id].append(record)
-        missing = [i for i, records in found.items() if not records]
+        missing = [i for i, records in found.items() if len(records) < each]
         if not missing:
             return found
         if time.monotonic() > deadline:

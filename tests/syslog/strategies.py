@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bridge.model import SEVERITIES, Event, EventType
 
-SPECIAL = list("\\|=\n\r\t ^~;\"]é中😀\x00\x01\x1b\x7f") + ["\u0301", "\u2028", "\ufeff"]
+SPECIAL = [*"\\|=\n\r\t ^~;\"]é中😀\x00\x01\x1b\x7f", "\u0301", "\u2028", "\ufeff"]
 _chars = st.one_of(st.sampled_from(SPECIAL), st.characters(exclude_categories=("Cs",)))
 short_text = st.text(_chars, max_size=24)
 
