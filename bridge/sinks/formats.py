@@ -109,34 +109,38 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _fast_escaper(pairs: Sequence[tuple[str, str]]) -> Callable[[str], str]:
-    """An escaper doing one C-speed `in` test per special character: values are mostly plain."""
+class Escaper:
+    """Per-character escaping, compiled to one C-speed `in` test per special character since
+    values are mostly plain; `needs(text)` says whether any character needs escaping."""
 
-    def escape(text: str) -> str:
-        for char, replacement in pairs:
-            if char in text:
-                text = text.replace(char, replacement)
-        return text
+    __slots__ = ("escape", "needs")
 
-    return escape
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        tests = " or ".join(f"{c!r} in t" for c, _ in pairs)
+        steps = "".join(f"    if {c!r} in t: t = t.replace({c!r}, {r!r})\n" for c, r in pairs)
+        namespace: dict[str, Any] = {}
+        exec(f"def needs(t):\n    return {tests}\ndef escape(t):\n{steps}    return t\n",
+             namespace)
+        self.escape: Callable[[str], str] = namespace["escape"]
+        self.needs: Callable[[str], bool] = namespace["needs"]
 
 
 # CEF: headers escape backslash and pipe and cannot be multi-line; extension values escape
 # backslash, equals and line breaks (as the two-character sequences \n and \r).
-cef_header_escape = _fast_escaper(
-    (("\\", "\\\\"), ("|", "\\|"), ("\r", " "), ("\n", " ")))
-cef_value_escape = _fast_escaper(
-    (("\\", "\\\\"), ("=", "\\="), ("\n", "\\n"), ("\r", "\\r")))
+CEF_HEADER = Escaper((("\\", "\\\\"), ("|", "\\|"), ("\r", " "), ("\n", " ")))
+CEF_VALUE = Escaper((("\\", "\\\\"), ("=", "\\="), ("\n", "\\n"), ("\r", "\\r")))
+cef_header_escape = CEF_HEADER.escape
+cef_value_escape = CEF_VALUE.escape
 # LEEF defines no value escaping; ours keeps every value on one line and never lets the
 # delimiter appear inside one (it becomes \xHH), so even a naive splitting parser stays aligned.
 leef_header_escape = cef_header_escape
 
 
-def leef_value_escaper(delimiter: str) -> Callable[[str], str]:
+def leef_value_escaper(delimiter: str) -> Escaper:
     pairs = [("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")]
     if delimiter != "\t":
         pairs.append((delimiter, f"\\x{ord(delimiter):02x}"))
-    return _fast_escaper(pairs)
+    return Escaper(pairs)
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -327,19 +331,19 @@ def _change(event: Event, name: str) -> Any:
 
 
 # --- compiled field builders --------------------------------------------------------------------
-# The sink encodes every event of every batch, so each config is compiled once into a
-# straight-line function (the technique dataclasses use) that reads exactly the configured fields
-# with no per-field dispatch. It returns one flat list, [key, value, key, value...], where each
-# key is `SEP name EQ` with placeholder characters (SEP stays real when escaping leaves it alone):
-# the whole list is then joined and escaped in one pass (escapes never touch the placeholders),
-# and the placeholders become `=` and the separator. A value that itself holds a placeholder
-# character takes the slow path.
+# The sink encodes every event of every batch, so each config is compiled once into straight-line
+# functions (the technique dataclasses use) that read exactly the configured fields with no
+# per-field dispatch. `text` returns [prefix, value, prefix, value...], each prefix being the
+# separator and `key=` with any constant label pair folded in (escaped once, at compile time):
+# when no value holds a character to escape, the common case, the body is a single join.
+# `pairs` returns (key, value) tuples for the fitting path.
 
-Builder = Callable[[Event], list[str]]
-_SEP, _EQ = "\x02", "\x01"
+TextBuilder = Callable[[Event], list[str]]
+PairBuilder = Callable[[Event], list[tuple[str, str]]]
 # Event fields that always hold a str, so the generated code needs no conversion.
 _STR_FIELDS = frozenset({"id", "source", "vendor", "scope", "kind", "key", "title", "severity",
                          "vendor_severity", "status", "tenant", "reason", "item_uid"})
+_INT_FIELDS = frozenset({"counter", "severity_score"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +356,7 @@ class _Spec:
     required: bool = False  # emitted even when empty (identifiers)
 
 
-def _expression(path: str) -> tuple[str, bool]:
+def _expression(path: str, as_pairs: bool) -> tuple[str, bool]:
     """Python source reading `path` from event `e` (attributes bound to `a`); and if it is str."""
     compile_path(path)  # validates
     head, _, rest = path.partition(".")
@@ -362,18 +366,25 @@ def _expression(path: str) -> tuple[str, bool]:
         return f"_dig(e.raw, {tuple(rest.split('.'))!r})", False
     if head == "changes":
         return f"_change(e, {rest!r})", False
-    if head == "type":
-        return "e.type.value", True
+    if head == "type":  # a StrEnum: text joins it as its value, records want the plain str
+        return ("e.type.value" if as_pairs else "e.type"), True
+    if head in _INT_FIELDS:
+        return f"str(e.{head})", True
     return f"e.{head}", head in _STR_FIELDS
 
 
-def _builder(specs: Sequence[_Spec], sep: str) -> tuple[Builder, str]:
+def _builder(specs: Sequence[_Spec], sep: str, escape: Callable[[str], str] | None) -> Any:
+    """`text` builder with `escape` for the constant labels, or the `pairs` one (None)."""
     lines = ["def build(e):", "    a = e.attributes", "    L = []", "    ap = L.append"]
     for spec in specs:
-        exprs = [_expression(p) for p in spec.paths]
-        keep = f"ap({sep + spec.key + _EQ!r}); ap(v)"
-        if spec.label is not None:
-            keep = f"ap({sep + spec.label[0] + _EQ!r}); ap({spec.label[1]!r}); {keep}"
+        exprs = [_expression(p, escape is None) for p in spec.paths]
+        if escape is None:
+            keep = f"ap(({spec.key!r}, v))"
+            if spec.label is not None:
+                keep = f"ap({spec.label!r}); {keep}"
+        else:
+            label = f"{spec.label[0]}={escape(spec.label[1])}{sep}" if spec.label else ""
+            keep = f"ap({sep + label + spec.key + '='!r}); ap(v)"
         lines.append(f"    v = {exprs[0][0]}")
         for expr, _ in exprs[1:]:
             lines.append(f"    if v is None or v == '': v = {expr}")
@@ -385,9 +396,11 @@ def _builder(specs: Sequence[_Spec], sep: str) -> tuple[Builder, str]:
             indent = "        "
         elif not exprs[0][1] or len(exprs) > 1:
             lines.append("    if v is None: v = ''")
-        if spec.limit < UNLIMITED:
-            lines.append(f"{indent}if len(v) > {spec.limit // 4}: v = _trunc(v, {spec.limit})")
-        if spec.check is not None:
+        if spec.limit < UNLIMITED:  # only a long value, or a non-ASCII one, can be too long
+            lines.append(f"{indent}if len(v) > {spec.limit // 4} and (len(v) > {spec.limit} or "
+                         f"not v.isascii()): v = _trunc(v, {spec.limit})")
+        known_int = spec.check == "int" and all(p in _INT_FIELDS for p in spec.paths)
+        if spec.check is not None and not known_int:
             lines.append(f"{indent}if _valid_{spec.check}(v): {keep}")
         else:
             lines.append(f"{indent}{keep}")
@@ -397,8 +410,7 @@ def _builder(specs: Sequence[_Spec], sep: str) -> tuple[Builder, str]:
                                  "_trunc": truncate_utf8, "_valid_ip": _valid_ip,
                                  "_valid_int": _valid_int}
     exec(compile(source, "<bridge.sinks.formats builder>", "exec"), namespace)
-    build: Builder = namespace["build"]
-    return build, source
+    return namespace["build"], source
 
 
 def _field_specs(fields: FieldMap, limit: Callable[[str], int],
@@ -408,38 +420,31 @@ def _field_specs(fields: FieldMap, limit: Callable[[str], int],
 
 
 class _KvEncoder:
-    """Shared by CEF and LEEF: a compiled builder plus the format's escaping and separator."""
+    """Shared by CEF and LEEF: compiled builders plus the format's escaping and separator."""
 
     fixed: int
-    sep: str
-    escape_value: Callable[[str], str]
-    escape_name: Callable[[str], str]
 
-    def __init__(self, specs: Sequence[_Spec], sep: str, escape_value: Callable[[str], str],
+    def __init__(self, specs: Sequence[_Spec], sep: str, escape_value: Escaper,
                  escape_name: Callable[[str], str]) -> None:
-        # A separator the value escaping leaves alone (CEF's space) needs no placeholder.
-        self._sep_safe = escape_value(sep) == sep
-        self._build, self.source = _builder(specs, sep if self._sep_safe else _SEP)
+        self._text: TextBuilder
+        self._pairs: PairBuilder
+        self._text, self.source = _builder(specs, sep, escape_value.escape)
+        self._pairs, _ = _builder(specs, sep, None)
+        self._needs_escape = escape_value.needs
         self.sep = sep
-        self.escape_value = escape_value
+        self.escape_value = escape_value.escape
         self.escape_name = escape_name
 
     def body(self, event: Event) -> str:
         """`SEP key=value...` for the built fields, escaped (note the leading separator)."""
-        items = self._build(event)
-        text = "".join(items)
-        escaped = self.escape_value(text)
-        pairs = len(items) >> 1
-        if text.count(_EQ) == pairs and (self._sep_safe or text.count(_SEP) == pairs):
-            escaped = escaped.replace(_EQ, "=")
-            return escaped if self._sep_safe else escaped.replace(_SEP, self.sep)
-        esc, sep = self.escape_value, self.sep  # a value held a placeholder character
-        return "".join(f"{sep}{items[i][1:-1]}={esc(items[i + 1])}"
-                       for i in range(0, len(items), 2))
+        items = self._text(event)
+        values = items[1::2]
+        if self._needs_escape("".join(values)):
+            items[1::2] = [self.escape_value(v) for v in values]
+        return "".join(items)
 
     def pairs(self, event: Event) -> list[tuple[str, str]]:
-        items = self._build(event)
-        return [(items[i][1:-1], items[i + 1]) for i in range(0, len(items), 2)]
+        return self._pairs(event)
 
 
 class CefEncoder(_KvEncoder):
@@ -475,7 +480,7 @@ class CefEncoder(_KvEncoder):
                 key = f"{kind}{i}"
                 label = (f"{key}Label", truncate_utf8(custom.label, limit(f"{key}Label")))
                 specs.append(_Spec(key, (custom.path,), limit(key), check(key), label))
-        super().__init__(specs, " ", cef_value_escape, cef_header_escape)
+        super().__init__(specs, " ", CEF_VALUE, cef_header_escape)
 
     def _rt_text(self, moment: datetime) -> str:
         if self._rt[0] != moment:
@@ -484,7 +489,7 @@ class CefEncoder(_KvEncoder):
 
     def _prefix_for(self, event: Event) -> str:
         """The header up to the Name: constant per (kind, type), so cached."""
-        kind, etype = event.kind, event.type.value
+        kind, etype = event.kind, event.type
         cached = self._signatures.get((kind, etype))
         if cached is None:
             if len(self._signatures) > 1024:
@@ -544,7 +549,7 @@ class LeefEncoder(_KvEncoder):
         super().__init__(specs, delim, leef_value_escaper(delim), leef_header_escape)
 
     def _prefix_for(self, event: Event) -> str:
-        kind, etype = event.kind, event.type.value
+        kind, etype = event.kind, event.type
         cached = self._event_ids.get((kind, etype))
         if cached is None:
             if len(self._event_ids) > 1024:
@@ -584,6 +589,17 @@ def _encoder_for(cfg: CefConfig | LeefConfig) -> Any:
         _compiled.clear()
     encoder = CefEncoder(cfg) if isinstance(cfg, CefConfig) else LeefEncoder(cfg)
     _compiled[id(cfg)] = (cfg, encoder)
+    return encoder
+
+
+def cef_encoder(cfg: CefConfig) -> CefEncoder:
+    """The compiled encoder for `cfg` (cached): for callers that encode many events."""
+    encoder: CefEncoder = _encoder_for(cfg)
+    return encoder
+
+
+def leef_encoder(cfg: LeefConfig) -> LeefEncoder:
+    encoder: LeefEncoder = _encoder_for(cfg)
     return encoder
 
 

@@ -25,12 +25,12 @@ from bridge.sinks.formats import (
     CefConfig,
     LeefConfig,
     Oversize,
-    encode_cef,
+    cef_encoder,
     encode_json,
-    encode_leef,
     fit_cef,
     fit_json,
     fit_leef,
+    leef_encoder,
 )
 from bridge.sinks.syslog_framing import (
     DEFAULT_SEVERITY_MAP,
@@ -162,11 +162,10 @@ def _body_encoder(cfg: SyslogSinkConfig) -> tuple[Encode, Fit]:
     """The format's encoder and its under-a-budget variant, bound to their config."""
     if cfg.format == "cef":
         cef = cfg.cef
-        return (lambda e: encode_cef(e, cef)), (lambda e, limit, mode: fit_cef(e, cef, limit, mode))
+        return cef_encoder(cef).encode, lambda e, limit, mode: fit_cef(e, cef, limit, mode)
     if cfg.format == "leef":
         leef = cfg.leef
-        return (lambda e: encode_leef(e, leef)), (
-            lambda e, limit, mode: fit_leef(e, leef, limit, mode))
+        return leef_encoder(leef).encode, lambda e, limit, mode: fit_leef(e, leef, limit, mode)
     return encode_json, fit_json
 
 
@@ -229,12 +228,14 @@ class SyslogSink(Sink[SyslogSinkConfig]):
 
         Raises ValueError (UnicodeEncodeError included) when the event cannot be encoded.
         """
-        header = self._headers.header(event)
-        text = header + self._encode(event)
+        text = self._headers.header(event) + self._encode(event)
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
-        limit = self._limit
-        if limit is None or size <= limit:
+        if self._limit is None or size <= self._limit:
             return [(text, size)]
+        return self._fitted(event, self._limit)
+
+    def _fitted(self, event: Event, limit: int) -> list[tuple[str, int]]:
+        header = self._headers.header(event)
         room = limit - len(header.encode("utf-8"))
         parts = [header + part for part in self._fit(event, room, self.config.oversize)]
         return [(part, len(part.encode("utf-8"))) for part in parts]
@@ -245,23 +246,36 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         out: list[str] = []
         append = out.append
         rejected: dict[str, str] = {}
-        lf = self._stream and not self._octets
+        header, encode, limit = self._headers.header, self._encode, self._limit
+        datagrams, octets = not self._stream, self._stream and self._octets
+
+        def add(text: str, size: int) -> None:
+            if octets:
+                append(f"{size} {text}")
+            elif datagrams:
+                append(text)
+            elif "\n" in text:
+                raise ValueError("a line feed in the message breaks LF framing")
+            else:
+                append(f"{text}\n")
+
         for event in events:
             try:
-                messages = self.messages(event)
-                if lf and any("\n" in text for text, _ in messages):
-                    raise ValueError("a line feed in the message breaks LF framing")
-            except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
-                rejected[event.id] = f"{type(exc).__name__}: {exc}"
-                continue
-            for text, size in messages:
-                if not self._stream:
-                    append(text)
-                elif self._octets:
+                text = header(event) + encode(event)
+                size = len(text) if text.isascii() else len(text.encode("utf-8"))
+                if limit is not None and size > limit:
+                    messages = self._fitted(event, limit)
+                    if not (datagrams or octets) and any("\n" in t for t, _ in messages):
+                        raise ValueError("a line feed in the message breaks LF framing")
+                    for part, part_size in messages:
+                        add(part, part_size)
+                elif octets:  # the hot path, inlined
                     append(f"{size} {text}")
                 else:
-                    append(f"{text}\n")
-        if not self._stream:
+                    add(text, size)
+            except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
+                rejected[event.id] = f"{type(exc).__name__}: {exc}"
+        if datagrams:
             return [text.encode("utf-8") for text in out], rejected
         return ([("".join(out)).encode("utf-8")] if out else []), rejected
 

@@ -105,6 +105,9 @@ class SyslogHeaders:
         self._sd_id = sd_id
         self._tag = f"{header_token(tag, 32)}: " if tag else ""
         self._last: tuple[datetime, str] | None = None  # a batch mostly shares one timestamp
+        # Without structured data a header depends on (time, severity, type) only, which a
+        # sweep's events mostly share: cache it.
+        self._cache: dict[tuple[datetime, str, str], str] = {}
 
     def _timestamp(self, moment: datetime) -> str:
         last = self._last
@@ -121,11 +124,22 @@ class SyslogHeaders:
         return f"[{self._sd_id} {body}]"
 
     def header(self, event: Event) -> str:
+        if self._sd:
+            return self._header(event)
+        key = (event.occurred_at, event.severity, event.type)
+        cached = self._cache.get(key)
+        if cached is None:
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            cached = self._cache[key] = self._header(event)
+        return cached
+
+    def _header(self, event: Event) -> str:
         pri = self._pri[event.severity]
         stamp = self._timestamp(event.occurred_at)
         if self._rfc == 3164:
             return f"{pri}{stamp} {self._host} {self._tag}"
-        msgid = self._msgid or event.type.value
+        msgid = self._msgid or event.type
         sd = self.structured_data(event) if self._sd else "-"
         return f"{pri}1 {stamp} {self._host} {self._app} {self._procid} {msgid} {sd} "
 
