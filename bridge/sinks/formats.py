@@ -305,8 +305,9 @@ _CEF_IP_KEYS = frozenset({"src", "dst", "dvc", "sourceTranslatedAddress",
 _CEF_INT_KEYS = frozenset({"cn1", "cn2", "cn3", "spt", "dpt", "cnt", "in", "out", "fsize",
                            "spid", "dpid", "oldFileSize"})
 UNLIMITED = 1 << 30
-_IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
-_INT = re.compile(r"-?\d{1,18}")
+_IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}",
+                   re.ASCII)
+_INT = re.compile(r"-?\d{1,18}", re.ASCII)  # CEF's Long, in ASCII digits only
 
 
 def _valid_ip(text: str) -> bool:

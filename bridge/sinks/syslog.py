@@ -120,6 +120,8 @@ class SyslogSinkConfig(SinkConfig):
             raise ValueError(f"max_message_size over UDP cannot exceed {UDP_LIMIT}")
         if self.structured_data and self.rfc != 5424:
             raise ValueError("structured_data needs rfc: 5424")
+        if self.connect_grace >= self.connect_timeout:
+            raise ValueError("connect_grace must be shorter than connect_timeout")
         return self
 
     @property

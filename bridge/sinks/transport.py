@@ -99,7 +99,6 @@ class TcpTransport:
     ) -> None:
         self.host = host
         self.port = port
-        self.target = f"{host}:{port}"
         self._ctx = ssl_context
         self._server_hostname = server_hostname or host
         self._connect_timeout = connect_timeout
@@ -113,15 +112,20 @@ class TcpTransport:
         self._outgoing = ssl.MemoryBIO()
 
     @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
     def connected(self) -> bool:
         return self._sock is not None
 
     async def connect(self) -> None:
         """Connect unless connected; raises `TransportError`."""
-        if self._sock is not None and self._peer_gone() is None:
-            return
         if self._sock is not None:
-            self._lost("connection found closed")
+            gone = self._peer_gone()
+            if gone is None:
+                return
+            self._lost(gone)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):

@@ -47,7 +47,7 @@ def test_defaults() -> None:
     {"rfc": 3164, "structured_data": True},
     {"protocol": "quic"}, {"format": "xml"}, {"rfc": 3165}, {"framing": "nul"},
     {"app_name": "has space"}, {"msgid": "x" * 33},
-    {"unknown_key": 1},
+    {"unknown_key": 1}, {"connect_grace": 10, "connect_timeout": 5},
     {"cef": {"fields": {"act": "title"}}}, {"leef": {"delimiter": "=="}},
 ])
 def test_invalid_settings_are_rejected(overrides: dict[str, Any]) -> None:
