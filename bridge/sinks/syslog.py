@@ -53,6 +53,8 @@ _TLS_ONLY = ("ca_bundle", "client_cert", "client_key", "client_key_password", "s
 
 
 class SyslogSinkConfig(SinkConfig):
+    """Where and how to send: transport, syslog flavour, payload format and TLS settings."""
+
     type: Literal["syslog"]
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="514, or 6514 for tls")
@@ -90,6 +92,12 @@ class SyslogSinkConfig(SinkConfig):
     connect_grace: float = Field(default=0.2, ge=0)
     resend_window_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     resend_window_seconds: float = Field(default=10.0, ge=0)
+
+    @field_validator("rfc", mode="before")
+    @classmethod
+    def _rfc(cls, value: object) -> object:
+        """`rfc: "5424"` from an environment override is as good as the number."""
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @field_validator("facility")
     @classmethod

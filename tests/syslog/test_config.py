@@ -32,6 +32,7 @@ def test_defaults() -> None:
     assert (tcp.effective_port, tcp.effective_max_message_size) == (514, None)
     udp = config(protocol="udp")
     assert (udp.effective_port, udp.effective_max_message_size) == (514, 2048)
+    assert config(rfc="3164").rfc == 3164  # as an environment override spells it
     tls = config(protocol="tls")
     assert (tls.effective_port, tls.verify) == (6514, True)
     assert isinstance(tls.build(), SyslogSink)
