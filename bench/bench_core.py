@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.sim_server import BENCH_FAKE_SIM_KEY  # noqa: E402
 from bridge.config import parse_config  # noqa: E402
-from bridge.daemon import Pipeline  # noqa: E402
 from bridge.health import Health  # noqa: E402
+from bridge.pipeline import Pipeline  # noqa: E402
 from bridge.store.sqlite import SQLiteStore  # noqa: E402
 
 FINDINGS = 100_000

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge.config import LogConfig, parse_config  # noqa: E402
-from bridge.daemon import Pipeline  # noqa: E402
 from bridge.health import Health  # noqa: E402
 from bridge.logging import configure_logging  # noqa: E402
+from bridge.pipeline import Pipeline  # noqa: E402
 from bridge.sim.aether365 import Aether365World  # noqa: E402
 from bridge.sim.aether365 import make_app as make_aether365_app  # noqa: E402
 from bridge.sim.ayliea import SCOPES, AylieaWorld  # noqa: E402

@@ -1,8 +1,8 @@
-"""The long-running process: schedule sweeps, run sink workers, serve the admin endpoints.
+"""The long-running process: signals, reloads, the admin server and store-derived metrics.
 
-`Pipeline` is everything built from one config (sources, sinks, workers, the scheduler); a
-SIGHUP builds a new one from the re-read file and swaps it in only if it validates. The store
-outlives pipelines: it is opened once and fails fast when it cannot be used.
+The work itself is a `Pipeline` (bridge/pipeline.py); a SIGHUP builds a new one from the
+re-read file and swaps it in only if it validates. The store outlives pipelines: it is opened
+once and fails fast when it cannot be used.
 """
 
 from __future__ import annotations
@@ -11,215 +11,27 @@ import asyncio
 import contextlib
 import signal
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge import metrics, systemd
 from bridge.admin import AdminServer
 from bridge.config import AdminConfig, BridgeConfig, ConfigError, load_config
 from bridge.health import Health
-from bridge.http import HttpContext
 from bridge.logging import configure_logging
-from bridge.outbox import SinkWorker
+from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
 from bridge.store.sqlite import SQLiteStore
-from bridge.sweep import SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
 
 
 def open_store(config: BridgeConfig) -> Store:
     return SQLiteStore(config.state.path)
-
-
-@dataclass
-class SinkState:
-    """What `/readyz` shows for a sink: the worker's last verdict plus the refresher's queue."""
-
-    healthy: bool = True
-    error: str | None = None
-    depth: int | None = None
-    oldest_age: float | None = None
-
-
-@dataclass
-class Pipeline:
-    """Sources, sink workers and their schedule, built from one config."""
-
-    config: BridgeConfig
-    store: Store
-    health: Health
-    http: HttpContext = field(default_factory=HttpContext)
-    sources: dict[str, Source[SourceConfig]] = field(default_factory=dict)
-    workers: dict[str, SinkWorker] = field(default_factory=dict)
-    sinks: dict[str, SinkState] = field(default_factory=dict)
-    scheduler: AsyncIOScheduler | None = None
-    stop_workers: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    inflight: dict[asyncio.Task[Any], str] = field(default_factory=dict)  # sweep → scope
-    stopping: bool = False
-    # Keep each sweep's events in its result (tests, `bridge once`); the daemon keeps counts.
-    keep_events: bool = False
-    # Called after a sweep or a delivery, so the daemon refreshes the queue metrics promptly.
-    on_activity: Callable[[bool], None] | None = None
-
-    @classmethod
-    def build(cls, config: BridgeConfig, store: Store, health: Health) -> Pipeline:
-        p = cls(config, store, health)
-        for sink_config in config.sinks:
-            p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_status)
-            p.sinks[sink_config.name] = SinkState()
-        for source_config in config.sources:
-            p.sources[source_config.name] = source_config.build(p.http)
-        return p
-
-    @property
-    def scopes(self) -> set[str]:
-        return {scope for source in self.sources.values() for scope in source.scopes}
-
-    def _sink_status(self, name: str, healthy: bool, error: str | None) -> None:
-        state = self.sinks.setdefault(name, SinkState())
-        state.healthy, state.error = healthy, error
-        self.publish_sink(name)
-        if self.on_activity is not None:
-            self.on_activity(False)
-
-    def publish_sink(self, name: str) -> None:
-        s = self.sinks[name]
-        self.health.sink_status(name, healthy=s.healthy, error=s.error, depth=s.depth,
-                                oldest_age=s.oldest_age)
-
-    async def sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
-        """One scheduled sweep; never raises, so the scheduler and the daemon live on."""
-        if self.stopping:  # fired by the scheduler just before it was shut down
-            return None
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight[task] = scope
-        # `sweep_run` ties together every line of one sweep (retries, notes, the outcome); the
-        # stored sweep id is only known once it commits, and `sweep_done` carries it then.
-        context = {"source": source.name, "scope": scope, "sweep_run": uuid.uuid4().hex[:12]}
-        try:
-            with structlog.contextvars.bound_contextvars(**context):
-                return await self._sweep(source, scope)
-        except asyncio.CancelledError:
-            if not self.stopping:
-                raise
-            return None  # abandoned by `stop` (and logged there): nothing for the scheduler
-        finally:
-            if task is not None:
-                self.inflight.pop(task, None)
-            if self.on_activity is not None:
-                self.on_activity(True)
-
-    async def _sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
-        try:
-            result = await run_sweep(source, scope, self.store, self.config.routes,
-                                     keep_events=self.keep_events)
-        except StoreError as exc:
-            log.error("sweep_not_committed", error=str(exc))
-            self.health.sweep_finished(scope, source=source.name, complete=False, skipped=False,
-                                       error=f"state store: {exc}")
-            return None
-        except Exception as exc:  # a bug must not stop the schedule
-            log.exception("sweep_crashed", error=f"{type(exc).__name__}: {exc}")
-            self.health.sweep_finished(scope, source=source.name, complete=False, skipped=False,
-                                       error=f"internal error: {type(exc).__name__}")
-            return None
-        r = result.record
-        self.health.sweep_finished(scope, source=source.name, complete=r.outcome == "complete",
-                                   skipped=r.outcome == "skipped", error=r.error, notes=r.notes)
-        if r.events:
-            for worker in self.workers.values():
-                worker.wake()
-        return result
-
-    def start(self) -> None:
-        """Start sink workers and the sweep schedule (first sweeps run right away)."""
-        for name in self.sinks:
-            self.publish_sink(name)
-        for worker in self.workers.values():
-            self.worker_tasks.append(asyncio.create_task(worker.run(self.stop_workers),
-                                                         name=f"sink:{worker.name}"))
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        now = datetime.now(UTC)
-        for source in self.sources.values():
-            for scope in source.scopes:
-                self.health.expect_scope(scope, source.name, source.config.interval)
-                scheduler.add_job(
-                    self.sweep, "interval", args=(source, scope), id=f"sweep:{scope}",
-                    seconds=source.config.interval, jitter=source.config.jitter or None,
-                    max_instances=1, coalesce=True, next_run_time=now,
-                    misfire_grace_time=max(1, int(source.config.interval)),
-                )
-        scheduler.start()
-        self.scheduler = scheduler
-
-    async def stop(self, grace: float) -> None:
-        """Stop scheduling; within one `grace` deadline let an in-flight sweep finish (or
-        abandon it: a commit already handed to the store completes whole, the rest is replayed
-        by the next run) and let each worker finish its batch (an abandoned one stays queued)."""
-        deadline = asyncio.get_running_loop().time() + grace
-        self.stopping = True
-        if self.scheduler is not None:
-            # Pause, not shut down, until the sweeps settle: APScheduler's asyncio executor
-            # cancels running jobs on shutdown, which would abandon every sweep at once.
-            self.scheduler.pause()
-        self.stop_workers.set()  # workers finish the batch in hand, then return
-        await _settle(dict(self.inflight), deadline, "sweep_abandoned", "scope")
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-            self.scheduler = None
-        await _settle({t: t.get_name().removeprefix("sink:") for t in self.worker_tasks},
-                      deadline, "delivery_abandoned", "sink")
-        for worker, task in zip(self.workers.values(), self.worker_tasks, strict=False):
-            if task.cancelled():  # cut off mid-send: its worker never got to close the sink
-                with contextlib.suppress(Exception):
-                    await worker.sink.close()
-        for source in self.sources.values():
-            with contextlib.suppress(Exception):
-                await source.close()
-        await self.http.close()
-
-    async def sweep_all_once(self) -> list[SweepResult | None]:
-        results = []
-        for source in self.sources.values():
-            for scope in source.scopes:
-                results.append(await self.sweep(source, scope))
-        return results
-
-    async def drain(self, timeout: float) -> dict[str, int]:
-        """Deliver everything pending, for at most `timeout`; returns what is left per sink."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, stop.set)
-        try:
-            left = await asyncio.gather(*(w.drain(stop) for w in self.workers.values()))
-        finally:
-            timer.cancel()
-        return dict(zip(self.workers, left, strict=True))
-
-
-async def _settle(tasks: Mapping[asyncio.Task[Any], str], deadline: float, what: str,
-                  label: str) -> None:
-    """Wait for `tasks` until `deadline`, then cancel (and log) the ones still running."""
-    if not tasks:
-        return
-    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-    _, pending = await asyncio.wait(list(tasks), timeout=timeout)
-    for task in pending:
-        log.warning(what, **{label: tasks[task]})
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Daemon:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bridge.config import BridgeConfig
-from bridge.daemon import Pipeline
 from bridge.health import Health
+from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.sqlite import SQLiteStore
 from bridge.sweep import SweepResult
