@@ -48,17 +48,23 @@ async def test_restart_mid_stream_loses_nothing(certs: Certs, tmp_path: Path,
                     break
 
         task = asyncio.create_task(worker())
-        await wait_until(lambda: delivered[0] >= 5, 20, "a few batches before the stop")
-        await asyncio.to_thread(daemon.stop)  # SIGTERM while batches are in flight
-        await wait_until(lambda: failures[0] > 0, 20, "a failed send while it is down")
-        await asyncio.to_thread(daemon.start)
-        resumed = delivered[0]
-        await wait_until(lambda: delivered[0] >= resumed + 5, 30, "batches after the restart")
-        done.set()
-        await asyncio.wait_for(task, 30)
-        await sink.close()
-
-        received = await wait_records(daemon, protocol, sent, timeout=30)
+        try:
+            await wait_until(lambda: delivered[0] >= 5, 20, "a few batches before the stop")
+            await asyncio.to_thread(daemon.stop)  # SIGTERM while batches are in flight
+            await wait_until(lambda: failures[0] > 0, 20, "a failed send while it is down")
+            await asyncio.to_thread(daemon.start)
+            resumed = delivered[0]
+            await wait_until(lambda: delivered[0] >= resumed + 5, 30, "batches after restart")
+            done.set()
+            await asyncio.wait_for(task, 30)
+            await sink.close()
+            received = await wait_records(daemon, protocol, sent, timeout=30)
+        except (AssertionError, TimeoutError) as exc:
+            log = daemon.logfile.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\n{delivered[0]} batches delivered, {failures[0]} failed "
+                                 f"sends, {len(sent)} events sent; rsyslogd said:\n{log}") from exc
+        finally:
+            task.cancel()
         assert all(received[i] for i in sent)
     finally:
         daemon.stop()
