@@ -49,3 +49,27 @@ def check_payload(text: str, event: Event, fmt: str, *,
         assert leef.attributes == expect.leef_attributes(event)
     else:
         assert json.loads(text) == expect.json_object(event)
+
+
+def merge(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Join the chunks a split continued under the same key (keys are unique in a record)."""
+    merged: list[tuple[str, str]] = []
+    for key, value in pairs:
+        if merged and merged[-1][0] == key:
+            merged[-1] = (key, merged[-1][1] + value)
+        else:
+            merged.append((key, value))
+    return merged
+
+
+def shrunk(original: Any, got: Any) -> bool:
+    """Same structure; strings may be cut to a prefix."""
+    if isinstance(original, str):
+        return isinstance(got, str) and original.startswith(got)
+    if isinstance(original, dict):
+        return (isinstance(got, dict) and list(got) == list(original)
+                and all(shrunk(original[k], got[k]) for k in original))
+    if isinstance(original, list):
+        return (isinstance(got, list) and len(got) == len(original)
+                and all(shrunk(o, g) for o, g in zip(original, got, strict=True)))
+    return bool(original == got)

@@ -24,6 +24,7 @@ from bridge.sinks.formats import (
     fit_json,
     fit_leef,
 )
+from tests.syslog.checks import merge, shrunk
 from tests.syslog.events import TEN_KB_2, TEN_KB_ESC, event
 from tests.syslog.parsers import parse_cef, parse_leef
 from tests.syslog.strategies import events
@@ -41,17 +42,6 @@ def small_identifiers(e: Event) -> Event:
 
 def size(text: str) -> int:
     return len(text.encode("utf-8"))
-
-
-def merge(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Join the chunks a split continued under the same key (keys are unique in a record)."""
-    merged: list[tuple[str, str]] = []
-    for key, value in pairs:
-        if merged and merged[-1][0] == key:
-            merged[-1] = (key, merged[-1][1] + value)
-        else:
-            merged.append((key, value))
-    return merged
 
 
 def check_kv_fit(whole: list[tuple[str, str]], parts: list[list[tuple[str, str]]],
@@ -103,19 +93,6 @@ def test_leef_fits_any_budget(e: Event, limit: int, mode: str) -> None:
     parsed = [parse_leef(p) for p in parts]
     assert all(p.event_id == whole.event_id for p in parsed)
     check_kv_fit(whole.attributes, [p.attributes for p in parsed], 3, mode)
-
-
-def shrunk(original: Any, got: Any) -> bool:
-    """Same structure; strings may be cut to a prefix."""
-    if isinstance(original, str):
-        return isinstance(got, str) and original.startswith(got)
-    if isinstance(original, dict):
-        return (isinstance(got, dict) and list(got) == list(original)
-                and all(shrunk(original[k], got[k]) for k in original))
-    if isinstance(original, list):
-        return (isinstance(got, list) and len(got) == len(original)
-                and all(shrunk(o, g) for o, g in zip(original, got, strict=True)))
-    return bool(original == got)
 
 
 def emptied(value: Any) -> Any:

@@ -11,11 +11,10 @@ import pytest
 from bridge.sinks.formats import PART_KEY
 from tests.support.rsyslogd import Rsyslogd
 from tests.syslog import expect
-from tests.syslog.checks import check_envelope
+from tests.syslog.checks import check_envelope, merge, shrunk
 from tests.syslog.conftest import Certs, make_config, wait_records
 from tests.syslog.events import SPECIALS, TEN_KB_2, TEN_KB_3, TEN_KB_ESC, event
 from tests.syslog.parsers import parse_5424, parse_cef, parse_leef
-from tests.syslog.test_fit import merge, shrunk
 
 
 def huge() -> Any:
