@@ -66,10 +66,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file or args.config}: OK")
     print(f"  state: {config.state.backend} {config.state.path}")
     for s in config.sources:
-        print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "  # type: ignore[attr-defined]
+        print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "
               f"resolve after {s.resolve_after_misses} misses")
     for k in config.sinks:
-        print(f"  sink {k.name} ({k.type}): batch {k.batch_size}, "  # type: ignore[attr-defined]
+        print(f"  sink {k.name} ({k.type}): batch {k.batch_size}, "
               f"max {k.max_attempts} attempts")
     print(f"  routes: default sinks {config.routes.sinks or []}, "
           f"{len(config.routes.routes)} top-level routes")

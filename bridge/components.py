@@ -58,3 +58,5 @@ class ComponentConfig(SecretFields, StrictModel):
     """Base of every source and sink config; subclasses add `type: Literal[...]`."""
 
     name: str = Field(pattern=NAME_PATTERN)
+    # Each component narrows this to a Literal: the tag of the config union.
+    type: str
