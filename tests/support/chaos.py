@@ -279,7 +279,10 @@ class HookReceiver:
         elif mode != "ok":
             status = int(mode)
             headers = {"Retry-After": "1"} if status == 429 else {}
-            return web.json_response({"error": "scripted outage"}, status=status, headers=headers)
+            # Careless receivers quote the caller's credentials in their errors.
+            return web.json_response({"error": "scripted outage", "authorization":
+                                      request.headers.get("Authorization", "")},
+                                     status=status, headers=headers)
         if request.transport is None or request.transport.is_closing():
             return web.json_response({"error": "caller left"}, status=503)  # never seen by it
         body = json.loads(raw)
@@ -318,6 +321,24 @@ class SyslogTail:
         while True:
             self.poll()
             await asyncio.sleep(0.1)
+
+
+@web.middleware
+async def echo_credentials(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Vendor errors that quote the key the caller sent, as some real APIs do: every error
+    path of a source then carries a secret for the daemon to keep out of logs and state."""
+    response: web.StreamResponse = await handler(request)
+    if response.status >= 400 and isinstance(response, web.Response) \
+            and isinstance(response.body, bytes):
+        with contextlib.suppress(ValueError):
+            body = json.loads(response.body)
+            key = request.headers.get("X-API-Key") or request.headers.get("Authorization", "")
+            if isinstance(body, dict):
+                for field_name in ("message", "error"):
+                    if isinstance(body.get(field_name), str):
+                        body[field_name] += f" (sent: {key})"
+                response.body = json.dumps(body).encode()
+    return response
 
 
 # --- the state file, read-only, from outside ---------------------------------------------------
@@ -538,8 +559,10 @@ class ChaosRun:
         for world in (self.so_world, self.ay_world):
             self._watch_drift(world)
         self.sync()
-        self.sims = [await RunningSim(make_scanorbit_app(self.so_world), shutdown_timeout=0.2).start(),
-                     await RunningSim(make_ayliea_app(self.ay_world), shutdown_timeout=0.2).start()]
+        apps = [make_scanorbit_app(self.so_world), make_ayliea_app(self.ay_world)]
+        for app in apps:
+            app.middlewares.insert(0, echo_credentials)  # outermost: sees every error answer
+        self.sims = [await RunningSim(app, shutdown_timeout=0.2).start() for app in apps]
         await self.hook.start()
         if rsyslogd is not None:
             from tests.support.rsyslogd import Rsyslogd
