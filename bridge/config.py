@@ -147,11 +147,12 @@ def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
 def _unknown_type_hint(group: str, data: Any, field: str) -> list[str]:
     problems: list[str] = []
     known = source_types() if group == SOURCE_GROUP else sink_types()
-    for i, entry in enumerate(data.get(field) or [] if isinstance(data, dict) else []):
+    entries = data.get(field) if isinstance(data, dict) else None
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):  # else: pydantic says
         kind = entry.get("type") if isinstance(entry, dict) else None
         if kind is None:
             problems.append(f"{field}[{i}].type: required (one of: {', '.join(known)})")
-        elif kind not in known:
+        elif not isinstance(kind, str) or kind not in known:
             broken = load_errors.get(f"{group}:{kind}")
             why = f" (its module failed to load: {broken})" if broken else ""
             problems.append(
@@ -179,7 +180,11 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: expected a mapping of settings"])
-    problems: list[str] = []
+    problems: list[str] = [f"<root>: setting names are text, not {key!r} (YAML reads `on:`, "
+                           "`yes:`, `1:` or `~:` as other types; quote the name)"
+                           for key in data if not isinstance(key, str)]
+    if problems:
+        raise ConfigError(source, problems)
     data = _expand(data, "", os.environ if env is None else env, problems)
     problems += _unknown_type_hint(SOURCE_GROUP, data, "sources")
     problems += _unknown_type_hint(SINK_GROUP, data, "sinks")
@@ -204,6 +209,9 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Bridg
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"<file>: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"<file>: not UTF-8 text (byte {exc.start}: "
+                                      f"{exc.object[exc.start:exc.start + 1]!r})"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
