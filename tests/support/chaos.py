@@ -426,6 +426,7 @@ class ChaosReport:
     faults_fired: Counter[str] = field(default_factory=Counter)
     outages: Counter[str] = field(default_factory=Counter)
     revocations: int = 0
+    dead_letters_replayed: int = 0
     world_changes: int = 0
     sweeps: Counter[str] = field(default_factory=Counter)
     verdict: Verdict = field(default_factory=Verdict)
@@ -446,6 +447,7 @@ class ChaosReport:
             "upstream_faults_fired": sum(self.faults_fired.values()),
             "faults_by_kind": dict(self.faults_fired), "sink_outages": dict(self.outages),
             "key_revocations": self.revocations, "world_changes": self.world_changes,
+            "dead_letters_replayed": self.dead_letters_replayed,
             "sweeps": dict(self.sweeps), "items": v.items, "events_checked": v.events,
             "deliveries_checked": v.deliveries, "settle_points": v.settles_checked,
             "lost": v.lost, "duplicated": v.duplicated,
@@ -462,6 +464,7 @@ class ChaosReport:
                  f"{f['crashes_on_target']}), "
                  f"{f['upstream_faults_fired']} upstream faults, outages {f['sink_outages']}, "
                  f"{f['key_revocations']} key revocations, {f['world_changes']} world changes, "
+                 f"{f['dead_letters_replayed']} dead letters replayed, "
                  f"sweeps {f['sweeps']}",
                  f"  events checked {f['events_checked']} ({f['deliveries_checked']} deliveries, "
                  f"{f['items']} items, {f['settle_points']} settle points): lost {f['lost']}, "
@@ -771,7 +774,9 @@ class ChaosRun:
             if self.rsyslog is not None and rng.random() < self.s.syslog_outage_share:
                 self.spawn(self.syslog_outage(seconds))
             else:
-                modes: list[str | int] = [500, 503, 429, "hang", "slow", "down", "down"]
+                # 422: the receiver rejects the content, so events are dead-lettered (and
+                # replayed with `bridge dlq replay` at the end: they must still arrive).
+                modes: list[str | int] = [500, 503, 429, "hang", "slow", "down", "down", 422]
                 self.spawn(self.outage(rng.choice(modes), seconds))
         for _ in range(crashes):
             self.kills.put_nowait(rng.choice(["random", "random", "pagination", "commit",
@@ -832,6 +837,7 @@ class ChaosRun:
             self.ledger.discard_settle(settle)
         await wait_for(lambda: not any(self.view.depth().values()), 120.0,
                        "every sink's outbox emptied", alive=self.daemon_trouble)
+        await self.replay_dead_letters()
         received = self.collect()
         if self.tail is not None:  # rsyslog writes its file a moment after it received
             tail = self.tail
@@ -852,7 +858,7 @@ class ChaosRun:
             self.report.problems.append(f"SIGTERM exit code {code}")
         self.report.sweeps = self.view.outcomes()
         if (dead := self.view.dead_letters()) != 0:
-            self.report.problems.append(f"{dead} dead letters (nothing should be rejected)")
+            self.report.problems.append(f"{dead} dead letters left after the replay")
         if self.hook.header_mismatches:
             self.report.problems.append(f"{self.hook.header_mismatches} webhook-id headers "
                                         "differ from the body's id")
@@ -860,6 +866,27 @@ class ChaosRun:
         self.report.verdict = judge(self.ledger, received, self.view.counters(), self.crashes,
                                     self.view.sweep_ends())
         self.security_after_stop()
+
+    async def replay_dead_letters(self) -> None:
+        """What a receiver rejected during the run is listed and replayed, as an operator would
+        once the receiver is fixed; after that it must have arrived like everything else."""
+        dead = self.view.dead_letters()
+        if not dead:
+            return
+        assert self.daemon is not None
+        config = str(self.daemon.config_path)
+        code, out, err = await run_cli("dlq", "list", "--json", "--limit", "1000000",
+                                       "--config", config)
+        self.cli_outputs.append(out + err)
+        if code != 0 or len(json.loads(out)) != dead:
+            self.report.problems.append(f"bridge dlq list: exit {code}, {out[:300]} {err[-300:]}")
+        code, out, err = await run_cli("dlq", "replay", "--config", config)
+        self.cli_outputs.append(out + err)
+        if code != 0:
+            self.report.problems.append(f"bridge dlq replay exited {code}: {err[-300:]}")
+        self.report.dead_letters_replayed += dead
+        await wait_for(lambda: not self.view.dead_letters() and not any(self.view.depth().values()),
+                       120.0, "replayed dead letters delivered", alive=self.daemon_trouble)
 
     def collect(self) -> dict[str, list[Received]]:
         out: list[Received] = []
