@@ -40,7 +40,7 @@ from tests.support.rsyslogd import Rsyslogd, TlsFiles, find_rsyslogd  # noqa: E4
 EVENTS = 200_000
 OUTBOX_EVENTS = 50_000
 BATCH = 1_000
-ROUNDS = 2
+ROUNDS = 3
 TARGET_EPS = 50_000
 TARGET_RATIO = 0.5
 
