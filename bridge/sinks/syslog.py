@@ -56,6 +56,8 @@ class SyslogSinkConfig(SinkConfig):
     """Where and how to send: transport, syslog flavour, payload format and TLS settings."""
 
     type: Literal["syslog"]
+    # A batch is one write; syslog messages are small, so batches can be larger than elsewhere.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="514, or 6514 for tls")
     protocol: Literal["udp", "tcp", "tls"] = "tcp"

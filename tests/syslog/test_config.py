@@ -29,7 +29,7 @@ def test_defaults() -> None:
     tcp = config()
     assert (tcp.protocol, tcp.framing, tcp.format, tcp.rfc) == ("tcp", "octet_counting", "cef",
                                                                5424)
-    assert (tcp.effective_port, tcp.effective_max_message_size) == (514, None)
+    assert (tcp.effective_port, tcp.effective_max_message_size, tcp.batch_size) == (514, None, 500)
     udp = config(protocol="udp")
     assert (udp.effective_port, udp.effective_max_message_size) == (514, 2048)
     assert config(rfc="3164").rfc == 3164  # as an environment override spells it
