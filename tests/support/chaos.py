@@ -38,6 +38,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.sim.aether365 import Aether365World
+from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES as AYLIEA_SCOPES
 from bridge.sim.ayliea import AylieaWorld
 from bridge.sim.ayliea import make_app as make_ayliea_app
@@ -53,6 +55,10 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 # oracle does not depend on the source's defaults.
 PRIORITY_SEVERITY = {1: "critical", 2: "high", 3: "medium", 4: "low", 5: "info"}
 SCANORBIT_INACTIVE = ("resolved", "snoozed", "ignored")
+AETHER_TENANT = "tenant-contoso"
+# The words Aether365's simulator uses, onto ours (the vendor says "informational").
+AETHER_SEVERITY = {"low": "low", "medium": "medium", "high": "high", "informational": "info"}
+AETHER_RISK_INACTIVE = ("remediated", "dismissed", "confirmedsafe")
 AYLIEA_INACTIVE = ("completed", "dismissed")
 # Characters every format must carry through unchanged (no NUL: rsyslog rewrites it).
 TITLE_SPICE = ("", "", "", " | pipe", " a=b", " back\\slash", " line\nbreak", ' "quoted"',
@@ -76,12 +82,18 @@ class ChaosSettings:
     resolve_after_misses: int = 2
     batch_size: int = 10
     syslog: bool = True
+    aether365: bool = True
+    # Chance, per unsettled epoch, that a threat category's source is not ok (needsConsent,
+    # notLicensed, error) or the tenant is disconnected, for a while.
+    aether_outage_probability: float = 0.3
     # Share of sink outages that stop rsyslogd (the rest hit the webhook receiver).
     syslog_outage_share: float = 0.3
     syslog_resend_window: float = 2.0
     # Stop starting epochs after this many seconds (the run still finishes and is judged).
     time_budget: float = 150.0
     settle_timeout: float = 90.0
+    # Extra environment for the daemon process (the mutant tests inject bugs through it).
+    daemon_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,13 +102,15 @@ class Secrets:
     ayliea: str
     webhook: str
     admin: str
+    aether365: str
 
     @classmethod
     def generate(cls, rng: Random) -> Secrets:
         def token(prefix: str) -> str:
             return prefix + "".join(rng.choice(ALNUM) for _ in range(40))
 
-        return cls(token("sk_live_"), token("ayliea_pk_"), token("whsec_"), token("adm_"))
+        return cls(token("sk_live_"), token("ayliea_pk_"), token("whsec_"), token("adm_"),
+                   token("ae_live_"))
 
     def values(self) -> dict[str, str]:
         return asdict(self)
@@ -208,6 +222,111 @@ class AylieaDriver:
         elif op == "return" and self.graveyard:
             back = rng.choice(sorted(self.graveyard))
             recs[back] = self.graveyard.pop(back)
+            w.touch()
+        else:
+            return "noop"
+        return op
+
+
+class Aether365Driver:
+    """One tenant's threat snapshot (risky users, security alerts) and policies."""
+
+    scope = "aether365/contoso"
+    keep = 3  # an empty category is (rightly) no evidence that its items are gone
+
+    def __init__(self, world: Aether365World, rng: Random) -> None:
+        self.world, self.rng = world, rng
+        self.graveyard: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @property
+    def threats(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return self.world.tenant(AETHER_TENANT).threats
+
+    @property
+    def policies(self) -> dict[str, dict[str, Any]]:
+        return self.world.tenant(AETHER_TENANT).policies
+
+    def truths(self) -> dict[ItemId, Truth]:
+        out: dict[ItemId, Truth] = {}
+        for uid, u in self.threats["riskyUsers"].items():
+            level, state = str(u["riskLevel"]).lower(), str(u["riskState"])
+            who = u.get("userPrincipalName") or u.get("displayName") or uid
+            out[(self.scope, "risky_user", uid)] = Truth(
+                True, level != "none" and state.lower() not in AETHER_RISK_INACTIVE,
+                AETHER_SEVERITY.get(level, "info"), f"Risky user {who}", state)
+        for aid, a in self.threats["securityAlerts"].items():
+            status = str(a["status"])
+            out[(self.scope, "security_alert", aid)] = Truth(
+                True, status.lower() != "resolved", AETHER_SEVERITY[str(a["severity"]).lower()],
+                str(a.get("title") or f"Security alert {aid}"), status)
+        for key, p in self.policies.items():
+            compliant = bool(p["compliant"])
+            out[(self.scope, "policy", key)] = Truth(
+                True, not compliant, "medium", p.get("title") or key,
+                "compliant" if compliant else "non-compliant")
+        return out
+
+    def title(self) -> str:
+        return f"alert {self.rng.getrandbits(32):08x}{self.rng.choice(TITLE_SPICE)}"
+
+    def populate(self, users: int, alerts: int, policies: int) -> None:
+        w, rng = self.world, self.rng
+        for _ in range(users):
+            w.add_risky_user(AETHER_TENANT, risk_level=rng.choice(["low", "medium", "high"]),
+                             upn=f"user{rng.getrandbits(24):06x}@contoso.example")
+        for _ in range(alerts):
+            w.add_alert(AETHER_TENANT, title=self.title(),
+                        severity=rng.choice(list(AETHER_SEVERITY)))
+        w.default_policies(AETHER_TENANT, compliant=2)
+        for n in range(policies):
+            w.set_policy(AETHER_TENANT, f"chaosPolicy{n}", title=f"policy {n}",
+                         current="weak", secure=rng.choice(["weak", "strong"]))
+
+    def mutate(self) -> str:
+        w, rng = self.world, self.rng
+        users, alerts, policies = (self.threats["riskyUsers"], self.threats["securityAlerts"],
+                                   self.policies)
+        op = rng.choices(["user_add", "user_level", "user_state", "alert_add", "alert_status",
+                          "alert_severity", "alert_retitle", "policy_toggle", "policy_retitle",
+                          "vanish", "return"], weights=[2, 2, 2, 2, 3, 2, 1, 3, 1, 2, 2])[0]
+        if op == "user_add":
+            w.add_risky_user(AETHER_TENANT, risk_level=rng.choice(["low", "medium", "high"]),
+                             upn=f"user{rng.getrandbits(24):06x}@contoso.example")
+        elif op == "user_level" and users:
+            w.update_risky_user(AETHER_TENANT, rng.choice(sorted(users)),
+                                riskLevel=rng.choice(["low", "medium", "high", "none"]))
+        elif op == "user_state" and users:
+            w.update_risky_user(AETHER_TENANT, rng.choice(sorted(users)), riskState=rng.choice(
+                ["atRisk", "confirmedCompromised", "remediated", "dismissed"]))
+        elif op == "alert_add":
+            w.add_alert(AETHER_TENANT, title=self.title(),
+                        severity=rng.choice(list(AETHER_SEVERITY)))
+        elif op == "alert_status" and alerts:
+            w.update_alert(AETHER_TENANT, rng.choice(sorted(alerts)),
+                           status=rng.choice(["new", "inProgress", "resolved"]))
+        elif op == "alert_severity" and alerts:
+            w.update_alert(AETHER_TENANT, rng.choice(sorted(alerts)),
+                           severity=rng.choice(list(AETHER_SEVERITY)))
+        elif op == "alert_retitle" and alerts:
+            w.update_alert(AETHER_TENANT, rng.choice(sorted(alerts)), title=self.title())
+        elif op == "policy_toggle" and policies:
+            key = rng.choice(sorted(policies))
+            w.set_policy(AETHER_TENANT, key, compliant=not policies[key]["compliant"])
+        elif op == "policy_retitle" and policies:
+            w.set_policy(AETHER_TENANT, rng.choice(sorted(policies)),
+                         title=f"policy {rng.getrandbits(24):06x}{rng.choice(TITLE_SPICE)}")
+        elif op == "vanish":
+            category = rng.choice(["riskyUsers", "securityAlerts", "policies"])
+            items = policies if category == "policies" else self.threats[category]
+            if len(items) <= self.keep:
+                return "noop"
+            key = rng.choice(sorted(items))
+            self.graveyard[(category, key)] = items.pop(key)
+            w.touch()
+        elif op == "return" and self.graveyard:
+            category, key = rng.choice(sorted(self.graveyard))
+            items = policies if category == "policies" else self.threats[category]
+            items[key] = self.graveyard.pop((category, key))
             w.touch()
         else:
             return "noop"
@@ -505,14 +624,21 @@ class ChaosRun:
                                        rate_limit=100_000)
         self.ay_world = AylieaWorld(keys={self.secrets.ayliea: AYLIEA_SCOPES},
                                     seed=settings.seed + 1, rate_limit=100_000)
+        self.ae_world = Aether365World(tokens={self.secrets.aether365: AETHER_TENANT},
+                                       seed=settings.seed + 4, rate_limit=100_000)
         self.scanorbit = ScanOrbitDriver(self.so_world, Random(settings.seed + 2))
         self.ayliea = AylieaDriver(self.ay_world, Random(settings.seed + 3))
-        self.drivers: list[ScanOrbitDriver | AylieaDriver] = [self.scanorbit, self.ayliea]
+        self.aether = Aether365Driver(self.ae_world, Random(settings.seed + 5))
+        self.drivers: list[ScanOrbitDriver | AylieaDriver | Aether365Driver] = [
+            self.scanorbit, self.ayliea, *([self.aether] if settings.aether365 else [])]
+        self.worlds: list[SimWorld] = [self.so_world, self.ay_world,
+                                       *([self.ae_world] if settings.aether365 else [])]
+        self.aether_outage: str | None = None
         self.sims: list[RunningSim] = []
 
     # -- setup
 
-    def config(self, so_url: str, ay_url: str) -> dict[str, Any]:
+    def config(self, urls: list[str]) -> dict[str, Any]:
         s = self.s
         http = {"rate_limit_per_minute": 60_000, "timeout": 1.0, "max_retries": 2,
                 "backoff_initial": 0.05, "backoff_max": 0.2, "max_retry_after": 2}
@@ -528,22 +654,30 @@ class ChaosRun:
                           "port": self.rsyslog.ports["tcp"], "protocol": "tcp", "format": "json",
                           "rfc": 5424, "connect_timeout": 2, "write_timeout": 5,
                           "resend_window_seconds": s.syslog_resend_window, **delivery})
+        so_url, ay_url = urls[0], urls[1]
+        sources: list[dict[str, Any]] = [
+            {"name": "scanorbit", "type": "scanorbit", "base_url": so_url,
+             "api_key": self.secrets.scanorbit, "interval": 1, "jitter": 0,
+             "full_resweep_interval": 0, "page_size": 25,
+             "resolve_after_misses": s.resolve_after_misses, "http": http},
+            {"name": "ayliea", "type": "ayliea", "base_url": ay_url,
+             "api_key": self.secrets.ayliea, "interval": 1, "jitter": 0,
+             "full_resweep_interval": 0, "scores": False, "discovery": False,
+             "page_size": 10, "page_overlap": 1,
+             "priority_severity": {str(k): v for k, v in PRIORITY_SEVERITY.items()},
+             "resolve_after_misses": s.resolve_after_misses, "http": http},
+        ]
+        if s.aether365:
+            sources.append({"name": "aether365", "type": "aether365", "base_url": urls[2],
+                            "tenants": [{"name": "contoso", "api_key": self.secrets.aether365}],
+                            "compliance": False, "threats": True, "policies": True,
+                            "policy_severity": "medium", "interval": 1, "jitter": 0,
+                            "resolve_after_misses": s.resolve_after_misses, "http": http})
         return {
             "state": {"path": str(self.state_path)},
             "log": {"format": "json", "level": "info"},
             "admin": {"port": 0, "token": self.secrets.admin},
-            "sources": [
-                {"name": "scanorbit", "type": "scanorbit", "base_url": so_url,
-                 "api_key": self.secrets.scanorbit, "interval": 1, "jitter": 0,
-                 "full_resweep_interval": 0, "page_size": 25,
-                 "resolve_after_misses": s.resolve_after_misses, "http": http},
-                {"name": "ayliea", "type": "ayliea", "base_url": ay_url,
-                 "api_key": self.secrets.ayliea, "interval": 1, "jitter": 0,
-                 "full_resweep_interval": 0, "scores": False, "discovery": False,
-                 "page_size": 10, "page_overlap": 1,
-                 "priority_severity": {str(k): v for k, v in PRIORITY_SEVERITY.items()},
-                 "resolve_after_misses": s.resolve_after_misses, "http": http},
-            ],
+            "sources": sources,
             "sinks": sinks,
             "routes": {"sinks": [k["name"] for k in sinks]},
         }
@@ -559,10 +693,12 @@ class ChaosRun:
         for _ in range(self.s.ayliea_recommendations):
             self.ay_world.add_recommendation(priority=self.ayliea.rng.randint(1, 5),
                                              title=self.ayliea.title())
-        for world in (self.so_world, self.ay_world):
+        self.aether.populate(users=8, alerts=8, policies=6)
+        for world in self.worlds:
             self._watch_drift(world)
         self.sync()
-        apps = [make_scanorbit_app(self.so_world), make_ayliea_app(self.ay_world)]
+        apps = [make_scanorbit_app(self.so_world), make_ayliea_app(self.ay_world),
+                *([make_aether365_app(self.ae_world)] if self.s.aether365 else [])]
         for app in apps:
             app.middlewares.insert(0, echo_credentials)  # outermost: sees every error answer
         self.sims = [await RunningSim(app, shutdown_timeout=0.2).start() for app in apps]
@@ -574,7 +710,7 @@ class ChaosRun:
             await asyncio.to_thread(self.rsyslog.start)
             self.tail = SyslogTail(self.rsyslog)
             self.follower = asyncio.ensure_future(self.tail.follow())
-        self.daemon_config = self.config(self.sims[0].url, self.sims[1].url)
+        self.daemon_config = self.config([sim.url for sim in self.sims])
         await self.start_daemon()
 
     def _watch_drift(self, world: SimWorld) -> None:
@@ -593,7 +729,8 @@ class ChaosRun:
             self.ledger.record(now, d.truths(), [d.scope])
 
     async def start_daemon(self) -> None:
-        daemon = DaemonProcess(self.daemon_config, self.workdir, grace=5.0)
+        daemon = DaemonProcess(self.daemon_config, self.workdir, env=self.s.daemon_env,
+                               grace=5.0)
         self.daemon_mark = daemon.mark()
         self.daemon = await daemon.start()
 
@@ -661,9 +798,13 @@ class ChaosRun:
     def upstream_faults(self) -> None:
         rng = self.rng
         for _ in range(rng.randint(1, 3)):
-            world, path = rng.choice([(self.so_world, "/findings$"), (self.so_world, "/findings$"),
-                                      (self.ay_world, "/recommendations$"),
-                                      (self.so_world, "/scans/recent$")])
+            targets: list[tuple[SimWorld, str]] = [
+                (self.so_world, "/findings$"), (self.so_world, "/findings$"),
+                (self.ay_world, "/recommendations$"), (self.so_world, "/scans/recent$")]
+            if self.s.aether365:
+                targets += [(self.ae_world, "/tenants/me/threats$"),
+                            (self.ae_world, "/tenants/me/policies$")]
+            world, path = rng.choice(targets)
             kind = rng.choice(["status", "status", "timeout", "truncate", "invalid_json", "reset",
                                "envelope_error", "drift", "empty", "schema", "storm"])
             page = rng.choice([None, 1, 2, 3])
@@ -688,7 +829,7 @@ class ChaosRun:
 
     def quiet_drift(self) -> None:
         """No more world changes from faults: spend every pending drift fault."""
-        for world in (self.so_world, self.ay_world):
+        for world in self.worlds:
             for fault in world.faults.pending:
                 if fault.kind == "drift":
                     fault.hits = fault.times
@@ -698,6 +839,8 @@ class ChaosRun:
         self.report.revocations += 1
         if which == "scanorbit":
             self.so_world.revoke(self.secrets.scanorbit)
+        elif which == "aether365":
+            self.ae_world.revoke(self.secrets.aether365)
         else:
             self.ay_world.revoke(self.secrets.ayliea)
         try:
@@ -708,9 +851,40 @@ class ChaosRun:
     def restore_key(self, which: str) -> None:
         if which == "scanorbit":
             self.so_world.restore(self.secrets.scanorbit)
+        elif which == "aether365":
+            self.ae_world.tokens[self.secrets.aether365] = AETHER_TENANT
         else:
             self.ay_world.add_key(self.secrets.ayliea, AYLIEA_SCOPES)
         self.revoked.discard(which)
+
+    def aether_trouble(self) -> None:
+        """A threat category whose source is not ok, or consent withdrawn for the tenant: what
+        the daemon sees of Aether365 is partial until `aether_fixed`. Applied at once, so it
+        never starts after a settle point began."""
+        rng = self.rng
+        if rng.random() < 0.25:
+            self.ae_world.disconnect(AETHER_TENANT)
+            self.aether_outage = "ae-disconnected"
+        else:
+            category = rng.choice(["riskyUsers", "securityAlerts"])
+            state = rng.choice(["needsConsent", "notLicensed", "error"])
+            self.ae_world.set_source(AETHER_TENANT, category, state)
+            self.aether_outage = f"ae-{state}"
+        self.report.outages[self.aether_outage] += 1
+
+    def aether_fixed(self) -> None:
+        if self.aether_outage is None:
+            return
+        self.ae_world.reconnect(AETHER_TENANT)
+        for category in ("riskyUsers", "riskDetections", "securityAlerts"):
+            self.ae_world.set_source(AETHER_TENANT, category, "ok")
+        self.aether_outage = None
+
+    async def aether_fixed_after(self, seconds: float) -> None:
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.aether_fixed()
 
     async def outage(self, mode: str | int, seconds: float) -> None:
         self.outage_running = True
@@ -760,6 +934,7 @@ class ChaosRun:
 
     async def epoch(self, n: int, crashes: int) -> None:
         rng = self.rng
+        settled = rng.random() < self.s.settle_probability
         for d in self.drivers:
             for _ in range(rng.randint(0, self.s.max_ops)):
                 d.mutate()
@@ -768,7 +943,12 @@ class ChaosRun:
         if rng.random() < self.s.fault_probability:
             self.upstream_faults()
         if not self.revoked and rng.random() < self.s.revoke_probability:
-            self.spawn(self.revoke(rng.choice(["scanorbit", "ayliea"]), rng.uniform(0.5, 2.5)))
+            which = rng.choice(["scanorbit", "ayliea", *(["aether365"] if self.s.aether365 else [])])
+            self.spawn(self.revoke(which, rng.uniform(0.5, 2.5)))
+        if self.s.aether365 and not settled and self.aether_outage is None \
+                and rng.random() < self.s.aether_outage_probability:
+            self.aether_trouble()
+            self.spawn(self.aether_fixed_after(rng.uniform(0.5, 3.0)))
         if not self.outage_running and rng.random() < self.s.outage_probability:
             seconds = rng.uniform(0.5, self.s.max_outage)
             if self.rsyslog is not None and rng.random() < self.s.syslog_outage_share:
@@ -782,8 +962,11 @@ class ChaosRun:
             self.kills.put_nowait(rng.choice(["random", "random", "pagination", "commit",
                                               "delivery", "startup"]))
         self.report.epochs += 1
-        if rng.random() < self.s.settle_probability:
+        if settled:
+            # Everything the daemon needs to see the whole world again, before the settle
+            # point: a consent-less category is left alone by design, so it cannot settle.
             self.quiet_drift()
+            self.aether_fixed()
             self.sync()
             at = time.time()
             settle = self.ledger.settle(at)
@@ -822,9 +1005,10 @@ class ChaosRun:
     async def finish(self) -> None:
         await asyncio.wait_for(self.kills.join(), 60)
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for world in (self.so_world, self.ay_world):
+        for world in self.worlds:
             self.report.faults_fired.update(world.faults.fired_kinds())
             world.faults.clear()
+        self.aether_fixed()
         for which in list(self.revoked):
             self.restore_key(which)
         self.hook.set_mode("ok")
