@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def chaos_settings(seed: int, long: bool = LONG) -> ChaosSettings:
     if long:
         return ChaosSettings(seed=seed, epochs=90, crashes=45, scanorbit_findings=400,
                              ayliea_recommendations=60, max_ops=10, max_outage=15.0,
-                             time_budget=1800.0, settle_timeout=180.0)
+                             long_outage=90.0, time_budget=1800.0, settle_timeout=180.0)
     return ChaosSettings(seed=seed, epochs=22, crashes=12, time_budget=150.0)
 
 
@@ -56,7 +57,7 @@ def rsyslogd_binary() -> str | None:
     return found
 
 
-def publish(report: ChaosReport, tmp_path: Path, record_property: pytest.RecordProperty) -> None:
+def publish(report: ChaosReport, tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     print(report.summary())
     write_figures(report, tmp_path / "chaos-figures.json")
     if target := os.environ.get("BRIDGE_CHAOS_REPORT"):
@@ -70,7 +71,7 @@ def publish(report: ChaosReport, tmp_path: Path, record_property: pytest.RecordP
 @pytest.mark.timeout(3600 if LONG else 420)
 @pytest.mark.parametrize("seed", chaos_seeds())
 async def test_nothing_is_lost_duplicated_or_falsely_resolved(
-    seed: int, tmp_path: Path, record_property: pytest.RecordProperty
+    seed: int, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     report = await run_chaos(chaos_settings(seed), tmp_path / "run", rsyslogd_binary())
     publish(report, tmp_path, record_property)

@@ -13,7 +13,7 @@ import textwrap
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bridge.model import Event, EventType
 from bridge.outbox import SinkWorker
+from bridge.sinks.base import Sink, SinkConfig
 from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig
 from bridge.store.base import SweepCommit, SweepRecord
 from bridge.store.sqlite import SQLiteStore
@@ -87,9 +88,10 @@ async def commit(store: SQLiteStore, events: Sequence[Event]) -> None:
         deliveries=[(e, ["hook"]) for e in events]))
 
 
-def webhook(url: str) -> WebhookSink:
-    return WebhookSink(WebhookSinkConfig(type="webhook", name="hook", url=url, batch_size=10,
+def webhook(url: str) -> Sink[SinkConfig]:
+    sink = WebhookSink(WebhookSinkConfig(type="webhook", name="hook", url=url, batch_size=10,
                                          backoff_initial=0.001, backoff_max=0.01, timeout=5))
+    return cast("Sink[SinkConfig]", sink)
 
 
 async def test_a_partly_failed_batch_resends_only_what_did_not_arrive(

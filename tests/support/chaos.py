@@ -79,6 +79,8 @@ class ChaosSettings:
     revoke_probability: float = 0.12
     max_ops: int = 6
     max_outage: float = 3.0
+    # One webhook outage this long (503s, or the receiver down) at a random epoch; 0: none.
+    long_outage: float = 0.0
     resolve_after_misses: int = 2
     batch_size: int = 10
     syslog: bool = True
@@ -634,6 +636,7 @@ class ChaosRun:
         self.worlds: list[SimWorld] = [self.so_world, self.ay_world,
                                        *([self.ae_world] if settings.aether365 else [])]
         self.aether_outage: str | None = None
+        self.long_outage_epoch = -1
         self.sims: list[RunningSim] = []
 
     # -- setup
@@ -949,7 +952,11 @@ class ChaosRun:
                 and rng.random() < self.s.aether_outage_probability:
             self.aether_trouble()
             self.spawn(self.aether_fixed_after(rng.uniform(0.5, 3.0)))
-        if not self.outage_running and rng.random() < self.s.outage_probability:
+        if n == self.long_outage_epoch and not self.outage_running:
+            long_modes: list[str | int] = [503, "down"]
+            self.spawn(self.outage(rng.choice(long_modes), self.s.long_outage))
+            self.report.outages["long"] += 1
+        elif not self.outage_running and rng.random() < self.s.outage_probability:
             seconds = rng.uniform(0.5, self.s.max_outage)
             if self.rsyslog is not None and rng.random() < self.s.syslog_outage_share:
                 self.spawn(self.syslog_outage(seconds))
@@ -984,6 +991,7 @@ class ChaosRun:
         try:
             await self.setup(rsyslogd)
             plan = Counter(self.rng.choice(range(self.s.epochs)) for _ in range(self.s.crashes))
+            self.long_outage_epoch = self.rng.randrange(self.s.epochs) if self.s.long_outage else -1
             for n in range(self.s.epochs):
                 if time.monotonic() - started > self.s.time_budget:
                     self.report.problems.append(
