@@ -45,7 +45,7 @@ def chaos_settings(seed: int, long: bool = LONG) -> ChaosSettings:
         return ChaosSettings(seed=seed, epochs=90, crashes=45, scanorbit_findings=400,
                              ayliea_recommendations=60, max_ops=10, max_outage=15.0,
                              long_outage=90.0, time_budget=1800.0, settle_timeout=180.0)
-    return ChaosSettings(seed=seed, epochs=22, crashes=12, time_budget=150.0)
+    return ChaosSettings(seed=seed, epochs=22, crashes=12, time_budget=300.0)
 
 
 def rsyslogd_binary() -> str | None:
