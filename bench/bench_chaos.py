@@ -28,7 +28,8 @@ from tests.support.chaos import ChaosReport, run_chaos  # noqa: E402
 
 TOTALS = ("crashes_injected", "upstream_faults_fired", "key_revocations", "world_changes",
           "events_checked", "deliveries_checked", "lost", "duplicated", "unexplained_duplicates",
-          "false_resolved", "wrong_final_state", "skipped_settled_states", "secret_leaks")
+          "false_resolved", "wrong_final_state", "skipped_settled_states", "phantom_states",
+          "secret_leaks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,3 +123,13 @@ def test_two_different_events_for_one_transition_are_caught() -> None:
     v = judge(ledger, {"hook": [event("new", 1, 2), a], "file": [event("new", 1, 2), b]},
               {ITEM: 2}, [])
     assert v.id_mismatches == 1
+
+
+def test_an_event_describing_a_state_upstream_never_had_is_a_phantom() -> None:
+    ledger = history((1, LIVE), (10, LIVE_CRIT))
+    # "critical" reported by a sweep that ran before the change: a stale or invented payload.
+    got = [event("new", 1, 2), event("changed", 2, 5, severity="critical")]
+    v = judge(ledger, {"hook": got}, {ITEM: 2}, [], {(ITEM[0], 5.0): 6.0})
+    assert v.phantom_states == 1 and not v.ok
+    got[1] = event("changed", 2, 11, severity="critical")
+    assert judge(ledger, {"hook": got}, {ITEM: 2}, [], {(ITEM[0], 11.0): 12.0}).ok

@@ -574,7 +574,8 @@ class ChaosReport:
             "lost": v.lost, "duplicated": v.duplicated,
             "unexplained_duplicates": v.unexplained_duplicates,
             "false_resolved": v.false_resolved, "wrong_final_state": v.wrong_final,
-            "skipped_settled_states": v.skipped_states, "id_mismatches": v.id_mismatches,
+            "skipped_settled_states": v.skipped_states, "phantom_states": v.phantom_states,
+            "id_mismatches": v.id_mismatches,
             "secret_leaks": len(self.secret_leaks), "seconds": round(self.seconds, 1),
         }
 
@@ -592,6 +593,7 @@ class ChaosReport:
                  f"duplicated {f['duplicated']} (unexplained {f['unexplained_duplicates']}), "
                  f"false resolved {f['false_resolved']}, wrong final state "
                  f"{f['wrong_final_state']}, skipped states {f['skipped_settled_states']}, "
+                 f"phantom states {f['phantom_states']}, "
                  f"secret leaks {f['secret_leaks']} [{f['seconds']} s]"]
         lines += [f"  problem: {p}" for p in [*self.problems, *self.secret_leaks,
                                               *self.verdict.problems][:40]]

@@ -10,6 +10,8 @@ events against it with rules stated from the product's promise, not from its cod
   upstream state (active with its severity, title and status; or resolved).
 - **settled states**: at a *settle point* the world held still until the daemon had completed
   enough full sweeps to see it, so the item's event sequence must pass through that state.
+- **phantom states**: a `new`, `changed` or `reopened` must describe a state (severity, title,
+  status) the item really had at some moment of the sweep that reported it.
 - **false resolved**: a `resolved` is only allowed if, at some moment between the previous event
   of the item (when the sweep that produced it started) and the end of the sweep that resolved
   it, the item really was gone (absence) or listed as inactive (vendor resolution).
@@ -190,6 +192,7 @@ class Verdict:
     false_resolved: int = 0
     wrong_final: int = 0
     skipped_states: int = 0
+    phantom_states: int = 0
     id_mismatches: int = 0
     settles_checked: int = 0
     problems: list[str] = field(default_factory=list)
@@ -201,7 +204,8 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not (self.lost or self.unexplained_duplicates or self.false_resolved
-                    or self.wrong_final or self.skipped_states or self.id_mismatches)
+                    or self.wrong_final or self.skipped_states or self.id_mismatches
+                    or self.phantom_states)
 
 
 def _describe(truth: Truth) -> str:
@@ -316,12 +320,17 @@ def judge(
             v.wrong_final += 1
             v.problem(f"{item}: last reported state {states[-1]} but upstream ends as {final}")
         for i, r in enumerate(seq):
-            if r.type != "resolved":
-                continue
-            start = seq[i - 1].occurred_at if i else r.occurred_at
             end = sweep_ends.get((r.scope, r.occurred_at)) or first_seen.get(r.id)
             if end is None:  # no bound known: as lenient as can be
                 end = float("inf")
+            if r.type != "resolved":
+                reported = _state_after(r)
+                if all(t.state() != reported for t in ledger.during(item, r.occurred_at, end)):
+                    v.phantom_states += 1
+                    v.problem(f"{item}: #{r.counter} {r.type} reported {reported}, which "
+                              f"upstream never was between {r.occurred_at:.3f} and {end:.3f}")
+                continue
+            start = seq[i - 1].occurred_at if i else r.occurred_at
             seen = ledger.during(item, start, end)
             if r.reason.startswith("absent"):
                 reason_ok = any(not t.present for t in seen)
