@@ -46,6 +46,9 @@ _SEVERITY_ALIASES: Mapping[str, Severity] = {
 _severity_cache: dict[tuple[str, str], Severity] = {}
 
 
+_EVENT_TYPES: Mapping[str, EventType] = {t.value: t for t in EventType}
+
+
 def normalize_severity(raw: object, default: Severity = "medium") -> Severity:
     """Map a vendor's severity word onto ours; unknown words keep the default, never fail."""
     if not isinstance(raw, str):
@@ -212,9 +215,10 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        changes = data.get("changes")
         return cls(
             id=data["id"],
-            type=EventType(data["type"]),
+            type=_EVENT_TYPES[data["type"]],
             source=data["source"],
             vendor=data["vendor"],
             scope=data["scope"],
@@ -228,7 +232,7 @@ class Event:
             reason=data.get("reason", ""),
             counter=int(data["counter"]),
             occurred_at=datetime.fromisoformat(data["occurred_at"]),
-            changes={k: (v[0], v[1]) for k, v in data.get("changes", {}).items()},
+            changes={k: (v[0], v[1]) for k, v in changes.items()} if changes else {},
             attributes=data.get("attributes", {}),
             raw=data.get("raw", {}),
         )

@@ -45,6 +45,9 @@ class SinkWorker:
         self._opened = False
         self._failures = 0
         self._isolate = 0  # after an unattributed permanent error: send this many one by one
+        self._next: asyncio.Future[list[Delivery]] | None = None  # the prefetched batch
+        # The last batch's acknowledgement in flight, and how many deliveries it confirms.
+        self._acking: tuple[asyncio.Future[None], int] | None = None
         self.delivered = 0
         self.dead = 0
 
@@ -88,6 +91,7 @@ class SinkWorker:
         try:
             return await self.step()
         except Exception as exc:
+            await self._drop_prefetch()
             self._failures += 1
             self._retry_delay = backoff_delay(self._failures - 1, self.config.backoff_initial,
                                               self.config.backoff_max)
@@ -98,14 +102,24 @@ class SinkWorker:
             return True
 
     async def step(self) -> bool:
-        """Try one batch. False when the queue was empty."""
-        limit = 1 if self._isolate else self.config.batch_size
-        batch = await self.store.claim(self.name, limit)
+        """Try one batch. False when the queue was empty.
+
+        While a batch is being sent, the next one is already being claimed (rows after this
+        batch's last seq), so the store and the receiver work at the same time. A failed batch
+        discards that prefetch: nothing behind a failing batch is sent before it.
+        """
+        batch = await self._claim()
         if not batch:
             self._isolate = 0
             return False
+        if not self._isolate:
+            self._next = asyncio.ensure_future(
+                self.store.claim(self.name, self.config.batch_size, after=batch[-1].seq))
         # Every line about this batch names its events, so an operator can follow one event
         # from its sweep to the receiver (or to the dead letters).
+        # The previous batch's acknowledgement ran while this one was claimed and decoded; it
+        # must be on disk before more is sent, or a failed ack could resend out of order.
+        await self._settled()
         with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in batch]):
             try:
                 if not self._opened:
@@ -129,10 +143,34 @@ class SinkWorker:
                 await self._delivered(batch)
         return True
 
+    async def _claim(self) -> list[Delivery]:
+        if self._next is not None:
+            prefetched, self._next = self._next, None
+            return await prefetched
+        await self._settled()  # a claim from the head must not see rows being acknowledged
+        limit = 1 if self._isolate else self.config.batch_size
+        return await self.store.claim(self.name, limit)
+
+    async def _settled(self) -> None:
+        """Wait for the acknowledgement in flight; a store failure surfaces here."""
+        if self._acking is not None:
+            (acking, count), self._acking = self._acking, None
+            await acking
+            self.delivered += count
+            metrics.DELIVERIES.labels(self.name, "ok").inc(count)
+
+    async def _drop_prefetch(self) -> None:
+        """Forget the prefetched batch (its rows stay queued and are claimed again)."""
+        if self._next is not None:
+            prefetched, self._next = self._next, None
+            with contextlib.suppress(Exception):
+                await prefetched
+
     async def _acknowledge(self, done: Sequence[Delivery]) -> None:
-        await self.store.ack(self.name, [d.seq for d in done])
-        self.delivered += len(done)
-        metrics.DELIVERIES.labels(self.name, "ok").inc(len(done))
+        """Start forgetting delivered rows; `_settled` waits for it (before the next send)."""
+        await self._settled()
+        self._acking = (asyncio.ensure_future(self.store.ack(self.name, [d.seq for d in done])),
+                        len(done))
 
     async def _delivered(self, batch: Sequence[Delivery]) -> None:
         await self._acknowledge(batch)
@@ -143,6 +181,7 @@ class SinkWorker:
         self._status(True, None)
 
     async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None) -> None:
+        await self._drop_prefetch()
         self._failures += 1
         metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
         await self._reset()
@@ -164,6 +203,7 @@ class SinkWorker:
         self._status(False, error)
 
     async def _permanent(self, batch: Sequence[Delivery], exc: PermanentDeliveryError) -> None:
+        await self._drop_prefetch()
         if exc.event_ids is None and len(batch) > 1:
             # We don't know which event the receiver refused: find it one by one.
             self._isolate = len(batch)
@@ -195,6 +235,9 @@ class SinkWorker:
         await self._close()
 
     async def _close(self) -> None:
+        await self._drop_prefetch()
+        with contextlib.suppress(Exception):  # an unacknowledged batch is simply sent again
+            await self._settled()
         if self._opened:
             self._opened = False
             with contextlib.suppress(Exception):

@@ -107,8 +107,10 @@ class Store(ABC):
 
     # -- outbox
     @abstractmethod
-    async def claim(self, sink: str, limit: int) -> list[Delivery]:
-        """The oldest pending deliveries of a sink, in commit order (per-item order preserved)."""
+    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+        """The oldest pending deliveries of a sink with `seq > after`, in commit order
+        (per-item order preserved). `after` lets a worker fetch the next batch while the
+        current one is still being sent."""
 
     @abstractmethod
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:

@@ -359,10 +359,13 @@ async def test_ack_removes_rows_and_orphaned_bodies_only(store: SQLiteStore,
     siem = await store.claim("siem", 10)
     await store.ack("siem", [d.seq for d in siem])
     assert await store.claim("siem", 10) == []
+    assert len(dump(db_path)["events"]) == 3  # bodies are collected in bulk, not per ack
+    await store.collect_garbage()
     bodies = {r[0] for r in dump(db_path)["events"]}
     # solo: nobody needs it; shared: jira still has to deliver it; doomed: a dead letter.
     assert bodies == {shared.id, doomed.id}
     await store.ack("jira", [jira["shared"]])
+    await store.collect_garbage()
     assert {r[0] for r in dump(db_path)["events"]} == {doomed.id}
     assert [d.event for d in await store.dead_letters("jira")] == [doomed]
 
@@ -451,6 +454,7 @@ async def test_replayed_then_acked_bodies_are_dropped(store: SQLiteStore, db_pat
     await store.bury("siem", [(await store.claim("siem", 1))[0].seq], "400")
     await store.replay()
     await store.ack("siem", [(await store.claim("siem", 1))[0].seq])
+    await store.collect_garbage()
     rows = dump(db_path)
     assert rows["events"] == [] and rows["outbox"] == [] and rows["dead_letters"] == []
 
@@ -607,3 +611,14 @@ async def test_a_closed_store_says_so(db_path: Path) -> None:
     await s.close()
     with pytest.raises(StoreError, match="not open"):
         await s.load_cursor(SCOPE)
+
+
+async def test_bodies_are_collected_every_gc_every_acks(store: SQLiteStore, db_path: Path) -> None:
+    store.GC_EVERY = 3
+    events = [make_event(f"k{i}") for i in range(5)]
+    await store.commit_sweep(commit_events(*[(e, ["siem"]) for e in events]))
+    claimed = await store.claim("siem", 5)
+    await store.ack("siem", [d.seq for d in claimed[:2]])
+    assert len(dump(db_path)["events"]) == 5
+    await store.ack("siem", [claimed[2].seq])  # the third acknowledgement triggers collection
+    assert {r[0] for r in dump(db_path)["events"]} == {e.id for e in events[3:]}
