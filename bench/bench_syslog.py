@@ -200,15 +200,18 @@ def main() -> int:
     for (protocol, fmt), (sink_eps, raw_eps, size) in results.items():
         print(f"  {protocol.upper():3} {fmt:4} sink {sink_eps:>9,.0f} ev/s   raw socket "
               f"{raw_eps:>9,.0f} ev/s   ratio {sink_eps / raw_eps:4.0%}   ({size} B/event)")
-    if isinstance(outbox, float):
-        print(f"  for context, SQLite outbox -> worker -> sink over TCP, CEF: {outbox:,.0f} ev/s "
-              f"({OUTBOX_EVENTS:,} events; the outbox's claim/ack, not the sink, sets this pace)")
-    else:
-        print(f"  for context, SQLite outbox -> worker -> sink: {outbox}")
     tcp_eps, tcp_raw, _ = results[("tcp", "cef")]
-    ok_eps, ok_ratio = tcp_eps >= TARGET_EPS, tcp_eps / tcp_raw >= TARGET_RATIO
-    print(f"  target TCP >= {TARGET_EPS:,} ev/s: {'met' if ok_eps else 'MISSED'};  "
-          f">= {TARGET_RATIO:.0%} of raw: {'met' if ok_ratio else 'MISSED'}")
+    outbox_eps = outbox if isinstance(outbox, float) else 0.0
+    print(f"  full path, SQLite outbox -> worker -> sink -> rsyslogd over TCP, CEF: "
+          f"{outbox_eps:,.0f} ev/s ({OUTBOX_EVENTS:,} events)"
+          + ("" if isinstance(outbox, float) else f": {outbox}"))
+    # The target is "from the outbox": both readings are checked, the sink alone and
+    # the whole path, so a fast encoder cannot hide a slow outbox.
+    ok_eps = tcp_eps >= TARGET_EPS and outbox_eps >= TARGET_EPS
+    ok_ratio = tcp_eps / tcp_raw >= TARGET_RATIO
+    print(f"  target >= {TARGET_EPS:,} ev/s over TCP: sink {'met' if tcp_eps >= TARGET_EPS else 'MISSED'}, "
+          f"from the outbox {'met' if outbox_eps >= TARGET_EPS else 'MISSED'};  "
+          f"sink >= {TARGET_RATIO:.0%} of raw: {'met' if ok_ratio else 'MISSED'}")
     print(f"  {'PASS' if ok_eps and ok_ratio else 'MISS'}")
     return 0 if ok_eps and ok_ratio else 1
 
