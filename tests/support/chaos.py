@@ -639,6 +639,7 @@ class ChaosRun:
                                        *([self.ae_world] if settings.aether365 else [])]
         self.aether_outage: str | None = None
         self.long_outage_epoch = -1
+        self.fault_log: list[tuple[float, str, str, str, int | None]] = []
         self.sims: list[RunningSim] = []
 
     # -- setup
@@ -701,6 +702,7 @@ class ChaosRun:
         self.aether.populate(users=8, alerts=8, policies=6)
         for world in self.worlds:
             self._watch_drift(world)
+            self._watch_faults(world)
         self.sync()
         apps = [make_scanorbit_app(self.so_world), make_ayliea_app(self.ay_world),
                 *([make_aether365_app(self.ae_world)] if self.s.aether365 else [])]
@@ -717,6 +719,19 @@ class ChaosRun:
             self.follower = asyncio.ensure_future(self.tail.follow())
         self.daemon_config = self.config([sim.url for sim in self.sims])
         await self.start_daemon()
+
+    def _watch_faults(self, world: SimWorld) -> None:
+        """Keep when each fault fired (for diagnosing a failed run: see `fault_log`)."""
+        plan = world.faults
+        original = plan.match
+
+        def match(path: str, page: int | None) -> Fault | None:
+            fault = original(path, page)
+            if fault is not None:
+                self.fault_log.append((time.time(), world.vendor, fault.kind, path, page))
+            return fault
+
+        plan.match = match  # type: ignore[method-assign]
 
     def _watch_drift(self, world: SimWorld) -> None:
         """A drift fault inserts items in the middle of a sweep: record them that instant."""
@@ -832,11 +847,14 @@ class ChaosRun:
             else:
                 world.faults.add(Fault(kind, path=path, page=page, times=times))  # type: ignore[arg-type]
 
-    def quiet_drift(self) -> None:
-        """No more world changes from faults: spend every pending drift fault."""
+    def quiet_faults(self) -> None:
+        """Before a settle point, spend the faults that would make it unsound: a drift changes
+        the world; an emptied snapshot (Aether365 threats) leaves its kinds out of a sweep that
+        is still recorded complete (an empty list is rightly no evidence of absence), so the
+        sweeps counted for the settle would not all have looked at every kind."""
         for world in self.worlds:
             for fault in world.faults.pending:
-                if fault.kind == "drift":
+                if fault.kind in ("drift", "empty"):
                     fault.hits = fault.times
 
     async def revoke(self, which: str, seconds: float) -> None:
@@ -891,9 +909,9 @@ class ChaosRun:
         finally:
             self.aether_fixed()
 
-    async def outage(self, mode: str | int, seconds: float) -> None:
+    async def outage(self, mode: str | int, seconds: float, label: str | None = None) -> None:
         self.outage_running = True
-        self.report.outages[str(mode)] += 1
+        self.report.outages[label or str(mode)] += 1
         try:
             if mode == "down":
                 await self.hook.stop()
@@ -954,10 +972,12 @@ class ChaosRun:
                 and rng.random() < self.s.aether_outage_probability:
             self.aether_trouble()
             self.spawn(self.aether_fixed_after(rng.uniform(0.5, 3.0)))
-        if n == self.long_outage_epoch and not self.outage_running:
+        if n == self.long_outage_epoch and self.outage_running:
+            self.long_outage_epoch += 1  # after the outage in progress
+        elif n == self.long_outage_epoch:
             long_modes: list[str | int] = [503, "down"]
-            self.spawn(self.outage(rng.choice(long_modes), self.s.long_outage))
-            self.report.outages["long"] += 1
+            mode = rng.choice(long_modes)
+            self.spawn(self.outage(mode, self.s.long_outage, f"long-{mode}"))
         elif not self.outage_running and rng.random() < self.s.outage_probability:
             seconds = rng.uniform(0.5, self.s.max_outage)
             if self.rsyslog is not None and rng.random() < self.s.syslog_outage_share:
@@ -974,7 +994,7 @@ class ChaosRun:
         if settled:
             # Everything the daemon needs to see the whole world again, before the settle
             # point: a consent-less category is left alone by design, so it cannot settle.
-            self.quiet_drift()
+            self.quiet_faults()
             self.aether_fixed()
             self.sync()
             at = time.time()
