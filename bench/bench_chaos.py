@@ -27,9 +27,9 @@ from tests.reliability.test_chaos import chaos_settings  # noqa: E402
 from tests.support.chaos import ChaosReport, run_chaos  # noqa: E402
 
 TOTALS = ("crashes_injected", "upstream_faults_fired", "key_revocations", "world_changes",
-          "events_checked", "deliveries_checked", "lost", "duplicated", "unexplained_duplicates",
-          "false_resolved", "wrong_final_state", "skipped_settled_states", "phantom_states",
-          "secret_leaks")
+          "dead_letters_replayed", "events_checked", "deliveries_checked", "lost", "duplicated",
+          "inflight_at_crashes", "unexplained_duplicates", "false_resolved", "wrong_final_state",
+          "skipped_settled_states", "phantom_states", "secret_leaks")
 
 
 def main(argv: list[str] | None = None) -> int:

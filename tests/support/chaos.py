@@ -548,6 +548,9 @@ class ChaosReport:
     outages: Counter[str] = field(default_factory=Counter)
     revocations: int = 0
     dead_letters_replayed: int = 0
+    # Deliveries in flight (per sink) at the crashes and rsyslogd restarts: what duplicates
+    # may amount to at most.
+    inflight_at_crashes: int = 0
     world_changes: int = 0
     sweeps: Counter[str] = field(default_factory=Counter)
     verdict: Verdict = field(default_factory=Verdict)
@@ -572,6 +575,7 @@ class ChaosReport:
             "sweeps": dict(self.sweeps), "items": v.items, "events_checked": v.events,
             "deliveries_checked": v.deliveries, "settle_points": v.settles_checked,
             "lost": v.lost, "duplicated": v.duplicated,
+            "inflight_at_crashes": self.inflight_at_crashes,
             "unexplained_duplicates": v.unexplained_duplicates,
             "false_resolved": v.false_resolved, "wrong_final_state": v.wrong_final,
             "skipped_settled_states": v.skipped_states, "phantom_states": v.phantom_states,
@@ -590,7 +594,8 @@ class ChaosReport:
                  f"sweeps {f['sweeps']}",
                  f"  events checked {f['events_checked']} ({f['deliveries_checked']} deliveries, "
                  f"{f['items']} items, {f['settle_points']} settle points): lost {f['lost']}, "
-                 f"duplicated {f['duplicated']} (unexplained {f['unexplained_duplicates']}), "
+                 f"duplicated {f['duplicated']} (unexplained {f['unexplained_duplicates']}; "
+                 f"{f['inflight_at_crashes']} in flight at crashes), "
                  f"false resolved {f['false_resolved']}, wrong final state "
                  f"{f['wrong_final_state']}, skipped states {f['skipped_settled_states']}, "
                  f"phantom states {f['phantom_states']}, "
@@ -1077,6 +1082,8 @@ class ChaosRun:
             self.report.problems.append(f"{self.hook.header_mismatches} webhook-id headers "
                                         "differ from the body's id")
         self.report.world_changes = self.ledger.changes
+        self.report.inflight_at_crashes = sum(len(ids) for c in self.crashes
+                                              for ids in c.inflight.values())
         self.report.verdict = judge(self.ledger, received, self.view.counters(), self.crashes,
                                     self.view.sweep_ends())
         self.security_after_stop()
