@@ -117,6 +117,10 @@ class Store(ABC):
         """Delivered: forget them (and their event bodies once no sink needs them)."""
 
     @abstractmethod
+    async def collect_garbage(self) -> None:
+        """Drop event bodies that no outbox row and no dead letter refers to any more."""
+
+    @abstractmethod
     async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
         """A retryable failure: count the attempt, keep the rows."""
 

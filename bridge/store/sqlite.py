@@ -70,7 +70,9 @@ def create_private_file(path: Path) -> None:
 
 
 class SQLiteStore(Store):
-    GC_EVERY = 20_000  # acknowledged deliveries between two collections of event bodies
+    # Acknowledged deliveries between two collections of event bodies when a sink never catches
+    # up; workers also collect whenever their queue runs empty.
+    GC_EVERY = 200_000
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -265,7 +267,8 @@ class SQLiteStore(Store):
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Delivered rows go at once; the event bodies they leave unreferenced are collected in
-        bulk every `GC_EVERY` acknowledgements: deleting ~1 KB bodies one batch at a time
+        bulk (`collect_garbage`, when a worker catches up, or every `GC_EVERY` acknowledgements):
+        deleting ~1 KB bodies one batch at a time
         rewrote most of their pages and was the delivery path's bottleneck."""
 
         def tx(conn: sqlite3.Connection) -> None:
