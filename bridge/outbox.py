@@ -112,10 +112,10 @@ class SinkWorker:
         batch = await self._claim()
         if not batch:
             self._isolate = 0
+            await self._settled()
             if self._acked_since_idle:
                 # Caught up: a good moment to drop the event bodies nobody needs any more.
                 self._acked_since_idle = 0
-                await self._settled()
                 await self.store.collect_garbage()
             return False
         if not self._isolate:
