@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -98,7 +99,10 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     result = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(copy)],
                             capture_output=True, text=True, timeout=60, check=False)
     if "offline" in result.stderr and result.returncode != 0:
-        pytest.skip("systemd-analyze security --offline needs systemd >= 250")
+        message = "systemd-analyze security --offline needs systemd >= 250"
+        if os.environ.get("CI") == "true":  # Debian 12 ships 252: an older one is a broken setup
+            pytest.fail(message)
+        pytest.skip(message)
     match = re.search(r"Overall exposure level for bridge\.service: ([\d.]+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= 2.0, result.stdout  # 0 = locked down, 10 = exposed
