@@ -81,15 +81,23 @@ async def settle(daemon: DaemonProcess, tmp_path: Path, hook: HookReceiver, n: i
                    and not any(view.depth().values()), 60, f"{n} events delivered", alive=died)
 
 
-async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
-    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
-) -> None:
+async def start_settled(tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim],
+                        hook: HookReceiver, findings: int) -> tuple[dict[str, Any], DaemonProcess]:
+    """A running daemon that has delivered `findings` new findings everywhere."""
     w, sim = world
-    for _ in range(40):
+    for _ in range(findings):
         w.add_finding()
     cfg = config(tmp_path, sim.url, hook)
     daemon = await DaemonProcess(cfg, tmp_path).start()
-    await settle(daemon, tmp_path, hook, 40)
+    await settle(daemon, tmp_path, hook, findings)
+    return cfg, daemon
+
+
+async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
+    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
+) -> None:
+    w, _ = world
+    cfg, daemon = await start_settled(tmp_path, world, hook, 40)
     assert await daemon.stop() == 0
 
     # The disk fills up: the state file and the event file may grow by a few KB at most.
@@ -166,12 +174,7 @@ def digest(path: Path) -> str:
 async def test_a_read_only_state_directory_is_refused_clearly_and_left_intact(
     tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
 ) -> None:
-    w, sim = world
-    for _ in range(20):
-        w.add_finding()
-    cfg = config(tmp_path, sim.url, hook)
-    daemon = await DaemonProcess(cfg, tmp_path).start()
-    await settle(daemon, tmp_path, hook, 20)
+    cfg, daemon = await start_settled(tmp_path, world, hook, 20)
     assert await daemon.stop() == 0
     state = state_of(tmp_path)
     before = digest(state)
@@ -227,12 +230,7 @@ def corrupt_a_table(state: Path, table: str) -> None:
 async def test_a_corrupt_state_file_stops_startup_and_a_backup_restores_it(
     tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
 ) -> None:
-    w, sim = world
-    for _ in range(20):
-        w.add_finding()
-    cfg = config(tmp_path, sim.url, hook)
-    daemon = await DaemonProcess(cfg, tmp_path).start()
-    await settle(daemon, tmp_path, hook, 20)
+    cfg, daemon = await start_settled(tmp_path, world, hook, 20)
     path = str(daemon.config_path)
     backup = tmp_path / "backups" / "bridge.db"
     code, _, err = await run_cli("state", "backup", "--dest", str(backup), "--config", path)
