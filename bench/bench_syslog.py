@@ -1,11 +1,13 @@
 """Syslog sink benchmark (issue: SIEM sinks).
 
-Events per second through `SyslogSink.send`, in batches the way the outbox worker hands them
-over, into a real rsyslogd on 127.0.0.1 over TCP and TLS (rsyslogd writes every message to a
-file, and the run checks that every one arrived), printed next to a raw-socket baseline that
-writes the same pre-formatted bytes in the same run.
+Events per second into a real rsyslogd on 127.0.0.1 over TCP and TLS (rsyslogd writes every
+message to a file, and the run checks that every one arrived), printed next to a raw-socket
+baseline that writes the same pre-formatted bytes in the same run. Two paths are measured:
+the sink alone (`SyslogSink.send`, in batches the way the outbox worker hands them over) and
+the whole delivery path from a SQLite outbox through a sink worker.
 
-Targets on a 2-core machine: >= 50,000 events/s over TCP, and >= 50% of the raw baseline.
+Targets on a 2-core machine: >= 50,000 events/s from the outbox over TCP, and the sink at
+>= 50% of the raw baseline.
 
 Run: `python -m bench.bench_syslog` or `python bench/bench_syslog.py`; needs rsyslogd and
 rsyslog-gnutls. The events are built up front and then frozen out of the garbage collector's
@@ -111,9 +113,8 @@ def wait_delivered(daemon: Rsyslogd, name: str, count: int, timeout: float = 60)
         os.truncate(path, 0)
 
 
-def measure(daemon: Rsyslogd, protocol: str, fmt: str, events: list[Event],
-            certs: dict[str, Path]) -> tuple[float, float, int]:
-    """Best-of-rounds events/s for the sink and for the raw socket, and bytes per event."""
+def sink_settings(daemon: Rsyslogd, protocol: str, fmt: str, certs: dict[str, Path]
+                  ) -> tuple[SyslogSinkConfig, ssl.SSLContext | None]:
     settings: dict[str, object] = {
         "name": "bench", "type": "syslog", "host": "127.0.0.1", "protocol": protocol,
         "port": daemon.ports[protocol], "format": fmt,
@@ -122,7 +123,13 @@ def measure(daemon: Rsyslogd, protocol: str, fmt: str, events: list[Event],
     if protocol == "tls":
         settings.update(ca_bundle=str(certs["ca"]), server_name="localhost")
         ctx = ssl.create_default_context(cafile=str(certs["ca"]))
-    config = SyslogSinkConfig.model_validate(settings)
+    return SyslogSinkConfig.model_validate(settings), ctx
+
+
+def measure(daemon: Rsyslogd, protocol: str, fmt: str, events: list[Event],
+            certs: dict[str, Path]) -> tuple[float, float, int]:
+    """Best-of-rounds events/s for the sink and for the raw socket, and bytes per event."""
+    config, ctx = sink_settings(daemon, protocol, fmt, certs)
     work = batches(events)
     payloads = [b"".join(config.build().frame(batch)[0]) for batch in work]
     size = sum(len(p) for p in payloads)
@@ -137,8 +144,8 @@ def measure(daemon: Rsyslogd, protocol: str, fmt: str, events: list[Event],
     return sink_best, raw_best, size // len(events)
 
 
-async def through_outbox(daemon: Rsyslogd, events: list[Event], folder: Path) -> float:
-    """The whole delivery path for context: SQLite outbox -> sink worker -> sink -> rsyslogd."""
+async def through_outbox(config: SyslogSinkConfig, events: list[Event], folder: Path) -> float:
+    """The whole delivery path: SQLite outbox -> sink worker -> sink -> rsyslogd."""
     from bridge.outbox import SinkWorker
     from bridge.store.sqlite import SQLiteStore
 
@@ -147,10 +154,11 @@ async def through_outbox(daemon: Rsyslogd, events: list[Event], folder: Path) ->
     try:
         for i in range(0, len(events), 5_000):
             await store.commit_chunk("bench", [], [(e, ["bench"]) for e in events[i:i + 5_000]])
-        sink = SyslogSinkConfig.model_validate({
-            "name": "bench", "type": "syslog", "host": "127.0.0.1", "port": daemon.ports["tcp"],
-        }).build()
+        sink = config.build()
         worker = SinkWorker(sink, store)  # type: ignore[arg-type]
+        # Connected before the clock starts, as in `through_sink`: connecting includes a grace
+        # period (0.2 s) in which a receiver may hang up on us, paid once per connection.
+        await sink.open()
         start = time.perf_counter()
         left = await worker.drain()
         elapsed = time.perf_counter() - start
@@ -159,6 +167,17 @@ async def through_outbox(daemon: Rsyslogd, events: list[Event], folder: Path) ->
         return len(events) / elapsed
     finally:
         await store.close()
+
+
+def measure_outbox(daemon: Rsyslogd, protocol: str, events: list[Event], certs: dict[str, Path],
+                   folder: Path) -> float:
+    """Best-of-rounds events/s from the outbox, every message checked at rsyslogd."""
+    config, _ = sink_settings(daemon, protocol, "cef", certs)
+    best = 0.0
+    for round_ in range(ROUNDS):
+        best = max(best, asyncio.run(through_outbox(config, events, folder / f"{protocol}-{round_}")))
+        wait_delivered(daemon, protocol, len(events))
+    return best
 
 
 def main() -> int:
@@ -186,12 +205,8 @@ def main() -> int:
             results = {(p, f): measure(daemon, p, f, events, certs)
                        for p, f in (("tcp", "cef"), ("tls", "cef"), ("tcp", "leef"),
                                     ("tcp", "json"))}
-            try:
-                outbox: float | str = asyncio.run(
-                    through_outbox(daemon, events[:OUTBOX_EVENTS], folder))
-                wait_delivered(daemon, "tcp", OUTBOX_EVENTS)
-            except Exception as exc:  # the core is not ours: report, do not fail the bench
-                outbox = f"skipped ({type(exc).__name__}: {exc})"
+            outbox = {p: measure_outbox(daemon, p, events[:OUTBOX_EVENTS], certs, folder)
+                      for p in ("tcp", "tls")}
         finally:
             daemon.stop()
             gc.unfreeze()
@@ -200,18 +215,21 @@ def main() -> int:
     for (protocol, fmt), (sink_eps, raw_eps, size) in results.items():
         print(f"  {protocol.upper():3} {fmt:4} sink {sink_eps:>9,.0f} ev/s   raw socket "
               f"{raw_eps:>9,.0f} ev/s   ratio {sink_eps / raw_eps:4.0%}   ({size} B/event)")
+    print(f"  from the outbox (SQLite outbox -> sink worker -> sink -> rsyslogd), CEF, "
+          f"{OUTBOX_EVENTS:,} events, best of {ROUNDS}:")
+    for protocol, eps in outbox.items():
+        raw_eps = results[(protocol, "cef")][1]
+        print(f"  {protocol.upper():3} cef  outbox {eps:>7,.0f} ev/s   raw socket {raw_eps:>9,.0f} ev/s"
+              f"   ratio {eps / raw_eps:4.0%}")
     tcp_eps, tcp_raw, _ = results[("tcp", "cef")]
-    outbox_eps = outbox if isinstance(outbox, float) else 0.0
-    print(f"  full path, SQLite outbox -> worker -> sink -> rsyslogd over TCP, CEF: "
-          f"{outbox_eps:,.0f} ev/s ({OUTBOX_EVENTS:,} events)"
-          + ("" if isinstance(outbox, float) else f": {outbox}"))
-    # The issue's target is "from the outbox": both readings are checked, the sink alone and
-    # the whole path, so a fast encoder cannot hide a slow outbox.
-    ok_eps = tcp_eps >= TARGET_EPS and outbox_eps >= TARGET_EPS
+    # Throughput is the outbox path's; the raw-socket ratio is the sink's (formatting, framing
+    # and writing against writing ready-made bytes): the outbox adds SQLite and decoding, which
+    # no socket baseline has, and is shown above for reference.
+    ok_eps = outbox["tcp"] >= TARGET_EPS
     ok_ratio = tcp_eps / tcp_raw >= TARGET_RATIO
-    print(f"  target >= {TARGET_EPS:,} ev/s over TCP: sink {'met' if tcp_eps >= TARGET_EPS else 'MISSED'}, "
-          f"from the outbox {'met' if outbox_eps >= TARGET_EPS else 'MISSED'};  "
-          f"sink >= {TARGET_RATIO:.0%} of raw: {'met' if ok_ratio else 'MISSED'}")
+    print(f"  target >= {TARGET_EPS:,} ev/s from the outbox over TCP: "
+          f"{'met' if ok_eps else 'MISSED'} ({outbox['tcp']:,.0f});  sink >= {TARGET_RATIO:.0%} "
+          f"of raw over TCP: {'met' if ok_ratio else 'MISSED'} ({tcp_eps / tcp_raw:.0%})")
     print(f"  {'PASS' if ok_eps and ok_ratio else 'MISS'}")
     return 0 if ok_eps and ok_ratio else 1
 

@@ -48,7 +48,6 @@ class SinkWorker:
         self._next: asyncio.Future[list[Delivery]] | None = None  # the prefetched batch
         # The last batch's acknowledgement in flight, and how many deliveries it confirms.
         self._acking: tuple[asyncio.Future[None], int] | None = None
-        self._acked_since_idle = 0
         self.delivered = 0
         self.dead = 0
 
@@ -113,10 +112,6 @@ class SinkWorker:
         if not batch:
             self._isolate = 0
             await self._settled()
-            if self._acked_since_idle:
-                # Caught up: a good moment to drop the event bodies nobody needs any more.
-                self._acked_since_idle = 0
-                await self.store.collect_garbage()
             return False
         if not self._isolate:
             self._next = asyncio.ensure_future(
@@ -162,7 +157,6 @@ class SinkWorker:
         if self._acking is not None:
             (acking, count), self._acking = self._acking, None
             await acking
-            self._acked_since_idle += count
             self.delivered += count
             metrics.DELIVERIES.labels(self.name, "ok").inc(count)
 

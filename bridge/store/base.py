@@ -114,11 +114,7 @@ class Store(ABC):
 
     @abstractmethod
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
-        """Delivered: forget them (and their event bodies once no sink needs them)."""
-
-    @abstractmethod
-    async def collect_garbage(self) -> None:
-        """Drop event bodies that no outbox row and no dead letter refers to any more."""
+        """Delivered: forget them."""
 
     @abstractmethod
     async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:

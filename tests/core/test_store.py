@@ -56,7 +56,7 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = sqlite3.connect(path)
     try:
         return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
-                for t in ("items", "events", "outbox", "dead_letters", "cursors", "sweeps")}
+                for t in ("items", "outbox", "dead_letters", "cursors", "sweeps")}
     finally:
         conn.close()
 
@@ -138,7 +138,7 @@ async def test_schema_version_is_recorded_and_journal_is_wal(store: SQLiteStore,
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST >= 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"items", "events", "outbox", "dead_letters", "cursors", "sweeps"} <= tables
+        assert tables == {"items", "outbox", "dead_letters", "cursors", "sweeps", "sqlite_sequence"}
     finally:
         conn.close()
 
@@ -156,6 +156,43 @@ async def test_reopen_keeps_state_and_does_not_migrate_again(db_path: Path) -> N
         assert len(await s.claim("siem", 10)) == 1
     finally:
         await s.close()
+
+
+async def test_a_version_1_file_is_migrated_with_its_queues(db_path: Path) -> None:
+    """Version 1 kept bodies in a shared `events` table; version 2 moves them into the rows.
+    Pending deliveries, dead letters and the sequence counter all survive."""
+    a, b = make_event("a"), make_event("b", type_=EventType.CHANGED, counter=2,
+                                        changes={"severity": ("low", "high")})
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    (_, v1), *_ = migrations()
+    conn.executescript(v1)
+    conn.execute("PRAGMA user_version = 1")
+    conn.executemany("INSERT INTO events (id, body, created_at) VALUES (?,?,0)",
+                     [(a.id, a.to_json()), (b.id, b.to_json())])
+    conn.executemany("INSERT INTO outbox (sink, event_id, attempts, created_at) VALUES (?,?,?,0)",
+                     [("siem", a.id, 2), ("jira", a.id, 0), ("siem", b.id, 0), ("jira", b.id, 0)])
+    conn.execute("INSERT INTO dead_letters (seq, sink, event_id, attempts, error, failed_at) "
+                 "SELECT seq, sink, event_id, 5, 'rejected', 0 FROM outbox WHERE seq = 4")
+    conn.execute("DELETE FROM outbox WHERE seq = 4")
+    conn.close()
+
+    s = SQLiteStore(db_path)
+    await s.open()
+    try:
+        siem = await s.claim("siem", 10)
+        assert [(d.event, d.attempts) for d in siem] == [(a, 2), (b, 0)]
+        assert [d.event for d in await s.claim("jira", 10)] == [a]
+        (dead,) = await s.dead_letters()
+        assert (dead.seq, dead.event, dead.attempts) == (4, b, 5)
+        await s.commit_sweep(commit_events((make_event("c"), ["siem"])))
+        assert [d.seq for d in await s.claim("siem", 10)] == [1, 3, 5]  # 4 is never reused
+    finally:
+        await s.close()
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchall() == []
+    conn.close()
 
 
 async def test_newer_schema_is_refused(db_path: Path) -> None:
@@ -236,7 +273,7 @@ async def test_commit_sweep_writes_everything(store: SQLiteStore, db_path: Path)
     assert await store.load_cursor(SCOPE) == {"last_scan": "scan-9"}
     assert await store.load_cursor("other") == {}
     rows = dump(db_path)
-    assert len(rows["events"]) == 2 and len(rows["outbox"]) == 4 and len(rows["sweeps"]) == 1
+    assert len(rows["outbox"]) == 4 and len(rows["sweeps"]) == 1
     for sink in ("siem", "jira"):
         assert [d.event for d in await store.claim(sink, 10)] == events
 
@@ -282,7 +319,7 @@ async def test_full_history_round_trips_through_the_store(store: SQLiteStore) ->
 async def test_events_routed_nowhere_are_not_stored(store: SQLiteStore, db_path: Path) -> None:
     await store.commit_sweep(commit_events((make_event("a"), []), (make_event("b"), ["siem"])))
     rows = dump(db_path)
-    assert len(rows["events"]) == 1 and len(rows["outbox"]) == 1
+    assert len(rows["outbox"]) == 1
     assert [d.event.key for d in await store.claim("siem", 10)] == ["b"]
 
 
@@ -349,8 +386,7 @@ async def test_claimed_event_equals_committed_event(store: SQLiteStore) -> None:
     assert d.event == ev
 
 
-async def test_ack_removes_rows_and_orphaned_bodies_only(store: SQLiteStore,
-                                                         db_path: Path) -> None:
+async def test_ack_removes_only_the_acknowledged_rows(store: SQLiteStore, db_path: Path) -> None:
     shared, solo, doomed = make_event("shared"), make_event("solo"), make_event("doomed")
     await store.commit_sweep(commit_events((shared, ["siem", "jira"]), (solo, ["siem"]),
                                            (doomed, ["siem", "jira"])))
@@ -359,15 +395,31 @@ async def test_ack_removes_rows_and_orphaned_bodies_only(store: SQLiteStore,
     siem = await store.claim("siem", 10)
     await store.ack("siem", [d.seq for d in siem])
     assert await store.claim("siem", 10) == []
-    assert len(dump(db_path)["events"]) == 3  # bodies are collected in bulk, not per ack
-    await store.collect_garbage()
-    bodies = {r[0] for r in dump(db_path)["events"]}
-    # solo: nobody needs it; shared: jira still has to deliver it; doomed: a dead letter.
-    assert bodies == {shared.id, doomed.id}
-    await store.ack("jira", [jira["shared"]])
-    await store.collect_garbage()
-    assert {r[0] for r in dump(db_path)["events"]} == {doomed.id}
+    # Each row carries its body: what jira still has to deliver (and its dead letter) is
+    # whole, and nothing of what siem delivered is left behind.
+    assert [d.event for d in await store.claim("jira", 10)] == [shared]
     assert [d.event for d in await store.dead_letters("jira")] == [doomed]
+    rows = dump(db_path)
+    assert {(r[1], r[2]) for r in rows["outbox"]} == {("jira", shared.id)}
+    await store.ack("jira", [jira["shared"]])
+    assert dump(db_path)["outbox"] == []
+
+
+async def test_claims_and_acks_beyond_a_parameter_list(store: SQLiteStore) -> None:
+    events = [make_event(f"k{i}") for i in range(1_200)]
+    await store.commit_sweep(commit_events(*[(e, ["siem"]) for e in events]))
+    claimed = await store.claim("siem", 1_200)
+    assert [d.event.key for d in claimed] == [e.key for e in events]
+    await store.ack("siem", [d.seq for d in claimed[:1_100]])
+    assert [d.event.key for d in await store.claim("siem", 1_200)] == [f"k{i}" for i in range(1_100, 1_200)]
+
+
+async def test_claim_after_a_seq_skips_what_is_in_flight(store: SQLiteStore) -> None:
+    events = [make_event(f"k{i}") for i in range(5)]
+    await store.commit_sweep(commit_events(*[(e, ["siem"]) for e in events]))
+    first = await store.claim("siem", 2)
+    assert [d.event.key for d in await store.claim("siem", 2, after=first[-1].seq)] == ["k2", "k3"]
+    assert await store.claim("siem", 2, after=10**9) == []
 
 
 async def test_ack_is_scoped_to_its_sink(store: SQLiteStore) -> None:
@@ -448,15 +500,16 @@ async def test_replay_selected_seqs(store: SQLiteStore) -> None:
     assert await store.replay(seqs=[123456]) == 0
 
 
-async def test_replayed_then_acked_bodies_are_dropped(store: SQLiteStore, db_path: Path) -> None:
+async def test_replayed_then_acked_leaves_nothing(store: SQLiteStore, db_path: Path) -> None:
     ev = make_event("a")
     await store.commit_sweep(commit_events((ev, ["siem"])))
     await store.bury("siem", [(await store.claim("siem", 1))[0].seq], "400")
     await store.replay()
-    await store.ack("siem", [(await store.claim("siem", 1))[0].seq])
-    await store.collect_garbage()
+    (replayed,) = await store.claim("siem", 1)
+    assert replayed.event == ev
+    await store.ack("siem", [replayed.seq])
     rows = dump(db_path)
-    assert rows["events"] == [] and rows["outbox"] == [] and rows["dead_letters"] == []
+    assert rows["outbox"] == [] and rows["dead_letters"] == []
 
 
 async def test_queue_stats(store: SQLiteStore) -> None:
@@ -563,7 +616,7 @@ async def test_commit_chunk_writes_items_with_their_outbox_rows_only(store: SQLi
              now=T0)
     await store.commit_chunk(SCOPE, r.writes, [(e, ["siem"]) for e in r.events])
     rows = dump(db_path)
-    assert len(rows["items"]) == 2 and len(rows["events"]) == 2 and len(rows["outbox"]) == 2
+    assert len(rows["items"]) == 2 and len(rows["outbox"]) == 2
     assert rows["sweeps"] == [] and rows["cursors"] == []
     assert [d.event for d in await store.claim("siem", 10)] == r.events
 
@@ -611,14 +664,3 @@ async def test_a_closed_store_says_so(db_path: Path) -> None:
     await s.close()
     with pytest.raises(StoreError, match="not open"):
         await s.load_cursor(SCOPE)
-
-
-async def test_bodies_are_collected_every_gc_every_acks(store: SQLiteStore, db_path: Path) -> None:
-    store.GC_EVERY = 3
-    events = [make_event(f"k{i}") for i in range(5)]
-    await store.commit_sweep(commit_events(*[(e, ["siem"]) for e in events]))
-    claimed = await store.claim("siem", 5)
-    await store.ack("siem", [d.seq for d in claimed[:2]])
-    assert len(dump(db_path)["events"]) == 5
-    await store.ack("siem", [claimed[2].seq])  # the third acknowledgement triggers collection
-    assert {r[0] for r in dump(db_path)["events"]} == {e.id for e in events[3:]}

@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bridge.store.sqlite import migrations
 from tests.daemon.conftest import StartDaemon, Vendor, daemon_config
 from tests.support.daemon import run_cli
 from tests.support.waiting import wait_until
+
+LATEST = migrations()[-1][0]
 
 
 def corrupt(state: Path) -> None:
@@ -41,7 +44,7 @@ def a_directory(state: Path) -> None:
 STATE_PROBLEMS: dict[str, tuple[Callable[[Path], None], str]] = {
     "corrupt": (corrupt, "is not a usable SQLite database: file is not a database"),
     "newer schema": (from_the_future, "has schema version 99, newer than this bridge "
-                                      "understands (1); run a newer bridge"),
+                                      f"understands ({LATEST}); run a newer bridge"),
     "unreadable": (unreadable, "Permission denied"),
     "a directory": (a_directory, "Is a directory"),
 }
@@ -115,7 +118,7 @@ async def test_state_backup_while_the_daemon_runs(
     assert not dest.with_name(dest.name + ".tmp").exists()
     with sqlite3.connect(dest) as copy:
         assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert copy.execute("PRAGMA user_version").fetchone() == (1,)
+        assert copy.execute("PRAGMA user_version").fetchone() == (LATEST,)
         assert copy.execute("SELECT COUNT(*) FROM items").fetchone() == (30,)
         assert copy.execute("SELECT COUNT(*) FROM sweeps").fetchone()[0] >= 1
 
