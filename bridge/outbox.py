@@ -19,6 +19,7 @@ from bridge.http import backoff_delay
 from bridge.secrets import redact
 from bridge.sinks.base import (
     DeliveryError,
+    DestinationUnavailableError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     Sink,
@@ -132,7 +133,8 @@ class SinkWorker:
                     accepted = set(exc.delivered)
                     await self._acknowledge([d for d in batch if d.event.id in accepted])
                     batch = [d for d in batch if d.event.id not in accepted]
-                await self._retryable(batch, str(exc), exc.retry_after)
+                await self._retryable(batch, str(exc), exc.retry_after,
+                                      counted=not isinstance(exc, DestinationUnavailableError))
             except PermanentDeliveryError as exc:
                 await self._permanent(batch, exc)
             except DeliveryError as exc:
@@ -181,11 +183,23 @@ class SinkWorker:
         self._isolate = max(0, self._isolate - len(batch))
         self._status(True, None)
 
-    async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None) -> None:
+    async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None,
+                         *, counted: bool = True) -> None:
+        """Back off and retry the batch; `counted` failures spend attempts, until dead letters."""
         await self._drop_prefetch()
         self._failures += 1
         metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
         await self._reset()
+        if counted:
+            await self._spend_attempt(batch, error)
+        delay = retry_after if retry_after is not None else backoff_delay(
+            self._failures - 1, self.config.backoff_initial, self.config.backoff_max)
+        self._retry_delay = min(max(delay, 0.0), max(self.config.backoff_max, retry_after or 0.0))
+        log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
+                    retry_in=round(self._retry_delay, 3))
+        self._status(False, error)
+
+    async def _spend_attempt(self, batch: Sequence[Delivery], error: str) -> None:
         exhausted = [d for d in batch if d.attempts + 1 >= self.config.max_attempts]
         retry = [d.seq for d in batch if d.attempts + 1 < self.config.max_attempts]
         if len(batch) > 1 and any(d.attempts + 2 >= self.config.max_attempts for d in batch):
@@ -196,12 +210,6 @@ class SinkWorker:
             await self.store.record_failure(self.name, retry, redact(error))
         if exhausted:
             await self._bury(exhausted, f"gave up after {self.config.max_attempts} attempts: {error}")
-        delay = retry_after if retry_after is not None else backoff_delay(
-            self._failures - 1, self.config.backoff_initial, self.config.backoff_max)
-        self._retry_delay = min(max(delay, 0.0), max(self.config.backoff_max, retry_after or 0.0))
-        log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
-                    retry_in=round(self._retry_delay, 3))
-        self._status(False, error)
 
     async def _permanent(self, batch: Sequence[Delivery], exc: PermanentDeliveryError) -> None:
         await self._drop_prefetch()

@@ -31,6 +31,13 @@ class RetryableDeliveryError(DeliveryError):
         self.delivered = tuple(delivered)
 
 
+class DestinationUnavailableError(RetryableDeliveryError):
+    """The destination cannot be reached or written at all: connection refused or lost, TLS
+    handshake failed, disk full. Nothing about the events is at fault, so the attempt does not
+    count towards `max_attempts`: an outage, however long, fills the outbox, not the dead
+    letters."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """The receiver rejected the content: retrying cannot help, dead-letter it.
 
@@ -47,6 +54,8 @@ class SinkConfig(ComponentConfig):
     """Delivery policy every sink shares; subclasses add `type` and their own settings."""
 
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    # Attempts the receiver answered with a retryable failure (a 5xx, a 429) before an event is
+    # dead-lettered; a destination that cannot be reached at all spends none of them.
     max_attempts: int = Field(default=12, ge=1)
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)

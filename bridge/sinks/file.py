@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from bridge.model import Event
-from bridge.sinks.base import RetryableDeliveryError, Sink, SinkConfig
+from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
 
 
 class FileSinkConfig(SinkConfig):
@@ -38,12 +38,12 @@ class FileSink(Sink[FileSinkConfig]):
             self.config.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.config.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise RetryableDeliveryError(f"cannot open {self.config.path}: {exc.strerror}") from None
+            raise DestinationUnavailableError(f"cannot open {self.config.path}: {exc.strerror}") from None
         try:
             await asyncio.to_thread(_drop_partial_line, fd)
         except OSError as exc:
             os.close(fd)
-            raise RetryableDeliveryError(f"cannot repair {self.config.path}: {exc.strerror}") from None
+            raise DestinationUnavailableError(f"cannot repair {self.config.path}: {exc.strerror}") from None
         self._fd = fd
 
     async def send(self, events: Sequence[Event]) -> None:
@@ -72,7 +72,7 @@ class FileSink(Sink[FileSinkConfig]):
         try:
             await asyncio.to_thread(write)
         except OSError as exc:
-            raise RetryableDeliveryError(f"cannot write {self.config.path}: {exc.strerror}") from None
+            raise DestinationUnavailableError(f"cannot write {self.config.path}: {exc.strerror}") from None
 
     async def close(self) -> None:
         if self._fd is not None:

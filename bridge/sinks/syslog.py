@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge import metrics
 from bridge.model import SEVERITIES, Event
-from bridge.sinks.base import PermanentDeliveryError, RetryableDeliveryError, Sink, SinkConfig
+from bridge.sinks.base import DestinationUnavailableError, PermanentDeliveryError, Sink, SinkConfig
 from bridge.sinks.formats import (
     CefConfig,
     LeefConfig,
@@ -233,7 +233,7 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         try:
             await self._transport.connect()
         except TransportError as exc:
-            raise RetryableDeliveryError(str(exc)) from None
+            raise DestinationUnavailableError(str(exc)) from None
 
     def messages(self, event: Event) -> list[tuple[str, int]]:
         """The syslog messages for one event with their UTF-8 sizes: one, or several when split.
@@ -297,7 +297,7 @@ class SyslogSink(Sink[SyslogSinkConfig]):
             try:
                 await self._transport.send(chunks)
             except TransportError as exc:
-                raise RetryableDeliveryError(str(exc)) from None
+                raise DestinationUnavailableError(str(exc)) from None
         if rejected:
             first = next(iter(rejected.items()))
             raise PermanentDeliveryError(

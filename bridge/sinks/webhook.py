@@ -23,6 +23,7 @@ from bridge import metrics
 from bridge.http import USER_AGENT, parse_retry_after
 from bridge.model import Event
 from bridge.sinks.base import (
+    DestinationUnavailableError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     Sink,
@@ -90,9 +91,9 @@ class WebhookSink(Sink[WebhookSinkConfig]):
                     outcome[e.id] = exc  # dead-lettered; the item's later events may follow
                 except Exception as exc:
                     outcome[e.id] = exc
+                    held = type(exc) if isinstance(exc, RetryableDeliveryError) else RetryableDeliveryError
                     for later in chain[i + 1:]:
-                        outcome[later.id] = RetryableDeliveryError(
-                            "not sent: an earlier event of the same item failed")
+                        outcome[later.id] = held("not sent: an earlier event of the same item failed")
                     return
 
         await asyncio.gather(*(post_in_order(c) for c in chains.values()))
@@ -106,7 +107,9 @@ class WebhookSink(Sink[WebhookSinkConfig]):
             raise other[0]
         if retryable:
             waits = [r.retry_after for r in retryable if r.retry_after is not None]
-            raise RetryableDeliveryError(
+            # Only an unreachable receiver spares the attempts (see DestinationUnavailableError).
+            unreachable = all(isinstance(r, DestinationUnavailableError) for r in retryable)
+            raise (DestinationUnavailableError if unreachable else RetryableDeliveryError)(
                 f"{len(retryable)} of {len(events)} deliveries failed: {retryable[0]}",
                 retry_after=max(waits) if waits else None,
                 delivered=[e.id for e in events if outcome[e.id] is None],
@@ -125,6 +128,8 @@ class WebhookSink(Sink[WebhookSinkConfig]):
                 body = (await resp.text(errors="replace"))[:300] if status >= 300 else ""
         except TimeoutError:
             raise RetryableDeliveryError(f"POST timed out after {self.config.timeout:g}s") from None
+        except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS: never sent
+            raise DestinationUnavailableError(f"POST failed: {type(exc).__name__}: {exc}") from None
         except aiohttp.ClientError as exc:
             raise RetryableDeliveryError(f"POST failed: {type(exc).__name__}: {exc}") from None
         if 200 <= status < 300:

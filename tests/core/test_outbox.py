@@ -306,22 +306,43 @@ async def test_dead_letters_listed_replayed_and_delivered(store: SQLiteStore,
     assert await pending(store) == 0
 
 
-async def test_unreachable_receiver_is_retried_then_buried(store: SQLiteStore,
-                                                           tmp_path: Path) -> None:
-    # A port nobody listens on: connection refused is retryable.
+async def test_an_unreachable_receiver_spends_no_attempts(store: SQLiteStore) -> None:
+    """Connection refused is an outage, not the events' fault: however many retries it takes,
+    the events keep their attempts and wait in the outbox (no dead letters), then go."""
     probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]
     probe.close()
     await probe.wait_closed()
     sink = WebhookSink(WebhookSinkConfig(type="webhook", name="hook",
-                                         url=f"http://127.0.0.1:{port}/x", max_attempts=2,
+                                         url=f"http://127.0.0.1:{port}/hook", max_attempts=2,
                                          backoff_initial=0.001, backoff_max=0.01, timeout=2))
     ev = make_event("k")
     await commit(store, [ev])
-    worker = SinkWorker(sink, store)
-    assert await drain(worker) == 0
-    (dead,) = await store.dead_letters()
-    assert dead.event == ev and dead.attempts == 2 and "POST failed" in dead.error
+    refusals: list[str] = []
+    stop = asyncio.Event()
+
+    def status(name: str, healthy: bool, error: str | None) -> None:
+        if not healthy:
+            refusals.append(error or "")
+            if len(refusals) == 6:  # three times max_attempts
+                stop.set()
+
+    assert await asyncio.wait_for(SinkWorker(sink, store, status).drain(stop), 20) == 1
+    assert len(refusals) == 6 and all("ClientConnectorError" in e for e in refusals), refusals
+    assert await store.dead_letters() == []
+    (queued,) = await store.claim("hook", 10)
+    assert queued.event == ev and queued.attempts == 0
+
+    back = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", back.handle)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    try:
+        assert await drain(SinkWorker(sink, store)) == 0
+        assert back.accepted == [ev.id]
+    finally:
+        await server.close()
 
 
 # -- a running worker --------------------------------------------------------------------------
