@@ -47,6 +47,17 @@ _SEVERITY_ALIASES: Mapping[str, Severity] = {
 _severity_cache: dict[tuple[str, str], Severity] = {}
 
 
+def json_scalar(value: Any) -> JSONScalar:
+    """A vendor value as an attribute: scalars as they are, anything else as compact JSON text.
+
+    Attributes are flat by contract (SIEM fields, routing matches), and stored events are
+    decoded with that type checked, so no source may let a list or an object through.
+    """
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+
 def normalize_severity(raw: object, default: Severity = "medium") -> Severity:
     """Map a vendor's severity word onto ours; unknown words keep the default, never fail."""
     if not isinstance(raw, str):

@@ -22,7 +22,6 @@ INTERNAL_ERROR is retried like a 5xx; VALIDATION_ERROR is our bug and is logged 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -41,7 +40,7 @@ from bridge.http import (
     credential_scope,
     validate,
 )
-from bridge.model import Item, JSONScalar, Severity, Sweep, normalize_severity
+from bridge.model import Item, JSONScalar, Severity, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.paging import Page, Pass, numbered, page_count, with_drift_retries
 
@@ -203,14 +202,8 @@ class _Tenant:
     client: VendorClient
 
 
-def _scalar(value: Any) -> JSONScalar:
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-
-
 def _attrs(raw: Mapping[str, Any], names: Sequence[str]) -> dict[str, JSONScalar]:
-    return {n: _scalar(raw[n]) for n in names if raw.get(n) is not None}
+    return {n: json_scalar(raw[n]) for n in names if raw.get(n) is not None}
 
 
 class Aether365Source(Source[Aether365Config]):

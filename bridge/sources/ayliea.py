@@ -36,7 +36,7 @@ from bridge.http import (
     credential_scope,
     validate,
 )
-from bridge.model import Item, JSONScalar, Severity, Sweep
+from bridge.model import Item, Severity, Sweep, json_scalar
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.paging import Pass, by_offset, with_drift_retries
 
@@ -144,10 +144,6 @@ def _identity(row: Any, name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         return None
     return str(value)
-
-
-def _scalar(value: Any) -> JSONScalar:
-    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
 class AylieaSource(Source[AylieaConfig]):
@@ -268,7 +264,7 @@ class AylieaSource(Source[AylieaConfig]):
         table = self.config.priority_severity
         fallback = self.config.unknown_priority_severity
         severity = fallback if rec.priority is None else table.get(rec.priority, fallback)
-        attrs = {k: _scalar(raw[k]) for k in ("framework_id", "category") if raw.get(k)}
+        attrs = {k: json_scalar(raw[k]) for k in ("framework_id", "category") if raw.get(k)}
         attrs["priority"] = rec.priority
         return Item(
             kind=RECOMMENDATION, key=rec.id, title=rec.title or rec.id, severity=severity,
@@ -315,7 +311,7 @@ class AylieaSource(Source[AylieaConfig]):
         name = str(raw.get("name") or raw.get("platform") or ident)
         vendor = raw.get("vendor")
         title = f"AI platform detected: {name}" + (f" ({vendor})" if vendor else "")
-        attrs = {k: _scalar(raw[k]) for k in ("name", "vendor", "confidence", "detected_at")
+        attrs = {k: json_scalar(raw[k]) for k in ("name", "vendor", "confidence", "detected_at")
                  if k in raw and not isinstance(raw[k], dict | list)}
         return Item(kind=DISCOVERY, key=str(ident), title=title,
                     severity=self.config.discovery_severity, active=True,

@@ -18,7 +18,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.http import HttpContext, VendorClient, VendorError, validate
-from bridge.model import Item, JSONScalar, Sweep, normalize_severity
+from bridge.model import Item, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
 
@@ -110,7 +110,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
 
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         status = finding.status.lower()
-        attrs: dict[str, JSONScalar] = {k: v for k in _ATTRIBUTES if (v := raw.get(k)) is not None}
+        attrs = {k: json_scalar(v) for k in _ATTRIBUTES if (v := raw.get(k)) is not None}
         if "resource" in raw or "certificate" in raw:  # only enriched findings have these
             for nested, fields in _NESTED:
                 obj = raw.get(nested)

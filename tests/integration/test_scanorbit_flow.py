@@ -219,6 +219,19 @@ async def test_unknown_severity_is_a_value_not_an_error(scanorbit: SimPair, harn
         ("critical", "critical"), ("info", "trivial")]
 
 
+async def test_an_attribute_sent_as_an_object_stays_flat_and_deliverable(
+        scanorbit: SimPair, harness: Harness) -> None:
+    """Attributes are flat by contract and stored events are decoded with that type checked:
+    a vendor object where a string belongs must not reach the outbox as an object."""
+    world, _ = scanorbit
+    world.add_finding(awsAccountId={"id": "123456789012", "alias": "prod"}, resourceId=["i-1", "i-2"])
+    result = await harness.sweep()
+    (event,) = result.events
+    assert event.attributes["awsAccountId"] == '{"alias":"prod","id":"123456789012"}'
+    assert event.attributes["resourceId"] == '["i-1","i-2"]'
+    assert [d.event for d in await harness.store.claim("events", 10)] == [event]
+
+
 async def test_revoked_key_fails_the_sweep_without_leaking_it(scanorbit: SimPair, harness: Harness) -> None:
     world, _ = scanorbit
     world.add_finding()
