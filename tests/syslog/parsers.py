@@ -181,19 +181,19 @@ _CEF_VALUE_ESCAPES = {"\\": "\\", "=": "=", "n": "\n", "r": "\r"}
 _KEY_CHAR = re.compile(r"[A-Za-z0-9_]")
 
 
-def parse_cef(text: str) -> Cef:
-    if not text.startswith("CEF:"):
-        raise ParseError(f"not CEF: {text[:40]!r}")
+def _header_fields(text: str, pos: int, kind: str, count: int, *, escaped: int
+                   ) -> tuple[list[str], int]:
+    """`count` pipe-ended header fields from `pos`, and where the rest begins. In the first
+    `escaped` fields a backslash escapes a backslash or a pipe, and nothing else."""
     fields: list[str] = []
     current: list[str] = []
-    pos = 4
-    while len(fields) < 7:
+    while len(fields) < count:
         if pos >= len(text):
-            raise ParseError(f"CEF header has {len(fields)} fields, needs 7")
+            raise ParseError(f"{kind} header has {len(fields)} fields, needs {count}")
         char = text[pos]
         if char in "\r\n":
-            raise ParseError(f"raw line break in the CEF header at {pos}")
-        if char == "\\":
+            raise ParseError(f"raw line break in the {kind} header at {pos}")
+        if char == "\\" and len(fields) < escaped:
             nxt = text[pos + 1:pos + 2]
             if nxt not in ("\\", "|"):
                 raise ParseError(f"bad header escape \\{nxt} at {pos}")
@@ -206,6 +206,13 @@ def parse_cef(text: str) -> Cef:
         else:
             current.append(char)
             pos += 1
+    return fields, pos
+
+
+def parse_cef(text: str) -> Cef:
+    if not text.startswith("CEF:"):
+        raise ParseError(f"not CEF: {text[:40]!r}")
+    fields, pos = _header_fields(text, 4, "CEF", 7, escaped=7)
     if not re.fullmatch(r"\d+", fields[0]):
         raise ParseError(f"bad CEF version {fields[0]!r}")
     if not re.fullmatch(r"\d|10", fields[6]):
@@ -299,28 +306,8 @@ def _leef_delimiter(spec: str) -> str:
 def parse_leef(text: str) -> Leef:
     if not text.startswith("LEEF:2.0|"):
         raise ParseError(f"not LEEF 2.0: {text[:40]!r}")
-    fields: list[str] = []
-    current: list[str] = []
-    pos = len("LEEF:2.0|")
-    while len(fields) < 5:
-        if pos >= len(text):
-            raise ParseError("LEEF header too short")
-        char = text[pos]
-        if char in "\r\n":
-            raise ParseError(f"raw line break in the LEEF header at {pos}")
-        if char == "\\" and len(fields) < 4:
-            nxt = text[pos + 1:pos + 2]
-            if nxt not in ("\\", "|"):
-                raise ParseError(f"bad header escape \\{nxt} at {pos}")
-            current.append(nxt)
-            pos += 2
-        elif char == "|":
-            fields.append("".join(current))
-            current = []
-            pos += 1
-        else:
-            current.append(char)
-            pos += 1
+    # The fifth field, the delimiter, is read raw: it may be a backslash itself.
+    fields, pos = _header_fields(text, len("LEEF:2.0|"), "LEEF", 5, escaped=4)
     vendor, product, version, event_id, delimiter_spec = fields
     delimiter = _leef_delimiter(delimiter_spec)
     body = text[pos:]
