@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def require_tool(tool: str, package: str) -> str:
     """Path of `tool`, or skip outside CI. Under CI=true a missing tool is a failure: the
     project installs `package` (Debian or PyPI) or the machine image ships it (kubectl), so
     its absence there is a broken setup, not a choice."""
-    found = shutil.which(tool)
+    # pip puts a package's programs next to the interpreter (the venv's bin), which the
+    # README's `.venv/bin/python -m pytest` does not put on PATH.
+    found = shutil.which(tool) or shutil.which(tool, path=str(Path(sys.executable).parent))
     if found:
         return found
     if os.environ.get("CI") == "true":
