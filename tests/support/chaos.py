@@ -817,8 +817,10 @@ class ChaosRun:
         self.crashes.append(crash)
         self.report.crashes += 1
         self.report.crash_modes[mode] += 1
-        self.expected_exit = False
+        # Until the new process replaces it, `self.daemon` is the one just killed: its exit
+        # stays expected, or a watcher polling meanwhile would report the kill as a failure.
         await self.start_daemon()
+        self.expected_exit = False
 
     def upstream_faults(self) -> None:
         rng = self.rng
