@@ -163,8 +163,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     async def go(store: Store) -> int:
         if args.what == "list":
             rows = [
-                {"seq": d.seq, "sink": d.sink, "event": d.event.id, "type": d.event.type.value,
-                 "title": d.event.title, "attempts": d.attempts, "error": d.error}
+                {"seq": d.seq, "sink": d.sink, "event": d.event_id,
+                 "type": d.event.type.value if d.event else "?",
+                 "title": d.event.title if d.event else "(undecodable)",
+                 "attempts": d.attempts, "error": d.error}
                 for d in await store.dead_letters(args.sink, args.limit)
             ]
             _print_rows(rows, args.json)

@@ -25,7 +25,7 @@ from bridge.sinks.base import (
     Sink,
     SinkConfig,
 )
-from bridge.store.base import Delivery, Store
+from bridge.store.base import Delivery, Store, UndecodableDeliveries
 
 log = structlog.get_logger(__name__)
 
@@ -147,12 +147,17 @@ class SinkWorker:
         return True
 
     async def _claim(self) -> list[Delivery]:
-        if self._next is not None:
-            prefetched, self._next = self._next, None
-            return await prefetched
-        await self._settled()  # a claim from the head must not see rows being acknowledged
-        limit = 1 if self._isolate else self.config.batch_size
-        return await self.store.claim(self.name, limit)
+        while True:
+            try:
+                if self._next is not None:
+                    prefetched, self._next = self._next, None
+                    return await prefetched
+                await self._settled()  # a claim from the head must not see rows being acknowledged
+                limit = 1 if self._isolate else self.config.batch_size
+                return await self.store.claim(self.name, limit)
+            except UndecodableDeliveries as exc:  # never sendable: out of the way, then go on
+                await self._bury([seq for seq, _ in exc.rows], [eid for _, eid in exc.rows],
+                                 f"undecodable event: {exc.error}")
 
     async def _settled(self) -> None:
         """Wait for the acknowledgement in flight; a store failure surfaces here."""
@@ -209,7 +214,8 @@ class SinkWorker:
         if retry:
             await self.store.record_failure(self.name, retry, redact(error))
         if exhausted:
-            await self._bury(exhausted, f"gave up after {self.config.max_attempts} attempts: {error}")
+            await self._bury([d.seq for d in exhausted], [d.event.id for d in exhausted],
+                             f"gave up after {self.config.max_attempts} attempts: {error}")
 
     async def _permanent(self, batch: Sequence[Delivery], exc: PermanentDeliveryError) -> None:
         await self._drop_prefetch()
@@ -221,18 +227,18 @@ class SinkWorker:
         rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event.id}
         bad = [d for d in batch if d.event.id in rejected]
         good = [d for d in batch if d.event.id not in rejected]
-        await self._bury(bad, f"rejected: {exc}")
+        await self._bury([d.seq for d in bad], [d.event.id for d in bad], f"rejected: {exc}")
         if good:
             await self._delivered(good)
         self._failures = 0
 
-    async def _bury(self, buried: Sequence[Delivery], error: str) -> None:
+    async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
         # Receivers echo requests (headers included) in error bodies: never store a secret.
-        await self.store.bury(self.name, [d.seq for d in buried], redact(error))
-        self.dead += len(buried)
-        metrics.DEAD_LETTERS.labels(self.name).inc(len(buried))
-        metrics.DELIVERIES.labels(self.name, "dead").inc(len(buried))
-        log.error("dead_lettered", events=len(buried), event_ids=[d.event.id for d in buried],
+        await self.store.bury(self.name, seqs, redact(error))
+        self.dead += len(seqs)
+        metrics.DEAD_LETTERS.labels(self.name).inc(len(seqs))
+        metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))
+        log.error("dead_lettered", events=len(seqs), event_ids=list(event_ids),
                   error=error)
 
     def _status(self, healthy: bool, error: str | None) -> None:

@@ -21,6 +21,16 @@ class StoreError(Exception):
     """The state cannot be used (unreadable, corrupt, from a newer version). Not retryable."""
 
 
+class UndecodableDeliveries(Exception):
+    """Outbox rows whose stored event cannot be decoded (a damaged file, or an event written by
+    an incompatible version): they can never be sent, so the worker dead-letters them."""
+
+    def __init__(self, sink: str, rows: Sequence[tuple[int, str]], error: str) -> None:
+        super().__init__(f"{len(rows)} outbox row(s) of {sink} hold an undecodable event: {error}")
+        self.rows = tuple(rows)  # (seq, event id)
+        self.error = error
+
+
 @dataclass(frozen=True, slots=True)
 class SweepRecord:
     scope: str
@@ -57,7 +67,8 @@ class Delivery:
 class DeadLetter:
     seq: int
     sink: str
-    event: Event
+    event_id: str
+    event: Event | None  # None when the stored body cannot be decoded
     attempts: int
     error: str
     failed_at: datetime
@@ -110,7 +121,8 @@ class Store(ABC):
     async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
         """The oldest pending deliveries of a sink with `seq > after`, in commit order
         (per-item order preserved). `after` lets a worker fetch the next batch while the
-        current one is still being sent."""
+        current one is still being sent. Raises `UndecodableDeliveries` naming the rows of
+        that batch which cannot be decoded."""
 
     @abstractmethod
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:

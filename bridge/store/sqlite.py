@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import orjson
 import structlog
 
@@ -36,6 +37,7 @@ from bridge.store.base import (
     StoreError,
     SweepCommit,
     SweepRecord,
+    UndecodableDeliveries,
 )
 
 log = structlog.get_logger(__name__)
@@ -298,10 +300,34 @@ class SQLiteStore(Store):
         seqs, attempts, bodies = await self._run(q, read=True)
         if bodies is None:
             return []
+        try:
+            events = events_from_json(bodies)
+        except msgspec.MsgspecError:
+            await self._find_undecodable(sink, limit, after)
+            raise
         # Every column aggregates the same rows in the same order, whatever that order is.
-        rows = sorted(zip(orjson.loads(seqs), orjson.loads(attempts), events_from_json(bodies),
-                          strict=True), key=lambda row: row[0])
+        rows = sorted(zip(orjson.loads(seqs), orjson.loads(attempts), events, strict=True),
+                      key=lambda row: row[0])
         return [Delivery(seq, sink, event, tries) for seq, tries, event in rows]
+
+    async def _find_undecodable(self, sink: str, limit: int, after: int) -> None:
+        """The batch did not decode: look at its rows one by one and name the culprits."""
+
+        def q(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
+            return conn.execute(
+                "SELECT seq, event_id, body FROM outbox WHERE sink = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (sink, after, limit),
+            ).fetchall()
+
+        bad, error = [], ""
+        for seq, event_id, body in await self._run(q, read=True):
+            try:
+                Event.from_json(body)
+            except msgspec.MsgspecError as exc:
+                bad.append((seq, event_id))
+                error = error or f"{type(exc).__name__}: {exc}"
+        if bad:
+            raise UndecodableDeliveries(sink, bad, error)
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Delivered rows go, bodies with them, in one statement (so one step, see `claim`)."""
@@ -339,19 +365,18 @@ class SQLiteStore(Store):
         await self._run(tx)
 
     async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        def q(conn: sqlite3.Connection) -> list[DeadLetter]:
-            rows = conn.execute(
-                "SELECT seq, sink, body, attempts, error, failed_at FROM dead_letters "
+        def q(conn: sqlite3.Connection) -> list[tuple[int, str, str, str, int, str, float]]:
+            return conn.execute(
+                "SELECT seq, sink, event_id, body, attempts, error, failed_at FROM dead_letters "
                 "WHERE (? IS NULL OR sink = ?) ORDER BY seq LIMIT ?",
                 (sink, sink, limit),
             ).fetchall()
-            return [
-                DeadLetter(seq, s, Event.from_json(body), attempts, error,
-                           datetime.fromtimestamp(failed_at, UTC))
-                for seq, s, body, attempts, error, failed_at in rows
-            ]
 
-        return await self._run(q)
+        return [
+            DeadLetter(seq, s, event_id, _decoded(body), attempts, error,
+                       datetime.fromtimestamp(failed_at, UTC))
+            for seq, s, event_id, body, attempts, error, failed_at in await self._run(q)
+        ]
 
     async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
         now = time.time()
@@ -522,6 +547,13 @@ class _Rows:
         )
         conn.executemany("INSERT INTO outbox (sink, event_id, body, created_at) VALUES (?,?,?,?)",
                          self.outbox)
+
+
+def _decoded(body: str) -> Event | None:
+    try:
+        return Event.from_json(body)
+    except msgspec.MsgspecError:
+        return None
 
 
 def _split_sql(sql: str) -> list[str]:

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -28,6 +29,8 @@ from bridge.sinks.file import FileSink, FileSinkConfig
 from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig
 from bridge.store.base import SweepCommit, SweepRecord
 from bridge.store.sqlite import SQLiteStore
+from tests.conftest import base_config, scanorbit_source
+from tests.support.daemon import run_cli
 
 from ._helpers import SCOPE, T0, make_event
 
@@ -304,6 +307,47 @@ async def test_dead_letters_listed_replayed_and_delivered(store: SQLiteStore,
     last = receiver.hits_for(bad)[-1]
     assert last.webhook_id == bad.id and last.event == bad  # same id: the receiver can dedupe
     assert await pending(store) == 0
+
+
+async def test_an_undecodable_stored_event_is_dead_lettered_and_the_rest_delivered(
+        store: SQLiteStore, tmp_path: Path) -> None:
+    events = [make_event(k) for k in ("a", "b", "c")]
+    await commit(store, events, sinks=["file"])
+    conn = sqlite3.connect(store.path)
+    with conn:  # a damaged file, or a body written by an incompatible version
+        conn.execute("UPDATE outbox SET body = ? WHERE event_id = ?", ('{"id": "b", "cut', events[1].id))
+    conn.close()
+    path = tmp_path / "out.jsonl"
+    worker = SinkWorker(FileSink(FileSinkConfig(type="file", name="file", path=path)), store)
+    assert await drain(worker) == 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [Event.from_json(line) for line in lines] == [events[0], events[2]]
+    (dead,) = await store.dead_letters("file")
+    assert dead.event_id == events[1].id and dead.event is None
+    assert dead.error.startswith("undecodable event: ") and worker.dead == 1
+
+
+async def test_dlq_list_shows_an_undecodable_dead_letter(tmp_path: Path) -> None:
+    config = base_config(tmp_path, [scanorbit_source("http://127.0.0.1:1")])
+    store = SQLiteStore(config["state"]["path"])
+    await store.open()
+    try:
+        good, bad = make_event("good"), make_event("bad")
+        await commit(store, [good, bad], sinks=["events"])
+        seqs = [d.seq for d in await store.claim("events", 2)]
+        conn = sqlite3.connect(store.path)
+        with conn:
+            conn.execute("UPDATE outbox SET body = 'garbage' WHERE event_id = ?", (bad.id,))
+        conn.close()
+        await store.bury("events", seqs, "undecodable event: test")
+    finally:
+        await store.close()
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, out, err = await run_cli("dlq", "list", "--json", "--config", str(path))
+    assert code == 0 and "Traceback" not in err, err
+    rows = {r["event"]: r for r in json.loads(out)}
+    assert rows[bad.id]["title"] == "(undecodable)" and rows[good.id]["title"] == good.title
 
 
 async def test_an_unreachable_receiver_spends_no_attempts(store: SQLiteStore) -> None:

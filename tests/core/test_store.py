@@ -15,7 +15,7 @@ import pytest
 
 from bridge.diff import Differ, DiffPolicy, ItemWrite, diff
 from bridge.model import Event, EventType
-from bridge.store.base import StoreError, SweepCommit, SweepRecord
+from bridge.store.base import StoreError, SweepCommit, SweepRecord, UndecodableDeliveries
 from bridge.store.sqlite import SQLiteStore, migrations
 
 from ._helpers import SCOPE, T0, item, make_event, sweep
@@ -446,6 +446,34 @@ async def test_record_failure_counts_attempts(store: SQLiteStore, db_path: Path)
     assert last_error.startswith("receiver answered 502") and len(last_error) == 2000
 
 
+def damage(db_path: Path, event: Event, body: str) -> None:
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE outbox SET body = ? WHERE event_id = ?", (body, event.id))
+    conn.close()
+
+
+@pytest.mark.parametrize("body", [
+    '{"id": "cut short',  # not JSON
+    '{"id": "x", "type": "new"}',  # JSON, not an event
+], ids=["truncated", "not-an-event"])
+async def test_an_undecodable_body_is_named_then_listed_as_a_dead_letter(
+        store: SQLiteStore, db_path: Path, body: str) -> None:
+    a, b, c = make_event("a"), make_event("b"), make_event("c")
+    await store.commit_sweep(commit_events((a, ["siem"]), (b, ["siem"]), (c, ["siem"])))
+    seq_b = (await store.claim("siem", 3))[1].seq
+    damage(db_path, b, body)
+    with pytest.raises(UndecodableDeliveries) as caught:
+        await store.claim("siem", 3)
+    assert caught.value.rows == ((seq_b, b.id),)
+    assert "outbox row(s) of siem" in str(caught.value)
+    assert [d.event for d in await store.claim("siem", 1)] == [a]  # before the bad row: fine
+    await store.bury("siem", [seq_b], f"undecodable event: {caught.value.error}")
+    assert [d.event for d in await store.claim("siem", 3)] == [a, c]
+    (dead,) = await store.dead_letters()
+    assert (dead.seq, dead.event_id, dead.event) == (seq_b, b.id, None)
+
+
 async def test_bury_moves_to_dead_letters(store: SQLiteStore) -> None:
     a, b = make_event("a"), make_event("b")
     await store.commit_sweep(commit_events((a, ["siem"]), (b, ["siem"])))
@@ -454,7 +482,7 @@ async def test_bury_moves_to_dead_letters(store: SQLiteStore) -> None:
     await store.bury("siem", [da.seq], "gave up after 2 attempts: 503")
     assert [d.event.key for d in await store.claim("siem", 10)] == ["b"]
     (dead,) = await store.dead_letters()
-    assert (dead.seq, dead.sink, dead.event, dead.attempts) == (da.seq, "siem", a, 2)
+    assert (dead.seq, dead.sink, dead.event_id, dead.event, dead.attempts) == (da.seq, "siem", a.id, a, 2)
     assert dead.error == "gave up after 2 attempts: 503"
     assert dead.failed_at.tzinfo is not None
     assert await store.dead_letters("jira") == []
