@@ -17,6 +17,7 @@ from bridge.model import Event, EventType, normalize_severity, utcnow
 from bridge.routing import route
 from bridge.secrets import redact
 from bridge.store.base import Store, StoreError
+from bridge.textsafe import printable
 from bridge.version import __version__
 
 T = TypeVar("T")
@@ -117,13 +118,16 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
 
 def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
     """Redacted: stored errors and notes quote what vendors and receivers said, and some of
-    them echo credentials back (the config loaded first remembered every secret)."""
+    them echo credentials back (the config loaded first remembered every secret). The text form
+    is also made `printable`: those same strings, and titles, are written by vendors and
+    receivers, and raw they could drive the operator's terminal or forge rows (JSON output
+    escapes every control character already)."""
     clean = [{k: redact(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     if as_json:
         print(json.dumps(clean, indent=2, default=str))
         return
     for row in clean:
-        print("  ".join(f"{k}={v}" for k, v in row.items()))
+        print(printable("  ".join(f"{k}={v}" for k, v in row.items())))
 
 
 def cmd_state(args: argparse.Namespace) -> int:

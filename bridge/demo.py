@@ -27,6 +27,7 @@ from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim
 from bridge.sim.demo import DemoWorlds, drive, seed_demo_worlds
 from bridge.sim.scanorbit import make_app as make_scanorbit_app
+from bridge.textsafe import printable
 
 
 def demo_yaml() -> str:
@@ -94,12 +95,34 @@ def _tenant_keys(worlds: DemoWorlds) -> dict[str, str]:
 
 
 def _summary(path: Path) -> None:
+    """Counts per event type and vendor from the demo's JSON-lines file.
+
+    Lines are split on LF only, as the file sink writes them: `splitlines()` would also break
+    inside a JSON string at U+2028 or NEL (which files from older versions hold raw). A line
+    that is not a JSON object is counted, not fatal, and every word shown is made `printable`.
+    """
     if not path.exists():
         print("\nbridge demo: no events were written", file=sys.stderr)
         return
-    events = [json.loads(line) for line in path.read_text().splitlines() if line]
-    counts = Counter(e["type"] for e in events)
-    parts = ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
-    vendors = ", ".join(f"{n} {v}" for v, n in sorted(Counter(e["vendor"] for e in events).items()))
-    print(f"\nbridge demo: {sum(counts.values())} events ({parts}; from {vendors}); "
-          f"written to {path}")
+    types: Counter[str] = Counter()
+    vendors: Counter[str] = Counter()
+    unreadable = 0
+    with path.open("rb") as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                event = None
+            if not isinstance(event, dict):
+                unreadable += 1
+                continue
+            types[str(event.get("type"))] += 1
+            vendors[str(event.get("vendor"))] += 1
+    parts = ", ".join(f"{n} {t}" for t, n in sorted(types.items()))
+    sources = ", ".join(f"{n} {v}" for v, n in sorted(vendors.items()))
+    skipped = f"; {unreadable} unreadable line(s) skipped" if unreadable else ""
+    print()
+    print(printable(f"bridge demo: {types.total()} events ({parts}; from {sources}){skipped}; "
+                    f"written to {path}"))

@@ -1,6 +1,8 @@
 """Local sinks: a JSON-lines file (for shippers like Filebeat/Vector, and the demo) and stdout.
 
-Both write one compact JSON object per event, the same shape the JSON formats use.
+Both write one compact JSON object per event, the JSON format's own encoding (`encode_json`:
+no raw control or line-breaking character, so one line per event for any reader); stdout's
+"text" form is one readable line per event with such characters made visible.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Literal, TextIO
 
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
+from bridge.sinks.formats import encode_json
+from bridge.textsafe import printable
 
 
 class FileSinkConfig(SinkConfig):
@@ -50,7 +54,7 @@ class FileSink(Sink[FileSinkConfig]):
         if self._fd is None:
             await self.open()
         assert self._fd is not None
-        data = "".join(e.to_json() + "\n" for e in events).encode()
+        data = "".join(encode_json(e) + "\n" for e in events).encode()
         fd, sync = self._fd, self.config.fsync == "batch"
 
         def write() -> None:
@@ -107,14 +111,16 @@ class StdoutSinkConfig(SinkConfig):
 
 
 def describe(event: Event) -> str:
-    """One readable line: what happened to which item, and why."""
+    """One readable line: what happened to which item, and why. Vendor text is made
+    `printable`: a title must not clear the screen, retitle the window, write the clipboard or
+    start a line of its own that reads like another event."""
     where = f"{event.source}/{event.tenant}" if event.tenant else event.source
     line = f"{event.type.value.upper():9} {event.severity:8} {where} {event.kind} {event.title}"
     if event.changes:
         line += " (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in event.changes.items()) + ")"
     elif event.type.value in ("resolved", "reopened"):
         line += f" ({event.reason})"
-    return line
+    return printable(line)
 
 
 class StdoutSink(Sink[StdoutSinkConfig]):
@@ -124,6 +130,6 @@ class StdoutSink(Sink[StdoutSinkConfig]):
 
     async def send(self, events: Sequence[Event]) -> None:
         stream = self._stream or sys.stdout
-        render = Event.to_json if self.config.format == "json" else describe
+        render = encode_json if self.config.format == "json" else describe
         stream.write("".join(render(e) + "\n" for e in events))
         stream.flush()

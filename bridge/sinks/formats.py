@@ -5,6 +5,10 @@ format defines is applied, and length limits are enforced on the *unescaped* UTF
 truncation can split neither an escape sequence nor a code point. Limits count UTF-8 bytes, which
 satisfies receivers that count characters too. Nothing here does I/O.
 
+Every encoder's output is one line for any receiver and inert on a terminal: control,
+line-breaking and bidi characters, for which no format defines an escape, are written as
+visible escapes (`\\x1b`, `\\u2028`; `\\u0085` inside JSON strings), see `bridge.textsafe`.
+
 `fit_cef`/`fit_leef`/`fit_json` re-encode one event under a byte budget (a UDP datagram) by
 truncating the longest values or by splitting the event over several messages.
 """
@@ -24,6 +28,7 @@ from pydantic import Field, field_validator
 
 from bridge.components import StrictModel
 from bridge.model import SEVERITY_SCORE, Event
+from bridge.textsafe import UNSAFE_ON_WIRE, escape_unsafe
 from bridge.version import __version__
 
 Getter = Callable[[Event], Any]
@@ -109,18 +114,32 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _visible_on_wire(text: str) -> str:
+    """Control, line-breaking and bidi characters as visible escapes (`\\x1b`, `\\u2028`).
+
+    No format defines an escape for them, yet raw they let a vendor's text forge a second
+    event for a receiver that splits on VT/FF/FS/GS/RS/NEL/U+2028 (Python's `splitlines`),
+    truncate the message at a NUL in a C-string receiver, or drive the analyst's terminal. The
+    formats escape their backslashes before this runs, so `\\x1b` stays unambiguous; a parser
+    that does not know the escape shows it as the harmless text it is."""
+    return escape_unsafe(text, UNSAFE_ON_WIRE)
+
+
 class Escaper:
     """Per-character escaping, compiled to one C-speed `in` test per special character since
-    values are mostly plain; `needs(text)` says whether any character needs escaping."""
+    values are mostly plain; `needs(text)` says whether any character needs escaping. After the
+    format's own escapes, every control character left becomes visible (`_visible_on_wire`),
+    behind a C-speed `isprintable()` guard that plain text passes."""
 
     __slots__ = ("escape", "needs")
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
         tests = " or ".join(f"{c!r} in t" for c, _ in pairs)
         steps = "".join(f"    if {c!r} in t: t = t.replace({c!r}, {r!r})\n" for c, r in pairs)
-        namespace: dict[str, Any] = {}
-        exec(f"def needs(t):\n    return {tests}\ndef escape(t):\n{steps}    return t\n",
-             namespace)
+        namespace: dict[str, Any] = {"_visible": _visible_on_wire}
+        exec(f"def needs(t):\n    return {tests} or not t.isprintable()\n"
+             f"def escape(t):\n{steps}    if not t.isprintable(): t = _visible(t)\n"
+             "    return t\n", namespace)
         self.escape: Callable[[str], str] = namespace["escape"]
         self.needs: Callable[[str], bool] = namespace["needs"]
 
@@ -616,10 +635,25 @@ def encode_leef(event: Event, cfg: LeefConfig) -> str:
     return encoder.encode(event)
 
 
+def _json_unicode_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def json_safe(text: str) -> str:
+    """Compact JSON from orjson with the characters it leaves raw escaped as `\\uXXXX`.
+
+    orjson escapes C0 controls but not DEL, C1 controls (NEL U+0085), U+2028/U+2029 or bidi
+    controls: valid JSON, yet `splitlines()`-style receivers break a line on some of them and
+    terminals act on others. Such characters can only sit inside JSON strings, where `\\uXXXX`
+    means the same character, so the decoded value is unchanged."""
+    return escape_unsafe(text, UNSAFE_ON_WIRE, _json_unicode_escape)
+
+
 def encode_json(event: Event) -> str:
-    """`Event.to_dict()` as one compact line: exactly `Event.to_json()`, the outbox's own form
-    (orjson: UTF-8 as is, control characters escaped, so never a raw line break)."""
-    return event.to_json()
+    """`Event.to_dict()` as one compact line: `Event.to_json()`, the outbox's own form, with
+    every control, line-breaking and bidi character escaped (`json_safe`), so never a line
+    break for any receiver and the same object once decoded."""
+    return json_safe(event.to_json())
 
 
 # --- fitting under a byte budget ----------------------------------------------------------------
@@ -739,7 +773,7 @@ JSON_FIXED_KEYS = frozenset({"id", "type", "item_uid", "severity", "severity_sco
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    return json_safe(orjson.dumps(value, default=str).decode())
 
 
 def _json_escape(text: str) -> str:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from bridge.model import SEVERITIES, Event
+from bridge.textsafe import printable
 
 Rfc = Literal[5424, 3164]
 Framing = Literal["octet_counting", "lf"]
@@ -53,8 +54,10 @@ def header_token(text: str, max_len: int) -> str:
 
 
 def sd_escape(text: str) -> str:
-    """RFC 5424 PARAM-VALUE escaping: `"`, `\\` and `]` take a backslash."""
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    """RFC 5424 PARAM-VALUE escaping: `"`, `\\` and `]` take a backslash. Control, line-breaking
+    and bidi characters, which the RFC lets through, become visible escapes (`\\n`, `\\x1b`,
+    `\\u2028`): raw, they would end the message for LF framing or a `splitlines()` receiver."""
+    return printable(text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]"))
 
 
 def _utc(moment: datetime) -> datetime:

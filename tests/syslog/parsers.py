@@ -3,7 +3,10 @@ ArcSight CEF rev 25, IBM LEEF 2.0) and independent of the production encoders.
 
 Strict means: anything the specs (or our documented escaping) do not allow raises `ParseError`
 naming the position: an unknown escape sequence, a raw line break, an unescaped `=` inside a
-CEF value, a raw delimiter inside a LEEF value, a malformed header field.
+CEF value, a raw delimiter inside a LEEF value, a malformed header field, and (issue 15) any raw
+control, line-breaking or bidi character but tab. Those are carried as the visible escapes
+`\\xHH`/`\\uHHHH` (and `\\n`, `\\r`, `\\t` in structured data), which decode back, and which
+are accepted for nothing else.
 """
 
 from __future__ import annotations
@@ -11,11 +14,37 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tests.security.hostile_text import UNSAFE, UNSAFE_ON_WIRE
+
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class ParseError(ValueError):
     pass
+
+
+def _refuse_raw_unsafe(text: str, what: str) -> None:
+    for pos, char in enumerate(text):
+        if char in UNSAFE_ON_WIRE:
+            raise ParseError(f"raw {char!r} in {what} at {pos}")
+
+
+_VISIBLE = re.compile(r"x([0-9a-f]{2})|u([0-9a-f]{4})")
+
+
+def _visible_escape(text: str, pos: int, also: str = "") -> tuple[str, int] | None:
+    """The character a visible escape at `text[pos]` (a backslash) stands for, and the
+    position after it; None when there is none. Only unsafe characters (and `also`) may be
+    escaped this way."""
+    match = _VISIBLE.match(text, pos + 1)
+    if match is None:
+        return None
+    char = chr(int(match[1] or match[2], 16))
+    if char not in UNSAFE and char not in also:
+        raise ParseError(f"needless visible escape for {char!r} at {pos}")
+    if (ord(char) < 0x100) != (match[1] is not None):
+        raise ParseError(f"{char!r} escaped in the wrong width at {pos}")
+    return char, match.end()
 
 
 # --- syslog envelopes ---------------------------------------------------------------------------
@@ -80,6 +109,14 @@ def _structured_data(text: str, pos: int) -> tuple[list[tuple[str, list[tuple[st
                 if char == "\\" and pos + 1 < len(text) and text[pos + 1] in '"\\]':
                     value.append(text[pos + 1])
                     pos += 2
+                elif char == "\\" and text[pos + 1:pos + 2] in ("n", "r", "t"):
+                    value.append({"n": "\n", "r": "\r", "t": "\t"}[text[pos + 1]])
+                    pos += 2
+                elif char == "\\" and (visible := _visible_escape(text, pos)) is not None:
+                    value.append(visible[0])
+                    pos = visible[1]
+                elif char in UNSAFE:
+                    raise ParseError(f"raw {char!r} in PARAM-VALUE at {pos}")
                 elif char in '"':
                     pos += 1
                     break
@@ -99,6 +136,7 @@ def _structured_data(text: str, pos: int) -> tuple[list[tuple[str, list[tuple[st
 
 
 def parse_5424(text: str) -> Syslog5424:
+    _refuse_raw_unsafe(text, "an RFC 5424 message")
     match = _HEADER_5424.match(text)
     if match is None:
         raise ParseError(f"not an RFC 5424 header: {text[:80]!r}")
@@ -143,6 +181,7 @@ _HEADER_3164 = re.compile(
 
 
 def parse_3164(text: str, *, tagged: bool) -> Syslog3164:
+    _refuse_raw_unsafe(text, "an RFC 3164 message")
     match = _HEADER_3164.match(text)
     if match is None or match["mon"] not in MONTHS or match["day"] in (" 0", "00"):
         raise ParseError(f"not an RFC 3164 header: {text[:80]!r}")
@@ -184,7 +223,7 @@ _KEY_CHAR = re.compile(r"[A-Za-z0-9_]")
 def _header_fields(text: str, pos: int, kind: str, count: int, *, escaped: int
                    ) -> tuple[list[str], int]:
     """`count` pipe-ended header fields from `pos`, and where the rest begins. In the first
-    `escaped` fields a backslash escapes a backslash or a pipe, and nothing else."""
+    `escaped` fields a backslash escapes a backslash or a pipe, or starts a visible escape."""
     fields: list[str] = []
     current: list[str] = []
     while len(fields) < count:
@@ -195,6 +234,11 @@ def _header_fields(text: str, pos: int, kind: str, count: int, *, escaped: int
             raise ParseError(f"raw line break in the {kind} header at {pos}")
         if char == "\\" and len(fields) < escaped:
             nxt = text[pos + 1:pos + 2]
+            visible = _visible_escape(text, pos)
+            if visible is not None:
+                current.append(visible[0])
+                pos = visible[1]
+                continue
             if nxt not in ("\\", "|"):
                 raise ParseError(f"bad header escape \\{nxt} at {pos}")
             current.append(nxt)
@@ -212,6 +256,7 @@ def _header_fields(text: str, pos: int, kind: str, count: int, *, escaped: int
 def parse_cef(text: str) -> Cef:
     if not text.startswith("CEF:"):
         raise ParseError(f"not CEF: {text[:40]!r}")
+    _refuse_raw_unsafe(text, "CEF")
     fields, pos = _header_fields(text, 4, "CEF", 7, escaped=7)
     if not re.fullmatch(r"\d+", fields[0]):
         raise ParseError(f"bad CEF version {fields[0]!r}")
@@ -263,6 +308,11 @@ def _cef_unescape(raw: str, offset: int) -> str:
         char = raw[pos]
         if char == "\\":
             nxt = raw[pos + 1:pos + 2]
+            visible = _visible_escape(raw, pos)
+            if visible is not None:
+                out.append(visible[0])
+                pos = visible[1]
+                continue
             if nxt not in _CEF_VALUE_ESCAPES:
                 raise ParseError(f"bad extension escape \\{nxt} at {offset + pos}")
             out.append(_CEF_VALUE_ESCAPES[nxt])
@@ -306,6 +356,7 @@ def _leef_delimiter(spec: str) -> str:
 def parse_leef(text: str) -> Leef:
     if not text.startswith("LEEF:2.0|"):
         raise ParseError(f"not LEEF 2.0: {text[:40]!r}")
+    _refuse_raw_unsafe(text, "LEEF")
     # The fifth field, the delimiter, is read raw: it may be a backslash itself.
     fields, pos = _header_fields(text, len("LEEF:2.0|"), "LEEF", 5, escaped=4)
     vendor, product, version, event_id, delimiter_spec = fields
@@ -337,12 +388,9 @@ def _leef_unescape(raw: str, delimiter: str) -> str:
         if nxt in ("\\", "n", "r", "t"):
             out.append({"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}[nxt])
             pos += 2
-        elif nxt == "x" and re.fullmatch(r"[0-9a-f]{2}", raw[pos + 2:pos + 4]):
-            decoded = chr(int(raw[pos + 2:pos + 4], 16))
-            if decoded != delimiter:
-                raise ParseError(f"\\x escape for {decoded!r}, which is not the delimiter")
-            out.append(decoded)
-            pos += 4
+        elif (visible := _visible_escape(raw, pos, also=delimiter)) is not None:
+            out.append(visible[0])
+            pos = visible[1]
         else:
             raise ParseError(f"bad LEEF value escape \\{nxt}")
     return "".join(out)

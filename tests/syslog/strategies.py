@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from bridge.model import SEVERITIES, Event, EventType
 
-SPECIAL = [*"\\|=\n\r\t ^~;\"]é中😀\x00\x01\x1b\x7f", "\u0301", "\u2028", "\ufeff"]
+SPECIAL = [*"\\|=\n\r\t ^~;\"]é中😀\x00\x01\x1b\x7f", "\u0301", "\u2028", "\ufeff",
+           # what splitlines() and terminals act on (issue 15)
+           *"\x0b\x0c\x1c\x1d\x1e\x85\x9b\u2029\u202e\u2066\u200f\u061c"]
 _chars = st.one_of(st.sampled_from(SPECIAL), st.characters(exclude_categories=("Cs",)))
 short_text = st.text(_chars, max_size=24)
 

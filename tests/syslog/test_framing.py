@@ -44,6 +44,15 @@ def test_rfc5424_structured_data_is_escaped() -> None:
     assert parse_cef(msg.msg).get("externalId") == e.id
 
 
+def test_structured_data_never_breaks_the_line() -> None:
+    hostile = "k\n\r\t\x00\x1b[2J\x85\u2028\u202e\\x1b"
+    text = message(event(kind=hostile, source="s\x1e"), structured_data=True)
+    assert text.splitlines() == [text] and "\x00" not in text and "\x1b" not in text
+    assert '\\n\\r\\t\\x00\\x1b[2J\\x85\\u2028\\u202e\\\\x1b' in text
+    (_, params), = parse_5424(text).structured_data or []
+    assert dict(params)["kind"] == hostile and dict(params)["source"] == "s\x1e"
+
+
 def test_timestamps_are_utc_with_milliseconds() -> None:
     moment = datetime(2024, 3, 5, 1, 2, 3, 456789, tzinfo=timezone(timedelta(hours=2)))
     e = event(occurred_at=moment)
