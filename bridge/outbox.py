@@ -47,8 +47,12 @@ class SinkWorker:
         self._failures = 0
         self._isolate = 0  # after an unattributed permanent error: send this many one by one
         self._next: asyncio.Future[list[Delivery]] | None = None  # the prefetched batch
-        # The last batch's acknowledgement in flight, and how many deliveries it confirms.
-        self._acking: tuple[asyncio.Future[None], int] | None = None
+        # The last batch's acknowledgement in flight, and the deliveries it confirms.
+        self._acking: tuple[asyncio.Future[None], list[Delivery]] | None = None
+        # Outcomes the receiver already decided that the store could not record yet (a full
+        # disk, an I/O error): written again before anything else, never answered by a resend.
+        self._unacked: list[Delivery] = []
+        self._unburied: list[tuple[list[int], list[str], str]] = []  # seqs, event ids, why
         self.delivered = 0
         self.dead = 0
 
@@ -87,8 +91,10 @@ class SinkWorker:
 
     async def _step(self) -> bool:
         """`step`, except that a failing store (a full disk, an I/O error) does not end the
-        worker: it is logged, reported and retried with backoff, like a failing receiver. The
-        batch stays queued; if only its acknowledgement failed, it is sent again."""
+        worker: it is logged, reported and retried with backoff, like a failing receiver. A
+        batch that was not delivered stays queued; one the receiver accepted (or rejected) but
+        whose outcome could not be written is kept in memory and only its outcome is written
+        again, so an outage of the store does not resend it over and over."""
         try:
             return await self.step()
         except Exception as exc:
@@ -109,6 +115,7 @@ class SinkWorker:
         batch's last seq), so the store and the receiver work at the same time. A failed batch
         discards that prefetch: nothing behind a failing batch is sent before it.
         """
+        await self._record_outcomes()
         batch = await self._claim()
         if not batch:
             self._isolate = 0
@@ -160,12 +167,32 @@ class SinkWorker:
                                  f"undecodable event: {exc.error}")
 
     async def _settled(self) -> None:
-        """Wait for the acknowledgement in flight; a store failure surfaces here."""
+        """Wait for the acknowledgement in flight; a store failure surfaces here, and the
+        deliveries it confirms wait in memory for `_record_outcomes`."""
         if self._acking is not None:
-            (acking, count), self._acking = self._acking, None
-            await acking
-            self.delivered += count
-            metrics.DELIVERIES.labels(self.name, "ok").inc(count)
+            (acking, done), self._acking = self._acking, None
+            try:
+                await acking
+            except BaseException:
+                self._unacked.extend(done)
+                raise
+            self._count_delivered(len(done))
+
+    def _count_delivered(self, count: int) -> None:
+        self.delivered += count
+        metrics.DELIVERIES.labels(self.name, "ok").inc(count)
+
+    async def _record_outcomes(self) -> None:
+        """Write the outcomes a failing store could not take: those rows were already
+        delivered (or refused) and must leave the queue before anything is claimed again.
+        Raises while the store still fails; the worker backs off and comes back here."""
+        if self._unacked:
+            await self.store.ack(self.name, [d.seq for d in self._unacked])
+            self._count_delivered(len(self._unacked))
+            self._unacked = []
+        while self._unburied:
+            await self._write_burial(*self._unburied[0])
+            self._unburied.pop(0)
 
     async def _drop_prefetch(self) -> None:
         """Forget the prefetched batch (its rows stay queued and are claimed again)."""
@@ -178,7 +205,7 @@ class SinkWorker:
         """Start forgetting delivered rows; `_settled` waits for it (before the next send)."""
         await self._settled()
         self._acking = (asyncio.ensure_future(self.store.ack(self.name, [d.seq for d in done])),
-                        len(done))
+                        list(done))
 
     async def _delivered(self, batch: Sequence[Delivery]) -> None:
         await self._acknowledge(batch)
@@ -227,19 +254,26 @@ class SinkWorker:
         rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event.id}
         bad = [d for d in batch if d.event.id in rejected]
         good = [d for d in batch if d.event.id not in rejected]
+        self._unacked.extend(good)  # accepted: written with the burial, never sent again
         await self._bury([d.seq for d in bad], [d.event.id for d in bad], f"rejected: {exc}")
         if good:
-            await self._delivered(good)
+            self._isolate = max(0, self._isolate - len(good))
+            self._status(True, None)
         self._failures = 0
 
     async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
+        """Dead-letter these rows; if the store cannot take it now, it is written again (by
+        `_record_outcomes`) before anything else is claimed, and never resent meanwhile."""
+        self._unburied.append((list(seqs), list(event_ids), error))
+        await self._record_outcomes()
+
+    async def _write_burial(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
         # Receivers echo requests (headers included) in error bodies: never store a secret.
         await self.store.bury(self.name, seqs, redact(error))
         self.dead += len(seqs)
         metrics.DEAD_LETTERS.labels(self.name).inc(len(seqs))
         metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))
-        log.error("dead_lettered", events=len(seqs), event_ids=list(event_ids),
-                  error=error)
+        log.error("dead_lettered", events=len(seqs), event_ids=list(event_ids), error=error)
 
     def _status(self, healthy: bool, error: str | None) -> None:
         if self._on_status is not None:
@@ -251,8 +285,12 @@ class SinkWorker:
 
     async def _close(self) -> None:
         await self._drop_prefetch()
-        with contextlib.suppress(Exception):  # an unacknowledged batch is simply sent again
+        # One last try to record outcomes; what still cannot be written is sent again after a
+        # restart (at most the one batch that was in flight).
+        with contextlib.suppress(Exception):
             await self._settled()
+        with contextlib.suppress(Exception):
+            await self._record_outcomes()
         if self._opened:
             self._opened = False
             with contextlib.suppress(Exception):

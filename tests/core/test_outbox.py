@@ -578,3 +578,72 @@ async def test_dlq_cli_lists_and_replays_while_the_store_is_open(
     assert await store.dead_letters() == []
     assert await drain(SinkWorker(webhook(receiver), store)) == 0
     assert receiver.accepted == [good.id, bad.id]
+
+
+# -- a store that cannot record an outcome -------------------------------------------------------
+
+
+class RefusingStore(SQLiteStore):
+    """A real store whose next `fail` writes of one kind fail the way a full disk makes them
+    fail: the receiver's answer is in, but the store cannot record it."""
+
+    def __init__(self, path: Path, fail: dict[str, int]) -> None:
+        super().__init__(path)
+        self.fail = fail
+        self.refused: list[str] = []
+
+    def _refuse(self, what: str) -> None:
+        if self.fail.get(what, 0) > 0:
+            self.fail[what] -= 1
+            self.refused.append(what)
+            raise sqlite3.OperationalError("database or disk is full")
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        self._refuse("ack")
+        await super().ack(sink, seqs)
+
+    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        self._refuse("bury")
+        await super().bury(sink, seqs, error)
+
+
+@pytest.mark.parametrize("failures", [1, 5])
+async def test_an_acknowledgement_that_cannot_be_written_is_retried_not_the_delivery(
+        tmp_path: Path, receiver: Receiver, failures: int) -> None:
+    """The receiver accepted the batch; only recording that failed. Retrying must write the
+    acknowledgement again, not post the batch again once per failed write."""
+    store = RefusingStore(tmp_path / "bridge.db", {"ack": failures})
+    await store.open()
+    try:
+        events = [make_event(f"k{i}") for i in range(12)]
+        await commit(store, events)
+        worker = SinkWorker(webhook(receiver, batch_size=5), store)
+        assert await drain(worker) == 0
+        assert store.refused == ["ack"] * failures
+        assert sorted(receiver.accepted) == sorted(e.id for e in events)  # each exactly once
+        assert len(receiver.hits) == len(events)
+        assert worker.delivered == len(events)
+        assert await store.dead_letters() == []
+    finally:
+        await store.close()
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_retried_not_the_delivery(
+        tmp_path: Path, receiver: Receiver) -> None:
+    store = RefusingStore(tmp_path / "bridge.db", {"bury": 3})
+    await store.open()
+    try:
+        events = [make_event(f"k{i}") for i in range(3)]
+        receiver.always[events[1].id] = 422
+        await commit(store, events)
+        worker = SinkWorker(webhook(receiver), store)
+        assert await drain(worker) == 0
+        assert store.refused == ["bury"] * 3
+        assert [h.webhook_id for h in receiver.hits].count(events[1].id) == 1
+        assert sorted(receiver.accepted) == sorted([events[0].id, events[2].id])
+        assert len(receiver.hits) == 3
+        (dead,) = await store.dead_letters("hook")
+        assert dead.event == events[1] and "422" in dead.error
+        assert worker.dead == 1 and worker.delivered == 2
+    finally:
+        await store.close()

@@ -29,7 +29,13 @@ from tests.support.chaos import HookReceiver, StateView, wait_for
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.limited import LimitedDaemon, file_size_limit
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = pytest.mark.timeout(300)
+
+# How long a condition may take before it is a failure. Generous on purpose: these wait for
+# real processes on a machine that may be loaded (CI on 2 busy cores); a healthy run meets
+# each condition in a few seconds and never waits for the deadline.
+DEADLINE = 150.0
+BATCH = 10
 
 
 @pytest.fixture
@@ -52,8 +58,8 @@ def config(tmp_path: Path, url: str, hook: HookReceiver) -> dict[str, Any]:
     cfg["log"] = {"format": "json"}
     cfg["sinks"] = [
         {"name": "events", "type": "file", "path": str(tmp_path / "events.jsonl"),
-         "batch_size": 10, "backoff_initial": 0.05, "backoff_max": 0.5},
-        {"name": "hook", "type": "webhook", "url": hook.url, "batch_size": 10,
+         "batch_size": BATCH, "backoff_initial": 0.05, "backoff_max": 0.5},
+        {"name": "hook", "type": "webhook", "url": hook.url, "batch_size": BATCH,
          "backoff_initial": 0.05, "backoff_max": 0.5, "max_attempts": 10_000},
     ]
     cfg["routes"] = {"sinks": ["events", "hook"]}
@@ -77,8 +83,13 @@ async def settle(daemon: DaemonProcess, tmp_path: Path, hook: HookReceiver, n: i
         return f"daemon exited:\n{daemon.logs()[-4000:]}" if proc and proc.returncode is not None \
             else None
 
-    await wait_for(lambda: len({r.id for r in hook.received}) >= n
-                   and not any(view.depth().values()), 60, f"{n} events delivered", alive=died)
+    try:
+        await wait_for(lambda: len({r.id for r in hook.received}) >= n
+                       and not any(view.depth().values()), DEADLINE, f"{n} events delivered",
+                       alive=died)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; received {len({r.id for r in hook.received})}, queued "
+                             f"{view.depth()}; daemon log:\n{daemon.logs()[-4000:]}") from None
 
 
 async def start_settled(tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim],
@@ -120,7 +131,7 @@ async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
                 w.add_finding()
             return trouble()
 
-        await wait_for(grow, 60, "commits and deliveries failing for lack of room", every=0.3,
+        await wait_for(grow, DEADLINE, "commits and deliveries failing for lack of room", every=0.3,
                        alive=lambda: None if full.proc and full.proc.returncode is None
                        else f"daemon died:\n{full.logs()[-4000:]}")
         lines = full.log_lines(mark)
@@ -145,10 +156,14 @@ async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
     assert {r.key for r in hook.received if r.type == "new"} == set(w.findings)
     delivered = [line for line in file_lines(events) if "id" in line]  # no torn line anywhere
     assert {line["key"] for line in delivered} == set(w.findings)
-    # Duplicates only for batches in flight when a write failed (each at most a batch).
-    for ids in ([r.id for r in hook.received], [line["id"] for line in delivered]):
-        extra = sum(Counter(ids).values()) - len(set(ids))
-        assert extra <= 10 * max(1, len(commit_errors) + len(file_errors)), extra
+    # The promise: a delivery whose acknowledgement cannot be written is acknowledged again,
+    # not sent again, however long the disk stays full. Only the one batch per sink that was
+    # delivered but not yet acknowledged when the full daemon was killed is sent twice.
+    received = {"hook": [r.id for r in hook.received], "events": [ln["id"] for ln in delivered]}
+    extra = {sink: len(ids) - len(set(ids)) for sink, ids in received.items()}
+    counts = {sink: {"deliveries": len(ids), "events": len(set(ids)),
+                     "most copies": max(Counter(ids).values())} for sink, ids in received.items()}
+    assert all(n <= BATCH for n in extra.values()), (extra, counts)
     code, out, err = await run_cli("state", "check", "--config", str(daemon.config_path))
     assert code == 0 and out.strip() == "state OK", out + err
 
@@ -206,7 +221,7 @@ async def test_a_read_only_state_directory_is_refused_clearly_and_left_intact(
     since = time.time()
     daemon = await DaemonProcess(cfg, tmp_path).start()
     try:
-        await wait_for(lambda: view.complete_sweeps_since("scanorbit", since) >= 2, 30,
+        await wait_for(lambda: view.complete_sweeps_since("scanorbit", since) >= 2, DEADLINE,
                        "two complete sweeps")
     finally:
         assert await daemon.stop() == 0
@@ -256,7 +271,7 @@ async def test_a_corrupt_state_file_stops_startup_and_a_backup_restores_it(
     daemon = await DaemonProcess(cfg, tmp_path).start()
     try:
         await wait_for(lambda: StateView(state).complete_sweeps_since("scanorbit", since) >= 2,
-                       30, "two complete sweeps")
+                       DEADLINE, "two complete sweeps")
     finally:
         assert await daemon.stop() == 0
     assert len(hook.received) == received  # the restored state knew every item
