@@ -32,11 +32,13 @@ pytestmark = pytest.mark.timeout(60)
 
 
 class FlakyReceiver:
-    """Answers 503 to the events named in `fail` (once each), 200 to everything else, and
-    counts what it accepted."""
+    """Answers 503 to the events named in `fail` (once each), 422 to those in `reject`
+    (always), 200 to everything else, and counts what it accepted and rejected."""
 
     def __init__(self) -> None:
         self.fail: set[str] = set()
+        self.reject: set[str] = set()
+        self.rejected: list[str] = []
         self.accepted: list[str] = []
         self.order: list[tuple[str, int]] = []
         self.url = ""
@@ -47,6 +49,9 @@ class FlakyReceiver:
         if body["id"] in self.fail:
             self.fail.discard(body["id"])
             return web.json_response({"error": "busy"}, status=503)
+        if body["id"] in self.reject:
+            self.rejected.append(body["id"])
+            return web.json_response({"error": "invalid"}, status=422)
         self.accepted.append(body["id"])
         self.order.append((body["key"], body["counter"]))
         return web.json_response({"ok": True})
@@ -112,22 +117,34 @@ async def test_a_partly_failed_batch_resends_only_what_did_not_arrive(
     assert worker.delivered == 10 and await store.dead_letters() == []
 
 
-class FailingAcks(SQLiteStore):
-    """A store whose first `fail` acknowledgements fail as a full disk makes them fail."""
+class RefusingStore(SQLiteStore):
+    """A real store whose next `fail[kind]` writes of one kind ("ack", "bury") fail the way a
+    full disk makes them fail: the receiver's answer is in, the store cannot record it."""
 
-    fail = 2
+    def __init__(self, path: Path, fail: dict[str, int]) -> None:
+        super().__init__(path)
+        self.fail = fail
+        self.refused: list[str] = []
+
+    def _refuse(self, kind: str) -> None:
+        if self.fail.get(kind, 0) > 0:
+            self.fail[kind] -= 1
+            self.refused.append(kind)
+            raise sqlite3.OperationalError("database or disk is full")
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
-        if self.fail:
-            self.fail -= 1
-            raise sqlite3.OperationalError("database or disk is full")
+        self._refuse("ack")
         await super().ack(sink, seqs)
+
+    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        self._refuse("bury")
+        await super().bury(sink, seqs, error)
 
 
 async def test_a_failing_store_does_not_stop_the_sink_worker(
     tmp_path: Path, receiver: FlakyReceiver
 ) -> None:
-    store = FailingAcks(tmp_path / "bridge.db")
+    store = RefusingStore(tmp_path / "bridge.db", {"ack": 2})
     await store.open()
     statuses: list[tuple[bool, str | None]] = []
     try:
@@ -143,13 +160,50 @@ async def test_a_failing_store_does_not_stop_the_sink_worker(
             stop.set()
             await asyncio.wait_for(task, 10)
         assert not task.exception()
-        # Only the batch whose acknowledgement failed came again (once per failure).
-        dupes = sum(Counter(receiver.accepted).values()) - 25
-        assert 0 < dupes <= 2 * 10, receiver.accepted
+        # The acknowledgement was written again, the batch was not sent again.
+        assert Counter(receiver.accepted) == Counter(e.id for e in events)
         failures = [e for e in logs if e["event"] == "sink_store_failed"]
         assert len(failures) == 2 and "database or disk is full" in failures[0]["error"]
         assert (False, "state store: OperationalError: database or disk is full") in statuses
         assert statuses[-1] == (True, None)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("failures", [1, 5])
+async def test_an_acknowledgement_that_cannot_be_written_is_retried_not_the_delivery(
+        tmp_path: Path, receiver: FlakyReceiver, failures: int) -> None:
+    """However long the store refuses, the receiver sees each event once (issue 24)."""
+    store = RefusingStore(tmp_path / "bridge.db", {"ack": failures})
+    await store.open()
+    try:
+        events = [make_event(f"k{i}") for i in range(25)]
+        await commit(store, events)
+        worker = SinkWorker(webhook(receiver.url), store)
+        assert await asyncio.wait_for(worker.drain(), 20) == 0
+        assert store.refused == ["ack"] * failures
+        assert Counter(receiver.accepted) == Counter(e.id for e in events)
+        assert worker.delivered == len(events) and await store.dead_letters() == []
+    finally:
+        await store.close()
+
+
+async def test_a_dead_letter_that_cannot_be_written_is_retried_not_the_delivery(
+        tmp_path: Path, receiver: FlakyReceiver) -> None:
+    store = RefusingStore(tmp_path / "bridge.db", {"bury": 3})
+    await store.open()
+    try:
+        events = [make_event(f"k{i}") for i in range(3)]
+        receiver.reject = {events[1].id}
+        await commit(store, events)
+        worker = SinkWorker(webhook(receiver.url), store)
+        assert await asyncio.wait_for(worker.drain(), 20) == 0
+        assert store.refused == ["bury"] * 3
+        assert receiver.rejected == [events[1].id]  # refused once, not once per failed write
+        assert Counter(receiver.accepted) == Counter([events[0].id, events[2].id])
+        (dead,) = await store.dead_letters("hook")
+        assert dead.event == events[1] and "422" in dead.error
+        assert worker.dead == 1 and worker.delivered == 2
     finally:
         await store.close()
 
