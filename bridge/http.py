@@ -7,6 +7,16 @@ timeouts, TLS verification with an optional CA bundle, a proxy (explicit or `HTT
 the environment), and error messages that never carry credentials: every header value a client
 is given is registered for redaction, and every `VendorError` message is redacted.
 
+A vendor answer is hostile until proven otherwise. Redirects are followed by hand and only
+within the base URL's origin (scheme, host and port): aiohttp itself would re-send our
+`X-API-Key` to any host a `Location` names (it strips only `Authorization`), and an empty list
+from that other host would look like "everything was fixed". A redirect elsewhere is an error
+that fails the sweep. Bodies are read in chunks against `max_response_bytes`, counting both the
+bytes on the wire and the decompressed ones, so neither a huge page nor a gzip bomb can take
+the daemon's memory. JSON is decoded by `bridge.vendor_json`, which repairs what is safe to
+repair instead of losing the page. Request paths are built with `url_path`, which encodes every
+segment, so a vendor id can never step into another path.
+
 What differs between vendors is only how they say "error"; an `ErrorScheme` describes that (where
 the code and message are, whether a 200 body can be an error, which codes are worth a retry), so
 the retry and rate-limit machinery stays one piece of code.
@@ -25,14 +35,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import aiohttp
-import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from yarl import URL
 
-from bridge import metrics
+from bridge import metrics, vendor_json
 from bridge.secrets import redact, remember
 from bridge.version import __version__
 
@@ -40,9 +50,12 @@ log = structlog.get_logger(__name__)
 
 ErrorKind = Literal[
     "auth", "forbidden", "not_found", "client", "rate_limited", "server", "network", "decode",
-    "schema", "tls",
+    "schema", "tls", "redirect", "too_large",
 ]
 RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "network", "decode"})
+# Errors about the connection as configured rather than one request: they fail the whole sweep.
+# A redirect to another origin is one: whatever answers there must not count as the vendor.
+SWEEP_FATAL_KINDS: frozenset[str] = frozenset({"auth", "redirect"})
 
 USER_AGENT = f"bridge/{__version__}"
 
@@ -64,6 +77,13 @@ class HttpConfig(BaseModel):
     max_retry_after: float = Field(default=300.0, gt=0)
     # An explicit proxy URL; without it `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` apply.
     proxy: str | None = Field(default=None, pattern=r"^https?://")
+    # Redirects a request may follow within the base URL's origin (0: none). A redirect to
+    # another scheme, host or port is never followed: it fails the sweep.
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Largest response body accepted, decompressed and on the wire. A documented page is well
+    # under 1 MiB; a larger answer fails its page (the sweep is incomplete) instead of the
+    # daemon's memory. Each prefetched page may hold this much at once.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
 
 class VendorError(Exception):
@@ -87,6 +107,11 @@ class VendorError(Exception):
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
+
+    @property
+    def fails_sweep(self) -> bool:
+        """True when no part of the sweep can be trusted (a bad key, a redirect elsewhere)."""
+        return self.kind in SWEEP_FATAL_KINDS
 
 
 class TokenBucket:
@@ -202,6 +227,40 @@ def env_proxy(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
+def url_path(*segments: str | int) -> str:
+    """`/a/b/c` for `get_json`, every segment percent-encoded whole: a vendor id such as
+    `../../admin/keys?all=1#` stays one segment of the path it was meant for.
+
+    `.` and `..` cannot be encoded safely (servers and proxies normalise `%2E%2E` back into a
+    step up), and an empty segment names no resource; such an id is refused as a schema error.
+    """
+    encoded: list[str] = []
+    for segment in segments:
+        text = str(segment)
+        if text in ("", ".", ".."):
+            raise VendorError("schema", f"an id of {text!r} cannot be used in a URL path")
+        encoded.append(urllib.parse.quote(text, safe=""))
+    return "/" + "/".join(encoded)
+
+
+def _origin(url: URL) -> tuple[str, str | None, int | None]:
+    """Scheme, host and port (the default port when none is given), as RFC 6454 compares them."""
+    return url.scheme, url.host, url.port
+
+
+def _shown(url: URL) -> str:
+    """A URL for an error message: no user info, query or fragment (they may carry tokens)."""
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    body: bytearray
+    retry_after: float | None
+    location: str | None = None
+
+
 class VendorClient:
     """JSON GETs against one vendor base URL with one set of credentials."""
 
@@ -218,6 +277,10 @@ class VendorClient:
     ) -> None:
         self.vendor = vendor
         self.base_url = base_url.rstrip("/")
+        # Encoded once; paths are appended already encoded (see `url_path`), never re-parsed,
+        # so nothing in them is normalised into a different path.
+        self._base = str(URL(self.base_url))
+        self._origin = _origin(URL(self.base_url))
         for value in headers.values():  # credentials: never let them reach a log line
             remember(value)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
@@ -232,7 +295,11 @@ class VendorClient:
         self.requests = 0
 
     async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
-        """GET and decode, retrying what is worth retrying; raises `VendorError` otherwise."""
+        """GET and decode, retrying what is worth retrying; raises `VendorError` otherwise.
+
+        `path` is appended to the base URL as it is: constant text, or built by `url_path`.
+        """
+        url = self._url(path)
         cfg = self.config
         last: VendorError | None = None
         for attempt in range(cfg.max_retries + 1):
@@ -244,11 +311,9 @@ class VendorClient:
                 log.info("vendor_retry", vendor=self.vendor, path=path, attempt=attempt,
                          delay=round(delay, 3), error=str(last))
                 await asyncio.sleep(delay)
-            waited = await self.limiter.acquire()
-            if waited:
-                metrics.RATE_LIMIT_WAIT_SECONDS.labels(self.vendor).inc(waited)
+            await self._pace()
             try:
-                return await self._once(path, params)
+                return await self._once(path, url, params)
             except VendorError as exc:
                 if exc.kind == "client":
                     # The vendor says our request is malformed: retrying cannot help, and it
@@ -263,18 +328,70 @@ class VendorClient:
         raise VendorError(last.kind, f"{last} (gave up after {cfg.max_retries + 1} attempts)",
                           status=last.status, code=last.code)
 
-    async def _once(self, path: str, params: Mapping[str, str | int] | None) -> Any:
-        url = f"{self.base_url}{path}"
+    def _url(self, path: str) -> URL:
+        segments = path.split("/")
+        if not path.startswith("/") or "?" in path or "#" in path or any(
+                s in (".", "..") for s in segments[1:]):
+            raise ValueError(f"{path!r} is not an encoded path: build it with url_path()")
+        return URL(self._base + path, encoded=True)
+
+    async def _pace(self) -> None:
+        waited = await self.limiter.acquire()
+        if waited:
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(self.vendor).inc(waited)
+
+    async def _once(self, path: str, url: URL, params: Mapping[str, str | int] | None) -> Any:
+        """One request, with the same-origin redirects it is allowed, decoded and classified."""
+        answer = await self._request(path, url, params)
+        hops = 0
+        while 300 <= answer.status < 400:
+            url = self._follow(path, url, answer, hops)
+            hops += 1
+            await self._pace()  # every hop is a request against the vendor's limit
+            answer = await self._request(path, url, None)  # the Location carries its query
+        return self._classify(path, answer)
+
+    def _follow(self, path: str, url: URL, answer: _Answer, hops: int) -> URL:
+        """Where a redirect may take us, or the `redirect` error that fails the sweep."""
+        where = f"{self.vendor} GET {path}: HTTP {answer.status} redirect"
+        try:
+            target = url.join(URL(answer.location or ""))
+        except ValueError:
+            target = None
+        if answer.location is None or target is None or target.host is None:
+            self._refuse(f"{where} without a usable Location; bridge follows none")
+        if _origin(target) != self._origin:
+            self._refuse(
+                f"{where} to another origin ({_shown(target)}) refused: credentials and answers "
+                f"are only accepted from {_shown(URL(self.base_url).origin())}; if the vendor "
+                "has moved, update base_url")
+        if hops >= self.config.max_redirects:
+            self._refuse(f"{where} to {_shown(target)} refused: more than "
+                                f"{self.config.max_redirects} redirect(s) (http.max_redirects)")
+        log.info("vendor_redirect", vendor=self.vendor, path=path, status=answer.status,
+                 to=_shown(target))
+        return target
+
+    def _refuse(self, message: str) -> NoReturn:
+        metrics.REDIRECTS_REFUSED.labels(self.vendor).inc()
+        raise VendorError("redirect", message)
+
+    async def _request(
+        self, path: str, url: URL, params: Mapping[str, str | int] | None
+    ) -> _Answer:
         self.requests += 1
         try:
             async with self._session.get(
                 url, params=params, headers=self._headers, timeout=self._timeout,
-                proxy=self._proxy,
+                proxy=self._proxy, allow_redirects=False,
             ) as resp:
                 status = resp.status
                 metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
-                raw = await resp.read()
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                if 300 <= status < 400:  # never read: a redirect's body is not the answer
+                    return _Answer(status, bytearray(), retry_after,
+                                   resp.headers.get("Location"))
+                body = await self._read(path, resp)
         except TimeoutError:
             metrics.API_REQUESTS.labels(self.vendor, "timeout").inc()
             raise VendorError("network", f"{self.vendor} GET {path}: timed out after "
@@ -288,12 +405,49 @@ class VendorClient:
             metrics.API_REQUESTS.labels(self.vendor, "error").inc()
             raise VendorError("network", f"{self.vendor} GET {path}: {type(exc).__name__}: "
                               f"{exc}") from None
-        body: Any
-        try:
-            body = orjson.loads(raw) if raw else None
+        return _Answer(status, body, retry_after)
+
+    async def _read(self, path: str, resp: aiohttp.ClientResponse) -> bytearray:
+        """The body, chunk by chunk as aiohttp decompresses it, never more than the cap: the
+        wire bytes (a declared or streamed length) and the decoded bytes (a gzip bomb) both
+        count. The total timeout covers this too, so a server dripping bytes is cut off."""
+        cap = self.config.max_response_bytes
+        body = bytearray()
+        declared = resp.content_length
+        if declared is not None and declared > cap:
+            excess = f"declares {declared} bytes, more than"
+        else:
+            async for chunk in resp.content.iter_any():
+                body += chunk
+                if resp.content.total_raw_bytes > cap:
+                    excess = "sent more bytes on the wire than"
+                    break
+                if len(body) > cap:
+                    excess = "decompressed to more bytes than"
+                    break
+            else:
+                return body
+        resp.close()  # drop the connection: the rest of that body is never read
+        metrics.RESPONSES_TOO_LARGE.labels(self.vendor).inc()
+        raise VendorError("too_large", f"{self.vendor} GET {path}: response {excess} "
+                          f"http.max_response_bytes ({cap}) allows; stopped reading",
+                          status=resp.status)
+
+    def _classify(self, path: str, answer: _Answer) -> Any:
+        status, raw, retry_after = answer.status, answer.body, answer.retry_after
+        body: Any = None
+        decoded = False
+        if raw:
+            try:
+                result = vendor_json.decode(raw)
+            except vendor_json.Undecodable:
+                pass
+            else:
+                body, decoded = result.value, True
+                if result.repairs:
+                    self._repaired(path, result.repairs)
+        else:
             decoded = True
-        except orjson.JSONDecodeError:
-            body, decoded = None, False
         if status == 429:
             metrics.RATE_LIMITED.labels(self.vendor).inc()
             wait = (None if retry_after is None
@@ -317,6 +471,14 @@ class VendorClient:
             raise VendorError("decode", f"{self.vendor} GET {path}: response is not valid JSON "
                               f"({len(raw)} bytes)", status=status)
         return body
+
+    def _repaired(self, path: str, repairs: frozenset[str]) -> None:
+        for repair in repairs:
+            metrics.RESPONSES_REPAIRED.labels(self.vendor, repair).inc()
+        log.warning("vendor_response_repaired", vendor=self.vendor, path=path,
+                    repairs=sorted(repairs),
+                    hint="the vendor sent JSON we could only read leniently; affected values "
+                         "hold U+FFFD, a number's text, or a marker where nesting was cut")
 
 
 M = TypeVar("M", bound=BaseModel)

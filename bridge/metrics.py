@@ -31,6 +31,26 @@ RATE_LIMIT_WAIT_SECONDS = Counter(
     ["vendor"],
 )
 RATE_LIMITED = Counter("bridge_api_429_total", "429 answers from vendors", ["vendor"])
+REDIRECTS_REFUSED = Counter(
+    "bridge_api_redirects_refused_total",
+    "Vendor redirects not followed (another origin, or too many): each fails its sweep",
+    ["vendor"],
+)
+RESPONSES_TOO_LARGE = Counter(
+    "bridge_api_responses_too_large_total",
+    "Vendor responses cut off at http.max_response_bytes (wire or decompressed)",
+    ["vendor"],
+)
+RESPONSES_REPAIRED = Counter(
+    "bridge_api_responses_repaired_total",
+    "Vendor responses that were only valid JSON once repaired, by repair",
+    ["vendor", "repair"],
+)
+ITEMS_SKIPPED = Counter(
+    "bridge_items_skipped_total",
+    "Vendor rows that could not be read as items: skipped, and their sweep left incomplete",
+    ["source", "kind"],
+)
 OUTBOX_DEPTH = Gauge("bridge_outbox_depth", "Pending deliveries per sink", ["sink"])
 OUTBOX_OLDEST_AGE = Gauge(
     "bridge_outbox_oldest_age_seconds", "Age of the oldest pending delivery", ["sink"]

@@ -18,6 +18,8 @@ Errors: `success: false` is an error even with HTTP 200. AUTH_* (and TENANT_NOT_
 sweep after one request — the poll interval is the backoff, so an operator sees one clear error
 per interval; TENANT_NOT_CONNECTED makes every part incomplete (degraded, not failed);
 INTERNAL_ERROR is retried like a 5xx; VALIDATION_ERROR is our bug and is logged as such, once.
+Rows are read one by one (`bridge.sources.rows`): a row we cannot read is skipped and leaves
+its kind incomplete, instead of costing the page or the snapshot it came in.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import quote
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.components import NAME_PATTERN, SecretFields, StrictModel
 from bridge.http import (
@@ -36,13 +37,14 @@ from bridge.http import (
     ErrorScheme,
     HttpContext,
     VendorClient,
-    VendorError,
     credential_scope,
+    url_path,
     validate,
 )
 from bridge.model import Item, JSONScalar, Severity, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.paging import Page, Pass, numbered, page_count, with_drift_retries
+from bridge.sources.rows import Unusable, skipped_note, to_items
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +157,7 @@ class _Result(BaseModel):
 
 
 class _Results(_Envelope):
-    data: list[_Result]
+    data: list[Any]  # each row is validated on its own
     meta: _Meta
 
 
@@ -167,7 +169,7 @@ class _Policy(BaseModel):
 
 
 class _Policies(_Envelope):
-    data: list[_Policy]
+    data: list[Any]  # each row is validated on its own
     meta: _Meta | None = None
 
 
@@ -185,13 +187,6 @@ class _Signal(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     id: str = Field(min_length=1)
-
-
-class _Signals(RootModel[list[_Signal]]):
-    pass
-
-
-Row = tuple[Mapping[str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -287,27 +282,31 @@ class Aether365Source(Source[Aether365Config]):
         if scan.id == cursor.get(CURSOR_SCAN):
             return  # nothing new since the last sweep: stored results are left alone
         swept = await with_drift_retries(
-            lambda: self._scan_results(tenant, scan.id), self.config.drift_retries,
+            lambda: self._scan_results(tenant, scan), self.config.drift_retries,
             lambda p: log.info("aether365_drift_retry", source=self.name, scope=tenant.scope,
                                notes=p.notes))
-        items = [self._test_item(tenant, scan, raw, row) for raw, row in swept.rows.values()]
-        parts.add(TEST, items, swept.complete)
+        parts.add(TEST, swept.rows.values(), swept.complete)
         parts.notes.extend(swept.notes)
         if swept.complete:
             parts.cursor[CURSOR_SCAN] = scan.id
 
-    async def _scan_results(self, tenant: _Tenant, scan_id: str) -> Pass[Row]:
-        path = f"/scans/{quote(scan_id, safe='')}/results"
+    async def _scan_results(self, tenant: _Tenant, scan: _Scan) -> Pass[Item]:
+        path = url_path("scans", scan.id, "results")
         size = self.config.page_size
 
-        async def fetch(page: int) -> Page[Row]:
+        def convert(raw: Mapping[str, Any]) -> Item:
+            return self._test_item(tenant, scan, raw, _Result.model_validate(raw))
+
+        async def fetch(page: int) -> Page[Item]:
             body = await tenant.client.get_json(path, {"page": page, "limit": size})
             parsed = validate(_Results, body, f"GET /scans/{{id}}/results page {page}")
             meta = parsed.meta
-            return Page(list(zip(body["data"], parsed.data, strict=True)), meta.total,
+            rows = to_items(parsed.data, convert, source=self.name, kind=TEST, at="data",
+                            id_field="test_id", first=(page - 1) * size)
+            return Page(rows, meta.total,
                         page_count(meta.total, meta.limit or size, meta.totalPages))
 
-        return await numbered(fetch, lambda r: str(r[1].test_id), what="scan results")
+        return await numbered(fetch, lambda item: item.key, what="scan results")
 
     def _test_item(self, tenant: _Tenant, scan: _Scan, raw: Mapping[str, Any],
                    row: _Result) -> Item:
@@ -339,15 +338,17 @@ class Aether365Source(Source[Aether365Config]):
                 self._source_not_ok(tenant, parts, category, kind, state)
                 continue
             self._conditions.report(tenant.scope, category, "ok", ok=True)
-            try:
-                rows = validate(_Signals, data.get(category),
-                                f"GET /tenants/me/threats data.{category}").root
-            except VendorError as exc:
-                parts.incomplete([kind], f"threats: {exc}")
+            rows = data.get(category)
+            if not isinstance(rows, list):
+                parts.incomplete([kind], f"threats: data.{category} is not a list "
+                                         f"({type(rows).__name__})")
                 continue
-            raws: list[Mapping[str, Any]] = data[category]
-            parts.add(kind, [to_item(tenant, raw) for raw, _ in zip(raws, rows, strict=True)],
-                      True)
+            read = to_items(rows, _signal(tenant, to_item), source=self.name, kind=kind,
+                            at=f"data.{category}")
+            skipped = [r for r in read if isinstance(r, Unusable)]
+            parts.add(kind, [r for r in read if isinstance(r, Item)], not skipped)
+            if skipped:
+                parts.note(skipped_note(f"threats data.{category}", skipped))
 
     def _source_not_ok(self, tenant: _Tenant, parts: SweepParts, category: str, kind: str,
                        state: str) -> None:
@@ -416,20 +417,23 @@ class Aether365Source(Source[Aether365Config]):
     async def _policies(self, tenant: _Tenant, parts: SweepParts) -> None:
         size = 100
 
-        async def fetch(page: int) -> Page[Row]:
+        def convert(raw: Mapping[str, Any]) -> Item:
+            return self._policy(tenant, raw, _Policy.model_validate(raw))
+
+        async def fetch(page: int) -> Page[Item]:
             body = await tenant.client.get_json("/tenants/me/policies",
                                                 {"page": page, "limit": size})
             parsed = validate(_Policies, body, f"GET /tenants/me/policies page {page}")
-            rows = list(zip(body["data"], parsed.data, strict=True))
+            rows = to_items(parsed.data, convert, source=self.name, kind=POLICY, at="data",
+                            id_field="key", first=(page - 1) * size)
             meta = parsed.meta
             if meta is None:  # not a paged answer: everything is here
                 return Page(rows, len(rows), 1)
             return Page(rows, meta.total,
                         page_count(meta.total, meta.limit or size, meta.totalPages))
 
-        swept = await numbered(fetch, lambda r: str(r[1].key), what="policies")
-        parts.add(POLICY, [self._policy(tenant, raw, p) for raw, p in swept.rows.values()],
-                  swept.complete)
+        swept = await numbered(fetch, lambda item: item.key, what="policies")
+        parts.add(POLICY, swept.rows.values(), swept.complete)
         parts.notes.extend(swept.notes)
 
     def _policy(self, tenant: _Tenant, raw: Mapping[str, Any], policy: _Policy) -> Item:
@@ -440,3 +444,14 @@ class Aether365Source(Source[Aether365Config]):
             resolution="policy is compliant" if policy.compliant else "",
             tenant=tenant.label, raw=raw, attributes=_attrs(raw, ("current", "secure")),
         )
+
+
+def _signal(tenant: _Tenant, to_item: Callable[[_Tenant, Mapping[str, Any]], Item]
+            ) -> Callable[[Mapping[str, Any]], Item]:
+    """A threat row as an item, once it has the id every signal needs."""
+
+    def convert(raw: Mapping[str, Any]) -> Item:
+        _Signal.model_validate(raw)
+        return to_item(tenant, raw)
+
+    return convert

@@ -14,7 +14,8 @@
   tolerantly: a list found somewhere unexpected, or rows without an identity, still create
   and change items but make the kind incomplete, so a guessed shape never resolves anything.
 
-A 403 names the scope the key lacks; the other parts still run.
+A 403 names the scope the key lacks; the other parts still run. Rows are read one by one
+(`bridge.sources.rows`): a row we cannot read is skipped and leaves its kind incomplete.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from bridge.http import (
 from bridge.model import Item, Severity, Sweep, json_scalar
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.paging import Pass, by_offset, with_drift_retries
+from bridge.sources.rows import Unusable, skipped_note, to_items
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +104,7 @@ class _Recommendation(BaseModel):
 
 
 class _Recommendations(BaseModel):
-    recommendations: list[_Recommendation]
+    recommendations: list[Any]  # each row is validated on its own
 
 
 class _Score(BaseModel):
@@ -114,10 +116,8 @@ class _Score(BaseModel):
 
 
 class _Scores(BaseModel):
-    scores: list[_Score]
+    scores: list[Any]  # each row is validated on its own
 
-
-Row = tuple[Mapping[str, Any], _Recommendation]
 _ID_FIELDS = ("id", "platform_id", "platformId", "slug", "name")
 _LIST_FIELDS = ("platforms", "data", "discovered", "results", "items")
 _EXPECTED = ("platforms", "data")
@@ -211,9 +211,14 @@ class AylieaSource(Source[AylieaConfig]):
         """Sweep scores; returns a fingerprint of the assessments they come from."""
         body = await self.client.get_json("/scores")
         parsed = validate(_Scores, body, "GET /scores")
-        items = [self._score(raw, s) for raw, s in zip(body["scores"], parsed.scores, strict=True)]
-        parts.add(SCORE, items, True)
-        stamps = sorted(f"{s.framework_id}@{s.completed_at}" for s in parsed.scores)
+        read = to_items(parsed.scores, lambda raw: self._score(raw, _Score.model_validate(raw)),
+                        source=self.name, kind=SCORE, at="scores", id_field="framework_id")
+        items = [r for r in read if isinstance(r, Item)]
+        skipped = [r for r in read if isinstance(r, Unusable)]
+        parts.add(SCORE, items, not skipped)
+        if skipped:
+            parts.note(skipped_note("scores", skipped))
+        stamps = sorted(f"{i.key}@{i.attributes['completed_at']}" for i in items)
         return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:16]
 
     def _score(self, raw: Mapping[str, Any], score: _Score) -> Item:
@@ -240,22 +245,25 @@ class AylieaSource(Source[AylieaConfig]):
         swept = await with_drift_retries(
             self._walk, self.config.drift_retries,
             lambda p: log.info("ayliea_drift_retry", source=self.name, notes=p.notes))
-        parts.add(RECOMMENDATION, [self._recommendation(raw, r) for raw, r in swept.rows.values()],
-                  swept.complete)
+        parts.add(RECOMMENDATION, swept.rows.values(), swept.complete)
         parts.notes.extend(swept.notes)
         if swept.complete:
             parts.cursor[CURSOR_FULL] = str(time.time())
             if assessments is not None:
                 parts.cursor[CURSOR_ASSESSMENTS] = assessments
 
-    async def _walk(self) -> Pass[Row]:
-        async def fetch(offset: int, limit: int) -> list[Row]:
+    async def _walk(self) -> Pass[Item]:
+        def convert(raw: Mapping[str, Any]) -> Item:
+            return self._recommendation(raw, _Recommendation.model_validate(raw))
+
+        async def fetch(offset: int, limit: int) -> list[Item | Unusable]:
             body = await self.client.get_json("/recommendations",
                                               {"limit": limit, "offset": offset})
             parsed = validate(_Recommendations, body, f"GET /recommendations offset {offset}")
-            return list(zip(body["recommendations"], parsed.recommendations, strict=True))
+            return to_items(parsed.recommendations, convert, source=self.name,
+                            kind=RECOMMENDATION, at="recommendations", first=offset)
 
-        return await by_offset(fetch, lambda r: r[1].id, limit=self.config.page_size,
+        return await by_offset(fetch, lambda item: item.key, limit=self.config.page_size,
                                overlap=self.config.page_overlap, what="recommendations")
 
     def _recommendation(self, raw: Mapping[str, Any], rec: _Recommendation) -> Item:

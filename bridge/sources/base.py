@@ -152,12 +152,13 @@ class SweepParts:
         part: Callable[[], Awaitable[None]],
         explain: Callable[[VendorError], str] = str,
     ) -> VendorError | None:
-        """Run one part. A vendor error other than a bad key spoils only its `kinds` and is
-        returned (a caller may decide the rest is pointless); a bad key fails the sweep."""
+        """Run one part. A vendor error spoils only its `kinds` and is returned (a caller may
+        decide the rest is pointless), except one that fails the whole sweep: a bad key, or a
+        redirect to another origin."""
         try:
             await part()
         except VendorError as exc:
-            if exc.kind == "auth":
+            if exc.fails_sweep:
                 raise
             self.incomplete(kinds, f"{what}: {explain(exc)}")
             return exc

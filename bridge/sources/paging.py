@@ -14,8 +14,10 @@ so every doubt counts against it:
   deletions). It costs one row per page: ceil((N - overlap) / (limit - overlap)) requests.
 
 A failed page ends the pass as incomplete with the rows so far (they may still create and change
-items); errors for which `fatal` is true (a bad key, a missing permission) propagate to the
-caller, which knows what they mean for the whole sweep.
+items); errors for which `fatal` is true (a bad key, a missing permission, a redirect to another
+origin) propagate to the caller, which knows what they mean for the whole sweep. A row the
+source could not read (`bridge.sources.rows.Unusable`) keeps its place and its key, so totals
+and overlaps still add up, but it is not handed on, and it makes the pass incomplete.
 The walkers know nothing about items: sources validate rows and map them.
 """
 
@@ -29,21 +31,23 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from bridge.http import VendorError
+from bridge.sources.rows import Unusable, skipped_note
 
 T = TypeVar("T")
 Fatal = Callable[[VendorError], bool]
 
 
-def auth_is_fatal(exc: VendorError) -> bool:
-    """A bad key or a missing permission is about the whole list, not one page of it."""
-    return exc.kind in ("auth", "forbidden")
+def list_is_lost(exc: VendorError) -> bool:
+    """A bad key, a missing permission or a redirect elsewhere is about the whole list, not one
+    page of it."""
+    return exc.fails_sweep or exc.kind == "forbidden"
 
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One validated page: its rows, and the vendor's totals when it sends them."""
 
-    rows: Sequence[T]
+    rows: Sequence[T | Unusable]
     total: int
     pages: int
 
@@ -66,17 +70,28 @@ class Pass(Generic[T]):
     notes: list[str] = field(default_factory=list)
     drift: bool = False
     requests: int = 0
+    # Rows served that could not be read: they count as served, and spoil the pass.
+    unusable: list[Unusable] = field(default_factory=list)
 
-    def take_new(self, rows: Sequence[T], key: Callable[[T], str], *, keep: bool) -> list[T]:
+    def take_new(self, rows: Sequence[T | Unusable], key: Callable[[T], str], *, keep: bool,
+                 where: str) -> list[T]:
         """The rows not served before in this pass (a shifting list serves some twice)."""
         fresh: list[T] = []
+        skipped: list[Unusable] = []
         for row in rows:
-            k = key(row)
-            if k not in self.keys:
-                self.keys.add(k)
-                fresh.append(row)
-                if keep:
-                    self.rows[k] = row
+            k = _key(row, key)
+            if k in self.keys:
+                continue
+            self.keys.add(k)
+            if isinstance(row, Unusable):
+                skipped.append(row)
+                continue
+            fresh.append(row)
+            if keep:
+                self.rows[k] = row
+        if skipped:
+            self.unusable.extend(skipped)
+            self.problem(skipped_note(where, skipped))
         return fresh
 
     def problem(self, note: str, *, drift: bool = False) -> None:
@@ -85,12 +100,16 @@ class Pass(Generic[T]):
         self.notes.append(note)
 
 
+def _key(row: T | Unusable, key: Callable[[T], str]) -> str:
+    return row.key if isinstance(row, Unusable) else key(row)
+
+
 async def numbered(
     fetch: Callable[[int], Awaitable[Page[T]]],
     key: Callable[[T], str],
     *,
     what: str,
-    fatal: Fatal = auth_is_fatal,
+    fatal: Fatal = list_is_lost,
     on_rows: Callable[[list[T]], Awaitable[None]] | None = None,
     prefetch: int = 0,
 ) -> Pass[T]:
@@ -126,7 +145,7 @@ async def numbered(
                     ahead[nxt] = asyncio.ensure_future(fetch(nxt))
             if ahead:
                 await asyncio.sleep(0)  # let those requests reach the wire before our CPU work
-            fresh = out.take_new(got.rows, key, keep=on_rows is None)
+            fresh = out.take_new(got.rows, key, keep=on_rows is None, where=f"{what} page {page}")
             if on_rows is not None:
                 await on_rows(fresh)
             if not got.rows and page < pages:
@@ -144,14 +163,14 @@ async def numbered(
 
 
 async def by_offset(
-    fetch: Callable[[int, int], Awaitable[Sequence[T]]],
+    fetch: Callable[[int, int], Awaitable[Sequence[T | Unusable]]],
     key: Callable[[T], str],
     *,
     limit: int,
     overlap: int,
     what: str,
     max_pages: int = 10_000,
-    fatal: Fatal = auth_is_fatal,
+    fatal: Fatal = list_is_lost,
 ) -> Pass[T]:
     """`fetch(offset, limit)` until a short page, consecutive pages overlapping by `overlap`."""
     if not 0 <= overlap < limit:
@@ -168,20 +187,24 @@ async def by_offset(
             out.problem(f"{what} at offset {offset}: {exc}")
             return out
         out.requests += 1
-        head = [key(r) for r in rows[: len(tail)]]
+        head = [_key(r, key) for r in rows[: len(tail)]]
         if head != tail:
             out.problem(f"drift: {what} shifted while paging (rows at offset {offset} are not "
                         "the ones the previous page ended with)", drift=True)
             return out
+        fresh: list[T | Unusable] = []
+        served: set[str] = set()
         for row in rows[len(tail):]:
-            k = key(row)
-            if k in out.keys:
+            k = _key(row, key)
+            if k in out.keys or k in served:
                 out.problem(f"drift: {what} served {k} twice", drift=True)
             else:
-                out.take_new([row], key, keep=True)
+                served.add(k)
+                fresh.append(row)
+        out.take_new(fresh, key, keep=True, where=f"{what} at offset {offset}")
         if len(rows) < limit:
             return out
-        tail = [key(r) for r in rows[limit - overlap:]] if overlap else []
+        tail = [_key(r, key) for r in rows[limit - overlap:]] if overlap else []
         offset += limit - overlap
     out.problem(f"{what}: stopped after {max_pages} pages")
     return out

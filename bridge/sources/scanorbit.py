@@ -5,6 +5,8 @@ by id, and call the sweep incomplete when `total` moves between pages or the uni
 not match it; one immediate retry usually gets a clean pass. `/scans/recent` is a cheap probe:
 findings only change when a scan completes, so an unchanged latest scan skips the sweep (with a
 full re-sweep every `full_resweep_interval` anyway, for status changes made by people).
+Each finding is read on its own (`bridge.sources.rows`): one we cannot read is skipped and
+leaves the sweep incomplete, instead of losing its page and every page after it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from bridge.http import HttpContext, VendorClient, VendorError, validate
+from bridge.http import HttpContext, VendorClient, VendorError, url_path, validate
 from bridge.model import Item, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
+from bridge.sources.rows import ROW_ERRORS, to_items
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +68,7 @@ class _Finding(BaseModel):
 
 
 class _FindingsPage(BaseModel):
-    data: list[_Finding]
+    data: list[Any]  # each finding is validated on its own
     pagination: _Pagination
 
 
@@ -107,6 +110,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
     @property
     def enriches(self) -> bool:
         return self.config.enrich_new > 0
+
+    def item(self, raw: Mapping[str, Any]) -> Item:
+        """One finding as an item; raises (one of `ROW_ERRORS`) if it cannot be read."""
+        return self.to_item(raw, _Finding.model_validate(raw))
 
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         status = finding.status.lower()
@@ -165,41 +172,43 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             body = await self.client.get_json("/scans/recent", {"limit": 1})
             scans = validate(_Scans, body, "GET /scans/recent")
         except VendorError as exc:
-            if exc.kind == "auth":
+            if exc.fails_sweep:
                 raise
             log.warning("scanorbit_scan_probe_failed", source=self.name, error=str(exc))
             return None
         done = [s for s in scans.data if (s.status or "complete") in ("complete", "partial")]
         return done[0].id if done else None
 
-    async def _page(self, page: int) -> Page[tuple[Any, _Finding]]:
-        body = await self.client.get_json("/findings", {"page": page, "limit": self.config.page_size})
+    async def _page(self, page: int) -> Page[Item]:
+        size = self.config.page_size
+        body = await self.client.get_json("/findings", {"page": page, "limit": size})
         parsed = validate(_FindingsPage, body, f"GET /findings page {page}")
         p = parsed.pagination
-        return Page(list(zip(body["data"], parsed.data, strict=True)), p.total, p.totalPages)
+        rows = to_items(parsed.data, self.item, source=self.name, kind=KIND, at="data",
+                        first=(page - 1) * size)
+        return Page(rows, p.total, p.totalPages)
 
-    async def _walk(self, emit: ItemSink) -> Pass[tuple[Any, _Finding]]:
-        async def rows(batch: list[tuple[Any, _Finding]]) -> None:
-            await emit([self.to_item(raw, finding) for raw, finding in batch])
-
-        return await numbered(self._page, lambda row: row[1].id, what="findings",
-                              on_rows=rows, prefetch=self.config.prefetch)
+    async def _walk(self, emit: ItemSink) -> Pass[Item]:
+        return await numbered(self._page, lambda item: item.key, what="findings",
+                              on_rows=emit, prefetch=self.config.prefetch)
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
         """Add resource and certificate facts to up to `enrich_new` new findings."""
         out = list(items)
         for i, item in enumerate(out[: self.config.enrich_new]):
             try:
-                body = await self.client.get_json(f"/findings/{item.key}")
+                body = await self.client.get_json(url_path("findings", item.key))
             except VendorError as exc:
-                if exc.kind == "not_found":
+                if exc.fails_sweep:
+                    raise
+                if exc.kind in ("not_found", "schema"):  # gone, or an id no path can carry
                     continue
                 log.warning("scanorbit_enrich_failed", source=self.name, error=str(exc))
                 break
             data = body.get("data") if isinstance(body, dict) else None
             if isinstance(data, dict) and data.get("id") == item.key:
                 try:
-                    out[i] = self.to_item(data, _Finding.model_validate(data))
-                except ValueError:
-                    continue
+                    out[i] = self.item(data)
+                except ROW_ERRORS:
+                    continue  # the listed finding stands, without the detail
         return out

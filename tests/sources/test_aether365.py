@@ -407,8 +407,11 @@ async def test_validation_error_is_a_bug_report_not_a_retry_loop(
 
 
 async def test_schema_mismatch_names_the_field(tmp_path: Path, aether365: Sim) -> None:
+    """A row without its key is skipped on its own, named by its position and field; the
+    other rows of its page still count, and nothing resolves."""
     world, sim = aether365
     world.set_test(T, "A", "failed")
+    world.set_test(T, "B", "failed")
     world.run_scan(T)
     world.tenant(T).tests["A"].pop("test_id")  # the row really lacks its key
     world.run_scan(T)
@@ -417,8 +420,10 @@ async def test_schema_mismatch_names_the_field(tmp_path: Path, aether365: Sim) -
             result = await h.sweep()
     assert result.record.outcome == "incomplete"
     assert "data.0.test_id" in result.record.notes[0]
-    mismatch = [e for e in logs if e["event"] == "vendor_schema_mismatch"]
-    assert mismatch and mismatch[0]["field"] == "data.0.test_id"
+    assert [e.key for e in result.events] == ["B"]
+    skipped = [e for e in logs if e["event"] == "vendor_item_skipped"]
+    assert len(skipped) == 1 and skipped[0]["problem"].startswith("data.0.test_id")
+    assert skipped[0]["id"] == "<row 0>" and skipped[0]["kind"] == "test_result"
 
 
 # -- configuration --------------------------------------------------------------------------

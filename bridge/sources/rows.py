@@ -1,0 +1,100 @@
+"""Vendor rows into items one row at a time, so that a row we cannot read costs only itself.
+
+Validating a whole page at once would let one poison row (a status that is a list, a missing
+id) fail the page, and with it every later page of the list, every sweep: one row would block
+its whole scope. Here each row is validated and mapped on its own. A row that fails becomes an
+`Unusable` in its place: the walkers in `bridge.sources.paging` count it towards the list's
+total and keep its position (so offset overlaps still line up), but emit nothing for it, and
+mark the pass incomplete: a list with a row we could not read is not evidence that anything in
+it is gone. Each skipped row is counted (`bridge_items_skipped_total`) and logged with its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from bridge import metrics
+from bridge.model import Item
+
+log = structlog.get_logger(__name__)
+
+# What reading vendor data into an item may raise: pydantic's ValidationError is a ValueError;
+# the rest come from mapping code meeting a value of a type it did not expect.
+ROW_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
+_NOTE_EXAMPLES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A row that could not be read: it holds its place in the list, and nothing else."""
+
+    # The row's own id when it has one, else its position in the list ("<row 17>"): stable
+    # across pages, so the overlap of two offset pages still compares equal.
+    key: str
+    reason: str
+
+
+def row_key(raw: Any, id_field: str) -> str | None:
+    """The id a row states, if it states a usable one."""
+    value = raw.get(id_field) if isinstance(raw, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def to_items(
+    rows: Sequence[Any],
+    convert: Callable[[Mapping[str, Any]], Item],
+    *,
+    source: str,
+    kind: str,
+    at: str,
+    id_field: str = "id",
+    first: int = 0,
+) -> list[Item | Unusable]:
+    """`convert` each row; a row it cannot convert becomes an `Unusable`, counted and logged.
+
+    `at` names where the rows sit in the answer (`data`), for messages like `data.3.status`;
+    `first` is the list position of `rows[0]` (for rows without an id).
+    """
+    out: list[Item | Unusable] = []
+    for n, raw in enumerate(rows):
+        if not isinstance(raw, dict):
+            out.append(_skip(source, kind, row_key(raw, id_field) or f"<row {first + n}>",
+                             f"{at}.{n}: not an object ({type(raw).__name__})"))
+            continue
+        try:
+            out.append(convert(raw))
+        except ROW_ERRORS as exc:
+            key = row_key(raw, id_field) or f"<row {first + n}>"
+            out.append(_skip(source, kind, key, f"{at}.{n}{_problem(exc)}"))
+    return out
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        where = "".join(f".{p}" for p in error["loc"])
+        return f"{where}: {error['msg']}"
+    return f": {type(exc).__name__}: {exc}"[:300]
+
+
+def _skip(source: str, kind: str, key: str, reason: str) -> Unusable:
+    metrics.ITEMS_SKIPPED.labels(source, kind).inc()
+    log.warning("vendor_item_skipped", source=source, kind=kind, id=key, problem=reason,
+                hint="the sweep stays incomplete (nothing resolves) until the vendor fixes "
+                     "this row")
+    return Unusable(key, reason)
+
+
+def skipped_note(what: str, skipped: Sequence[Unusable]) -> str:
+    """A sweep note naming the first few skipped rows and why."""
+    examples = "; ".join(f"{u.key}: {u.reason}" for u in skipped[:_NOTE_EXAMPLES])
+    more = f"; and {len(skipped) - _NOTE_EXAMPLES} more" if len(skipped) > _NOTE_EXAMPLES else ""
+    return (f"{what}: skipped {len(skipped)} row(s) that could not be read ({examples}{more}); "
+            "nothing is resolved while they are there")
