@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import structlog
 
@@ -24,12 +25,23 @@ from bridge.sinks.base import (
     RetryableDeliveryError,
     Sink,
     SinkConfig,
+    ThrottledError,
 )
 from bridge.store.base import Delivery, Store, UndecodableDeliveries
 
 log = structlog.get_logger(__name__)
 
 StatusCallback = Callable[[str, bool, str | None], None]
+MAX_RETRY_AFTER = 3600.0
+# What kind of trouble a retryable failure is: it decides whether attempts are spent and how
+# long to wait (see `SinkWorker._retryable`).
+Trouble = Literal["throttled", "unreachable", "failing"]
+
+
+def trouble_of(exc: RetryableDeliveryError) -> Trouble:
+    if isinstance(exc, DestinationUnavailableError):
+        return "unreachable"
+    return "throttled" if isinstance(exc, ThrottledError) else "failing"
 
 
 class SinkWorker:
@@ -140,15 +152,16 @@ class SinkWorker:
                     accepted = set(exc.delivered)
                     await self._acknowledge([d for d in batch if d.event.id in accepted])
                     batch = [d for d in batch if d.event.id not in accepted]
-                await self._retryable(batch, str(exc), exc.retry_after,
-                                      counted=not isinstance(exc, DestinationUnavailableError))
+                    self._failures = 0  # deliveries went through: this is a new trouble
+                await self._retryable(batch, str(exc), exc.retry_after, trouble_of(exc))
             except PermanentDeliveryError as exc:
                 await self._permanent(batch, exc)
             except DeliveryError as exc:
-                await self._retryable(batch, str(exc), None)
+                await self._retryable(batch, str(exc), None, "failing")
             except Exception as exc:  # a bug in a sink must not kill its worker or lose events
                 log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
-                await self._retryable(batch, f"internal error: {type(exc).__name__}: {exc}", None)
+                await self._retryable(batch, f"internal error: {type(exc).__name__}: {exc}", None,
+                                      "failing")
             else:
                 await self._delivered(batch)
         return True
@@ -216,20 +229,30 @@ class SinkWorker:
         self._status(True, None)
 
     async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None,
-                         *, counted: bool = True) -> None:
-        """Back off and retry the batch; `counted` failures spend attempts, until dead letters."""
+                         trouble: Trouble) -> None:
+        """Back off and retry the batch. Only a receiver that is failing (and only while
+        `count_failures` is on) spends attempts towards the dead letters: a throttled or an
+        unreachable one will take the events later, however long that takes."""
         await self._drop_prefetch()
         self._failures += 1
         metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
         await self._reset()
-        if counted:
+        if trouble == "failing" and self.config.count_failures:
             await self._spend_attempt(batch, error)
-        delay = retry_after if retry_after is not None else backoff_delay(
-            self._failures - 1, self.config.backoff_initial, self.config.backoff_max)
-        self._retry_delay = min(max(delay, 0.0), max(self.config.backoff_max, retry_after or 0.0))
+        self._retry_delay = self._delay(trouble, retry_after)
         log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
-                    retry_in=round(self._retry_delay, 3))
+                    trouble=trouble, retry_in=round(self._retry_delay, 3))
         self._status(False, error)
+
+    def _delay(self, trouble: Trouble, retry_after: float | None) -> float:
+        """The receiver's `Retry-After` when it gave one; otherwise backoff with full jitter,
+        capped at `probe_interval` for an unreachable destination, so that delivery resumes
+        within seconds of its return whatever trouble came before."""
+        cfg = self.config
+        if retry_after is not None:  # bounded: a hostile receiver must not park us for a year
+            return min(max(0.0, retry_after), MAX_RETRY_AFTER)
+        delay = backoff_delay(self._failures - 1, cfg.backoff_initial, cfg.backoff_max)
+        return min(delay, cfg.probe_interval) if trouble == "unreachable" else delay
 
     async def _spend_attempt(self, batch: Sequence[Delivery], error: str) -> None:
         exhausted = [d for d in batch if d.attempts + 1 >= self.config.max_attempts]

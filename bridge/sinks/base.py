@@ -38,6 +38,12 @@ class DestinationUnavailableError(RetryableDeliveryError):
     letters."""
 
 
+class ThrottledError(RetryableDeliveryError):
+    """The receiver said *later*, not *no*: a 429, a 503 with `Retry-After`, a 408. It judged
+    neither the content nor its own health, so, like an outage, the attempt does not count
+    towards `max_attempts`: a long throttle fills the outbox, never the dead letters."""
+
+
 class PermanentDeliveryError(DeliveryError):
     """The receiver rejected the content: retrying cannot help, dead-letter it.
 
@@ -54,11 +60,17 @@ class SinkConfig(ComponentConfig):
     """Delivery policy every sink shares; subclasses add `type` and their own settings."""
 
     batch_size: int = Field(default=100, ge=1, le=10_000)
-    # Attempts the receiver answered with a retryable failure (a 5xx, a 429) before an event is
-    # dead-lettered; a destination that cannot be reached at all spends none of them.
+    # Attempts the receiver answered with a failure (a 5xx, a timeout) before an event is
+    # dead-lettered. Throttling (429, 503 + Retry-After) and a destination that cannot be
+    # reached spend none: they fill the outbox, never the dead letters.
     max_attempts: int = Field(default=12, ge=1)
+    # false: failures spend no attempts either; only rejections of the content dead-letter.
+    count_failures: bool = True
     backoff_initial: float = Field(default=1.0, gt=0)
     backoff_max: float = Field(default=300.0, gt=0)
+    # The longest wait between tries of an unreachable destination: a cheap probe, so delivery
+    # resumes within this long of its return, whatever backoff came before.
+    probe_interval: float = Field(default=15.0, gt=0)
 
     def build(self) -> Sink[Any]:
         raise NotImplementedError(f"{type(self).__name__} does not build a sink")

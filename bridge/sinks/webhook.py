@@ -1,9 +1,10 @@
 """Generic webhook sink: one JSON POST per event, keep-alive, bounded concurrency across items
-and strict order within one item.
+and strict order within one item (`bridge.sinks.delivery`).
 
 Each request carries `webhook-id` (the event id) and `webhook-timestamp`, the Standard Webhooks
 headers, so a receiver can drop replays. 2xx is delivered; 408, 425, 429 and 5xx are retried
-(honouring `Retry-After`); any other status is a permanent rejection of that event.
+(honouring `Retry-After`; 408, 425, 429 and a 503 with `Retry-After` are throttling and spend no
+attempts); any other status is a permanent rejection of that event.
 
 Redirects are not followed by default. A client following a 301/302 turns the POST into a
 body-less GET that the new place may well answer 200 (an event acknowledged, never delivered),
@@ -14,7 +15,6 @@ within the configured origin only, where the body and method are kept by definit
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from collections.abc import Sequence
@@ -35,10 +35,13 @@ from bridge.sinks.base import (
     RetryableDeliveryError,
     Sink,
     SinkConfig,
+    ThrottledError,
 )
+from bridge.sinks.delivery import deliver_per_item
 
 log = structlog.get_logger(__name__)
-RETRY_STATUSES = frozenset({408, 425, 429})
+# "Later", not "no": retried without spending attempts (see ThrottledError).
+THROTTLE_STATUSES = frozenset({408, 425, 429})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 BODY_KEEPING_REDIRECTS = frozenset({307, 308})  # RFC 9110 §15.4: method and body unchanged
 MAX_REDIRECTS = 3
@@ -88,47 +91,7 @@ class WebhookSink(Sink[WebhookSinkConfig]):
     async def send(self, events: Sequence[Event]) -> None:
         if self._session is None:
             await self.open()
-        # Items go concurrently, but one item's events go one after another and stop at a
-        # retryable failure: a `resolved` must never reach the receiver before its `new`.
-        chains: dict[str, list[Event]] = {}
-        for e in events:
-            chains.setdefault(e.item_uid, []).append(e)
-        outcome: dict[str, Exception | None] = {}
-
-        async def post_in_order(chain: list[Event]) -> None:
-            for i, e in enumerate(chain):
-                try:
-                    await self._post(e)
-                    outcome[e.id] = None
-                except PermanentDeliveryError as exc:
-                    outcome[e.id] = exc  # dead-lettered; the item's later events may follow
-                except Exception as exc:
-                    outcome[e.id] = exc
-                    held = type(exc) if isinstance(exc, RetryableDeliveryError) else RetryableDeliveryError
-                    for later in chain[i + 1:]:
-                        outcome[later.id] = held("not sent: an earlier event of the same item failed")
-                    return
-
-        await asyncio.gather(*(post_in_order(c) for c in chains.values()))
-        results = [outcome[e.id] for e in events]
-        retryable = [r for r in results if isinstance(r, RetryableDeliveryError)]
-        rejected = [(e, r) for e, r in zip(events, results, strict=True)
-                    if isinstance(r, PermanentDeliveryError)]
-        other = [r for r in results if isinstance(r, BaseException)
-                 and not isinstance(r, RetryableDeliveryError | PermanentDeliveryError)]
-        if other:
-            raise other[0]
-        if retryable:
-            waits = [r.retry_after for r in retryable if r.retry_after is not None]
-            # Only an unreachable receiver spares the attempts (see DestinationUnavailableError).
-            unreachable = all(isinstance(r, DestinationUnavailableError) for r in retryable)
-            raise (DestinationUnavailableError if unreachable else RetryableDeliveryError)(
-                f"{len(retryable)} of {len(events)} deliveries failed: {retryable[0]}",
-                retry_after=max(waits) if waits else None,
-                delivered=[e.id for e in events if outcome[e.id] is None],
-            )
-        if rejected:
-            raise PermanentDeliveryError(str(rejected[0][1]), event_ids=[e.id for e, _ in rejected])
+        await deliver_per_item(events, self._post, concurrency=self.config.concurrency)
 
     async def _post(self, event: Event) -> None:
         assert self._session is not None
@@ -144,7 +107,9 @@ class WebhookSink(Sink[WebhookSinkConfig]):
             raise RetryableDeliveryError(f"receiver redirected more than {MAX_REDIRECTS} times")
         if 200 <= status < 300:
             return
-        if status in RETRY_STATUSES or status >= 500:
+        if status in THROTTLE_STATUSES or (status == 503 and retry_after is not None):
+            raise ThrottledError(f"receiver answered {status}: {text}", retry_after)
+        if status >= 500:
             raise RetryableDeliveryError(f"receiver answered {status}: {text}", retry_after)
         raise PermanentDeliveryError(f"receiver answered {status}: {text}")
 

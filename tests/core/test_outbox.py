@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -387,6 +388,94 @@ async def test_an_unreachable_receiver_spends_no_attempts(store: SQLiteStore) ->
         assert back.accepted == [ev.id]
     finally:
         await server.close()
+
+
+# -- throttling is not refusal (issue 25) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [
+    (429, {"Retry-After": "0.05"}), (429, {}), (503, {"Retry-After": "0.05"}), (408, {}),
+], ids=["429+retry-after", "429", "503+retry-after", "408"])
+async def test_a_long_throttle_spends_no_attempts(
+        store: SQLiteStore, receiver: Receiver, answer: tuple[int, dict[str, str]]) -> None:
+    """Far more throttled answers than max_attempts (the clock scaled down: Retry-After in
+    hundredths of a second): nothing is dead-lettered, everything arrives, and never before
+    the receiver's Retry-After."""
+    events = [make_event(f"k{i}") for i in range(3)]
+    for ev in events:
+        receiver.script(ev, *[answer] * 8)
+    await commit(store, events)
+    worker = SinkWorker(webhook(receiver, max_attempts=2), store)
+    assert await drain(worker) == 0
+    assert await store.dead_letters() == [] and worker.dead == 0
+    assert sorted(receiver.accepted) == sorted(e.id for e in events)
+    if "Retry-After" in answer[1]:
+        for ev in events:
+            hits = receiver.hits_for(ev)
+            assert all(b.at - a.at >= 0.05 - 0.005 for a, b in itertools.pairwise(hits))
+
+
+async def test_plain_server_errors_spend_attempts_unless_configured_not_to(
+        store: SQLiteStore, receiver: Receiver) -> None:
+    counted, spared = make_event("k1"), make_event("k2")
+    receiver.script(counted, *[500] * 3)
+    receiver.script(spared, *[500] * 3)
+    await commit(store, [counted])
+    assert await drain(SinkWorker(webhook(receiver, max_attempts=2), store)) == 0
+    assert [d.event for d in await store.dead_letters()] == [counted]
+    await commit(store, [spared])
+    assert await drain(SinkWorker(webhook(receiver, max_attempts=2, count_failures=False),
+                                  store)) == 0
+    assert receiver.accepted == [spared.id]
+
+
+async def test_a_receiver_that_comes_back_is_used_within_the_probe_interval(
+        store: SQLiteStore) -> None:
+    """A throttle first drives the attempt count up; then the receiver goes away and comes
+    back. Every retry of the unreachable receiver waits at most `probe_interval`, so delivery
+    resumes within that long of its return (backoff alone would wait up to a minute here)."""
+    throttle = Receiver()
+    ev = make_event("k")
+    throttle.script(ev, *[(429, {"Retry-After": "0.01"})] * 6)
+    app = web.Application()
+    app.router.add_post("/hook", throttle.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    port = server.port
+    await commit(store, [ev])
+    sink = WebhookSink(WebhookSinkConfig(
+        type="webhook", name="hook", url=f"http://127.0.0.1:{port}/hook", backoff_initial=1,
+        backoff_max=60, probe_interval=0.2, timeout=2))
+    refused = asyncio.Event()
+
+    def status(name: str, healthy: bool, error: str | None) -> None:
+        if error and "ClientConnectorError" in error:
+            refused.set()
+
+    stop = asyncio.Event()
+    back = Receiver()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(SinkWorker(sink, store, status).run(stop))
+        try:
+            await throttle.wait_until(lambda: len(throttle.hits) == 6)
+            await server.close()
+            await asyncio.wait_for(refused.wait(), 10)
+            app = web.Application()
+            app.router.add_post("/hook", back.handle)
+            server = TestServer(app, host="127.0.0.1", port=port)
+            await server.start_server()
+            returned = time.monotonic()
+            await back.wait_until(lambda: back.accepted == [ev.id])
+            assert back.hits[0].at - returned <= 0.2 + 1.0  # the probe interval, plus slack
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            await server.close()
+    failures = [e for e in logs if e["event"] == "delivery_failed"]
+    assert [f["trouble"] for f in failures[:6]] == ["throttled"] * 6
+    assert {f["trouble"] for f in failures[6:]} == {"unreachable"}
+    assert all(f["retry_in"] <= 0.2 for f in failures[6:]), failures
+    assert await store.dead_letters() == []
 
 
 # -- a running worker --------------------------------------------------------------------------
