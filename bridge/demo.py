@@ -82,7 +82,7 @@ async def run_demo(state_dir: Path | None = None, duration: float | None = None,
         await driver
         if timer is not None:
             timer.cancel()
-    _summary(state_dir / "events.jsonl")
+    summarize(state_dir / "events.jsonl")
     if tmp is not None:
         tmp.cleanup()
     return code
@@ -94,7 +94,7 @@ def _tenant_keys(worlds: DemoWorlds) -> dict[str, str]:
             for token, tenant in worlds.aether365_tokens.items()}
 
 
-def _summary(path: Path) -> None:
+def summarize(path: Path) -> None:
     """Counts per event type and vendor from the demo's JSON-lines file.
 
     Lines are split on LF only, as the file sink writes them: `splitlines()` would also break
