@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.config import BridgeConfig, ConfigError, parse_config
+from bridge.model import EventType
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
@@ -424,6 +425,29 @@ async def test_schema_mismatch_names_the_field(tmp_path: Path, aether365: Sim) -
     skipped = [e for e in logs if e["event"] == "vendor_item_skipped"]
     assert len(skipped) == 1 and skipped[0]["problem"].startswith("data.0.test_id")
     assert skipped[0]["id"] == "<row 0>" and skipped[0]["kind"] == "test_result"
+
+
+async def test_an_unreadable_threat_spoils_only_its_own_category(
+    tmp_path: Path, aether365: Sim
+) -> None:
+    """A risky user whose id is an object is skipped (by its position: it has no usable id);
+    its category resolves nothing while it is there, the other categories carry on."""
+    world, sim = aether365
+    for n in range(3):
+        world.add_risky_user(T, user_id=f"u{n}")
+        world.add_risk_detection(T, detection_id=f"d{n}")
+    async with Harness(config(tmp_path, sim.url, **ONLY_THREATS)) as h:
+        await h.sweep()
+        world.update_risky_user(T, "u1", id={"oid": "u1"})
+        world.remove_risky_user(T, "u2")
+        world.remove_risk_detection(T, "d2")
+        swept = [await h.sweep() for _ in range(2)]
+    for result in swept:
+        assert result.record.outcome == "incomplete"
+        assert "threats data.riskyUsers: skipped 1 row(s)" in result.record.notes[0]
+        assert "<row 1>: data.riskyUsers.1.id" in result.record.notes[0]
+    resolved = {e.key for r in swept for e in r.events if e.type is EventType.RESOLVED}
+    assert resolved == {"d2"}  # not u1 (unreadable) nor u2 (its category is incomplete)
 
 
 # -- configuration --------------------------------------------------------------------------

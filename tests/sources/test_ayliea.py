@@ -108,6 +108,33 @@ async def test_a_list_shifting_mid_walk_is_walked_again(tmp_path: Path, ayliea: 
     assert len(result.events) == 252  # the two inserted mid-walk are found by the second walk
 
 
+@pytest.mark.parametrize("broken", [{"status": ["open"]}, {"id": ""}],
+                         ids=["bad-status", "no-id"])
+async def test_an_unreadable_row_on_the_page_overlap_keeps_its_place(
+    broken: dict[str, Any], tmp_path: Path, ayliea: Sim
+) -> None:
+    """Row 99 ends page 1 and starts page 2 (pages overlap by one row). Unreadable, it is
+    skipped alone: keyed by its id, or by its position when it has none, it still matches
+    across the overlap, so the walk neither stops early nor mistakes it for drift."""
+    world, sim = ayliea
+    for _ in range(99):
+        world.add_recommendation(priority=1)
+    bad = world.add_recommendation(priority=2, **broken)
+    for _ in range(150):
+        world.add_recommendation(priority=3)
+    assert world.ordered()[99] is bad
+    async with Harness(config(tmp_path, sim.url, **ONLY_RECS)) as h:
+        with capture_logs() as logs:
+            result = await h.sweep()
+    key = bad["id"] or "<row 99>"
+    assert result.record.outcome == "incomplete"
+    assert result.record.requests == 3  # no early stop, no drift retry
+    assert len(result.record.notes) == 1 and "drift" not in result.record.notes[0]
+    assert f"{key}: recommendations." in result.record.notes[0]
+    assert len(result.events) == 249 and key not in {e.key for e in result.events}
+    assert [e["id"] for e in logs if e["event"] == "vendor_item_skipped"] == [key, key]
+
+
 async def test_idle_cycles_cost_one_request_until_a_new_assessment(
     tmp_path: Path, ayliea: Sim
 ) -> None:
