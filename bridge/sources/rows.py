@@ -6,7 +6,9 @@ its whole scope. Here each row is validated and mapped on its own. A row that fa
 `Unusable` in its place: the walkers in `bridge.sources.paging` count it towards the list's
 total and keep its position (so offset overlaps still line up), but emit nothing for it, and
 mark the pass incomplete: a list with a row we could not read is not evidence that anything in
-it is gone. Each skipped row is counted (`bridge_items_skipped_total`) and logged with its id.
+it is gone. Each skipped row is counted (`bridge_items_skipped_total`) and logged with its id,
+in one line per page: a vendor renaming a field makes every row unusable at once, and that must
+not become a log line per row.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = structlog.get_logger(__name__)
 # the rest come from mapping code meeting a value of a type it did not expect.
 ROW_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
 _NOTE_EXAMPLES = 3
+_LOG_EXAMPLES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +66,26 @@ def to_items(
     `first` is the list position of `rows[0]` (for rows without an id).
     """
     out: list[Item | Unusable] = []
+    skipped: list[Unusable] = []
     for n, raw in enumerate(rows):
         if not isinstance(raw, dict):
-            out.append(_skip(source, kind, row_key(raw, id_field) or f"<row {first + n}>",
-                             f"{at}.{n}: not an object ({type(raw).__name__})"))
-            continue
-        try:
-            out.append(convert(raw))
-        except ROW_ERRORS as exc:
-            key = row_key(raw, id_field) or f"<row {first + n}>"
-            out.append(_skip(source, kind, key, f"{at}.{n}{_problem(exc)}"))
+            reason = f"{at}.{n}: not an object ({type(raw).__name__})"
+        else:
+            try:
+                out.append(convert(raw))
+                continue
+            except ROW_ERRORS as exc:
+                reason = f"{at}.{n}{_problem(exc)}"
+        unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>", reason)
+        skipped.append(unusable)
+        out.append(unusable)
+    if skipped:
+        metrics.ITEMS_SKIPPED.labels(source, kind).inc(len(skipped))
+        log.warning("vendor_items_skipped", source=source, kind=kind, count=len(skipped),
+                    ids=[u.key for u in skipped[:_LOG_EXAMPLES]],
+                    problems=[u.reason for u in skipped[:_LOG_EXAMPLES]],
+                    hint="the sweep stays incomplete (nothing resolves) until the vendor fixes "
+                         "these rows")
     return out
 
 
@@ -82,14 +95,6 @@ def _problem(exc: Exception) -> str:
         where = "".join(f".{p}" for p in error["loc"])
         return f"{where}: {error['msg']}"
     return f": {type(exc).__name__}: {exc}"[:300]
-
-
-def _skip(source: str, kind: str, key: str, reason: str) -> Unusable:
-    metrics.ITEMS_SKIPPED.labels(source, kind).inc()
-    log.warning("vendor_item_skipped", source=source, kind=kind, id=key, problem=reason,
-                hint="the sweep stays incomplete (nothing resolves) until the vendor fixes "
-                     "this row")
-    return Unusable(key, reason)
 
 
 def skipped_note(what: str, skipped: Sequence[Unusable]) -> str:

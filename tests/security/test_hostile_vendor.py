@@ -315,10 +315,31 @@ async def test_a_finding_that_cannot_be_read_is_skipped_alone_and_resolves_nothi
     for result in attacked:
         assert result.record.requests == 1 + 3  # the later pages were read
         assert f"{broken}: data.40.status" in result.record.notes[0]
-    events = [e for e in logs if e["event"] == "vendor_item_skipped"]
-    assert [e["id"] for e in events] == [broken] * 3
+    events = [e for e in logs if e["event"] == "vendor_items_skipped"]
+    assert [e["ids"] for e in events] == [[broken]] * 3
     assert counter("bridge_items_skipped_total", source="scanorbit", kind="finding") == (
         skipped + 3)
+
+
+async def test_a_vendor_breaking_every_row_costs_a_log_line_per_page_not_per_row(
+    tmp_path: Path, vendor: HostileVendor
+) -> None:
+    """A vendor renaming or retyping a field makes every row unusable at once."""
+    for finding in vendor.world.findings.values():
+        finding["status"] = 3
+    vendor.world.touch()
+    skipped = counter("bridge_items_skipped_total", source="scanorbit", kind="finding")
+    async with harness(tmp_path, vendor.url) as h:
+        with capture_logs() as logs:
+            result = await h.sweep()
+    assert result.record.outcome == "incomplete" and result.events == ()
+    lines = [e for e in logs if e["event"] == "vendor_items_skipped"]
+    assert [e["count"] for e in lines] == [100, 100, 50]
+    assert all(len(e["ids"]) == 10 for e in lines)
+    assert "skipped 100 row(s)" in result.record.notes[0] and "and 97 more" in (
+        result.record.notes[0])
+    assert counter("bridge_items_skipped_total", source="scanorbit", kind="finding") == (
+        skipped + FINDINGS)
 
 
 # -- 9. vendor ids in URL paths -------------------------------------------------------------

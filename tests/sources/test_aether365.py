@@ -422,9 +422,9 @@ async def test_schema_mismatch_names_the_field(tmp_path: Path, aether365: Sim) -
     assert result.record.outcome == "incomplete"
     assert "data.0.test_id" in result.record.notes[0]
     assert [e.key for e in result.events] == ["B"]
-    skipped = [e for e in logs if e["event"] == "vendor_item_skipped"]
-    assert len(skipped) == 1 and skipped[0]["problem"].startswith("data.0.test_id")
-    assert skipped[0]["id"] == "<row 0>" and skipped[0]["kind"] == "test_result"
+    skipped = [e for e in logs if e["event"] == "vendor_items_skipped"]
+    assert len(skipped) == 1 and skipped[0]["problems"][0].startswith("data.0.test_id")
+    assert skipped[0]["ids"] == ["<row 0>"] and skipped[0]["kind"] == "test_result"
 
 
 async def test_an_unreadable_threat_spoils_only_its_own_category(
