@@ -22,14 +22,16 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status.
-    `delay` makes every answer that many seconds slow (a receiver under load)."""
+    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status;
+    `answers` overrides it per event id (webhook-id) with a status. `delay` makes every answer
+    that many seconds slow (a receiver under load)."""
 
     mode: str | int = "ok"
     delay: float = 0.0
     # Error answers quote the caller's credentials, as careless receivers do.
     echo_auth: bool = False
     retry_after: str | None = None
+    answers: dict[str, int] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     attempts: list[Received] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -47,31 +49,39 @@ class Receiver:
             await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
-        if self.mode != "ok":
+        mode = self.answers.get(entry.id, self.mode)
+        if mode != "ok" and mode != 200:
             headers = {"Retry-After": self.retry_after} if self.retry_after else {}
-            answer = {"error": "scripted"}
+            answer: dict[str, Any] = {"error": "scripted"}
             if self.echo_auth:
                 answer.update(authorization=entry.authorization,
-                              token=entry.authorization.removeprefix("Bearer "))
-            return web.json_response(answer, status=int(self.mode), headers=headers)
+                              token=entry.authorization.removeprefix("Bearer "),
+                              headers=dict(request.headers))
+            return web.json_response(answer, status=int(mode), headers=headers)
         async with self.changed:
             self.received.append(entry)
             self.changed.notify_all()
         return web.json_response({"ok": True})
 
-    async def start(self) -> Receiver:
+    async def start(self, port: int = 0) -> Receiver:
+        """Listen on `port` (a free one by default; the old one again after `stop`)."""
         app = web.Application()
         app.router.add_post("/hook", self.handle)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
         return self
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
     async def stop(self) -> None:
         if self.runner is not None:
-            await self.runner.cleanup()
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
 
     async def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 30.0) -> None:
         async def until() -> None:

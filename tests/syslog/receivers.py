@@ -12,21 +12,21 @@ Mode = Literal["read", "close_at_once", "never_read"]
 
 
 class StreamReceiver:
-    def __init__(self, mode: Mode = "read", rcvbuf: int | None = None) -> None:
+    def __init__(self, mode: Mode = "read", rcvbuf: int | None = None, port: int = 0) -> None:
         self.mode = mode
         self.rcvbuf = rcvbuf
         self.connections: list[bytearray] = []
         self._writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
         self._release = asyncio.Event()
-        self.port = 0
+        self.port = port  # 0: a free one
 
     async def __aenter__(self) -> StreamReceiver:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", self.port))
         self.port = sock.getsockname()[1]
         self._server = await asyncio.start_server(self._handle, sock=sock)
         return self

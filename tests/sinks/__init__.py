@@ -1,0 +1,1 @@
+"""Every sink against the shared contract suites (tests/support/sink_contract.py)."""

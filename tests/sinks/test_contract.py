@@ -1,0 +1,211 @@
+"""Every built-in sink runs the shared contract suites against its real receiver: the webhook
+sink against an aiohttp server, syslog against a TCP listener that parses RFC 5424 frames, the
+file sink against a file on disk, stdout against a stream. A new sink adds a harness here and
+the suites that apply (see CONTRIBUTING.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from bridge.sinks.base import Sink, SinkConfig
+from bridge.sinks.file import FileSink, FileSinkConfig, StdoutSink, StdoutSinkConfig
+from bridge.sinks.syslog import SyslogSinkConfig
+from bridge.sinks.webhook import WebhookSinkConfig
+from tests.support.receiver import Receiver
+from tests.support.sink_contract import (
+    PerEventContract,
+    PerEventHarness,
+    SecretContract,
+    SinkContract,
+    SinkHarness,
+    UnreachableContract,
+    UnreachableHarness,
+)
+from tests.syslog.parsers import parse_5424
+from tests.syslog.receivers import StreamReceiver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- webhook --------------------------------------------------------------------------------------
+
+
+class WebhookHarness(UnreachableHarness, PerEventHarness):
+    secret = "contract-bearer-0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.receiver = Receiver()
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.receiver.start(self.port)
+        self.port = self.receiver.port
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = WebhookSinkConfig.model_validate({
+            "type": "webhook", "name": "hook", "url": f"http://127.0.0.1:{self.port}/hook",
+            "bearer_token": self.secret, "backoff_initial": 0.001, "backoff_max": 0.01,
+            "timeout": 5, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        return [r.id for r in self.receiver.received]
+
+    def fail(self, event_id: str) -> None:
+        self.receiver.answers[event_id] = 503
+
+    def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
+        self.receiver.answers[event_id] = 422
+        self.receiver.echo_auth = echo_secret
+
+    async def go_away(self) -> None:
+        await self.receiver.stop()
+
+    async def come_back(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        await self.receiver.stop()
+
+
+class TestWebhookSink(SinkContract, UnreachableContract, PerEventContract, SecretContract):
+    @pytest.fixture
+    async def harness(self) -> AsyncIterator[WebhookHarness]:
+        h = WebhookHarness()
+        await h.start()
+        try:
+            yield h
+        finally:
+            await h.close()
+
+
+# -- syslog over TCP ------------------------------------------------------------------------------
+
+
+class SyslogHarness(UnreachableHarness):
+    """RFC 5424 over TCP with octet counting and JSON payloads, to a listener that keeps every
+    byte; `arrived` parses the frames back into event ids."""
+
+    def __init__(self) -> None:
+        self.receiver: StreamReceiver | None = None
+        self.earlier: list[bytes] = []  # what receivers that went away had received
+        self.port = 0
+
+    async def start(self) -> None:
+        self.receiver = StreamReceiver(port=self.port)
+        await self.receiver.__aenter__()
+        self.port = self.receiver.port
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = SyslogSinkConfig.model_validate({
+            "type": "syslog", "name": "siem", "host": "127.0.0.1", "port": self.port,
+            "protocol": "tcp", "format": "json", "connect_grace": 0.0,
+            "backoff_initial": 0.001, "backoff_max": 0.01, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        streams = self.earlier + ([bytes(c) for c in self.receiver.connections]
+                                  if self.receiver else [])
+        ids: list[str] = []
+        for data in streams:
+            while data:
+                length, _, rest = data.partition(b" ")
+                frame, data = rest[:int(length)], rest[int(length):]
+                ids.append(json.loads(parse_5424(frame.decode()).msg)["id"])
+        return ids
+
+    async def go_away(self) -> None:
+        assert self.receiver is not None
+        await self.receiver.__aexit__(None, None, None)
+        self.earlier += [bytes(c) for c in self.receiver.connections]
+        self.receiver = None
+
+    async def come_back(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        if self.receiver is not None:
+            await self.go_away()
+
+
+class TestSyslogSink(SinkContract, UnreachableContract):
+    @pytest.fixture
+    async def harness(self) -> AsyncIterator[SyslogHarness]:
+        h = SyslogHarness()
+        await h.start()
+        try:
+            yield h
+        finally:
+            await h.close()
+
+    async def test_through_the_outbox_worker_everything_arrives_once(
+            self, harness: SinkHarness, store: Any) -> None:
+        await super().test_through_the_outbox_worker_everything_arrives_once(harness, store)
+        # Stream sinks write whole batches: nothing arrived twice either.
+        arrived = harness.arrived()
+        assert len(arrived) == len(set(arrived))
+
+
+# -- file and stdout ------------------------------------------------------------------------------
+
+
+class FileHarness(UnreachableHarness):
+    """JSON lines in a file; 'unreachable' is a directory that cannot be created (its parent
+    is a regular file), which no permission bit can get round, not even root's."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "out" / "events.jsonl"
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = FileSinkConfig.model_validate({"type": "file", "name": "archive",
+                                                "path": self.path, **overrides})
+        return cast("Sink[SinkConfig]", FileSink(config))
+
+    def arrived(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line)["id"] for line in self.path.read_text().splitlines()]
+
+    async def go_away(self) -> None:
+        kept = self.path.read_bytes() if self.path.exists() else b""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+        self.path.parent.write_bytes(kept)  # a file where the directory should be
+
+    async def come_back(self) -> None:
+        kept = self.path.parent.read_bytes()
+        self.path.parent.unlink()
+        self.path.parent.mkdir()
+        self.path.write_bytes(kept)
+
+
+class TestFileSink(SinkContract, UnreachableContract):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> FileHarness:
+        return FileHarness(tmp_path)
+
+
+class StdoutHarness(SinkHarness):
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = StdoutSinkConfig.model_validate({"type": "stdout", "name": "console",
+                                                  "format": "json", **overrides})
+        return cast("Sink[SinkConfig]", StdoutSink(config, stream=self.stream))
+
+    def arrived(self) -> list[str]:
+        return [json.loads(line)["id"] for line in self.stream.getvalue().splitlines()]
+
+
+class TestStdoutSink(SinkContract):
+    @pytest.fixture
+    def harness(self) -> StdoutHarness:
+        return StdoutHarness()
