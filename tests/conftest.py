@@ -22,6 +22,7 @@ from bridge.sim.ayliea import AylieaWorld
 from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim, SimWorld
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
+from bridge.store.sqlite import SQLiteStore
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
 SIM_SCANORBIT_KEY = "sk_live_" + "0123456789abcdef" * 4  # fake sim key
@@ -141,3 +142,15 @@ def log_stream() -> Iterator[io.StringIO]:
     logging.captureWarnings(False)
     structlog.configure(**saved)
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """A real SQLite state file, open for the test: what the sink worker and the sinks'
+    contract suites run against (the store itself runs tests/support/store_contract.py)."""
+    s = SQLiteStore(tmp_path / "bridge.db")
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -107,16 +107,6 @@ async def receiver() -> AsyncIterator[Receiver]:
         await server.close()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def webhook(rx: Receiver, **kw: Any) -> WebhookSink:
     kw.setdefault("backoff_initial", 0.001)
     kw.setdefault("backoff_max", 0.01)

@@ -78,14 +78,6 @@ async def receiver() -> AsyncIterator[FlakyReceiver]:
     await r.stop()
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
 async def commit(store: SQLiteStore, events: Sequence[Event]) -> None:
     await store.commit_sweep(SweepCommit(
         record=SweepRecord(scope=SCOPE, source="so", started_at=T0, finished_at=T0,

@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -119,16 +118,8 @@ async def commit(store: SQLiteStore, events: Sequence[Event], sink: str) -> None
 
 
 class SinkContract:
-    """What every sink promises. Subclasses provide the `harness` fixture."""
-
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-        s = SQLiteStore(tmp_path / "contract.db")
-        await s.open()
-        try:
-            yield s
-        finally:
-            await s.close()
+    """What every sink promises. Subclasses provide the `harness` fixture; `store` is the
+    suite-wide real SQLite store (tests/conftest.py)."""
 
     async def test_a_batch_arrives_whole(self, harness: SinkHarness) -> None:
         events = items(1, 1, 1, 1, 1)
