@@ -7,6 +7,9 @@ dead so the supervisor restarts it. Readiness is `Health.ready()`.
 It binds 127.0.0.1 by default. With a token configured every endpoint but `/healthz` needs
 `Authorization: Bearer <token>`; `/healthz` stays open because it says nothing but "alive" and
 container health checks cannot always send headers.
+
+Connections are bounded (bridge/admin_guard.py): a header deadline, an idle deadline and a cap,
+so a flood of half-open connections cannot take `/healthz` down with it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,24 +25,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bridge import metrics  # noqa: F401  (registers every bridge_* metric)
-from bridge.config import AdminConfig
+from bridge.admin_guard import ConnectionGuard, GuardedSite, connection_limit
+from bridge.config import AdminConfig, is_loopback
 from bridge.health import Health
 from bridge.secrets import remember
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["AdminServer", "is_loopback"]
+
 OPEN_PATHS = frozenset({"/healthz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (`localhost`, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname or "" (all interfaces): assume reachable from outside
 
 
 class AdminServer:
@@ -66,6 +61,7 @@ class AdminServer:
         self._last_tick = time.monotonic()
         self._last_lag = 0.0
         self._port: int | None = None
+        self._guard: ConnectionGuard | None = None
 
     @property
     def port(self) -> int:
@@ -79,19 +75,25 @@ class AdminServer:
             return
         if self._runner is not None:
             return
-        app = web.Application(middlewares=[self._auth])
+        guard = ConnectionGuard(connection_limit(self.config.max_connections),
+                                header_timeout=self.config.header_timeout,
+                                idle_timeout=self.config.idle_timeout)
+        # The guard's middleware is outermost: it must see a request before auth answers it.
+        app = web.Application(middlewares=[guard.middleware, self._auth])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp's own keep-alive timer as a second line behind the guard's deadlines.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               keepalive_timeout=self.config.idle_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = GuardedSite(runner, self.config.host, self.config.port, guard)
         try:
             await site.start()
         except OSError:
             await runner.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._guard = runner, guard
         self._port = int(runner.addresses[0][1])
         self._last_tick, self._last_lag = time.monotonic(), 0.0
         self._ticker = asyncio.create_task(self._tick_loop(), name="admin-loop-ticker")
@@ -104,7 +106,9 @@ class AdminServer:
                 "set admin.token or bind admin.host to 127.0.0.1",
             )
         log.info("admin_listening", host=self.config.host, port=self._port,
-                 auth="bearer" if self._token else "none")
+                 auth="bearer" if self._token else "none", max_connections=guard.limit,
+                 header_timeout=self.config.header_timeout,
+                 idle_timeout=self.config.idle_timeout)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -112,10 +116,18 @@ class AdminServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        if self._guard is not None:
+            self._guard.close_idle()  # idle and half-open ones: nothing to wait for
+            self._guard = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         self._port = None
+
+    @property
+    def open_connections(self) -> int:
+        """Admin connections open right now (at most the guard's limit)."""
+        return len(self._guard) if self._guard is not None else 0
 
     def loop_lag(self) -> float:
         """Seconds the loop was late: the last measured lag, or the current stall if longer."""

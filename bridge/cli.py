@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.config import BridgeConfig, ConfigError, load_config
+from bridge.config import BridgeConfig, ConfigError, load_config, plaintext_urls
 from bridge.logging import configure_logging
 from bridge.model import Event, EventType, normalize_severity, utcnow
 from bridge.routing import route
@@ -74,6 +74,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
               f"max {k.max_attempts} attempts")
     print(f"  routes: default sinks {config.routes.sinks or []}, "
           f"{len(config.routes.routes)} top-level routes")
+    for component, path, host in plaintext_urls(config):  # a warning: the config still runs
+        print(f"warning: {component} ({path}): plain http:// to {host}: credentials and "
+              "findings would cross the network unencrypted; use https://")
     return 0
 
 

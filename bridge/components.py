@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from bridge.secrets import read_secret_file, remember
+from bridge.secrets import SecretFileError, read_secret_file, remember
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 
@@ -44,6 +44,8 @@ class SecretFields(BaseModel):
                 data[field_name] = read_secret_file(path)
             except OSError as exc:
                 raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror}") from None
+            except SecretFileError as exc:
+                raise ValueError(f"{file_key}: {exc}") from None
         return data
 
     @field_validator("*", mode="after")

@@ -4,23 +4,39 @@ Every error names its YAML path (`routes.routes[2].match.severity: …`) and not
 operator fixing a config needs the place and the reason, not a traceback. `${VAR}` references
 are expanded from the environment while loading; `<secret>_file` keys read secret files; and
 `BRIDGE_…` environment variables override settings (pydantic-settings, `__` for nesting).
+
+The file is treated as untrusted input: YAML aliases may not expand it beyond
+`MAX_CONFIG_VALUES` values (a 447-byte alias bomb once took a minute and a gigabyte), and every
+value taken from the environment is remembered as a secret, wherever it sits, because nobody
+knows which of them (`Authorization: "Splunk ${HEC_TOKEN}"`) a receiver will quote back.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.components import SecretFields, StrictModel
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, load_errors, sink_types, source_types
 from bridge.routing import RouteConfig
+from bridge.secrets import CONTROL_CHARS, remember
 from bridge.sinks.base import SinkConfig
 from bridge.sources.base import SourceConfig
 
@@ -46,12 +62,29 @@ class LogConfig(StrictModel):
     levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
 
 
+ADMIN_TOKEN_MIN_LENGTH = 16
+
+
 class AdminConfig(SecretFields, StrictModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
     # Bearer token for every endpoint but /healthz; or `token_file` (a mounted secret).
     token: SecretStr | None = None
+    # Connection bounds (bridge/admin_guard.py): a flood of idle or half-sent connections must
+    # not use up the process's file descriptors and take /healthz down with it.
+    max_connections: int = Field(default=64, ge=1, le=4096)
+    header_timeout: float = Field(default=5.0, gt=0, le=300)  # first byte to complete headers
+    idle_timeout: float = Field(default=5.0, gt=0, le=3600)  # no request in progress
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        """A short token can be guessed, and redacting every 3-letter word would be useless."""
+        if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                             "(e.g. `openssl rand -hex 32`)")
+        return token
 
 
 class BridgeConfig(BaseSettings):
@@ -103,10 +136,18 @@ class BridgeConfig(BaseSettings):
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Shorter values from the environment are not redacted: they are ports, levels and flags
+# ("info", "9108"), and masking such words in every log line would hide more than it protects.
+MIN_ENV_SECRET_LENGTH = 8
 
 
 def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
-    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing variable is a problem."""
+    """Replace `${VAR}` / `${VAR:-default}` in every string; a missing variable is a problem.
+
+    A variable's value is stripped of surrounding whitespace (a Kubernetes Secret made with
+    `echo key | base64` ends in a newline, which no header can carry), must not contain other
+    line breaks or control characters, and is remembered as a secret: the file names it
+    instead of spelling it out, and that is the only sign of a secret a `headers:` value has."""
     if isinstance(node, dict):
         return {k: _expand(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in node.items()}
     if isinstance(node, list):
@@ -116,7 +157,14 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
-                return env[name]
+                value = env[name].strip()
+                if CONTROL_CHARS.search(value):
+                    problems.append(f"{path}: environment variable {name} contains a line break "
+                                    "or another control character")
+                    return ""
+                if len(value) >= MIN_ENV_SECRET_LENGTH:
+                    remember(value)
+                return value
             if default is not None:
                 return default
             problems.append(f"{path}: environment variable {name} is not set")
@@ -124,6 +172,64 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
 
         return _ENV_REF.sub(sub, node)
     return node
+
+
+def _secret_problems(node: Any, path: str) -> Iterator[str]:
+    """Secrets that cannot go into a header as they are: surrounding whitespace or control
+    characters (a literal in the YAML, or a `BRIDGE_…` override, which `_expand` never sees)."""
+    if isinstance(node, SecretStr):
+        value = node.get_secret_value()
+        if value != value.strip() or CONTROL_CHARS.search(value):
+            yield (f"{path}: the secret has surrounding whitespace, a line break or another "
+                   "control character (a stray newline at the end of a file or variable?)")
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from _secret_problems(getattr(node, name), f"{path}.{name}" if path else name)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            yield from _secret_problems(item, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from _secret_problems(item, f"{path}.{key}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (`localhost`, 127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname or "" (all interfaces): assume reachable from outside
+
+
+def plaintext_urls(config: BridgeConfig) -> list[tuple[str, str, str]]:
+    """(component, YAML path, host) of every `http://` URL of a source or sink that leaves
+    this machine: keys, tokens and findings would cross the network unencrypted."""
+    found: list[tuple[str, str, str]] = []
+    for label, items in (("sources", config.sources), ("sinks", config.sinks)):
+        for i, item in enumerate(items):
+            for path, value in _strings(item.model_dump(), f"{label}[{i}]"):
+                if value[:7].lower() != "http://":
+                    continue
+                try:
+                    host = urlsplit(value).hostname or ""
+                except ValueError:
+                    continue  # validation let it through; it will fail loudly when used
+                if not is_loopback(host):
+                    found.append((item.name, path, host))
+    return found
+
+
+def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}[{i}]")
 
 
 def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
@@ -191,7 +297,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     if problems:
         raise ConfigError(source, problems)
     try:
-        return config_model()(**data)
+        config = config_model()(**data)
     except ValidationError as exc:
         for err in exc.errors():
             msg = err["msg"].removeprefix("Value error, ")
@@ -200,6 +306,88 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
             else:
                 problems.append(f"{_format_loc(tuple(err['loc']), data)}: {msg}")
         raise ConfigError(source, problems) from None
+    problems += _secret_problems(config, "")
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+MAX_CONFIG_VALUES = 100_000  # after alias expansion; a large real config has a few thousand
+MAX_CONFIG_DEPTH = 64
+
+
+class _ConfigShapeError(yaml.YAMLError):
+    """A document refused before it is built into Python objects."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where, self.problem = where, problem
+
+
+def _where(node: yaml.Node) -> str:
+    mark = node.start_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values the document would have once every alias is copied out (a shared node
+    counts once per reference, memoised so the count itself stays linear), refusing cycles,
+    more than `MAX_CONFIG_VALUES` values and more than `MAX_CONFIG_DEPTH` levels."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_CONFIG_VALUES:
+                raise _ConfigShapeError(_where(node), f"aliases expand this document to more "
+                                        f"than {MAX_CONFIG_VALUES} values (an alias bomb?)")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise _ConfigShapeError(_where(node), "an alias refers to a node that contains it")
+        if depth > MAX_CONFIG_DEPTH:
+            raise _ConfigShapeError(_where(node), f"nested more than {MAX_CONFIG_DEPTH} levels")
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in _children(node))
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that checks a composed document with `_check_expansion` before
+    building it: PyYAML shares aliased nodes, but everything after it (`${VAR}` expansion,
+    validation) copies them out, so a few hundred bytes can otherwise ask for billions."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """One YAML document, bounded; `ConfigError` with line and column otherwise."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # BoundedLoader is a SafeLoader
+    except _ConfigShapeError as exc:
+        raise ConfigError(source, [f"{exc.where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, [f"{where}: YAML syntax: {problem}"]) from None
+    except RecursionError:  # PyYAML's composer recurses once per level, before any check
+        raise ConfigError(source, [f"<file>: nested more than {MAX_CONFIG_DEPTH} levels"]) from None
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> BridgeConfig:
@@ -212,11 +400,4 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Bridg
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"<file>: not UTF-8 text (byte {exc.start}: "
                                       f"{exc.object[exc.start:exc.start + 1]!r})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<file>"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(str(path), [f"{where}: YAML syntax: {problem}"]) from None
-    return parse_config(data, str(path), env)
+    return parse_config(parse_yaml(text, str(path)), str(path), env)

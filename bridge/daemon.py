@@ -19,7 +19,8 @@ import structlog
 
 from bridge import metrics, systemd
 from bridge.admin import AdminServer
-from bridge.config import AdminConfig, BridgeConfig, ConfigError, load_config
+from bridge.admin_guard import LoopErrorLog, raise_open_files_limit
+from bridge.config import AdminConfig, BridgeConfig, ConfigError, load_config, plaintext_urls
 from bridge.health import Health
 from bridge.logging import configure_logging
 from bridge.pipeline import Pipeline
@@ -32,6 +33,13 @@ log = structlog.get_logger(__name__)
 
 def open_store(config: BridgeConfig) -> Store:
     return SQLiteStore(config.state.path)
+
+
+def warn_plaintext_urls(config: BridgeConfig) -> None:
+    """Said at startup and on reload: `bridge check-config` says it too."""
+    for component, path, host in plaintext_urls(config):
+        log.warning("plaintext_http", component=component, setting=path, host=host,
+                    hint="credentials and findings cross the network unencrypted; use https://")
 
 
 class Daemon:
@@ -79,6 +87,11 @@ class Daemon:
         Raises `StoreError` or `ConfigError` (admin address unusable) before anything starts."""
         loop = asyncio.get_running_loop()
         self._install_signals(loop)  # early: a SIGHUP's default action would kill us
+        # Room for connections, and no traceback storm if they run out anyway (admin_guard).
+        open_files, _ = raise_open_files_limit()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(LoopErrorLog())
+        warn_plaintext_urls(self.config)
         try:
             await self.open()
             try:
@@ -88,6 +101,7 @@ class Daemon:
                 raise
         except BaseException:
             self._remove_signals(loop)
+            loop.set_exception_handler(previous_handler)
             raise
         metrics_task = asyncio.create_task(self._refresh_metrics(), name="metrics")
         watchdog_stop = asyncio.Event()
@@ -97,7 +111,8 @@ class Daemon:
             self.pipeline.start()
             systemd.notify("READY=1", "STATUS=running")
             log.info("daemon_started", sources=list(self.pipeline.sources),
-                     sinks=list(self.pipeline.workers), admin=self._admin_address())
+                     sinks=list(self.pipeline.workers), admin=self._admin_address(),
+                     open_files_limit=open_files)
             if ready is not None:
                 ready.set()
             while not self._stop.is_set():
@@ -125,6 +140,7 @@ class Daemon:
             await self.store.close()
             self.health.store_opened(False, "closed")
             self._remove_signals(loop)
+            loop.set_exception_handler(previous_handler)
             log.info("daemon_stopped")
         return 0
 
@@ -181,7 +197,9 @@ class Daemon:
             log.warning("reload_ignored", reason="no config file (embedded config)")
             return
         try:
-            new = load_config(self.config_path)
+            # Off the event loop: a large or hostile file must not stall /healthz, sweeps and
+            # deliveries while it is parsed (loading only reads files and builds models).
+            new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             self._reject(exc.problems)
             return
@@ -198,6 +216,7 @@ class Daemon:
             return
         if new.log != self.config.log:
             configure_logging(new.log)
+        warn_plaintext_urls(new)
         assert self.pipeline is not None
         old = self.pipeline
         await old.stop(self.grace)

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import ConfigError, load_config, parse_config
+from bridge.config import (
+    MAX_CONFIG_VALUES,
+    ConfigError,
+    is_loopback,
+    load_config,
+    parse_config,
+    plaintext_urls,
+)
+from bridge.secrets import redact
 
 
 def valid(tmp_path: Path) -> dict[str, Any]:
@@ -246,6 +254,85 @@ def test_expansion_reads_the_process_environment_by_default(
     assert config.sources[0].api_key.get_secret_value() == "process-env-key"  # type: ignore[attr-defined]
 
 
+def test_values_from_the_environment_are_secrets_wherever_they_sit(tmp_path: Path) -> None:
+    """A `headers:` value is a plain string: only its `${…}` origin says it holds a secret."""
+    data = valid(tmp_path)
+    data["sinks"][2]["headers"] = {"Authorization": "Splunk ${CORE_HEC_TOKEN}",
+                                   "X-Region": "${CORE_REGION}", "X-Env": "${CORE_UNSET:-defaulted}"}
+    token = "core-hec-" + os.urandom(8).hex()
+    config = parse_config(data, env={"CORE_HEC_TOKEN": token, "CORE_REGION": "eu-1"})
+    assert config.sink("hook").headers["Authorization"] == f"Splunk {token}"  # type: ignore[attr-defined]
+    assert redact(f"receiver said: Splunk {token}") == "receiver said: Splunk ***"
+    # Short values are ports, levels and regions, and a default is written in the file itself.
+    assert redact("eu-1 defaulted") == "eu-1 defaulted"
+
+
+def test_environment_values_are_stripped_and_line_breaks_refused(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["api_key"] = "${CORE_KEY}"
+    config = parse_config(data, env={"CORE_KEY": "  sk_core_key_123\n"})
+    assert config.sources[0].api_key.get_secret_value() == "sk_core_key_123"  # type: ignore[attr-defined]
+    assert problems_of(data, env={"CORE_KEY": "sk_core\r\nX-Injected: 1"}) == [
+        "sources[0].api_key: environment variable CORE_KEY contains a line break or another "
+        "control character"]
+
+
+@pytest.mark.parametrize("override", [{"BRIDGE_ADMIN__TOKEN": "x"},
+                                      {"BRIDGE_ADMIN__TOKEN": "0123456789abcde"}])
+def test_a_short_admin_token_from_anywhere_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: dict[str, str]) -> None:
+    for name, value in override.items():
+        monkeypatch.setenv(name, value)
+    (msg,) = problems_of(valid(tmp_path))
+    assert msg.startswith("admin.token: too short: at least 16 characters"), msg
+
+
+def test_admin_connection_bounds(tmp_path: Path) -> None:
+    admin = parse_config(valid(tmp_path)).admin
+    assert (admin.max_connections, admin.header_timeout, admin.idle_timeout) == (64, 5.0, 5.0)
+    data = valid(tmp_path)
+    data["admin"].update(max_connections=0, idle_timeout=0, header_timeout=-1)
+    assert sorted(p.split(":")[0] for p in problems_of(data)) == [
+        "admin.header_timeout", "admin.idle_timeout", "admin.max_connections"]
+
+
+# -- YAML bounds -------------------------------------------------------------------------------
+
+
+def load_text(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    return err.value.problems
+
+
+def test_shared_anchors_are_fine(tmp_path: Path) -> None:
+    """Aliases as people use them: one block reused a few times."""
+    data = valid(tmp_path)
+    text = yaml.safe_dump({k: v for k, v in data.items() if k != "sources"}, sort_keys=False)
+    text += ("sources:\n"
+             "  - {type: scanorbit, name: a, api_key: sk_a_0123456789, http: &http {timeout: 5}}\n"
+             "  - {type: scanorbit, name: b, api_key: sk_b_0123456789, http: *http}\n")
+    path = tmp_path / "bridge.yaml"
+    path.write_text(text)
+    config = load_config(path, env={})
+    assert [s.http.timeout for s in config.sources] == [5, 5]  # type: ignore[attr-defined]
+
+
+def test_a_merge_key_bomb_is_refused(tmp_path: Path) -> None:
+    """`<<:` merges copy mappings while the document is built: bounded before that."""
+    lines = ["m0: &m0 {k: v}"] + [f"m{n}: &m{n} {{<<: [*m{n - 1}, *m{n - 1}, *m{n - 1}, "
+                                  f"*m{n - 1}], k{n}: v}}" for n in range(1, 14)]
+    (msg,) = load_text(tmp_path, "\n".join(lines) + "\n")
+    assert msg.startswith("line ") and f"more than {MAX_CONFIG_VALUES} values" in msg, msg
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    (msg,) = load_text(tmp_path, "state: {}\nx: &x {y: *x}\n")
+    assert msg == "line 2, column 4: an alias refers to a node that contains it"
+
+
 # -- secret files ------------------------------------------------------------------------------
 
 
@@ -276,6 +363,29 @@ def test_api_key_and_api_key_file_both_set_is_an_error(tmp_path: Path) -> None:
     (msg,) = problems_of(data)
     assert msg.startswith("sources[0]: ")
     assert "set either api_key or api_key_file, not both" in msg
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    (b"", "is empty"), (b" \n\t\n", "is empty"), (b"\xff\xfekey", "is not UTF-8 text"),
+    (b"key-one\nkey-two\n", "has a line break or another control character inside"),
+])
+def test_unusable_secret_files_are_config_errors(tmp_path: Path, content: bytes, why: str) -> None:
+    secret = tmp_path / "so.key"
+    secret.write_bytes(content)
+    data = valid(tmp_path)
+    del data["sources"][0]["api_key"]
+    data["sources"][0]["api_key_file"] = str(secret)
+    assert problems_of(data) == [f"sources[0]: api_key_file: {secret} {why}" + (
+        " the secret (one secret per file)" if "inside" in why else "")]
+
+
+def test_a_named_pipe_without_a_writer_does_not_hang(tmp_path: Path) -> None:
+    pipe = tmp_path / "so.key"
+    os.mkfifo(pipe, 0o600)
+    data = valid(tmp_path)
+    del data["sources"][0]["api_key"]
+    data["sources"][0]["api_key_file"] = str(pipe)
+    assert problems_of(data) == [f"sources[0]: api_key_file: {pipe} is empty"]
 
 
 def test_unreadable_secret_file(tmp_path: Path) -> None:
@@ -316,6 +426,31 @@ def test_parse_does_not_mutate_its_input(tmp_path: Path) -> None:
     before = copy.deepcopy(data)
     parse_config(data, env={})
     assert data == before
+
+
+# -- plain http:// ----------------------------------------------------------------------------
+
+
+def test_plaintext_urls_leaving_the_host_are_listed(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["sources"][0]["base_url"] = "http://vendor.example.test/api"
+    data["sources"][1]["base_url"] = "http://[::1]:8080/api"
+    data["sinks"][2]["url"] = "http://localhost:9000/in"
+    data["sinks"].append({"type": "webhook", "name": "splunk", "url": "http://10.0.0.5:8088/"})
+    assert plaintext_urls(parse_config(data)) == [
+        ("so-prod", "sources[0].base_url", "vendor.example.test"),
+        ("splunk", "sinks[3].url", "10.0.0.5"),
+    ]
+    assert plaintext_urls(parse_config(valid(tmp_path))) == []
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("[::1]", True), ("0.0.0.0", False), ("", False), ("10.0.0.5", False),
+    ("localhost.example.test", False),
+])
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
 
 
 # -- the commands ------------------------------------------------------------------------------

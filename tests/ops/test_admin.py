@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,8 +16,10 @@ from structlog.testing import capture_logs
 
 from bridge import metrics
 from bridge.admin import AdminServer, is_loopback
+from bridge.admin_guard import ACCEPT_BATCH, MIN_CONNECTIONS, LoopErrorLog, connection_limit
 from bridge.config import AdminConfig
 from bridge.health import Health
+from tests.support.waiting import wait_until
 
 TOKEN = "admin-" + uuid.uuid4().hex
 
@@ -190,3 +193,60 @@ def test_is_loopback() -> None:
     assert is_loopback("localhost") and is_loopback("[::1]")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("")
     assert not is_loopback("10.0.0.5") and not is_loopback("bridge.internal")
+
+
+async def healthz_on(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """The status line of one keep-alive `/healthz` on an open connection."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    return await asyncio.wait_for(reader.readline(), 5)
+
+
+async def test_at_the_cap_the_oldest_idle_connection_makes_room() -> None:
+    admin = AdminServer(AdminConfig(port=0, max_connections=4), Health())
+    await admin.start()
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", admin.port) for _ in range(4)]
+        await wait_until(lambda: admin.open_connections == 4, 5, "4 admitted connections")
+        with capture_logs() as logs:
+            probe = await asyncio.open_connection("127.0.0.1", admin.port)
+            assert (await healthz_on(*probe)).startswith(b"HTTP/1.1 200")
+        oldest, _ = idle[0]
+        assert await asyncio.wait_for(oldest.read(), 5) == b""  # closed to make room
+        for connection in idle[1:]:  # the younger ones still work
+            assert (await healthz_on(*connection)).startswith(b"HTTP/1.1 200")
+        assert admin.open_connections == 4
+        (shed,) = [e for e in logs if e["event"] == "admin_connections_shed"]
+        assert shed["limit"] == 4 and shed["shed"] == 1 and shed["refused"] is False
+        for _, writer in [*idle, probe]:
+            writer.close()
+    finally:
+        await admin.stop()
+
+
+def test_the_connection_cap_leaves_most_descriptors_to_the_rest() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ACCEPT_BATCH + 128, hard))
+        assert connection_limit(1000) == 32  # a quarter of what one accept batch leaves
+        assert connection_limit(8) == 8  # a lower setting is kept
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ACCEPT_BATCH + 8, hard))
+        assert connection_limit(1000) == MIN_CONNECTIONS
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_loop_errors_are_logged_once_per_kind_and_period() -> None:
+    """Out of descriptors, asyncio reports a failed accept up to 128 times per wake-up."""
+    handler = LoopErrorLog()
+    loop = asyncio.get_running_loop()
+    accept = {"message": "socket.accept() out of system resource",
+              "exception": OSError(24, "Too many open files"), "socket": "<socket fd=10>"}
+    with capture_logs() as logs:
+        for _ in range(1000):
+            handler(loop, accept)
+        handler(loop, {"message": "Task exception was never retrieved",
+                       "exception": RuntimeError(f"boom {TOKEN}")})
+    assert [e["event"] for e in logs] == ["accept_failed", "event_loop_error"]
+    assert logs[0]["error"] == "OSError: [Errno 24] Too many open files"
+    assert logs[0]["occurrences"] == 1 and "LimitNOFILE" in logs[0]["hint"]
+    assert logs[1]["log_level"] == "error"
