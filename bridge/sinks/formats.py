@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from bridge.components import StrictModel
 from bridge.model import SEVERITY_SCORE, Event
-from bridge.textsafe import UNSAFE_ON_WIRE, escape_unsafe
+from bridge.textsafe import UNSAFE_EXCEPT_TAB_LF_CR, visible_match
 from bridge.version import __version__
 
 Getter = Callable[[Event], Any]
@@ -122,23 +122,30 @@ def _visible_on_wire(text: str) -> str:
     truncate the message at a NUL in a C-string receiver, or drive the analyst's terminal. The
     formats escape their backslashes before this runs, so `\\x1b` stays unambiguous; a parser
     that does not know the escape shows it as the harmless text it is."""
-    return escape_unsafe(text, UNSAFE_ON_WIRE)
+    return UNSAFE_EXCEPT_TAB_LF_CR.pattern.sub(visible_match, text)
+
+
+# `UNSAFE_EXCEPT_TAB_LF_CR.found_in`, inlined into the compiled escapers below (they run on
+# every value): false positives (non-ASCII text that is not printable for another reason) only
+# cost a no-op substitution.
+_UNSAFE_TEST = "((0 in t.encode().translate(_F)) if t.isascii() else not t.isprintable())"
 
 
 class Escaper:
     """Per-character escaping, compiled to one C-speed `in` test per special character since
     values are mostly plain; `needs(text)` says whether any character needs escaping. After the
     format's own escapes, every control character left becomes visible (`_visible_on_wire`),
-    behind a C-speed `isprintable()` guard that plain text passes."""
+    behind a C-speed guard (`bridge.textsafe.Unsafe.found_in`) that plain text passes."""
 
     __slots__ = ("escape", "needs")
 
     def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
         tests = " or ".join(f"{c!r} in t" for c, _ in pairs)
         steps = "".join(f"    if {c!r} in t: t = t.replace({c!r}, {r!r})\n" for c, r in pairs)
-        namespace: dict[str, Any] = {"_visible": _visible_on_wire}
-        exec(f"def needs(t):\n    return {tests} or not t.isprintable()\n"
-             f"def escape(t):\n{steps}    if not t.isprintable(): t = _visible(t)\n"
+        namespace: dict[str, Any] = {"_visible": _visible_on_wire,
+                                     "_F": UNSAFE_EXCEPT_TAB_LF_CR.ascii_flags}
+        exec(f"def needs(t):\n    return {tests} or {_UNSAFE_TEST}\n"
+             f"def escape(t):\n{steps}    if {_UNSAFE_TEST}: t = _visible(t)\n"
              "    return t\n", namespace)
         self.escape: Callable[[str], str] = namespace["escape"]
         self.needs: Callable[[str], bool] = namespace["needs"]
@@ -645,8 +652,13 @@ def json_safe(text: str) -> str:
     orjson escapes C0 controls but not DEL, C1 controls (NEL U+0085), U+2028/U+2029 or bidi
     controls: valid JSON, yet `splitlines()`-style receivers break a line on some of them and
     terminals act on others. Such characters can only sit inside JSON strings, where `\\uXXXX`
-    means the same character, so the decoded value is unchanged."""
-    return escape_unsafe(text, UNSAFE_ON_WIRE, _json_unicode_escape)
+    means the same character, so the decoded value is unchanged.
+
+    orjson escapes every C0 control (RFC 8259 requires it) and writes no whitespace, so ASCII
+    output can only hold DEL: one C-speed `in` settles the common case."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return UNSAFE_EXCEPT_TAB_LF_CR.escape(text, _json_unicode_escape)
 
 
 def encode_json(event: Event) -> str:

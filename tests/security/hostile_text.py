@@ -14,7 +14,7 @@ UNSAFE = frozenset(
     + [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)]
 )
 # Tab is the one that forges nothing on the wire: CEF values and headers may carry it raw.
-UNSAFE_ON_WIRE = UNSAFE - {"\t"}
+UNSAFE_BUT_TAB = UNSAFE - {"\t"}
 # Every character `str.splitlines()` ends a line at (CR LF counts as one break).
 LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 

@@ -47,6 +47,8 @@ from bridge.sinks.formats import (
     fit_leef,
 )
 from bridge.sinks.syslog import SyslogSink, SyslogSinkConfig
+from bridge.textsafe import UNSAFE as TEXT_UNSAFE
+from bridge.textsafe import UNSAFE_EXCEPT_TAB_LF_CR as TEXT_UNSAFE_EXCEPT_TAB_LF_CR
 from bridge.textsafe import printable
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, require_binary, scanorbit_source
 from tests.security.hostile_text import (
@@ -82,6 +84,20 @@ def test_printable_makes_every_unsafe_character_visible() -> None:
         "a\\x1b[2Jb\\u2028c\\u202ed\\x85\\t\\r\\n"
     plain = "Bucket «prod» is public: C:\\data 中文 😀 e\u0301"
     assert printable(plain) is plain  # the fast path: nothing to do, nothing copied
+
+
+@pytest.mark.parametrize("context", ["", "plain ascii ", "non-ascii é "])
+def test_the_fast_test_finds_exactly_the_unsafe_characters(context: str) -> None:
+    """Both paths of `found_in` (ASCII text via bytes.translate, other text via isprintable
+    and the pattern) agree with the issue's list for every BMP character."""
+    for code in range(0x10000):
+        char = chr(code)
+        if 0xD800 <= code < 0xE000:
+            continue  # lone surrogates are no text an event can carry
+        text = context + char
+        assert TEXT_UNSAFE.found_in(text) == (char in UNSAFE), hex(code)
+        assert TEXT_UNSAFE_EXCEPT_TAB_LF_CR.found_in(text) == (
+            char in UNSAFE and char not in "\t\n\r"), hex(code)
 
 
 @given(hostile_text)

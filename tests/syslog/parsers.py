@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tests.security.hostile_text import UNSAFE, UNSAFE_ON_WIRE
+from tests.security.hostile_text import UNSAFE, UNSAFE_BUT_TAB
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -25,7 +25,7 @@ class ParseError(ValueError):
 
 def _refuse_raw_unsafe(text: str, what: str) -> None:
     for pos, char in enumerate(text):
-        if char in UNSAFE_ON_WIRE:
+        if char in UNSAFE_BUT_TAB:
             raise ParseError(f"raw {char!r} in {what} at {pos}")
 
 
