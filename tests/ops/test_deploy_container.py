@@ -123,3 +123,51 @@ def test_runtime_environment(needle: str) -> None:
 def test_project_install_detection() -> None:
     assert installed_by_project("pytest")  # in the test extra
     assert not installed_by_project("no-such-package-xyz")
+
+
+CONSTRAINTS = DEPLOY / "container" / "constraints.txt"
+
+
+def constraint_pins() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[a-z0-9-]+", name), f"not an exact pin: {line!r}"
+            assert name not in pins, f"pinned twice: {name}"
+            pins[name] = version
+    return pins
+
+
+def test_the_build_resolves_with_the_constraints_file() -> None:
+    """What ships is what was tested: the builder stage resolves with exact pins."""
+    steps = instructions()
+    first, second = [i for i, (word, _) in enumerate(steps) if word == "FROM"][:2]
+    builder = steps[first:second]
+    wheel = [a for w, a in builder if w == "RUN" and "pip wheel" in a]
+    assert len(wheel) == 1 and "--constraint constraints.txt" in wheel[0], wheel
+    assert any(w == "COPY" and "deploy/container/constraints.txt" in a for w, a in builder)
+
+
+def test_constraints_pin_every_dependency_within_its_floor() -> None:
+    """Each `[project] dependencies` entry is pinned, and the pin satisfies it: raising a floor
+    (a security advisory) without regenerating the pins fails here."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = constraint_pins()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned in {CONSTRAINTS.name}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} does not satisfy {requirement}; regenerate the pins")
+
+
+def test_the_constraints_generator_runs() -> None:
+    result = subprocess.run([sys.executable, str(DEPLOY / "container" / "constraints.py")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    generated = [ln for ln in result.stdout.splitlines() if ln and not ln.startswith("#")]
+    assert generated and all("==" in ln for ln in generated), result.stdout
+    assert "aiohttp" in {ln.split("==")[0] for ln in generated}

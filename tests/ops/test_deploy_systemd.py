@@ -50,6 +50,13 @@ def test_lifecycle_settings(service: dict[str, list[str]]) -> None:
     assert one(service, "NotifyAccess") == "main"
 
 
+def test_open_files_limit_is_raised(service: dict[str, list[str]]) -> None:
+    """Connections are file descriptors: 1024 let a flood of 1,100 starve the daemon."""
+    limit = one(service, "LimitNOFILE")
+    soft, _, hard = limit.partition(":")
+    assert int(soft) >= 16384 and int(hard or soft) >= int(soft), limit
+
+
 def test_identity_state_and_secrets(service: dict[str, list[str]]) -> None:
     assert one(service, "DynamicUser") == "yes" or "User" in service
     assert one(service, "StateDirectory") == "bridge"
