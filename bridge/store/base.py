@@ -1,24 +1,47 @@
 """The store contract. Domain logic (diff, routing) never sees SQL; stores never decide what an
 event is. One `commit_sweep` call is one transaction: item states, the sweep record, the cursor,
-the events and their per-sink outbox rows land together or not at all."""
+the events and their per-sink outbox rows land together or not at all.
+
+`Store` is what the daemon's flow needs, and every backend fills all of it (the memory and
+SQLite stores today; tests/support/store_contract.py holds each to the same promises).
+`StoreMaintenance` is what only an operator's commands need from a store that keeps its state in
+a file of its own: a copy while running and an integrity check."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from bridge.diff import ItemWrite, StoredItem
+import msgspec
+
+from bridge.diff import ItemWrite, State, StoredItem
 from bridge.model import Event
 
 Outcome = Literal["complete", "incomplete", "skipped", "failed"]
+STATES: tuple[str, ...] = get_args(State)
 
 
 class StoreError(Exception):
-    """The state cannot be used (unreadable, corrupt, from a newer version). Not retryable."""
+    """The state store failed. The two kinds below tell the caller what to do about it; a bare
+    `StoreError` is one operation refused for what it asked (a row the schema rejects, an event
+    that cannot be encoded, a command this backend does not have): the store itself is fine,
+    and the same operation, asked again as it is, fails again."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot serve right now (locked, full, unreachable, not writable, closed) and
+    nothing is damaged: back off and try again. A sweep that meets it fails as failed and
+    resolves nothing; deliveries wait in the outbox."""
+
+
+class StoreCorruptError(StoreError):
+    """The state cannot be trusted or understood: damaged, not a store at all, or written by a
+    newer version than this one. Stop and tell the operator (restore a backup, upgrade):
+    retrying cannot help, and writing to it could make it worse."""
 
 
 class UndecodableDeliveries(Exception):
@@ -29,6 +52,34 @@ class UndecodableDeliveries(Exception):
         super().__init__(f"{len(rows)} outbox row(s) of {sink} hold an undecodable event: {error}")
         self.rows = tuple(rows)  # (seq, event id)
         self.error = error
+
+    @classmethod
+    def check(cls, sink: str, rows: Iterable[tuple[int, str, str]]) -> None:
+        """Raise one naming every row (seq, event id, body) whose body does not decode: what a
+        store's `claim` does once a batch failed to decode as a whole."""
+        bad, error = [], ""
+        for seq, event_id, body in rows:
+            try:
+                Event.from_json(body)
+            except msgspec.MsgspecError as exc:
+                bad.append((seq, event_id))
+                error = error or f"{type(exc).__name__}: {exc}"
+        if bad:
+            raise cls(sink, bad, error)
+
+
+def commit_refused(scope: str, reason: str) -> StoreError:
+    """A commit refused for what it holds (a bare StoreError, see there), in the words every
+    store uses: a row its schema rejects, or an event that cannot be encoded."""
+    return StoreError(f"state commit failed for {scope}: {reason}")
+
+
+def event_or_none(body: str) -> Event | None:
+    """A stored body decoded, or None when it cannot be (what a dead letter shows then)."""
+    try:
+        return Event.from_json(body)
+    except msgspec.MsgspecError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +104,30 @@ class SweepCommit:
     # Each event with the sinks the router chose for it; events routed nowhere are not stored.
     deliveries: Sequence[tuple[Event, Sequence[str]]] = ()
     cursor: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One stored item, every column of it: what inspection lists (`bridge state items` formats
+    it for display) and what a copy of the state to another store carries."""
+
+    scope: str
+    kind: str
+    key: str
+    state: State
+    tracked: str
+    counter: int
+    misses: int
+    first_seen: datetime
+    changed_at: datetime  # moves when the state does; counting a miss is not a change
+    resolved_at: datetime | None
+    snapshot: str
+
+    def stored(self, *, with_snapshot: bool = False) -> StoredItem:
+        """What the diff works from (the snapshot only when asked: it is the bulk of a row)."""
+        return StoredItem(self.kind, self.key, self.state, self.tracked, self.counter,
+                          self.misses, self.first_seen,
+                          self.snapshot if with_snapshot else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +158,9 @@ class QueueStats:
 
 
 class Store(ABC):
+    """Errors: `StoreUnavailableError` (back off, retry), `StoreCorruptError` (stop), a bare
+    `StoreError` for an operation refused for its own input; see their docstrings."""
+
     @abstractmethod
     async def open(self) -> None:
         """Create or migrate the schema; raise StoreError when the state cannot be used."""
@@ -114,7 +192,8 @@ class Store(ABC):
 
     @abstractmethod
     async def commit_sweep(self, commit: SweepCommit) -> int:
-        """Write everything in one transaction; returns the sweep id."""
+        """Write everything in one transaction; returns the sweep id. Keeps the last 1,000
+        sweep records of each scope."""
 
     # -- outbox
     @abstractmethod
@@ -148,20 +227,51 @@ class Store(ABC):
 
     # -- inspection
     @abstractmethod
-    async def items(self, scope: str | None = None, state: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]: ...
+    async def list_items(self, scope: str | None = None, state: str | None = None,
+                         limit: int = 100) -> list[ItemRecord]:
+        """Stored items, the most recently changed first (ties in scope, kind, key order)."""
 
     @abstractmethod
     async def item_counts(self) -> list[tuple[str, str, str, int]]:
         """(scope, kind, state, count) rows for metrics."""
 
     @abstractmethod
-    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]: ...
+    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
+        """Sweep records, newest first."""
+
+    # -- transitional: bridge/cli.py still reaches display rows and maintenance through a
+    # `Store`. These go once it calls `item_rows(await store.list_items(...))` and
+    # `maintenance(store)`; they are not part of the contract and no backend overrides them.
+    async def items(self, scope: str | None = None, state: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        from bridge.store.display import item_rows
+
+        return item_rows(await self.list_items(scope, state, limit))
+
+    async def backup(self, dest: Path) -> None:
+        await maintenance(self).backup(dest)
+
+    async def check(self) -> list[str]:
+        return await maintenance(self).check()
+
+
+class StoreMaintenance(ABC):
+    """Operator commands for a store whose state is a file of its own. Not part of `Store`:
+    the daemon's flow needs neither, and a database server has its own tools for both."""
 
     @abstractmethod
     async def backup(self, dest: Path) -> None:
-        """A consistent copy while running."""
+        """A consistent copy while running, written privately (0600) and atomically."""
 
     @abstractmethod
     async def check(self) -> list[str]:
         """Integrity problems; empty when sound."""
+
+
+def maintenance(store: Store) -> StoreMaintenance:
+    """`store`'s maintenance commands, or a StoreError saying its backend has none."""
+    if isinstance(store, StoreMaintenance):
+        return store
+    raise StoreError(f"the {type(store).__name__} has no state file to back up or check; "
+                     "use the tools of its backend")
+

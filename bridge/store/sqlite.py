@@ -32,12 +32,18 @@ from bridge.model import Event, events_from_json
 from bridge.store.base import (
     DeadLetter,
     Delivery,
+    ItemRecord,
     QueueStats,
     Store,
+    StoreCorruptError,
     StoreError,
+    StoreMaintenance,
+    StoreUnavailableError,
     SweepCommit,
     SweepRecord,
     UndecodableDeliveries,
+    commit_refused,
+    event_or_none,
 )
 
 log = structlog.get_logger(__name__)
@@ -51,6 +57,32 @@ def migrations() -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+# What an SQLite error says about the store (primary result codes): trouble that passes or that
+# an operator fixes outside the file (a lock held too long, a full disk, an I/O error, a
+# directory it may not write), or a file that is not a sound database. Anything else (a
+# constraint, a bad value) refused that one statement.
+_UNAVAILABLE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL,
+                          sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
+                          sqlite3.SQLITE_PERM, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL})
+_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM})
+
+
+def _result_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on errors raised by the module
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def store_error(message: str, exc: sqlite3.Error) -> StoreError:
+    """`message` as the kind of StoreError that `exc` means (see bridge/store/base.py)."""
+    code = _result_code(exc)
+    if code in _UNAVAILABLE:
+        return StoreUnavailableError(message)
+    if code in _CORRUPT:
+        return StoreCorruptError(message)
+    return StoreError(message)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -72,9 +104,12 @@ def create_private_file(path: Path) -> None:
         path.chmod(0o600)
 
 
-class SQLiteStore(Store):
-    def __init__(self, path: Path | str) -> None:
+class SQLiteStore(Store, StoreMaintenance):
+    def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
+        """`busy_timeout`: seconds a statement waits for another process's lock on the file
+        before the store reports itself unavailable."""
         self.path = Path(path)
+        self._busy_ms = max(0, round(busy_timeout * 1000))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
         # Outbox claims read on a connection and thread of their own: a WAL reader never waits
@@ -83,18 +118,23 @@ class SQLiteStore(Store):
         self._reader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._reader: sqlite3.Connection | None = None
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False) -> T:
-        """Run `fn` on the writer's thread, or with `read` on the outbox reader's."""
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False,
+                   failing: str = "") -> T:
+        """Run `fn` on the writer's thread, or with `read` on the outbox reader's. An SQLite
+        error comes out as the StoreError it means, as "{failing}: {error}"."""
         executor = self._reader_executor if read else self._executor
 
         def call() -> T:
             conn = self._reader if read else self._conn
             if conn is None:
-                raise StoreError(f"state store {self.path} is not open")
-            return fn(conn)
+                raise StoreUnavailableError(f"state store {self.path} is not open")
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise store_error(f"{failing or f'state store {self.path}'}: {exc}", exc) from exc
 
         if self._conn is None:  # closed: the executors are gone too
-            raise StoreError(f"state store {self.path} is not open")
+            raise StoreUnavailableError(f"state store {self.path} is not open")
         return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     # -- lifecycle
@@ -111,10 +151,11 @@ class SQLiteStore(Store):
     def _open_reader(self) -> None:
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open state file {self.path} for reading: {exc}") from None
+            raise StoreUnavailableError(
+                f"cannot open state file {self.path} for reading: {exc}") from None
         self._reader = conn
 
     def _open_sync(self) -> None:
@@ -122,30 +163,35 @@ class SQLiteStore(Store):
             create_private_file(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open state file {self.path}: {exc}") from None
+            raise StoreUnavailableError(f"cannot open state file {self.path}: {exc}") from None
         try:
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
             if problems != ["ok"]:
-                raise StoreError(
+                raise StoreCorruptError(
                     f"state file {self.path} is corrupt ({'; '.join(problems[:3])}); restore a "
                     "backup (`bridge state backup` makes them) or move the file away to start fresh"
                 )
             self._migrate(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
-                                               sqlite3.SQLITE_PERM):
+            code = _result_code(exc)
+            if code in _NOT_WRITABLE:
                 # A sound file in a place we may not write: not a reason to replace the state.
-                raise StoreError(
+                raise StoreUnavailableError(
                     f"state file {self.path} cannot be written ({exc}): SQLite must write it and "
                     f"create {self.path.name}-wal and {self.path.name}-shm in {self.path.parent}; "
                     "fix the permissions or the mount (the state itself is not damaged)"
                 ) from None
-            raise StoreError(
+            if code in _UNAVAILABLE:  # locked by another process, a full disk: it passes
+                raise StoreUnavailableError(
+                    f"state file {self.path} cannot be used right now ({exc}); the state itself "
+                    "is not damaged: try again once the other process or the disk lets go"
+                ) from None
+            raise StoreCorruptError(
                 f"state file {self.path} is not a usable SQLite database: {exc}; restore a backup "
                 "or move the file away to start fresh"
             ) from None
@@ -159,7 +205,7 @@ class SQLiteStore(Store):
         steps = migrations()
         latest = steps[-1][0]
         if current > latest:
-            raise StoreError(
+            raise StoreCorruptError(
                 f"state file {self.path} has schema version {current}, newer than this bridge "
                 f"understands ({latest}); run a newer bridge or restore an older backup"
             )
@@ -242,10 +288,7 @@ class SQLiteStore(Store):
             with _transaction(conn):
                 rows.write(conn)
 
-        try:
-            await self._run(tx)
-        except sqlite3.Error as exc:
-            raise StoreError(f"state commit failed for {scope}: {exc}") from exc
+        await self._run(tx, failing=f"state commit failed for {scope}")
 
     async def commit_sweep(self, commit: SweepCommit) -> int:
         r = commit.record
@@ -276,10 +319,7 @@ class SQLiteStore(Store):
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        try:
-            return await self._run(tx)
-        except sqlite3.Error as exc:
-            raise StoreError(f"state commit failed for {r.scope}: {exc}") from exc
+        return await self._run(tx, failing=f"state commit failed for {r.scope}")
 
     # -- outbox
 
@@ -319,15 +359,7 @@ class SQLiteStore(Store):
                 (sink, after, limit),
             ).fetchall()
 
-        bad, error = [], ""
-        for seq, event_id, body in await self._run(q, read=True):
-            try:
-                Event.from_json(body)
-            except msgspec.MsgspecError as exc:
-                bad.append((seq, event_id))
-                error = error or f"{type(exc).__name__}: {exc}"
-        if bad:
-            raise UndecodableDeliveries(sink, bad, error)
+        UndecodableDeliveries.check(sink, await self._run(q, read=True))
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Delivered rows go, bodies with them, in one statement (so one step, see `claim`)."""
@@ -373,7 +405,7 @@ class SQLiteStore(Store):
             ).fetchall()
 
         return [
-            DeadLetter(seq, s, event_id, _decoded(body), attempts, error,
+            DeadLetter(seq, s, event_id, event_or_none(body), attempts, error,
                        datetime.fromtimestamp(failed_at, UTC))
             for seq, s, event_id, body, attempts, error, failed_at in await self._run(q)
         ]
@@ -421,24 +453,17 @@ class SQLiteStore(Store):
 
     # -- inspection
 
-    async def items(self, scope: str | None = None, state: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-        def q(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    async def list_items(self, scope: str | None = None, state: str | None = None,
+                         limit: int = 100) -> list[ItemRecord]:
+        def q(conn: sqlite3.Connection) -> list[ItemRecord]:
             rows = conn.execute(
-                "SELECT scope, kind, key, state, counter, misses, first_seen, changed_at, "
-                "resolved_at, snapshot FROM items WHERE (? IS NULL OR scope = ?) "
-                "AND (? IS NULL OR state = ?) ORDER BY changed_at DESC LIMIT ?",
+                "SELECT scope, kind, key, state, tracked, counter, misses, first_seen, "
+                "changed_at, resolved_at, snapshot FROM items WHERE (? IS NULL OR scope = ?) "
+                "AND (? IS NULL OR state = ?) ORDER BY changed_at DESC, scope, kind, key LIMIT ?",
                 (scope, scope, state, state, limit),
             ).fetchall()
-            out = []
-            for r in rows:
-                snap = json.loads(r[9])
-                out.append({
-                    "scope": r[0], "kind": r[1], "key": r[2], "state": r[3], "counter": r[4],
-                    "misses": r[5], "first_seen": r[6], "changed_at": r[7], "resolved_at": r[8],
-                    "title": snap.get("title", ""), "severity": snap.get("severity", ""),
-                })
-            return out
+            return [ItemRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), _dt(r[8]),
+                               _dt(r[9]) if r[9] is not None else None, r[10]) for r in rows]
 
         return await self._run(q)
 
@@ -518,14 +543,18 @@ class _Rows:
     def of(cls, scope: str, writes: Sequence[ItemWrite],
            deliveries: Sequence[tuple[Event, Sequence[str]]]) -> _Rows:
         now = time.time()
+        try:
+            outbox = [(sink, e.id, body, now) for e, sinks in deliveries if sinks
+                      for body in (e.to_json(),) for sink in sinks]
+        except TypeError as exc:  # orjson's JSONEncodeError: a value JSON cannot hold
+            raise commit_refused(scope, f"an event cannot be encoded: {exc}") from exc
         return cls(
             full=[(scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
                    _ts(w.first_seen), _ts(w.changed_at), _ts(w.resolved_at), w.snapshot)
                   for w in writes if w.snapshot is not None],
             partial=[(w.state, w.misses, w.counter, _ts(w.changed_at), _ts(w.resolved_at), scope,
                       w.kind, w.key) for w in writes if w.snapshot is None],
-            outbox=[(sink, e.id, body, now) for e, sinks in deliveries if sinks
-                    for body in (e.to_json(),) for sink in sinks],
+            outbox=outbox,
         )
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -547,13 +576,6 @@ class _Rows:
         )
         conn.executemany("INSERT INTO outbox (sink, event_id, body, created_at) VALUES (?,?,?,?)",
                          self.outbox)
-
-
-def _decoded(body: str) -> Event | None:
-    try:
-        return Event.from_json(body)
-    except msgspec.MsgspecError:
-        return None
 
 
 def _split_sql(sql: str) -> list[str]:

@@ -1,0 +1,289 @@
+"""A store in process memory, with the SQLite store's semantics (tests/support/store_contract.py
+holds both to the same promises): for tests, demos and dry runs that want no file. The state
+lives as long as the object: closing it refuses further use until it is opened again, and
+nothing survives the process.
+
+Every method runs to completion without awaiting, so on the event loop each one is a
+transaction: nothing reads or writes in between. A commit checks and encodes all it holds
+before it changes anything, so a commit that is refused changes nothing, like one rolled back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections import deque
+from collections.abc import Collection, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import msgspec
+
+from bridge.diff import ItemWrite, StoredItem
+from bridge.model import Event
+from bridge.store.base import (
+    STATES,
+    DeadLetter,
+    Delivery,
+    ItemRecord,
+    QueueStats,
+    Store,
+    StoreUnavailableError,
+    SweepCommit,
+    SweepRecord,
+    UndecodableDeliveries,
+    commit_refused,
+    event_or_none,
+)
+
+SWEEPS_KEPT = 1000  # per scope, as every store keeps them
+T = TypeVar("T")
+
+
+def _limited(rows: list[T], limit: int) -> list[T]:
+    """SQL's LIMIT: a negative one is no limit."""
+    return rows if limit < 0 else rows[:limit]
+
+
+def apply_item_writes(rows: MutableMapping[tuple[str, str], ItemRecord], scope: str,
+                      writes: Sequence[ItemWrite]) -> None:
+    """What a commit does to one scope's items, keyed by (kind, key): every store's rules.
+
+    Full writes (a snapshot) create or replace a row but keep its `first_seen`; then partial
+    writes (a miss counted, an absence resolved) change state, misses and counter of a row
+    that exists (nothing otherwise), keep its snapshot and tracked fields, move `changed_at`
+    only when the state changes and `resolved_at` only to a new value."""
+    for w in writes:
+        if w.snapshot is None:
+            continue
+        assert w.tracked is not None  # `refusal` turned such a write away
+        old = rows.get((w.kind, w.key))
+        rows[(w.kind, w.key)] = ItemRecord(
+            scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+            old.first_seen if old is not None else w.first_seen, w.changed_at, w.resolved_at,
+            w.snapshot)
+    for w in writes:
+        if w.snapshot is not None:
+            continue
+        old = rows.get((w.kind, w.key))
+        if old is None:
+            continue
+        rows[(w.kind, w.key)] = dataclasses.replace(
+            old, state=w.state, misses=w.misses, counter=w.counter,
+            changed_at=old.changed_at if old.state == w.state else w.changed_at,
+            resolved_at=w.resolved_at if w.resolved_at is not None else old.resolved_at)
+
+
+def refusal(writes: Iterable[ItemWrite], cursor: dict[str, str]) -> str | None:
+    """Why a store's schema would refuse these writes or cursor values, or None."""
+    for w in writes:
+        if w.state not in STATES:
+            return f"item {w.kind}/{w.key}: state {w.state!r} is not one of {', '.join(STATES)}"
+        if w.snapshot is not None and w.tracked is None:
+            return f"item {w.kind}/{w.key}: a snapshot without its tracked fields"
+    for name, value in cursor.items():
+        if not isinstance(value, str):
+            return f"cursor {name!r}: {value!r} is not a string"
+    return None
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    sink: str
+    event_id: str
+    body: str
+    created_at: float
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Dead:
+    seq: int
+    sink: str
+    event_id: str
+    body: str
+    attempts: int
+    error: str
+    failed_at: float
+
+
+class MemoryStore(Store):
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self._open = False
+        self._items: dict[str, dict[tuple[str, str], ItemRecord]] = {}
+        self._cursors: dict[str, dict[str, str]] = {}
+        self._sweeps: dict[str, deque[SweepRecord]] = {}
+        self._sweep_ids = itertools.count(1)
+        # Per sink, in seq order: seqs only grow (a replay takes new ones), and a dict keeps
+        # insertion order, so iterating a sink's rows is claiming them in commit order.
+        self._outbox: dict[str, dict[int, _Pending]] = {}
+        self._dead: dict[int, _Dead] = {}
+        self._seqs = itertools.count(1)  # shared by every sink, never reused
+
+    def _usable(self) -> None:
+        if not self._open:
+            raise StoreUnavailableError(f"state store {self.name} is not open")
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    # -- sweeps and item state
+
+    async def load_items(self, scope: str, kinds: Collection[str]) -> dict[tuple[str, str], StoredItem]:
+        self._usable()
+        wanted = set(kinds)
+        return {k: r.stored() for k, r in self._items.get(scope, {}).items() if k[0] in wanted}
+
+    async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
+                             ) -> dict[tuple[str, str], str]:
+        self._usable()
+        rows = self._items.get(scope, {})
+        return {k: rows[k].snapshot for k in idents if k in rows}
+
+    async def load_cursor(self, scope: str) -> dict[str, str]:
+        self._usable()
+        return dict(self._cursors.get(scope, {}))
+
+    async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
+                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
+        self._usable()
+        outbox = self._checked(scope, writes, deliveries, {})
+        apply_item_writes(self._items.setdefault(scope, {}), scope, writes)
+        self._enqueue(outbox, time.time())
+
+    async def commit_sweep(self, commit: SweepCommit) -> int:
+        self._usable()
+        r = commit.record
+        outbox = self._checked(r.scope, commit.writes, commit.deliveries, commit.cursor)
+        apply_item_writes(self._items.setdefault(r.scope, {}), r.scope, commit.writes)
+        self._cursors.setdefault(r.scope, {}).update(commit.cursor)
+        self._enqueue(outbox, time.time())
+        record = dataclasses.replace(r, notes=tuple(r.notes), id=next(self._sweep_ids))
+        self._sweeps.setdefault(r.scope, deque(maxlen=SWEEPS_KEPT)).append(record)
+        assert record.id is not None
+        return record.id
+
+    @staticmethod
+    def _checked(scope: str, writes: Sequence[ItemWrite],
+                 deliveries: Sequence[tuple[Event, Sequence[str]]],
+                 cursor: dict[str, str]) -> list[tuple[str, str, str]]:
+        """The commit's outbox rows (sink, event id, body), once nothing in it is refused."""
+        reason = refusal(writes, cursor)
+        if reason is not None:
+            raise commit_refused(scope, reason)
+        try:
+            return [(sink, e.id, body) for e, sinks in deliveries if sinks
+                    for body in (e.to_json(),) for sink in sinks]
+        except TypeError as exc:  # orjson's JSONEncodeError: a value JSON cannot hold
+            raise commit_refused(scope, f"an event cannot be encoded: {exc}") from exc
+
+    def _enqueue(self, rows: Iterable[tuple[str, str, str]], now: float) -> None:
+        for sink, event_id, body in rows:
+            seq = next(self._seqs)
+            self._outbox.setdefault(sink, {})[seq] = _Pending(seq, sink, event_id, body, now)
+
+    # -- outbox
+
+    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+        self._usable()
+        pending = self._outbox.get(sink, {}).values()
+        eligible = (p for p in pending if p.seq > after)
+        batch = list(eligible) if limit < 0 else list(itertools.islice(eligible, limit))
+        try:
+            return [Delivery(p.seq, sink, Event.from_json(p.body), p.attempts) for p in batch]
+        except msgspec.MsgspecError:
+            UndecodableDeliveries.check(sink, [(p.seq, p.event_id, p.body) for p in batch])
+            raise
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        self._usable()
+        pending = self._outbox.get(sink, {})
+        for seq in seqs:
+            pending.pop(seq, None)
+
+    async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        self._usable()
+        pending = self._outbox.get(sink, {})
+        for seq in seqs:
+            if (p := pending.get(seq)) is not None:
+                p.attempts += 1
+                p.last_error = error[:2000]
+
+    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        self._usable()
+        pending, now = self._outbox.get(sink, {}), time.time()
+        for seq in seqs:
+            if (p := pending.pop(seq, None)) is not None:
+                self._dead[seq] = _Dead(seq, sink, p.event_id, p.body, p.attempts + 1,
+                                        error[:2000], now)
+
+    def _dead_of(self, sink: str | None) -> list[_Dead]:
+        return sorted((d for d in self._dead.values() if sink is None or d.sink == sink),
+                      key=lambda d: d.seq)
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        self._usable()
+        return [DeadLetter(d.seq, d.sink, d.event_id, event_or_none(d.body), d.attempts, d.error,
+                           datetime.fromtimestamp(d.failed_at, UTC))
+                for d in _limited(self._dead_of(sink), limit)]
+
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+        self._usable()
+        wanted = set(seqs) if seqs is not None else None
+        chosen = [d for d in self._dead_of(sink) if wanted is None or d.seq in wanted]
+        for d in chosen:
+            del self._dead[d.seq]
+        self._enqueue([(d.sink, d.event_id, d.body) for d in chosen], time.time())
+        return len(chosen)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        self._usable()
+        dead: dict[str, int] = {}
+        for d in self._dead.values():
+            dead[d.sink] = dead.get(d.sink, 0) + 1
+        stats = []
+        for sink in sorted({s for s, rows in self._outbox.items() if rows} | set(dead)):
+            pending = self._outbox.get(sink, {})
+            oldest = min((p.created_at for p in pending.values()), default=None)
+            stats.append(QueueStats(
+                sink, len(pending),
+                datetime.fromtimestamp(oldest, UTC) if oldest is not None else None,
+                dead.get(sink, 0)))
+        return stats
+
+    # -- inspection
+
+    async def list_items(self, scope: str | None = None, state: str | None = None,
+                         limit: int = 100) -> list[ItemRecord]:
+        self._usable()
+        found = [r for s, rows in self._items.items() if scope is None or s == scope
+                 for r in rows.values() if state is None or r.state == state]
+        found.sort(key=lambda r: (r.scope, r.kind, r.key))
+        found.sort(key=lambda r: r.changed_at, reverse=True)  # stable: ties keep the order above
+        return _limited(found, limit)
+
+    async def item_counts(self) -> list[tuple[str, str, str, int]]:
+        self._usable()
+        counts: dict[tuple[str, str, str], int] = {}
+        for scope, rows in self._items.items():
+            for r in rows.values():
+                counts[(scope, r.kind, r.state)] = counts.get((scope, r.kind, r.state), 0) + 1
+        return [(*group, n) for group, n in counts.items()]
+
+    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
+        self._usable()
+        found = [r for s, records in self._sweeps.items() if scope is None or s == scope
+                 for r in records]
+        found.sort(key=lambda r: r.id or 0, reverse=True)
+        return _limited(found, limit)
+
