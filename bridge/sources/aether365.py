@@ -294,15 +294,15 @@ class Aether365Source(Source[Aether365Config]):
         path = url_path("scans", scan.id, "results")
         size = self.config.page_size
 
-        def convert(raw: Mapping[str, Any]) -> Item:
-            return self._test_item(tenant, scan, raw, _Result.model_validate(raw))
+        def convert(raw: Mapping[str, Any], row: _Result) -> Item:
+            return self._test_item(tenant, scan, raw, row)
 
         async def fetch(page: int) -> Page[Item]:
             body = await tenant.client.get_json(path, {"page": page, "limit": size})
             parsed = validate(_Results, body, f"GET /scans/{{id}}/results page {page}")
             meta = parsed.meta
-            rows = to_items(parsed.data, convert, source=self.name, kind=TEST, at="data",
-                            id_field="test_id", first=(page - 1) * size)
+            rows = to_items(parsed.data, _Result, convert, source=self.name, kind=TEST,
+                            at="data", id_field="test_id", first=(page - 1) * size)
             return Page(rows, meta.total,
                         page_count(meta.total, meta.limit or size, meta.totalPages))
 
@@ -343,8 +343,8 @@ class Aether365Source(Source[Aether365Config]):
                 parts.incomplete([kind], f"threats: data.{category} is not a list "
                                          f"({type(rows).__name__})")
                 continue
-            read = to_items(rows, _signal(tenant, to_item), source=self.name, kind=kind,
-                            at=f"data.{category}")
+            read = to_items(rows, _Signal, _signal(tenant, to_item), source=self.name,
+                            kind=kind, at=f"data.{category}")
             skipped = [r for r in read if isinstance(r, Unusable)]
             parts.add(kind, [r for r in read if isinstance(r, Item)], not skipped)
             if skipped:
@@ -417,15 +417,15 @@ class Aether365Source(Source[Aether365Config]):
     async def _policies(self, tenant: _Tenant, parts: SweepParts) -> None:
         size = 100
 
-        def convert(raw: Mapping[str, Any]) -> Item:
-            return self._policy(tenant, raw, _Policy.model_validate(raw))
+        def convert(raw: Mapping[str, Any], policy: _Policy) -> Item:
+            return self._policy(tenant, raw, policy)
 
         async def fetch(page: int) -> Page[Item]:
             body = await tenant.client.get_json("/tenants/me/policies",
                                                 {"page": page, "limit": size})
             parsed = validate(_Policies, body, f"GET /tenants/me/policies page {page}")
-            rows = to_items(parsed.data, convert, source=self.name, kind=POLICY, at="data",
-                            id_field="key", first=(page - 1) * size)
+            rows = to_items(parsed.data, _Policy, convert, source=self.name, kind=POLICY,
+                            at="data", id_field="key", first=(page - 1) * size)
             meta = parsed.meta
             if meta is None:  # not a paged answer: everything is here
                 return Page(rows, len(rows), 1)
@@ -447,11 +447,10 @@ class Aether365Source(Source[Aether365Config]):
 
 
 def _signal(tenant: _Tenant, to_item: Callable[[_Tenant, Mapping[str, Any]], Item]
-            ) -> Callable[[Mapping[str, Any]], Item]:
-    """A threat row as an item, once it has the id every signal needs."""
+            ) -> Callable[[Mapping[str, Any], _Signal], Item]:
+    """A threat row (validated to have the id every signal needs) as an item."""
 
-    def convert(raw: Mapping[str, Any]) -> Item:
-        _Signal.model_validate(raw)
+    def convert(raw: Mapping[str, Any], _: _Signal) -> Item:
         return to_item(tenant, raw)
 
     return convert

@@ -211,8 +211,8 @@ class AylieaSource(Source[AylieaConfig]):
         """Sweep scores; returns a fingerprint of the assessments they come from."""
         body = await self.client.get_json("/scores")
         parsed = validate(_Scores, body, "GET /scores")
-        read = to_items(parsed.scores, lambda raw: self._score(raw, _Score.model_validate(raw)),
-                        source=self.name, kind=SCORE, at="scores", id_field="framework_id")
+        read = to_items(parsed.scores, _Score, self._score, source=self.name, kind=SCORE,
+                        at="scores", id_field="framework_id")
         items = [r for r in read if isinstance(r, Item)]
         skipped = [r for r in read if isinstance(r, Unusable)]
         parts.add(SCORE, items, not skipped)
@@ -253,15 +253,13 @@ class AylieaSource(Source[AylieaConfig]):
                 parts.cursor[CURSOR_ASSESSMENTS] = assessments
 
     async def _walk(self) -> Pass[Item]:
-        def convert(raw: Mapping[str, Any]) -> Item:
-            return self._recommendation(raw, _Recommendation.model_validate(raw))
-
         async def fetch(offset: int, limit: int) -> list[Item | Unusable]:
             body = await self.client.get_json("/recommendations",
                                               {"limit": limit, "offset": offset})
             parsed = validate(_Recommendations, body, f"GET /recommendations offset {offset}")
-            return to_items(parsed.recommendations, convert, source=self.name,
-                            kind=RECOMMENDATION, at="recommendations", first=offset)
+            return to_items(parsed.recommendations, _Recommendation, self._recommendation,
+                            source=self.name, kind=RECOMMENDATION, at="recommendations",
+                            first=offset)
 
         return await by_offset(fetch, lambda item: item.key, limit=self.config.page_size,
                                overlap=self.config.page_overlap, what="recommendations")

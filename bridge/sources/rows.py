@@ -13,12 +13,13 @@ not become a log line per row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from bridge import metrics
 from bridge.model import Item
@@ -29,6 +30,7 @@ log = structlog.get_logger(__name__)
 # the rest come from mapping code meeting a value of a type it did not expect.
 ROW_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
 _NOTE_EXAMPLES = 3
+M = TypeVar("M", bound=BaseModel)
 _LOG_EXAMPLES = 10
 
 
@@ -52,7 +54,8 @@ def row_key(raw: Any, id_field: str) -> str | None:
 
 def to_items(
     rows: Sequence[Any],
-    convert: Callable[[Mapping[str, Any]], Item],
+    model: type[M],
+    to_item: Callable[[Mapping[str, Any], M], Item],
     *,
     source: str,
     kind: str,
@@ -60,23 +63,27 @@ def to_items(
     id_field: str = "id",
     first: int = 0,
 ) -> list[Item | Unusable]:
-    """`convert` each row; a row it cannot convert becomes an `Unusable`, counted and logged.
+    """Each row validated as `model` and mapped by `to_item`; a row that fails either becomes
+    an `Unusable`, counted and logged.
 
-    `at` names where the rows sit in the answer (`data`), for messages like `data.3.status`;
-    `first` is the list position of `rows[0]` (for rows without an id).
+    The whole list is validated in one call first, which is what a healthy page costs; only
+    when that fails are the rows validated one by one to find the culprits. `at` names where
+    the rows sit in the answer (`data`), for messages like `data.3.status`; `first` is the
+    list position of `rows[0]` (for rows without an id).
     """
+    try:
+        checked: list[M] | None = _list_of(model).validate_python(rows)
+    except ValidationError:
+        checked = None
     out: list[Item | Unusable] = []
     skipped: list[Unusable] = []
     for n, raw in enumerate(rows):
-        if not isinstance(raw, dict):
-            reason = f"{at}.{n}: not an object ({type(raw).__name__})"
-        else:
-            try:
-                out.append(convert(raw))
-                continue
-            except ROW_ERRORS as exc:
-                reason = f"{at}.{n}{_problem(exc)}"
-        unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>", reason)
+        try:
+            out.append(to_item(raw, checked[n] if checked is not None else _one(model, raw)))
+            continue
+        except ROW_ERRORS as exc:
+            unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>",
+                                f"{at}.{n}{_problem(exc)}")
         skipped.append(unusable)
         out.append(unusable)
     if skipped:
@@ -87,6 +94,17 @@ def to_items(
                     hint="the sweep stays incomplete (nothing resolves) until the vendor fixes "
                          "these rows")
     return out
+
+
+@functools.cache
+def _list_of(model: type[M]) -> TypeAdapter[list[M]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def _one(model: type[M], raw: Any) -> M:
+    if not isinstance(raw, dict):
+        raise TypeError(f"the row is not an object but {type(raw).__name__}")
+    return model.model_validate(raw)
 
 
 def _problem(exc: Exception) -> str:

@@ -184,8 +184,8 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         body = await self.client.get_json("/findings", {"page": page, "limit": size})
         parsed = validate(_FindingsPage, body, f"GET /findings page {page}")
         p = parsed.pagination
-        rows = to_items(parsed.data, self.item, source=self.name, kind=KIND, at="data",
-                        first=(page - 1) * size)
+        rows = to_items(parsed.data, _Finding, self.to_item, source=self.name, kind=KIND,
+                        at="data", first=(page - 1) * size)
         return Page(rows, p.total, p.totalPages)
 
     async def _walk(self, emit: ItemSink) -> Pass[Item]:
