@@ -1,15 +1,16 @@
-"""Small builders shared by the core tests: items, sweeps, events, and an in-memory store that
-applies `ItemWrite`s exactly the way the SQLite store does."""
+"""Small builders shared by the core tests: items, sweeps, events, and a synchronous item table
+that applies `ItemWrite`s by the rules every store follows (bridge/store/memory.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.diff import DiffPolicy, DiffResult, ItemWrite, StoredItem, diff
 from bridge.model import Event, EventType, Item, Sweep, event_id
+from bridge.store.base import ItemRecord
+from bridge.store.memory import apply_item_writes
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SCOPE = "so-main"
@@ -27,49 +28,42 @@ def sweep(*items: Item, complete: bool = True, kinds: Mapping[str, bool] | None 
                  kinds=dict(kinds) if kinds is not None else {"finding": complete})
 
 
-def apply_writes(store: dict[tuple[str, str], StoredItem], writes: Iterable[ItemWrite]) -> None:
-    """Mirror of SQLiteStore.commit_sweep for the `items` table.
-
-    Full writes (snapshot set) upsert the row but, like `ON CONFLICT DO UPDATE`, keep the stored
-    `first_seen`; partial writes update state/misses/counter and keep tracked/snapshot, and do
-    nothing when the row does not exist (an UPDATE of no row)."""
-    writes = list(writes)
-    for w in writes:
-        if w.snapshot is None:
-            continue
-        assert w.tracked is not None
-        old = store.get((w.kind, w.key))
-        store[(w.kind, w.key)] = StoredItem(
-            kind=w.kind, key=w.key, state=w.state, tracked=w.tracked, counter=w.counter,
-            misses=w.misses, first_seen=old.first_seen if old else w.first_seen,
-            snapshot=w.snapshot)
-    for w in writes:
-        if w.snapshot is not None:
-            continue
-        old = store.get((w.kind, w.key))
-        if old is None:
-            continue
-        store[(w.kind, w.key)] = dataclasses.replace(old, state=w.state, misses=w.misses,
-                                                     counter=w.counter)
+def apply_writes(store: dict[tuple[str, str], StoredItem], writes: Iterable[ItemWrite],
+                 scope: str = SCOPE) -> None:
+    """Every store's item rules (`bridge.store.memory.apply_item_writes`) applied to a dict of
+    `StoredItem`s with their snapshots, for tests that keep one. `changed_at` and
+    `resolved_at` are not in a `StoredItem`, and nothing it holds depends on them."""
+    rows = {k: ItemRecord(scope, v.kind, v.key, v.state, v.tracked, v.counter, v.misses,
+                          v.first_seen, v.first_seen, None, v.snapshot or "")
+            for k, v in store.items()}
+    apply_item_writes(rows, scope, list(writes))
+    store.clear()
+    store.update({k: r.stored(with_snapshot=True) for k, r in rows.items()})
 
 
 class DictStore:
-    """Runs sweeps through `diff` against a dict, like the daemon does against SQLite."""
+    """Runs sweeps through `diff` like the daemon does, keeping item rows by the memory
+    store's rules (synchronously: hypothesis drives thousands of sweeps)."""
 
     def __init__(self, policy: DiffPolicy | None = None) -> None:
-        self.items: dict[tuple[str, str], StoredItem] = {}
+        self.rows: dict[tuple[str, str], ItemRecord] = {}
         self.policy = policy or DiffPolicy()
         self.now = T0
+
+    @property
+    def items(self) -> dict[tuple[str, str], StoredItem]:
+        """Every item as the diff sees it, snapshots included."""
+        return {k: r.stored(with_snapshot=True) for k, r in self.rows.items()}
 
     def run(self, s: Sweep) -> DiffResult:
         self.now += timedelta(minutes=5)
         stored = {k: v for k, v in self.items.items() if k[0] in s.kinds}
         result = diff(stored, s, self.policy, source="so", vendor="scanorbit", now=self.now)
-        apply_writes(self.items, result.writes)
+        apply_item_writes(self.rows, s.scope, result.writes)
         return result
 
     def state(self, key: str, kind: str = "finding") -> str | None:
-        got = self.items.get((kind, key))
+        got = self.rows.get((kind, key))
         return got.state if got else None
 
 
