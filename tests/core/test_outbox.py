@@ -11,17 +11,13 @@ import os
 import sqlite3
 import sys
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from bridge.model import Event, EventType
 from bridge.outbox import SinkWorker
@@ -32,79 +28,19 @@ from bridge.store.base import SweepCommit, SweepRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import base_config, scanorbit_source
 from tests.support.daemon import run_cli
+from tests.support.receiver import Receiver
 
 from ._helpers import SCOPE, T0, make_event
 
 pytestmark = pytest.mark.timeout(30)
 
-# -- a scriptable webhook receiver -------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    at: float  # time.monotonic() when the request arrived
-    webhook_id: str
-    event: Event
-    status: int
-
-
-@dataclass
-class Receiver:
-    """Answers each POST from a per-event script (default 200) and records everything."""
-
-    scripts: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
-    always: dict[str, int] = field(default_factory=dict)
-    hits: list[Hit] = field(default_factory=list)
-    accepted: list[str] = field(default_factory=list)  # webhook-ids, in order of 2xx answers
-    order_violations: list[str] = field(default_factory=list)
-    _accepted_counters: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    url: str = ""
-
-    def script(self, event: Event, *answers: int | tuple[int, dict[str, str]]) -> None:
-        self.scripts[event.id] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        at = time.monotonic()
-        event = Event.from_json(await request.read())
-        wid = request.headers["webhook-id"]
-        queue = self.scripts.get(wid)
-        status, headers = queue.pop(0) if queue else (self.always.get(wid, 200), {})
-        self.hits.append(Hit(at, wid, event, status))
-        if 200 <= status < 300:
-            if wid not in self.accepted:
-                item = event.item_uid
-                missing = set(range(1, event.counter)) - self._accepted_counters[item]
-                if missing:
-                    self.order_violations.append(
-                        f"{event.key} #{event.counter} accepted before #{sorted(missing)}")
-                self._accepted_counters[item].add(event.counter)
-            self.accepted.append(wid)
-        async with self.changed:
-            self.changed.notify_all()
-        return web.Response(status=status, headers=headers, text="ok" if status < 300 else
-                            f"status {status}")
-
-    def hits_for(self, event: Event) -> list[Hit]:
-        return [h for h in self.hits if h.webhook_id == event.id]
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        async with asyncio.timeout(10), self.changed:
-            await self.changed.wait_for(predicate)
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rx = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rx.handle)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    rx.url = str(server.make_url("/hook"))
+    rx = await Receiver().start()
     try:
         yield rx
     finally:
-        await server.close()
+        await rx.stop()
 
 
 def webhook(rx: Receiver, **kw: Any) -> WebhookSink:
@@ -146,7 +82,7 @@ async def test_all_delivered_with_idempotency_headers_and_intact_bodies(
     worker = SinkWorker(webhook(receiver), store)
     assert await drain(worker) == 0
     assert sorted(receiver.accepted) == sorted(e.id for e in events)
-    assert {h.webhook_id: h.event for h in receiver.hits} == {e.id: e for e in events}
+    assert {h.id: h.event for h in receiver.attempts} == {e.id: e for e in events}
     assert worker.delivered == 5 and worker.dead == 0
     assert await pending(store) == 0
 
@@ -162,7 +98,7 @@ async def test_retry_then_success_same_ids_nothing_lost(store: SQLiteStore,
                         on_status=lambda name, ok, err: statuses.append((ok, err)))
     assert await drain(worker) == 0
     assert set(receiver.accepted) == {e.id for e in events}
-    assert {h.webhook_id for h in receiver.hits} == {e.id for e in events}  # no new ids
+    assert {h.id for h in receiver.attempts} == {e.id for e in events}  # no new ids
     assert [h.status for h in receiver.hits_for(events[1])] == [500, 503, 200]
     assert all(h.event == events[1] for h in receiver.hits_for(events[1]))
     assert await store.dead_letters() == []
@@ -201,7 +137,7 @@ async def test_backoff_without_retry_after_is_bounded_by_backoff_max(
 async def test_rejected_event_is_dead_lettered_after_one_attempt_others_delivered(
         store: SQLiteStore, receiver: Receiver) -> None:
     events = [make_event(f"k{i}") for i in range(4)]
-    receiver.always[events[2].id] = 400
+    receiver.answers[events[2].id] = 400
     await commit(store, events)
     worker = SinkWorker(webhook(receiver, max_attempts=10), store)
     assert await drain(worker) == 0
@@ -218,7 +154,7 @@ async def test_rejected_event_is_dead_lettered_after_one_attempt_others_delivere
 async def test_max_attempts_exhausted_goes_to_dead_letters_then_the_queue_moves_on(
         store: SQLiteStore, receiver: Receiver) -> None:
     poison, *rest = [make_event(f"k{i}") for i in range(3)]
-    receiver.always[poison.id] = 503
+    receiver.answers[poison.id] = 503
     await commit(store, [poison, *rest])
     worker = SinkWorker(webhook(receiver, max_attempts=3, batch_size=1), store)
     assert await drain(worker) == 0
@@ -228,14 +164,14 @@ async def test_max_attempts_exhausted_goes_to_dead_letters_then_the_queue_moves_
     assert dead.error.startswith("gave up after 3 attempts")
     assert receiver.accepted == [e.id for e in rest]
     # Head-of-line: nothing behind the poison event was sent while it was being retried.
-    first_rest = min(h.at for h in receiver.hits if h.webhook_id != poison.id)
+    first_rest = min(h.at for h in receiver.attempts if h.id != poison.id)
     assert first_rest > max(h.at for h in receiver.hits_for(poison))
 
 
 async def test_one_exhausted_event_does_not_bury_its_batch_mates(
         store: SQLiteStore, receiver: Receiver) -> None:
     poison, *good = [make_event(f"k{i}") for i in range(4)]
-    receiver.always[poison.id] = 503
+    receiver.answers[poison.id] = 503
     await commit(store, [poison, *good])
     worker = SinkWorker(webhook(receiver, max_attempts=3, batch_size=10), store)
     assert await drain(worker) == 0
@@ -296,7 +232,7 @@ async def test_dead_letters_listed_replayed_and_delivered(store: SQLiteStore,
     assert await drain(worker) == 0
     assert receiver.accepted == [good.id, bad.id]
     last = receiver.hits_for(bad)[-1]
-    assert last.webhook_id == bad.id and last.event == bad  # same id: the receiver can dedupe
+    assert last.id == bad.id and last.event == bad  # same id: the receiver can dedupe
     assert await pending(store) == 0
 
 
@@ -368,16 +304,12 @@ async def test_an_unreachable_receiver_spends_no_attempts(store: SQLiteStore) ->
     (queued,) = await store.claim("hook", 10)
     assert queued.event == ev and queued.attempts == 0
 
-    back = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", back.handle)
-    server = TestServer(app, host="127.0.0.1", port=port)
-    await server.start_server()
+    back = await Receiver().start(port)
     try:
         assert await drain(SinkWorker(sink, store)) == 0
         assert back.accepted == [ev.id]
     finally:
-        await server.close()
+        await back.stop()
 
 
 # -- throttling is not refusal (issue 25) ---------------------------------------------------------
@@ -424,14 +356,10 @@ async def test_a_receiver_that_comes_back_is_used_within_the_probe_interval(
     """A throttle first drives the attempt count up; then the receiver goes away and comes
     back. Every retry of the unreachable receiver waits at most `probe_interval`, so delivery
     resumes within that long of its return (backoff alone would wait up to a minute here)."""
-    throttle = Receiver()
+    receiver = await Receiver().start()
     ev = make_event("k")
-    throttle.script(ev, *[(429, {"Retry-After": "0.01"})] * 6)
-    app = web.Application()
-    app.router.add_post("/hook", throttle.handle)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
-    port = server.port
+    receiver.script(ev, *[(429, {"Retry-After": "0.01"})] * 6)
+    port = receiver.port
     await commit(store, [ev])
     sink = WebhookSink(WebhookSinkConfig(
         type="webhook", name="hook", url=f"http://127.0.0.1:{port}/hook", backoff_initial=1,
@@ -443,24 +371,20 @@ async def test_a_receiver_that_comes_back_is_used_within_the_probe_interval(
             refused.set()
 
     stop = asyncio.Event()
-    back = Receiver()
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(SinkWorker(sink, store, status).run(stop))
         try:
-            await throttle.wait_until(lambda: len(throttle.hits) == 6)
-            await server.close()
+            await receiver.wait_until(lambda: len(receiver.attempts) == 6)
+            await receiver.stop()
             await asyncio.wait_for(refused.wait(), 10)
-            app = web.Application()
-            app.router.add_post("/hook", back.handle)
-            server = TestServer(app, host="127.0.0.1", port=port)
-            await server.start_server()
+            await receiver.start(port)
             returned = time.monotonic()
-            await back.wait_until(lambda: back.accepted == [ev.id])
-            assert back.hits[0].at - returned <= 0.2 + 1.0  # the probe interval, plus slack
+            await receiver.wait_until(lambda: receiver.accepted == [ev.id])
+            assert receiver.attempts[6].at - returned <= 0.2 + 1.0  # the probe interval + slack
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
-            await server.close()
+            await receiver.stop()
     failures = [e for e in logs if e["event"] == "delivery_failed"]
     assert [f["trouble"] for f in failures[:6]] == ["throttled"] * 6
     assert {f["trouble"] for f in failures[6:]} == {"unreachable"}
@@ -495,12 +419,12 @@ async def test_running_worker_delivers_on_wake_and_stops(store: SQLiteStore,
 async def test_stop_during_backoff_returns_promptly_and_keeps_the_event(
         store: SQLiteStore, receiver: Receiver) -> None:
     ev = make_event("k")
-    receiver.always[ev.id] = 503
+    receiver.answers[ev.id] = 503
     await commit(store, [ev])
     worker = SinkWorker(webhook(receiver, backoff_initial=60, backoff_max=60), store)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    await receiver.wait_until(lambda: len(receiver.hits) >= 1)
+    await receiver.wait_until(lambda: len(receiver.attempts) >= 1)
     stop.set()
     await asyncio.wait_for(task, 5)
     (left,) = await store.claim("hook", 10)

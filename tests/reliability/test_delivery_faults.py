@@ -17,7 +17,6 @@ from typing import Any, cast
 
 import pytest
 import structlog
-from aiohttp import web
 
 from bridge.model import Event, EventType
 from bridge.outbox import SinkWorker
@@ -26,54 +25,15 @@ from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig
 from bridge.store.base import SweepCommit, SweepRecord
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import SCOPE, T0, make_event
+from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class FlakyReceiver:
-    """Answers 503 to the events named in `fail` (once each), 422 to those in `reject`
-    (always), 200 to everything else, and counts what it accepted and rejected."""
-
-    def __init__(self) -> None:
-        self.fail: set[str] = set()
-        self.reject: set[str] = set()
-        self.rejected: list[str] = []
-        self.accepted: list[str] = []
-        self.order: list[tuple[str, int]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = json.loads(await request.read())
-        if body["id"] in self.fail:
-            self.fail.discard(body["id"])
-            return web.json_response({"error": "busy"}, status=503)
-        if body["id"] in self.reject:
-            self.rejected.append(body["id"])
-            return web.json_response({"error": "invalid"}, status=422)
-        self.accepted.append(body["id"])
-        self.order.append((body["key"], body["counter"]))
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 @pytest.fixture
-async def receiver() -> AsyncIterator[FlakyReceiver]:
-    r = FlakyReceiver()
-    await r.start()
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
     yield r
     await r.stop()
 
@@ -92,12 +52,13 @@ def webhook(url: str) -> Sink[SinkConfig]:
 
 
 async def test_a_partly_failed_batch_resends_only_what_did_not_arrive(
-    store: SQLiteStore, receiver: FlakyReceiver
+    store: SQLiteStore, receiver: Receiver
 ) -> None:
     events = [make_event(f"k{i}") for i in range(8)]
     chain = [make_event("kx", type_=EventType.NEW, counter=1),
              make_event("kx", type_=EventType.CHANGED, counter=2, severity="critical")]
-    receiver.fail = {events[3].id, events[6].id, chain[0].id}
+    for failing in (events[3], events[6], chain[0]):
+        receiver.script(failing, 503)
     await commit(store, [*events, *chain])
     worker = SinkWorker(webhook(receiver.url), store)
     assert await asyncio.wait_for(worker.drain(), 20) == 0
@@ -105,7 +66,7 @@ async def test_a_partly_failed_batch_resends_only_what_did_not_arrive(
     # acknowledged, not sent again with the retry.
     assert Counter(receiver.accepted) == Counter(e.id for e in [*events, *chain])
     # And one item's events still arrive in order: #2 was held back until #1 went through.
-    assert [c for k, c in receiver.order if k == "kx"] == [1, 2]
+    assert [r.body["counter"] for r in receiver.received if r.body["key"] == "kx"] == [1, 2]
     assert worker.delivered == 10 and await store.dead_letters() == []
 
 
@@ -134,7 +95,7 @@ class RefusingStore(SQLiteStore):
 
 
 async def test_a_failing_store_does_not_stop_the_sink_worker(
-    tmp_path: Path, receiver: FlakyReceiver
+    tmp_path: Path, receiver: Receiver
 ) -> None:
     store = RefusingStore(tmp_path / "bridge.db", {"ack": 2})
     await store.open()
@@ -164,7 +125,7 @@ async def test_a_failing_store_does_not_stop_the_sink_worker(
 
 @pytest.mark.parametrize("failures", [1, 5])
 async def test_an_acknowledgement_that_cannot_be_written_is_retried_not_the_delivery(
-        tmp_path: Path, receiver: FlakyReceiver, failures: int) -> None:
+        tmp_path: Path, receiver: Receiver, failures: int) -> None:
     """However long the store refuses, the receiver sees each event once (issue 24)."""
     store = RefusingStore(tmp_path / "bridge.db", {"ack": failures})
     await store.open()
@@ -181,17 +142,18 @@ async def test_an_acknowledgement_that_cannot_be_written_is_retried_not_the_deli
 
 
 async def test_a_dead_letter_that_cannot_be_written_is_retried_not_the_delivery(
-        tmp_path: Path, receiver: FlakyReceiver) -> None:
+        tmp_path: Path, receiver: Receiver) -> None:
     store = RefusingStore(tmp_path / "bridge.db", {"bury": 3})
     await store.open()
     try:
         events = [make_event(f"k{i}") for i in range(3)]
-        receiver.reject = {events[1].id}
+        receiver.answers[events[1].id] = 422
         await commit(store, events)
         worker = SinkWorker(webhook(receiver.url), store)
         assert await asyncio.wait_for(worker.drain(), 20) == 0
         assert store.refused == ["bury"] * 3
-        assert receiver.rejected == [events[1].id]  # refused once, not once per failed write
+        # Refused once, not once per failed write of the dead letter.
+        assert [h.id for h in receiver.attempts if h.status == 422] == [events[1].id]
         assert Counter(receiver.accepted) == Counter([events[0].id, events[2].id])
         (dead,) = await store.dead_letters("hook")
         assert dead.event == events[1] and "422" in dead.error

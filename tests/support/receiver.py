@@ -1,67 +1,97 @@
-"""A real HTTP receiver for webhook deliveries, scriptable per test."""
+"""The one real HTTP receiver for webhook deliveries in the suite, scriptable per test.
+
+It records every request (`attempts`) and what it accepted (`received`), and decides each
+answer in this order: a per-event script (answers consumed one by one), a per-event standing
+answer (`answers`), then `mode` for everything else ("ok", "hang", or an HTTP status).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from bridge.model import Event
+
+Answer = tuple[int, dict[str, str]]
+
 
 @dataclass
 class Received:
-    id: str
+    id: str  # the webhook-id header: the event id
     body: dict[str, Any]
-    at: float
+    at: float  # time.monotonic() when the request arrived
     authorization: str = ""
+    status: int = 200  # what the receiver answered
+    raw: bytes = b""
+
+    @property
+    def event(self) -> Event:
+        return Event.from_json(self.raw)
 
 
 @dataclass
 class Receiver:
-    """Records every POST; `mode` decides the answer: "ok", "hang", or an HTTP status;
-    `answers` overrides it per event id (webhook-id) with a status. `delay` makes every answer
-    that many seconds slow (a receiver under load)."""
+    """Records every POST and answers as scripted; `delay` makes every answer that many
+    seconds slow (a receiver under load)."""
 
     mode: str | int = "ok"
     delay: float = 0.0
-    # Error answers quote the caller's credentials, as careless receivers do.
+    # Error answers quote the caller's credentials and headers, as careless receivers do.
     echo_auth: bool = False
     retry_after: str | None = None
     answers: dict[str, int] = field(default_factory=dict)
+    scripts: dict[str, list[Answer]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     attempts: list[Received] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     runner: web.AppRunner | None = None
     url: str = ""
 
+    def script(self, event: Event | str, *answers: int | Answer) -> None:
+        """The next answers to this event, in order; afterwards the standing answer again."""
+        key = event if isinstance(event, str) else event.id
+        self.scripts[key] = [a if isinstance(a, tuple) else (a, {}) for a in answers]
+
+    def _answer(self, event_id: str) -> tuple[str | int, dict[str, str]]:
+        queue = self.scripts.get(event_id)
+        if queue:
+            return queue.pop(0)
+        mode = self.answers.get(event_id, self.mode)
+        retry = {"Retry-After": self.retry_after} if self.retry_after and mode != "ok" else {}
+        return mode, retry
+
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        entry = Received(request.headers.get("webhook-id", ""), body, time.monotonic(),
-                         request.headers.get("Authorization", ""))
+        raw = await request.read()
+        event_id = request.headers.get("webhook-id", "")
+        mode, headers = self._answer(event_id)
+        status = 200 if mode in ("ok", "hang") else int(mode)
+        entry = Received(event_id, json.loads(raw) if raw else {}, time.monotonic(),
+                         request.headers.get("Authorization", ""), status, raw)
         async with self.changed:
             self.attempts.append(entry)
             self.changed.notify_all()
-        if self.mode == "hang":
+        if mode == "hang":
             await asyncio.Event().wait()
         if self.delay:
             await asyncio.sleep(self.delay)
-        mode = self.answers.get(entry.id, self.mode)
-        if mode != "ok" and mode != 200:
-            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+        if not 200 <= status < 300:
             answer: dict[str, Any] = {"error": "scripted"}
             if self.echo_auth:
                 answer.update(authorization=entry.authorization,
                               token=entry.authorization.removeprefix("Bearer "),
                               headers=dict(request.headers))
-            return web.json_response(answer, status=int(mode), headers=headers)
+            return web.json_response(answer, status=status, headers=headers)
         async with self.changed:
             self.received.append(entry)
             self.changed.notify_all()
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True}, status=status, headers=headers)
 
     async def start(self, port: int = 0) -> Receiver:
         """Listen on `port` (a free one by default; the old one again after `stop`)."""
@@ -90,8 +120,38 @@ class Receiver:
 
         await asyncio.wait_for(until(), timeout)
 
-    def delivered_ids(self) -> list[str]:
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        await self.wait_for(lambda _: predicate(), timeout)
+
+    @property
+    def accepted(self) -> list[str]:
+        """Ids the receiver answered 2xx, in order (a redelivery appears twice)."""
         return [r.id for r in self.received]
+
+    def hits_for(self, event: Event | str) -> list[Received]:
+        key = event if isinstance(event, str) else event.id
+        return [h for h in self.attempts if h.id == key]
+
+    @property
+    def order_violations(self) -> list[str]:
+        """Accepted events of an item that arrived before an earlier event of the same item."""
+        seen: dict[str, set[int]] = defaultdict(set)
+        firsts: set[str] = set()
+        violations = []
+        for r in self.received:
+            if r.id in firsts:
+                continue
+            firsts.add(r.id)
+            event = r.event
+            missing = set(range(1, event.counter)) - seen[event.item_uid]
+            if missing:
+                violations.append(f"{event.key} #{event.counter} accepted before "
+                                  f"#{sorted(missing)}")
+            seen[event.item_uid].add(event.counter)
+        return violations
+
+    def delivered_ids(self) -> list[str]:
+        return self.accepted
 
     def payload(self) -> str:
         return json.dumps([r.body for r in self.received])
