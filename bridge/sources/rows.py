@@ -2,8 +2,9 @@
 
 Validating a whole page at once would let one poison row (a status that is a list, a missing
 id) fail the page, and with it every later page of the list, every sweep: one row would block
-its whole scope. Here each row is validated and mapped on its own. A row that fails becomes an
-`Unusable` in its place: the walkers in `bridge.sources.paging` count it towards the list's
+its whole scope. Here a page whose rows all validate costs one validation call, as before;
+otherwise each row is validated on its own, and each is mapped on its own. A row that fails
+becomes an `Unusable` in its place: the walkers in `bridge.sources.paging` count it towards the list's
 total and keep its position (so offset overlaps still line up), but emit nothing for it, and
 mark the pass incomplete: a list with a row we could not read is not evidence that anything in
 it is gone. Each skipped row is counted (`bridge_items_skipped_total`) and logged with its id,
@@ -29,9 +30,9 @@ log = structlog.get_logger(__name__)
 # What reading vendor data into an item may raise: pydantic's ValidationError is a ValueError;
 # the rest come from mapping code meeting a value of a type it did not expect.
 ROW_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
-_NOTE_EXAMPLES = 3
+_NOTE_EXAMPLES = 3  # skipped rows a sweep note names
+_LOG_EXAMPLES = 10  # skipped rows a log line names
 M = TypeVar("M", bound=BaseModel)
-_LOG_EXAMPLES = 10
 
 
 @dataclass(frozen=True, slots=True)
