@@ -1,4 +1,5 @@
-"""The long-running process: signals, reloads, the admin server and store-derived metrics.
+"""The long-running process: signals, reloads, the admin server, and the store-derived metrics
+refresher (`bridge.store_metrics`).
 
 The work itself is a `Pipeline` (bridge/pipeline.py); a SIGHUP builds a new one from the
 re-read file and swaps it in only if it validates. The store outlives pipelines: it is opened
@@ -11,13 +12,12 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
 
-from bridge import metrics, systemd
+from bridge import systemd
 from bridge.admin import AdminServer
 from bridge.admin_guard import LoopErrorLog, raise_open_files_limit
 from bridge.config import AdminConfig, BridgeConfig, ConfigError, load_config, plaintext_urls
@@ -27,6 +27,7 @@ from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
 from bridge.store.sqlite import SQLiteStore
+from bridge.store_metrics import StoreMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +46,6 @@ def warn_plaintext_urls(config: BridgeConfig) -> None:
 class Daemon:
     """Owns the store, the admin server, signals, and the current pipeline."""
 
-    metrics_every = 10.0  # seconds between store-derived metric refreshes when idle
-    metrics_min_gap = 1.0  # at most this often when sweeps and deliveries poke the refresher
-
     def __init__(self, config: BridgeConfig, *, config_path: Path | None = None,
                  grace: float = 20.0, health: Health | None = None) -> None:
         self.config = config
@@ -59,9 +57,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self._activity = asyncio.Event()
-        self._items_changed = True
-        self._item_labels: set[tuple[str, str, str]] = set()
+        self.store_metrics = StoreMetrics(self.store, self.health, self._scope_owners)
 
     async def open(self) -> None:
         """Fail fast: an unusable state file stops startup with a clear message."""
@@ -103,7 +99,7 @@ class Daemon:
             self._remove_signals(loop)
             loop.set_exception_handler(previous_handler)
             raise
-        metrics_task = asyncio.create_task(self._refresh_metrics(), name="metrics")
+        metrics_task = asyncio.create_task(self.store_metrics.run(), name="metrics")
         watchdog_stop = asyncio.Event()
         watchdog = asyncio.create_task(systemd.watchdog_loop(watchdog_stop), name="watchdog")
         try:
@@ -162,7 +158,7 @@ class Daemon:
 
     def _build(self, config: BridgeConfig) -> Pipeline:
         pipeline = Pipeline.build(config, self.store, self.health)
-        pipeline.on_activity = self._poke_metrics
+        pipeline.on_activity = self.store_metrics.poke
         return pipeline
 
     async def _start_admin(self, config: AdminConfig) -> AdminServer | None:
@@ -220,16 +216,14 @@ class Daemon:
         assert self.pipeline is not None
         old = self.pipeline
         await old.stop(self.grace)
-        for name in candidate.sinks.keys() & old.sinks.keys():
-            candidate.sinks[name] = old.sinks[name]  # a failing sink stays reported as such
         self.config, self.pipeline = new, candidate
         for scope in old.scopes - candidate.scopes:
             self.health.forget_scope(scope)
-        for sink in set(old.sinks) - set(candidate.sinks):
+        for sink in set(old.workers) - set(candidate.workers):
             self.health.forget_sink(sink)
         candidate.start()
         self.health.config_loaded(str(self.config_path), True)
-        self._poke_metrics(True)
+        self.store_metrics.poke(True)
         log.info("config_reloaded", path=str(self.config_path),
                  sources=list(candidate.sources), sinks=list(candidate.workers),
                  admin=self._admin_address())
@@ -273,56 +267,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-
-    def _poke_metrics(self, items_changed: bool) -> None:
-        self._items_changed |= items_changed
-        self._activity.set()
-
-    async def _refresh_metrics(self) -> None:
-        """Outbox depth/age and item counts come from the store: refreshed soon after a sweep
-        or a delivery (at most every `metrics_min_gap`), and every `metrics_every` anyway."""
-        while True:
-            self._activity.clear()
-            try:
-                await self._refresh_queues()
-                if self._items_changed:
-                    self._items_changed = False
-                    await self._refresh_items()
-            except Exception as exc:  # a locked or closing store must not end the refresher
-                log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.metrics_min_gap)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._activity.wait(), self.metrics_every)
-            self._items_changed |= not self._activity.is_set()  # idle tick: recount anyway
-
-    async def _refresh_queues(self) -> None:
-        stats = {q.sink: q for q in await self.store.queue_stats()}
-        pipeline = self.pipeline
-        now = time.time()
-        for sink in set(stats) | set(pipeline.sinks if pipeline else ()):
-            q = stats.get(sink)
-            depth = q.depth if q is not None else 0  # an emptied queue has no row at all
-            oldest = q.oldest_created_at if q is not None else None
-            age = max(0.0, now - oldest.timestamp()) if oldest is not None else 0.0
-            metrics.OUTBOX_DEPTH.labels(sink).set(depth)
-            metrics.OUTBOX_OLDEST_AGE.labels(sink).set(age)
-            if pipeline is not None and sink in pipeline.sinks:
-                state = pipeline.sinks[sink]
-                state.depth, state.oldest_age = depth, round(age, 3)
-                pipeline.publish_sink(sink)
-
-    async def _refresh_items(self) -> None:
-        """`bridge_items` by (source, kind, state), summed over a source's scopes; a combination
-        that disappeared (every item resolved) drops to 0 instead of keeping its last value."""
-        counts: dict[tuple[str, str, str], int] = defaultdict(int)
-        owners = self._scope_owners()
-        for scope, kind, state, count in await self.store.item_counts():
-            counts[(owners.get(scope) or scope.split("/", 1)[0], kind, state)] += count
-        for labels in self._item_labels - counts.keys():
-            metrics.ITEMS.labels(*labels).set(0)
-        for labels, count in counts.items():
-            metrics.ITEMS.labels(*labels).set(count)
-        self._item_labels |= counts.keys()
 
     def _scope_owners(self) -> dict[str, str]:
         sources: Iterable[Source[SourceConfig]] = (

@@ -17,9 +17,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
+from bridge import metrics
 from bridge.secrets import redact
 
 MIN_STALE_AFTER = 300.0
@@ -50,10 +51,29 @@ class _Scope:
         return now - self.last_ok_at > self.stale_after
 
 
+# What a sink's destination is doing, as its worker last saw it. "throttled": the receiver
+# said later (429, Retry-After); "unreachable": nothing answered (refused, DNS, TLS, disk);
+# "failing": it answered with errors (5xx, timeouts) or the state store failed under it.
+SinkState = Literal["ok", "throttled", "unreachable", "failing"]
+SINK_STATES: tuple[SinkState, ...] = ("ok", "throttled", "unreachable", "failing")
+
+
+@dataclass(frozen=True, slots=True)
+class SinkVerdict:
+    """A sink worker's latest word on its destination."""
+
+    state: SinkState = "ok"
+    error: str | None = None
+    next_attempt_at: float | None = None  # wall clock of the next try, while in trouble
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "ok"
+
+
 @dataclass
 class _Sink:
-    healthy: bool
-    error: str | None = None
+    verdict: SinkVerdict = field(default_factory=SinkVerdict)
     depth: int | None = None
     oldest_age: float | None = None
 
@@ -143,21 +163,41 @@ class Health:
             if complete or skipped:
                 entry.last_ok_at = when
 
-    def sink_status(
-        self,
-        name: str,
-        *,
-        healthy: bool,
-        error: str | None = None,
-        depth: int | None = None,
-        oldest_age: float | None = None,
-    ) -> None:
+    def expect_sink(self, name: str) -> None:
+        """A configured sink; one that survives a reload keeps its verdict and queue."""
         with self._lock:
-            self._sinks[name] = _Sink(healthy, _clean(error), depth, oldest_age)
+            verdict = self._sinks.setdefault(name, _Sink()).verdict
+        self._publish(name, verdict)
+
+    def sink_verdict(self, name: str, verdict: SinkVerdict) -> None:
+        """Called by the sink's worker after every batch: how the destination is doing."""
+        verdict = replace(verdict, error=_clean(verdict.error))
+        with self._lock:
+            self._sinks.setdefault(name, _Sink()).verdict = verdict
+        self._publish(name, verdict)
+
+    def sink_queue(self, name: str, depth: int, oldest_age: float | None) -> None:
+        """Called by the metrics refresher: what waits in the sink's outbox."""
+        with self._lock:
+            if name in self._sinks:
+                entry = self._sinks[name]
+                entry.depth, entry.oldest_age = depth, oldest_age
 
     def forget_sink(self, name: str) -> None:
         with self._lock:
             self._sinks.pop(name, None)
+        for state in SINK_STATES:
+            metrics.SINK_STATE.labels(name, state).set(0)
+
+    def sink_names(self) -> list[str]:
+        with self._lock:
+            return list(self._sinks)
+
+    @staticmethod
+    def _publish(name: str, verdict: SinkVerdict) -> None:
+        for state in SINK_STATES:
+            metrics.SINK_STATE.labels(name, state).set(int(state == verdict.state))
+        metrics.SINK_NEXT_ATTEMPT.labels(name).set(verdict.next_attempt_at or 0)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """(ready, JSON-able detail). See the module docstring for what flips readiness."""
@@ -204,9 +244,15 @@ class Health:
 
             sinks: dict[str, Any] = {}
             for name, k in sorted(self._sinks.items()):
-                if not k.healthy:
-                    warnings.append(f"sink {name}: unhealthy" + (f": {k.error}" if k.error else ""))
-                sinks[name] = {"healthy": k.healthy, "error": k.error, "depth": k.depth,
+                v = k.verdict
+                next_in = (None if v.next_attempt_at is None
+                           else round(max(0.0, v.next_attempt_at - now), 3))
+                if not v.healthy:
+                    warnings.append(f"sink {name}: {v.state}" + (f": {v.error}" if v.error else "")
+                                    + (f" (next attempt in {next_in:.0f} s)"
+                                       if next_in is not None else ""))
+                sinks[name] = {"healthy": v.healthy, "state": v.state, "error": v.error,
+                               "next_attempt_in": next_in, "depth": k.depth,
                                "oldest_age": k.oldest_age}
 
             ok = not blocking

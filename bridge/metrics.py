@@ -58,6 +58,14 @@ OUTBOX_OLDEST_AGE = Gauge(
 DELIVERIES = Counter(
     "bridge_deliveries_total", "Delivery attempts by sink and outcome", ["sink", "outcome"]
 )
+SINK_STATE = Gauge(
+    "bridge_sink_state", "1 for the state each sink's destination is in: ok, throttled "
+    "(told to wait), unreachable (nothing answers), failing (errors)", ["sink", "state"]
+)
+SINK_NEXT_ATTEMPT = Gauge(
+    "bridge_sink_next_attempt_timestamp_seconds",
+    "When a sink in trouble tries again (Unix time; 0 when it is not waiting)", ["sink"]
+)
 DEAD_LETTERS = Counter("bridge_dead_letters_total", "Events moved to dead letters", ["sink"])
 TLS_VERIFY_DISABLED = Gauge(
     "bridge_tls_verify_disabled", "1 when a component runs with TLS verification off", ["component"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import structlog
 
 from bridge import metrics
+from bridge.health import SinkState, SinkVerdict
 from bridge.http import backoff_delay
 from bridge.secrets import redact
 from bridge.sinks.base import (
@@ -31,11 +33,11 @@ from bridge.store.base import Delivery, Store, UndecodableDeliveries
 
 log = structlog.get_logger(__name__)
 
-StatusCallback = Callable[[str, bool, str | None], None]
+StatusCallback = Callable[[str, SinkVerdict], None]
 MAX_RETRY_AFTER = 3600.0
 # What kind of trouble a retryable failure is: it decides whether attempts are spent and how
 # long to wait (see `SinkWorker._retryable`).
-Trouble = Literal["throttled", "unreachable", "failing"]
+Trouble = Literal["throttled", "unreachable", "failing"]  # the SinkStates that are trouble
 
 
 def trouble_of(exc: RetryableDeliveryError) -> Trouble:
@@ -117,7 +119,7 @@ class SinkWorker:
             error = f"state store: {type(exc).__name__}: {exc}"
             log.error("sink_store_failed", error=error, attempt=self._failures,
                       retry_in=round(self._retry_delay, 3))
-            self._status(False, error)
+            self._report("failing", error)
             return True
 
     async def step(self) -> bool:
@@ -226,7 +228,7 @@ class SinkWorker:
             log.info("sink_recovered", after_failures=self._failures)
         self._failures = 0
         self._isolate = max(0, self._isolate - len(batch))
-        self._status(True, None)
+        self._report("ok")
 
     async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None,
                          trouble: Trouble) -> None:
@@ -242,7 +244,7 @@ class SinkWorker:
         self._retry_delay = self._delay(trouble, retry_after)
         log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
                     trouble=trouble, retry_in=round(self._retry_delay, 3))
-        self._status(False, error)
+        self._report(trouble, error)
 
     def _delay(self, trouble: Trouble, retry_after: float | None) -> float:
         """The receiver's `Retry-After` when it gave one; otherwise backoff with full jitter,
@@ -281,7 +283,7 @@ class SinkWorker:
         await self._bury([d.seq for d in bad], [d.event.id for d in bad], f"rejected: {exc}")
         if good:
             self._isolate = max(0, self._isolate - len(good))
-            self._status(True, None)
+            self._report("ok")
         self._failures = 0
 
     async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
@@ -298,9 +300,11 @@ class SinkWorker:
         metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))
         log.error("dead_lettered", events=len(seqs), event_ids=list(event_ids), error=error)
 
-    def _status(self, healthy: bool, error: str | None) -> None:
+    def _report(self, state: SinkState, error: str | None = None) -> None:
+        """Tell health how the destination is doing and, in trouble, when we try again."""
         if self._on_status is not None:
-            self._on_status(self.name, healthy, error)
+            retry_at = None if state == "ok" else time.time() + self._retry_delay
+            self._on_status(self.name, SinkVerdict(state, error, retry_at))
 
     async def _reset(self) -> None:
         """After a failure, reconnect on the next attempt rather than trust a broken session."""

@@ -18,7 +18,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import BridgeConfig
-from bridge.health import Health
+from bridge.health import Health, SinkVerdict
 from bridge.http import HttpContext
 from bridge.outbox import SinkWorker
 from bridge.sources.base import Source, SourceConfig
@@ -26,16 +26,6 @@ from bridge.store.base import Store, StoreError
 from bridge.sweep import SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class SinkState:
-    """What `/readyz` shows for a sink: the worker's last verdict plus the refresher's queue."""
-
-    healthy: bool = True
-    error: str | None = None
-    depth: int | None = None
-    oldest_age: float | None = None
 
 
 @dataclass
@@ -48,7 +38,6 @@ class Pipeline:
     http: HttpContext = field(default_factory=HttpContext)
     sources: dict[str, Source[SourceConfig]] = field(default_factory=dict)
     workers: dict[str, SinkWorker] = field(default_factory=dict)
-    sinks: dict[str, SinkState] = field(default_factory=dict)
     scheduler: AsyncIOScheduler | None = None
     stop_workers: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -63,8 +52,7 @@ class Pipeline:
     def build(cls, config: BridgeConfig, store: Store, health: Health) -> Pipeline:
         p = cls(config, store, health)
         for sink_config in config.sinks:
-            p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_status)
-            p.sinks[sink_config.name] = SinkState()
+            p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_verdict)
         for source_config in config.sources:
             p.sources[source_config.name] = source_config.build(p.http)
         return p
@@ -73,17 +61,10 @@ class Pipeline:
     def scopes(self) -> set[str]:
         return {scope for source in self.sources.values() for scope in source.scopes}
 
-    def _sink_status(self, name: str, healthy: bool, error: str | None) -> None:
-        state = self.sinks.setdefault(name, SinkState())
-        state.healthy, state.error = healthy, error
-        self.publish_sink(name)
+    def _sink_verdict(self, name: str, verdict: SinkVerdict) -> None:
+        self.health.sink_verdict(name, verdict)
         if self.on_activity is not None:
             self.on_activity(False)
-
-    def publish_sink(self, name: str) -> None:
-        s = self.sinks[name]
-        self.health.sink_status(name, healthy=s.healthy, error=s.error, depth=s.depth,
-                                oldest_age=s.oldest_age)
 
     async def sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
         """One scheduled sweep; never raises, so the scheduler and the daemon live on."""
@@ -132,8 +113,8 @@ class Pipeline:
 
     def start(self) -> None:
         """Start sink workers and the sweep schedule (first sweeps run right away)."""
-        for name in self.sinks:
-            self.publish_sink(name)
+        for name in self.workers:
+            self.health.expect_sink(name)
         for worker in self.workers.values():
             self.worker_tasks.append(asyncio.create_task(worker.run(self.stop_workers),
                                                          name=f"sink:{worker.name}"))

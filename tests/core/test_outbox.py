@@ -19,6 +19,7 @@ import pytest
 import structlog
 import yaml
 
+from bridge.health import SinkVerdict
 from bridge.model import Event, EventType
 from bridge.outbox import SinkWorker
 from bridge.sinks.base import PermanentDeliveryError, Sink, SinkConfig
@@ -95,7 +96,7 @@ async def test_retry_then_success_same_ids_nothing_lost(store: SQLiteStore,
     await commit(store, events)
     statuses: list[tuple[bool, str | None]] = []
     worker = SinkWorker(webhook(receiver, max_attempts=5), store,
-                        on_status=lambda name, ok, err: statuses.append((ok, err)))
+                        on_status=lambda name, v: statuses.append((v.healthy, v.error)))
     assert await drain(worker) == 0
     assert set(receiver.accepted) == {e.id for e in events}
     assert {h.id for h in receiver.attempts} == {e.id for e in events}  # no new ids
@@ -292,9 +293,9 @@ async def test_an_unreachable_receiver_spends_no_attempts(store: SQLiteStore) ->
     refusals: list[str] = []
     stop = asyncio.Event()
 
-    def status(name: str, healthy: bool, error: str | None) -> None:
-        if not healthy:
-            refusals.append(error or "")
+    def status(name: str, verdict: SinkVerdict) -> None:
+        if not verdict.healthy:
+            refusals.append(verdict.error or "")
             if len(refusals) == 6:  # three times max_attempts
                 stop.set()
 
@@ -366,8 +367,9 @@ async def test_a_receiver_that_comes_back_is_used_within_the_probe_interval(
         backoff_max=60, probe_interval=0.2, timeout=2))
     refused = asyncio.Event()
 
-    def status(name: str, healthy: bool, error: str | None) -> None:
-        if error and "ClientConnectorError" in error:
+    def status(name: str, verdict: SinkVerdict) -> None:
+        if verdict.state == "unreachable":
+            assert verdict.next_attempt_at is not None
             refused.set()
 
     stop = asyncio.Event()
@@ -503,7 +505,7 @@ async def test_sink_crash_does_not_kill_the_worker_and_loses_nothing(
     sink.expect = 5
     await commit(store, events, sinks=["flaky"])
     statuses: list[bool] = []
-    worker = SinkWorker(sink, store, on_status=lambda n, ok, err: statuses.append(ok))
+    worker = SinkWorker(sink, store, on_status=lambda n, v: statuses.append(v.healthy))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -69,8 +69,8 @@ async def test_endpoints_and_metrics_follow_sweeps_and_deliveries(
     scope = ready["sources"]["scanorbit"]
     assert scope["complete"] is True and scope["error"] is None and not scope["stale"]
     assert scope["last_sweep_age"] is not None and scope["last_sweep_age"] < 10
-    assert ready["sinks"]["hook"] == {"healthy": True, "error": None, "depth": 0,
-                                      "oldest_age": 0.0}
+    assert ready["sinks"]["hook"] == {"healthy": True, "state": "ok", "error": None,
+                                      "next_attempt_in": None, "depth": 0, "oldest_age": 0.0}
 
     # The receiver fails: retries count up, the queue grows, the sink turns unhealthy (and
     # the process stays ready: restarting it would not fix the receiver).
@@ -88,7 +88,9 @@ async def test_endpoints_and_metrics_follow_sweeps_and_deliveries(
                                      "the sink unhealthy")
     assert status == 200 and ready["status"] == "degraded"
     assert "503" in ready["sinks"]["hook"]["error"]
-    assert any(r.startswith("sink hook: unhealthy") for r in ready["reasons"])
+    assert ready["sinks"]["hook"]["state"] == "failing"
+    assert ready["sinks"]["hook"]["next_attempt_in"] is not None
+    assert any(r.startswith("sink hook: failing") for r in ready["reasons"])
 
     # It recovers: everything queued arrives, the queue empties, the sink is healthy again.
     receiver.mode = "ok"

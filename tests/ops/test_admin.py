@@ -18,7 +18,7 @@ from bridge import metrics
 from bridge.admin import AdminServer, is_loopback
 from bridge.admin_guard import ACCEPT_BATCH, MIN_CONNECTIONS, LoopErrorLog, connection_limit
 from bridge.config import AdminConfig
-from bridge.health import Health
+from bridge.health import Health, SinkVerdict
 from tests.support.waiting import wait_until
 
 TOKEN = "admin-" + uuid.uuid4().hex
@@ -93,14 +93,16 @@ async def test_readyz_503_with_reasons_then_200(
     server.health.expect_scope("so-prod", "so-prod", 300)
     server.health.sweep_finished("so-prod", source="so-prod", complete=True, skipped=False,
                                  error=None)
-    server.health.sink_status("jira", healthy=False, error="HTTP 503", depth=5)
+    server.health.expect_sink("jira")
+    server.health.sink_verdict("jira", SinkVerdict("failing", "HTTP 503"))
+    server.health.sink_queue("jira", 5, 12.0)
     async with http.get(url(server, "/readyz")) as resp:
         assert resp.status == 200
         body = await resp.json()
     assert body["status"] == "degraded"
     assert body["sources"]["so-prod"]["complete"] is True
     assert body["sinks"]["jira"]["depth"] == 5
-    assert body["reasons"] == ["sink jira: unhealthy: HTTP 503"]
+    assert body["reasons"] == ["sink jira: failing: HTTP 503"]
 
 
 async def test_metrics_change_as_things_happen(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from bridge.health import Health
+import pytest
+from prometheus_client import REGISTRY
+
+from bridge.health import SINK_STATES, Health, SinkState, SinkVerdict
 from bridge.secrets import REDACTED, remember
 
 
@@ -123,14 +126,19 @@ def test_unexpected_scope_is_reported_never_stale() -> None:
 
 
 def test_unhealthy_sink_degrades_without_flipping_readiness() -> None:
-    health = started(Clock())
-    health.sink_status("syslog", healthy=True, depth=0, oldest_age=None)
-    health.sink_status("jira", healthy=False, error="HTTP 503", depth=42, oldest_age=900.0)
+    clock = Clock()
+    health = started(clock)
+    for name in ("syslog", "jira"):
+        health.expect_sink(name)
+    health.sink_queue("syslog", 0, None)
+    health.sink_verdict("jira", SinkVerdict("failing", "HTTP 503", clock.now + 30))
+    health.sink_queue("jira", 42, 900.0)
     ok, detail = health.ready()
     assert ok and detail["status"] == "degraded"
-    assert detail["sinks"]["jira"] == {"healthy": False, "error": "HTTP 503", "depth": 42,
-                                       "oldest_age": 900.0}
-    assert detail["reasons"] == ["sink jira: unhealthy: HTTP 503"]
+    assert detail["sinks"]["jira"] == {"healthy": False, "state": "failing", "error": "HTTP 503",
+                                       "next_attempt_in": 30.0, "depth": 42, "oldest_age": 900.0}
+    assert detail["sinks"]["syslog"]["state"] == "ok"
+    assert detail["reasons"] == ["sink jira: failing: HTTP 503 (next attempt in 30 s)"]
     health.forget_sink("jira")
     assert health.ready()[1]["status"] == "ready"
 
@@ -138,7 +146,7 @@ def test_unhealthy_sink_degrades_without_flipping_readiness() -> None:
 def test_errors_are_redacted() -> None:
     secret = remember("health-secret-value-123")
     health = started(Clock())
-    health.sink_status("hook", healthy=False, error=f"401 for token {secret}")
+    health.sink_verdict("hook", SinkVerdict("failing", f"401 for token {secret}"))
     health.sweep_finished("s", source="s", complete=False, skipped=False,
                           error=f"key {secret}", notes=[f"note {secret}"])
     text = json.dumps(health.ready()[1])
@@ -153,3 +161,22 @@ def test_shutdown_makes_it_not_ready() -> None:
     health.stopping()
     ready, detail = health.ready()
     assert not ready and "shutting down" in detail["reasons"]
+
+
+@pytest.mark.parametrize("state", ["throttled", "unreachable", "failing"])
+def test_each_kind_of_sink_trouble_is_told_apart_in_readyz_and_metrics(state: SinkState) -> None:
+    clock = Clock()
+    health = started(clock)
+    health.expect_sink("soar")
+    health.sink_verdict("soar", SinkVerdict(state, "why", clock.now + 15))
+    ok, detail = health.ready()
+    assert ok and detail["sinks"]["soar"]["state"] == state
+    assert detail["sinks"]["soar"]["next_attempt_in"] == 15.0
+    assert detail["reasons"] == [f"sink soar: {state}: why (next attempt in 15 s)"]
+    for kind in SINK_STATES:
+        gauge = REGISTRY.get_sample_value("bridge_sink_state", {"sink": "soar", "state": kind})
+        assert gauge == (1.0 if kind == state else 0.0)
+    assert REGISTRY.get_sample_value("bridge_sink_next_attempt_timestamp_seconds",
+                                     {"sink": "soar"}) == clock.now + 15
+    health.sink_verdict("soar", SinkVerdict())
+    assert REGISTRY.get_sample_value("bridge_sink_state", {"sink": "soar", "state": "ok"}) == 1

@@ -104,7 +104,7 @@ async def test_a_failing_store_does_not_stop_the_sink_worker(
         events = [make_event(f"k{i}") for i in range(25)]
         await commit(store, events)
         worker = SinkWorker(webhook(receiver.url), store,
-                            on_status=lambda _, ok, error: statuses.append((ok, error)))
+                            on_status=lambda _, v: statuses.append((v.healthy, v.error)))
         stop = asyncio.Event()
         with structlog.testing.capture_logs() as logs:
             task = asyncio.create_task(worker.run(stop))

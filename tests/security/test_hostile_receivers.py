@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.health import SinkVerdict
 from bridge.outbox import SinkWorker
 from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig
 from bridge.store.base import SweepCommit, SweepRecord
@@ -56,8 +57,8 @@ async def attempt_once(store: SQLiteStore, receiver: RedirectingReceiver, **conf
         stop = asyncio.Event()
         errors: list[str | None] = []
 
-        def status(name: str, healthy: bool, error: str | None) -> None:
-            errors.append(error)
+        def status(name: str, verdict: SinkVerdict) -> None:
+            errors.append(verdict.error)
             stop.set()
 
         await asyncio.wait_for(SinkWorker(sink, store, status).drain(stop), 20)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.health import SinkVerdict
 from bridge.model import Event
 from bridge.outbox import SinkWorker
 from bridge.store.sqlite import SQLiteStore
@@ -51,9 +52,9 @@ async def test_a_dead_receiver_fills_the_outbox_not_memory(certs: Certs, tmp_pat
         failures: list[str] = []
         failing = asyncio.Event()
 
-        def status(name: str, healthy: bool, error: str | None) -> None:
-            if not healthy:
-                failures.append(error or "")
+        def status(name: str, verdict: SinkVerdict) -> None:
+            if not verdict.healthy:
+                failures.append(verdict.error or "")
                 if len(failures) >= 6:  # three times max_attempts
                     failing.set()
 
