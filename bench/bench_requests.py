@@ -25,9 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.config import LogConfig, parse_config  # noqa: E402
+from bridge.config import parse_config  # noqa: E402
 from bridge.health import Health  # noqa: E402
-from bridge.logging import configure_logging  # noqa: E402
+from bridge.logging import LogConfig, configure_logging  # noqa: E402
 from bridge.pipeline import Pipeline  # noqa: E402
 from bridge.sim.aether365 import Aether365World  # noqa: E402
 from bridge.sim.aether365 import make_app as make_aether365_app  # noqa: E402

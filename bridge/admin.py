@@ -23,16 +23,43 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import Field, SecretStr, field_validator
 
 from bridge import metrics  # noqa: F401  (registers every bridge_* metric)
 from bridge.admin_guard import ConnectionGuard, GuardedSite, connection_limit
-from bridge.config import AdminConfig, is_loopback
+from bridge.components import SecretFields, StrictModel
 from bridge.health import Health
+from bridge.net import is_loopback
 from bridge.secrets import remember
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["AdminServer", "is_loopback"]
+__all__ = ["AdminConfig", "AdminServer", "is_loopback"]
+
+
+ADMIN_TOKEN_MIN_LENGTH = 16
+
+
+class AdminConfig(SecretFields, StrictModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+    # Bearer token for every endpoint but /healthz; or `token_file` (a mounted secret).
+    token: SecretStr | None = None
+    # Connection bounds (bridge/admin_guard.py): a flood of idle or half-sent connections must
+    # not use up the process's file descriptors and take /healthz down with it.
+    max_connections: int = Field(default=64, ge=1, le=4096)
+    header_timeout: float = Field(default=5.0, gt=0, le=300)  # first byte to complete headers
+    idle_timeout: float = Field(default=5.0, gt=0, le=3600)  # no request in progress
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        """A short token can be guessed, and redacting every 3-letter word would be useless."""
+        if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters "
+                             "(e.g. `openssl rand -hex 32`)")
+        return token
 
 OPEN_PATHS = frozenset({"/healthz"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -13,7 +13,6 @@ knows which of them (`Authorization: "Splunk ${HEC_TOKEN}"`) a receiver will quo
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -28,12 +27,14 @@ from pydantic import (
     SecretStr,
     ValidationError,
     create_model,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.components import SecretFields, StrictModel
+from bridge.admin import AdminConfig
+from bridge.components import StrictModel
+from bridge.logging import LogConfig
+from bridge.net import is_loopback
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, load_errors, sink_types, source_types
 from bridge.routing import RouteConfig
 from bridge.secrets import CONTROL_CHARS, remember
@@ -53,38 +54,6 @@ class ConfigError(Exception):
 class StateConfig(StrictModel):
     backend: Literal["sqlite"] = "sqlite"
     path: Path = Path("state/bridge.db")
-
-
-class LogConfig(StrictModel):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["auto", "json", "console"] = "auto"
-    # Per-logger levels, e.g. {"bridge.http": "debug"}.
-    levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
-
-
-ADMIN_TOKEN_MIN_LENGTH = 16
-
-
-class AdminConfig(SecretFields, StrictModel):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=9108, ge=0, le=65535)
-    # Bearer token for every endpoint but /healthz; or `token_file` (a mounted secret).
-    token: SecretStr | None = None
-    # Connection bounds (bridge/admin_guard.py): a flood of idle or half-sent connections must
-    # not use up the process's file descriptors and take /healthz down with it.
-    max_connections: int = Field(default=64, ge=1, le=4096)
-    header_timeout: float = Field(default=5.0, gt=0, le=300)  # first byte to complete headers
-    idle_timeout: float = Field(default=5.0, gt=0, le=3600)  # no request in progress
-
-    @field_validator("token")
-    @classmethod
-    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
-        """A short token can be guessed, and redacting every 3-letter word would be useless."""
-        if token is not None and len(token.get_secret_value()) < ADMIN_TOKEN_MIN_LENGTH:
-            raise ValueError(f"too short: at least {ADMIN_TOKEN_MIN_LENGTH} characters "
-                             "(e.g. `openssl rand -hex 32`)")
-        return token
 
 
 class BridgeConfig(BaseSettings):
@@ -191,16 +160,6 @@ def _secret_problems(node: Any, path: str) -> Iterator[str]:
     elif isinstance(node, dict):
         for key, item in node.items():
             yield from _secret_problems(item, f"{path}.{key}")
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (`localhost`, 127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a hostname or "" (all interfaces): assume reachable from outside
 
 
 def plaintext_urls(config: BridgeConfig) -> list[tuple[str, str, str]]:

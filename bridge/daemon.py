@@ -18,9 +18,9 @@ from pathlib import Path
 import structlog
 
 from bridge import systemd
-from bridge.admin import AdminServer
+from bridge.admin import AdminConfig, AdminServer
 from bridge.admin_guard import LoopErrorLog, raise_open_files_limit
-from bridge.config import AdminConfig, BridgeConfig, ConfigError, load_config, plaintext_urls
+from bridge.config import BridgeConfig, ConfigError, load_config, plaintext_urls
 from bridge.health import Health
 from bridge.logging import configure_logging
 from bridge.pipeline import Pipeline

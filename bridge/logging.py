@@ -13,15 +13,23 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
+from pydantic import Field
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from bridge.config import LogConfig
+from bridge.components import StrictModel
 from bridge.secrets import REDACTED, redact
 
-__all__ = ["configure_logging", "redact_processor"]
+__all__ = ["LogConfig", "configure_logging", "redact_processor"]
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    # Per-logger levels, e.g. {"bridge.http": "debug"}.
+    levels: dict[str, Literal["debug", "info", "warning", "error"]] = Field(default_factory=dict)
 
 # Keys whose values are credentials whatever they look like (`headers={"Authorization": …}`).
 # Matched on the last word of the key so that `tokens` (a rate-limiter count) or `api_key_file`

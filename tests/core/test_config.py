@@ -18,11 +18,11 @@ import yaml
 from bridge.config import (
     MAX_CONFIG_VALUES,
     ConfigError,
-    is_loopback,
     load_config,
     parse_config,
     plaintext_urls,
 )
+from bridge.net import is_loopback
 from bridge.secrets import redact
 
 

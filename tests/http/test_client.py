@@ -21,7 +21,6 @@ from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 
 from bridge import metrics
-from bridge.config import LogConfig
 from bridge.http import (
     HttpConfig,
     HttpContext,
@@ -30,7 +29,7 @@ from bridge.http import (
     backoff_delay,
     credential_scope,
 )
-from bridge.logging import configure_logging
+from bridge.logging import LogConfig, configure_logging
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES, AylieaWorld

@@ -15,9 +15,8 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bridge import metrics
-from bridge.admin import AdminServer, is_loopback
+from bridge.admin import AdminConfig, AdminServer, is_loopback
 from bridge.admin_guard import ACCEPT_BATCH, MIN_CONNECTIONS, LoopErrorLog, connection_limit
-from bridge.config import AdminConfig
 from bridge.health import Health, SinkVerdict
 from tests.support.waiting import wait_until
 

@@ -12,8 +12,7 @@ import tomllib
 
 import pytest
 
-from bridge.admin import AdminServer
-from bridge.config import AdminConfig
+from bridge.admin import AdminConfig, AdminServer
 from bridge.health import Health
 
 from ._support import DEPLOY, REPO, installed_by_project, require_tool

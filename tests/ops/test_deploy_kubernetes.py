@@ -15,8 +15,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from bridge.admin import AdminServer
-from bridge.config import AdminConfig, parse_config
+from bridge.admin import AdminConfig, AdminServer
+from bridge.config import parse_config
 from bridge.health import Health
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, sink_types, source_types
 

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import structlog
 
-from bridge.config import LogConfig
-from bridge.logging import configure_logging, redact_processor
+from bridge.logging import LogConfig, configure_logging, redact_processor
 from bridge.secrets import REDACTED, remember
 
 # A configured secret of no recognizable shape: only `remember()` can catch it.

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.config import AdminConfig
+from bridge.admin import AdminConfig
 from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source

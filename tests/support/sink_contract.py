@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import LogConfig
-from bridge.logging import configure_logging
+from bridge.logging import LogConfig, configure_logging
 from bridge.model import Event, EventType
 from bridge.outbox import SinkWorker
 from bridge.sinks.base import (
