@@ -4,7 +4,7 @@ may come from `<field>_file` paths instead of the YAML itself."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -62,3 +62,6 @@ class ComponentConfig(SecretFields, StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     # Each component narrows this to a Literal: the tag of the config union.
     type: str
+    # Regular expressions for this component's credentials (a vendor's key prefix): redacted
+    # everywhere even where nobody configured that key, e.g. a key pasted into an error text.
+    secret_patterns: ClassVar[tuple[str, ...]] = ()

@@ -2,16 +2,21 @@
 
 Built-ins register in our own pyproject exactly as a third-party package would, so the
 component interface stays honest: a new sink is one module, one config model, one line.
+Discovery also registers each component's `secret_patterns` for redaction.
 """
 
 from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import entry_points
+from typing import TypeVar
 
+from bridge.components import ComponentConfig
+from bridge.secrets import register_shapes
 from bridge.sinks.base import SinkConfig
 from bridge.sources.base import SourceConfig
 
+C = TypeVar("C", bound=ComponentConfig)
 SOURCE_GROUP = "bridge.sources"
 SINK_GROUP = "bridge.sinks"
 
@@ -24,8 +29,8 @@ class PluginError(Exception):
 load_errors: dict[str, str] = {}
 
 
-def _load(group: str, base: type) -> dict[str, type]:
-    found: dict[str, type] = {}
+def _load(group: str, base: type[C]) -> dict[str, type[C]]:
+    found: dict[str, type[C]] = {}
     for ep in entry_points(group=group):
         try:
             model = ep.load()
@@ -35,6 +40,7 @@ def _load(group: str, base: type) -> dict[str, type]:
         if not (isinstance(model, type) and issubclass(model, base)):
             raise PluginError(f"entry point {group}:{ep.name} is not a {base.__name__} subclass")
         found[ep.name] = model
+        register_shapes(model.secret_patterns)
     return dict(sorted(found.items()))
 
 

@@ -7,17 +7,17 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 _known: set[str] = set()
 _lock = threading.Lock()
 
-# Shapes we redact even when nobody configured them (a key pasted into a log line by hand).
-SECRET_SHAPES = re.compile(
-    r"(sk_live_[0-9A-Za-z]{8,}|ae_live_[0-9A-Za-z_\-]{8,}|ayliea_pk_[0-9A-Za-z_\-]{8,}"
-    r"|whsec_[A-Za-z0-9+/=]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"
-    r"|(?i:basic)\s+[A-Za-z0-9+/=]{8,})"
-)
+# Shapes we redact even when nobody configured them (a key pasted into a log line by hand):
+# HTTP credentials here; each source and sink adds its own vendor's key shapes through
+# `ComponentConfig.secret_patterns`, registered when the component is discovered.
+_shapes: list[str] = [r"(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}", r"(?i:basic)\s+[A-Za-z0-9+/=]{8,}"]
+_shape_re = re.compile("|".join(f"(?:{p})" for p in _shapes))
 REDACTED = "***"
 # What no credential contains and no HTTP header may carry (tab aside).
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -74,4 +74,15 @@ def redact(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
-    return SECRET_SHAPES.sub(REDACTED, text)
+    return _shape_re.sub(REDACTED, text)
+
+
+def register_shapes(patterns: Iterable[str]) -> None:
+    """Redact text of these shapes (regular expressions) from now on, wherever it appears."""
+    global _shape_re
+    with _lock:
+        new = [p for p in patterns if p not in _shapes]
+        if new:
+            re.compile("|".join(new))  # a bad pattern fails here, naming itself
+            _shapes.extend(new)
+            _shape_re = re.compile("|".join(f"(?:{p})" for p in _shapes))

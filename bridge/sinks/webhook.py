@@ -49,6 +49,7 @@ MAX_REDIRECTS = 3
 
 class WebhookSinkConfig(SinkConfig):
     type: Literal["webhook"]
+    secret_patterns = (r"whsec_[A-Za-z0-9+/=]{8,}",)
     url: str = Field(pattern=r"^https?://")
     # Sent as `Authorization: Bearer …` when set (use `${ENV}` or `bearer_token_file`).
     bearer_token: SecretStr | None = None

@@ -89,6 +89,7 @@ class Aether365Tenant(SecretFields, StrictModel):
 
 class Aether365Config(SourceConfig):
     type: Literal["aether365"]
+    secret_patterns = (r"ae_live_[0-9A-Za-z_\-]{8,}",)
     base_url: str = Field(default="https://api.aether365.io", pattern=r"^https?://")
     # Either one key (scope = the source name, items labelled with `tenant`) or `tenants`.
     api_key: SecretStr | None = None

@@ -67,6 +67,7 @@ class AylieaErrors(ErrorScheme):
 
 class AylieaConfig(SourceConfig):
     type: Literal["ayliea"]
+    secret_patterns = (r"ayliea_pk_[0-9A-Za-z_\-]{8,}",)
     base_url: str = Field(default="https://assess.ayliea.com/api/v1", pattern=r"^https?://")
     api_key: SecretStr
     recommendations: bool = True

@@ -33,6 +33,7 @@ MAX_PAGE = 100
 
 class ScanOrbitConfig(SourceConfig):
     type: Literal["scanorbit"]
+    secret_patterns = (r"sk_live_[0-9A-Za-z]{8,}",)
     base_url: str = Field(default="https://api.scanorbit.cloud/api/v1", pattern=r"^https?://")
     api_key: SecretStr
     # Keys of one organization share its 100 req/min: give them the same `org` to share a bucket.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import secrets
 import warnings
 from collections.abc import Callable
@@ -14,7 +15,8 @@ import pytest
 import structlog
 
 from bridge.logging import LogConfig, configure_logging, redact_processor
-from bridge.secrets import REDACTED, remember
+from bridge.plugins import sink_types, source_types
+from bridge.secrets import REDACTED, redact, remember
 
 # A configured secret of no recognizable shape: only `remember()` can catch it.
 SECRET = remember("cfg-" + secrets.token_hex(12))
@@ -32,6 +34,9 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 
 
 def setup(stream: io.StringIO, **kwargs: Any) -> structlog.stdlib.BoundLogger:
+    # As in the daemon, the components are discovered (the config is parsed) before anything
+    # is logged: discovery registers each component's key shapes for redaction.
+    source_types(), sink_types()
     configure_logging(LogConfig(format=kwargs.pop("format", "json"), **kwargs), stream=stream)
     logger: structlog.stdlib.BoundLogger = structlog.get_logger("bridge.sources.test")
     return logger
@@ -235,3 +240,11 @@ def test_broken_stdlib_call_does_not_dump_args(log_stream: io.StringIO,
     out = log_stream.getvalue() + "".join(capsys.readouterr())
     assert "logging error in aiohttp.client" in out
     assert SECRET not in out
+
+
+def test_each_component_declares_its_own_key_shapes() -> None:
+    """secrets.py knows no vendor: the shapes come from the discovered components."""
+    by_type = {**source_types(), **sink_types()}
+    for name, value in SHAPES.items():
+        assert any(re.fullmatch(p, value) for p in by_type[name].secret_patterns), name
+        assert redact(f"pasted {value} here") == f"pasted {REDACTED} here"
