@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -44,13 +45,8 @@ def series(samples: Samples, name: str) -> list[dict[str, str]]:
 async def wait_metrics(base: str, predicate: Callable[[Samples], bool], what: str,
                        token: str | None = None, timeout: float = 15.0) -> Samples:
     """Scrape until `predicate` holds; fail with `what` after `timeout`."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
+    async def showing() -> Samples | None:
         samples = await scrape(base, token)
-        if predicate(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"metrics never showed {what}")
-        await asyncio.sleep(0.05)
+        return samples if predicate(samples) else None
+
+    return await wait_until(showing, timeout, f"metrics showing {what}", every=0.05)

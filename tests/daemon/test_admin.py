@@ -3,7 +3,6 @@ and per-sink detail, metrics that move as sweeps and deliveries happen, and the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,19 +12,23 @@ from bridge.sim.faults import Fault
 from tests.daemon._http import get, scrape, series, value, wait_metrics
 from tests.daemon.conftest import StartDaemon, Vendor, daemon_config, random_secret
 from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
 
 
 async def wait_ready(base: str, token: str | None, predicate: Any, what: str,
                      timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
     """Poll /readyz until `predicate(status, body)`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = await get(f"{base}/readyz", token)
-        if predicate(status, body):
-            return status, body
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"/readyz never showed {what}; last: {status} {body}")
-        await asyncio.sleep(0.05)
+    last: tuple[int, dict[str, Any]] = (0, {})
+
+    async def showing() -> tuple[int, dict[str, Any]] | None:
+        nonlocal last
+        last = await get(f"{base}/readyz", token)
+        return last if predicate(*last) else None
+
+    try:
+        return await wait_until(showing, timeout, f"/readyz showing {what}", every=0.05)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last: {last}") from None
 
 
 async def test_endpoints_and_metrics_follow_sweeps_and_deliveries(

@@ -25,9 +25,10 @@ from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from bridge.store.sqlite import _transaction
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
-from tests.support.chaos import HookReceiver, StateView, wait_for
+from tests.support.chaos import HookReceiver, StateView
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.limited import LimitedDaemon, file_size_limit
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -84,7 +85,7 @@ async def settle(daemon: DaemonProcess, tmp_path: Path, hook: HookReceiver, n: i
             else None
 
     try:
-        await wait_for(lambda: len({r.id for r in hook.received}) >= n
+        await wait_until(lambda: len({r.id for r in hook.received}) >= n
                        and not any(view.depth().values()), DEADLINE, f"{n} events delivered",
                        alive=died)
     except TimeoutError as exc:
@@ -131,7 +132,7 @@ async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
                 w.add_finding()
             return trouble()
 
-        await wait_for(grow, DEADLINE, "commits and deliveries failing for lack of room", every=0.3,
+        await wait_until(grow, DEADLINE, "commits and deliveries failing for lack of room", every=0.3,
                        alive=lambda: None if full.proc and full.proc.returncode is None
                        else f"daemon died:\n{full.logs()[-4000:]}")
         lines = full.log_lines(mark)
@@ -221,8 +222,8 @@ async def test_a_read_only_state_directory_is_refused_clearly_and_left_intact(
     since = time.time()
     daemon = await DaemonProcess(cfg, tmp_path).start()
     try:
-        await wait_for(lambda: view.complete_sweeps_since("scanorbit", since) >= 2, DEADLINE,
-                       "two complete sweeps")
+        await wait_until(lambda: view.complete_sweeps_since("scanorbit", since) >= 2, DEADLINE,
+                       "two complete sweeps", every=0.05)
     finally:
         assert await daemon.stop() == 0
     assert len(hook.received) == received
@@ -270,8 +271,8 @@ async def test_a_corrupt_state_file_stops_startup_and_a_backup_restores_it(
     since = time.time()
     daemon = await DaemonProcess(cfg, tmp_path).start()
     try:
-        await wait_for(lambda: StateView(state).complete_sweeps_since("scanorbit", since) >= 2,
-                       DEADLINE, "two complete sweeps")
+        await wait_until(lambda: StateView(state).complete_sweeps_since("scanorbit", since) >= 2,
+                       DEADLINE, "two complete sweeps", every=0.05)
     finally:
         assert await daemon.stop() == 0
     assert len(hook.received) == received  # the restored state knew every item

@@ -28,7 +28,7 @@ import stat
 import string
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +49,7 @@ from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.sim.scanorbit import make_app as make_scanorbit_app
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.ledger import Crash, ItemId, Ledger, Received, Truth, Verdict, judge
+from tests.support.waiting import wait_until
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 # Ayliea priority -> severity: written into the daemon's config and used by the oracle, so the
@@ -513,24 +514,6 @@ class StateView:
                         self.query("SELECT outcome, COUNT(*) FROM sweeps GROUP BY outcome")})
 
 
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str,
-                   every: float = 0.05, alive: Callable[[], str | None] | None = None) -> None:
-    """Poll `predicate` (sync or async) until true; fail after `timeout` seconds, or at once
-    when `alive()` reports that something we depend on died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if not isinstance(got, bool):
-            got = await got
-        if got:
-            return
-        if alive is not None and (why := alive()):
-            raise AssertionError(f"{what}: {why}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:g}s: {what}")
-        await asyncio.sleep(every)
-
-
 # --- the run -----------------------------------------------------------------------------------
 
 @dataclass
@@ -798,7 +781,7 @@ class ChaosRun:
                 marker = Fault("timeout", path="/findings$", page=pages, delay=0.0)
             self.so_world.faults.add(marker)
             with contextlib.suppress(TimeoutError):
-                await wait_for(lambda: marker.hits > 0, 6.0, f"sweep reached page {marker.page}",
+                await wait_until(lambda: marker.hits > 0, 6.0, f"sweep reached page {marker.page}",
                                every=0.002)
                 self.report.crashes_on_target[mode] += 1
             marker.hits = marker.times  # spent, whether it fired or not
@@ -807,7 +790,7 @@ class ChaosRun:
         elif mode == "delivery":
             self.hook.arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await wait_for(lambda: self.hook.arrived.is_set(), 4.0, "a delivery", every=0.002)
+                await wait_until(lambda: self.hook.arrived.is_set(), 4.0, "a delivery", every=0.002)
                 self.report.crashes_on_target[mode] += 1
             await asyncio.sleep(rng.uniform(0.0, 0.02))
         self.expected_exit = True
@@ -957,7 +940,7 @@ class ChaosRun:
 
     async def wait_swept(self, since: float, times: int) -> None:
         scopes = [d.scope for d in self.drivers]
-        await wait_for(lambda: all(self.view.complete_sweeps_since(s, since) >= times
+        await wait_until(lambda: all(self.view.complete_sweeps_since(s, since) >= times
                                    for s in scopes),
                        self.s.settle_timeout, f"{times} complete sweeps of {scopes} after {since}",
                        every=0.05, alive=self.daemon_trouble)
@@ -1056,8 +1039,8 @@ class ChaosRun:
         await self.wait_swept(at, self.s.resolve_after_misses + 1)
         if self.ledger.last_change > at:
             self.ledger.discard_settle(settle)
-        await wait_for(lambda: not any(self.view.depth().values()), 120.0,
-                       "every sink's outbox emptied", alive=self.daemon_trouble)
+        await wait_until(lambda: not any(self.view.depth().values()), 120.0,
+                       "every sink's outbox emptied", every=0.05, alive=self.daemon_trouble)
         await self.replay_dead_letters()
         received = self.collect()
         if self.tail is not None:  # rsyslog writes its file a moment after it received
@@ -1069,7 +1052,7 @@ class ChaosRun:
                 return wanted <= {r.id for r in tail.received}
 
             with contextlib.suppress(TimeoutError):
-                await wait_for(caught_up, 30.0, "rsyslog wrote every event")
+                await wait_until(caught_up, 30.0, "rsyslog wrote every event", every=0.05)
             received["siem"] = list(tail.received)
         await self.security_while_running()
         assert self.daemon is not None
@@ -1108,8 +1091,8 @@ class ChaosRun:
         if code != 0:
             self.report.problems.append(f"bridge dlq replay exited {code}: {err[-300:]}")
         self.report.dead_letters_replayed += dead
-        await wait_for(lambda: not self.view.dead_letters() and not any(self.view.depth().values()),
-                       120.0, "replayed dead letters delivered", alive=self.daemon_trouble)
+        await wait_until(lambda: not self.view.dead_letters() and not any(self.view.depth().values()),
+                       120.0, "replayed dead letters delivered", every=0.05, alive=self.daemon_trouble)
 
     def collect(self) -> dict[str, list[Received]]:
         out: list[Received] = []

@@ -7,12 +7,13 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.waiting import wait_until
 
 LogLine = dict[str, Any]
 
@@ -91,17 +92,20 @@ class DaemonProcess:
                        where: Callable[[LogLine], bool] = lambda _: True) -> LogLine:
         """The first log line `event` (after `since`) satisfying `where`; fails with the log
         when it does not come within `timeout` or the process exits first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in self.log_lines(since):
-                if line.get("event") == event and where(line):
-                    return line
-            if self.proc is not None and self.proc.returncode is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging "
-                                     f"{event}:\n{self.logs()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {event} log line within {timeout}s:\n{self.logs()}")
-            await asyncio.sleep(0.02)
+        def logged() -> LogLine | None:
+            return next((line for line in self.log_lines(since)
+                         if line.get("event") == event and where(line)), None)
+
+        def exited() -> str | None:
+            proc = self.proc
+            return None if proc is None or proc.returncode is None else \
+                f"daemon exited ({proc.returncode}) first:\n{self.logs()}"
+
+        try:
+            return await wait_until(logged, timeout, f"log line {event}", every=0.02,
+                                    alive=exited)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}:\n{self.logs()}") from None
 
     async def admin_url(self, timeout: float = 15.0) -> str:
         """`http://host:port` of the admin server, from the `daemon_started` line (admin port 0

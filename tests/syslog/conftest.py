@@ -3,11 +3,9 @@ on the spot with trustme, and helpers to build sinks against it and read back wh
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import json
 import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import trustme
 from bridge.sinks.syslog import SyslogSinkConfig
 from tests.conftest import IN_CI, require_binary
 from tests.support.rsyslogd import Rsyslogd, TlsFiles
+from tests.support.waiting import wait_until
 
 HOSTNAME = "bridge-test"
 PROCID = "4242"
@@ -99,8 +98,10 @@ async def wait_records(daemon: Rsyslogd, input_name: str, ids: Iterable[str],
     return the records per id."""
     wanted = set(ids)
     path = daemon.output(input_name)
-    deadline = time.monotonic() + timeout
-    while True:
+    missing: list[str] = sorted(wanted)
+
+    def arrived() -> dict[str, list[dict[str, Any]]] | None:
+        nonlocal missing
         found: dict[str, list[dict[str, Any]]] = {i: [] for i in wanted}
         data = path.read_bytes() if path.exists() else b""
         for line in data[: data.rfind(b"\n") + 1].splitlines():
@@ -109,10 +110,12 @@ async def wait_records(daemon: Rsyslogd, input_name: str, ids: Iterable[str],
                 record = json.loads(line)
                 for event_id in hits:
                     found[event_id].append(record)
-        missing = [i for i, records in found.items() if len(records) < each]
-        if not missing:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(missing)} of {len(wanted)} events never reached rsyslog "
-                                 f"({input_name}): {sorted(missing)[:5]}")
-        await asyncio.sleep(0.02)
+        missing = sorted(i for i, records in found.items() if len(records) < each)
+        return None if missing else found
+
+    try:
+        return await wait_until(arrived, timeout, f"events reaching rsyslog ({input_name})",
+                                every=0.02)
+    except TimeoutError:
+        raise AssertionError(f"{len(missing)} of {len(wanted)} events never reached rsyslog "
+                             f"({input_name}): {missing[:5]}") from None
