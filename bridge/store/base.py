@@ -163,7 +163,9 @@ class Store(ABC):
 
     @abstractmethod
     async def open(self) -> None:
-        """Create or migrate the schema; raise StoreError when the state cannot be used."""
+        """Create or migrate the schema. `StoreCorruptError` when the state cannot be trusted
+        or understood (damaged, from a newer version), `StoreUnavailableError` when it cannot
+        be reached or written right now."""
 
     @abstractmethod
     async def close(self) -> None: ...
