@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-import ssl
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -43,8 +40,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
 from bridge import metrics, vendor_json
+from bridge.net import (
+    USER_AGENT,
+    backoff_delay,
+    client_tls_context,
+    describe_tls_error,
+    parse_retry_after,
+    warn_tls_unverified,
+)
 from bridge.secrets import redact, remember
-from bridge.version import __version__
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +61,6 @@ RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "network"
 # A redirect to another origin is one: whatever answers there must not count as the vendor.
 SWEEP_FATAL_KINDS: frozenset[str] = frozenset({"auth", "redirect"})
 
-USER_AGENT = f"bridge/{__version__}"
 
 
 class HttpConfig(BaseModel):
@@ -149,32 +152,10 @@ class TokenBucket:
         self.tokens = 0.0
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Retry-After is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
 def credential_scope(secret: str) -> str:
     """A rate-limit scope for "per API key" limits that does not contain the key: two sources
     configured with the same key share one bucket, as they share one limit upstream."""
     return "key:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): spreads retries out."""
-    return random.uniform(0.0, min(maximum, initial * (2**attempt)))
 
 
 class ErrorScheme:
@@ -502,18 +483,7 @@ def validate(model: type[M], data: Any, what: str) -> M:
 def _ssl_reason(exc: aiohttp.ClientSSLError) -> str:
     """The OpenSSL reason (e.g. "certificate verify failed: self-signed certificate")."""
     cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None)
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {cause.verify_message}"
-    if isinstance(cause, ssl.SSLError):
-        return cause.reason or type(cause).__name__
-    return type(exc).__name__
-
-
-def _ssl_context(config: HttpConfig) -> ssl.SSLContext | bool:
-    if not config.verify_tls:
-        return False
-    ctx = ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
-    return ctx
+    return describe_tls_error(cause) if cause is not None else type(exc).__name__
 
 
 @dataclass
@@ -534,7 +504,8 @@ class HttpContext:
     def session(self, config: HttpConfig) -> aiohttp.ClientSession:
         key = (config.verify_tls, str(config.ca_bundle or ""))
         if key not in self.sessions:
-            connector = aiohttp.TCPConnector(ssl=_ssl_context(config), limit=16)
+            tls = client_tls_context(verify=config.verify_tls, ca_bundle=config.ca_bundle)
+            connector = aiohttp.TCPConnector(ssl=tls, limit=16)
             self.sessions[key] = aiohttp.ClientSession(connector=connector)
         return self.sessions[key]
 
@@ -552,8 +523,7 @@ class HttpContext:
         per_minute = config.rate_limit_per_minute or default_per_minute
         burst = config.burst or max(1, int(per_minute // 6))
         if not config.verify_tls:
-            log.warning("tls_verification_disabled", vendor=vendor, base_url=base_url)
-            metrics.TLS_VERIFY_DISABLED.labels(vendor).set(1)
+            warn_tls_unverified(vendor, base_url)
         return VendorClient(
             vendor=vendor,
             base_url=base_url,

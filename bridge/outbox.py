@@ -18,7 +18,7 @@ import structlog
 
 from bridge import metrics
 from bridge.health import SinkState, SinkVerdict
-from bridge.http import backoff_delay
+from bridge.net import backoff_delay
 from bridge.secrets import redact
 from bridge.sinks.base import (
     DeliveryError,

@@ -15,7 +15,6 @@ within the configured origin only, where the body and method are kept by definit
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +25,8 @@ import aiohttp
 import structlog
 from pydantic import Field, SecretStr
 
-from bridge import metrics
-from bridge.http import USER_AGENT, parse_retry_after
 from bridge.model import Event
+from bridge.net import USER_AGENT, client_tls_context, parse_retry_after, warn_tls_unverified
 from bridge.sinks.base import (
     DestinationUnavailableError,
     PermanentDeliveryError,
@@ -58,6 +56,9 @@ class WebhookSinkConfig(SinkConfig):
     concurrency: int = Field(default=8, ge=1, le=256)
     verify_tls: bool = True
     ca_bundle: Path | None = None
+    # Mutual TLS: a client certificate (and its key, unless the certificate file holds it).
+    client_cert: Path | None = None
+    client_key: Path | None = None
     # "refuse": any 3xx is a delivery error naming where it pointed. "same_origin": a 307/308
     # to the same scheme, host and port is followed (up to 3 hops); anything else is refused.
     redirects: Literal["refuse", "same_origin"] = "refuse"
@@ -70,16 +71,17 @@ class WebhookSink(Sink[WebhookSinkConfig]):
     def __init__(self, config: WebhookSinkConfig) -> None:
         super().__init__(config)
         self._session: aiohttp.ClientSession | None = None
-        if not config.verify_tls:  # said at startup, not first at the first delivery
-            log.warning("tls_verification_disabled", sink=config.name)
-            metrics.TLS_VERIFY_DISABLED.labels(config.name).set(1)
+        # Built here so that unreadable TLS files fail the config at startup (or a reload),
+        # not every delivery; said at startup too, not first at the first delivery.
+        self._tls = client_tls_context(verify=config.verify_tls, ca_bundle=config.ca_bundle,
+                                       client_cert=config.client_cert,
+                                       client_key=config.client_key)
+        if not config.verify_tls:
+            warn_tls_unverified(config.name, config.url)
 
     async def open(self) -> None:
         cfg = self.config
-        tls: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(cfg.ca_bundle) if cfg.ca_bundle else None)
-            if cfg.verify_tls else False
-        )
+        tls = self._tls
         headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **cfg.headers}
         if cfg.bearer_token is not None:
             headers["Authorization"] = f"Bearer {cfg.bearer_token.get_secret_value()}"

@@ -26,10 +26,10 @@ from bridge.http import (
     HttpContext,
     VendorClient,
     VendorError,
-    backoff_delay,
     credential_scope,
 )
 from bridge.logging import LogConfig, configure_logging
+from bridge.net import backoff_delay
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES, AylieaWorld
