@@ -1,19 +1,13 @@
-"""No faulty or incomplete answer ever resolves anything: every fault kind for every source kind.
+"""No faulty or incomplete answer ever resolves anything: every fault kind for every source
+kind, through the shared SourceContract (tests/support/source_contract.py).
 
 Each case sets up a world, sweeps it once, then makes upstream changes that a *good* answer
-would turn into resolutions (some items resolved by the vendor, some gone). With the fault in
-place, two sweeps must resolve nothing and count no misses. Once the fault is cleared, the
-first sweep resolves exactly the vendor's resolutions and the second exactly the vanished
-items (absence needs two complete sweeps): proof that the case would have resolved, and that
-the faulty sweeps did not count as misses.
-
-ScanOrbit's own table lives in tests/integration/test_scanorbit_flow.py.
+would turn into resolutions (some items resolved by the vendor, some gone); the contract says
+what must (not) happen with the fault in place and after it clears.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,54 +17,23 @@ from bridge.config import parse_config
 from bridge.model import EventType
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.ayliea import AylieaWorld
-from bridge.sim.common import RunningSim, SimWorld
-from bridge.sim.faults import FAULT_KINDS, Fault
-from bridge.sweep import SweepResult
-from tests.conftest import aether365_source, ayliea_source, base_config
+from bridge.sim.common import RunningSim
+from bridge.sim.faults import Fault
+from bridge.sim.scanorbit import ScanOrbitWorld
+from tests.conftest import aether365_source, ayliea_source, base_config, scanorbit_source
 from tests.support.harness import Harness
+from tests.support.source_contract import (
+    HTTP,
+    Case,
+    check_covers_every_fault_kind,
+    fault_table,
+    faulty_answers_never_resolve,
+    resolved_keys,
+)
 
 T = "tenant-contoso"
-HTTP = {"rate_limit_per_minute": 60_000, "backoff_initial": 0.01, "backoff_max": 0.02,
-        "max_retries": 1, "timeout": 0.3}
-World = Any  # Aether365World | AylieaWorld; each case knows which
 
 
-@dataclass(frozen=True)
-class Case:
-    """One source kind: how to build its world and what a good answer would resolve."""
-
-    name: str
-    vendor: str  # "aether365" | "ayliea"
-    source: dict[str, Any]
-    path: str  # the endpoint the fault hits
-    page: int | None
-    setup: Callable[[World], None]
-    # Upstream changes; returns (resolved by the vendor, vanished) keys.
-    change: Callable[[World], tuple[set[str], set[str]]]
-    # Between the two healed sweeps (a new scan, for scan-gated results).
-    advance: Callable[[World], None] = lambda world: None
-    # Drift must hit a page that has pages after it (default: `page`).
-    drift_page: int | None = None
-    # Fault ids that make the kind drop out of the sweep rather than be incomplete.
-    omitted_on: frozenset[str] = frozenset()
-    # Fault ids that cannot apply here, and why.
-    not_applicable: dict[str, str] = field(default_factory=dict)
-
-
-FAULTS: dict[str, Fault] = {
-    "status-500": Fault(kind="status", status=500, times=-1),
-    "status-429": Fault(kind="status", status=429, retry_after="0", code="RATE_LIMITED",
-                        times=-1),
-    "timeout": Fault(kind="timeout", delay=1.0, times=-1),
-    "truncate": Fault(kind="truncate", times=-1),
-    "invalid_json": Fault(kind="invalid_json", times=-1),
-    "reset": Fault(kind="reset", times=-1),
-    "envelope_error": Fault(kind="envelope_error", code="INTERNAL_ERROR", times=-1),
-    "drift": Fault(kind="drift", drift=2, times=-1),
-    "empty": Fault(kind="empty", times=-1),
-    "schema": Fault(kind="schema", times=-1),
-    "schema-missing_id": Fault(kind="schema", variant="missing_id", times=-1),
-}
 SNAPSHOT_DRIFT = ("a single-request snapshot cannot shift between pages; the simulator's drift "
                   "only changes other lists afterwards")
 
@@ -164,91 +127,71 @@ def _platforms_change(world: AylieaWorld) -> tuple[set[str], set[str]]:
     return set(), {"p1"}
 
 
+# -- ScanOrbit --------------------------------------------------------------------------------
+
+def _findings_setup(world: ScanOrbitWorld) -> None:
+    for _ in range(250):
+        world.add_finding()
+
+
+def _findings_change(world: ScanOrbitWorld) -> tuple[set[str], set[str]]:
+    ids = list(world.findings)
+    for finding_id in ids[120:125]:
+        world.remove(finding_id)  # vanished upstream: only complete sweeps may resolve them
+    world.resolve(ids[0])
+    return {ids[0]}, set(ids[120:125])
+
+
 ONLY: dict[str, Any] = {"compliance": False, "threats": False, "policies": False}
 CASES = [
-    Case("aether365/test_result (result pages)", "aether365",
+    Case("scanorbit/finding", "scanorbit", scanorbit_source, {"full_resweep_interval": 0},
+         "/findings$", 2, _findings_setup, _findings_change, drift_page=1),
+    Case("aether365/test_result (result pages)", "aether365", aether365_source,
          {**ONLY, "compliance": True, "page_size": 50}, "/results$", 2,
          _tests_setup, _tests_change, _rescan),
-    Case("aether365/test_result (scan probe)", "aether365",
+    Case("aether365/test_result (scan probe)", "aether365", aether365_source,
          {**ONLY, "compliance": True, "page_size": 50}, "/tenants/me/scans$", None,
          _tests_setup, _tests_change, _rescan,
          omitted_on=frozenset({"empty"}),  # no completed scan listed: nothing is swept
          not_applicable={"drift": "the probe reads one row; drift only adds newer scans, "
                                   "which the next cycle sweeps"}),
-    Case("aether365/risky_user+risk_detection+security_alert", "aether365",
+    Case("aether365/risky_user+risk_detection+security_alert", "aether365", aether365_source,
          {**ONLY, "threats": True}, "/tenants/me/threats$", None,
          _threats_setup, _threats_change, omitted_on=frozenset({"empty"}),
          not_applicable={"drift": SNAPSHOT_DRIFT}),
-    Case("aether365/policy", "aether365", {**ONLY, "policies": True}, "/tenants/me/policies$",
-         None, _policies_setup, _policies_change,
+    Case("aether365/policy", "aether365", aether365_source, {**ONLY, "policies": True},
+         "/tenants/me/policies$", None, _policies_setup, _policies_change,
          not_applicable={"drift": SNAPSHOT_DRIFT,
                          "schema-missing_id": "policy rows are keyed by `key` and have no `id` "
                                               "to drop; `schema` covers a broken shape"}),
-    Case("ayliea/recommendation", "ayliea", {"scores": False}, "/recommendations$", 2,
+    Case("ayliea/recommendation", "ayliea", ayliea_source, {"scores": False}, "/recommendations$", 2,
          _recs_setup, _recs_change, drift_page=1),
-    Case("ayliea/score", "ayliea", {"recommendations": False}, "/scores$", None,
+    Case("ayliea/score", "ayliea", ayliea_source, {"recommendations": False}, "/scores$", None,
          _scores_setup, _scores_change, omitted_on=frozenset({"empty"}),
          not_applicable={"drift": SNAPSHOT_DRIFT,
                          "schema-missing_id": "score rows are keyed by `framework_id` and have "
                                               "no `id` to drop; `schema` covers a broken shape"}),
-    Case("ayliea/discovery", "ayliea",
+    Case("ayliea/discovery", "ayliea", ayliea_source,
          {"recommendations": False, "scores": False, "discovery": True}, "/discovery$", None,
          _platforms_setup, _platforms_change, omitted_on=frozenset({"empty"}),
          not_applicable={"drift": SNAPSHOT_DRIFT}),
 ]
 
 
-def _table() -> Iterator[Any]:
-    for case in CASES:
-        for fault_id, fault in FAULTS.items():
-            if fault_id in case.not_applicable:
-                continue
-            yield pytest.param(case, fault_id, fault, id=f"{case.name}-{fault_id}")
-
-
 def test_the_table_covers_every_fault_kind_for_every_case() -> None:
-    assert {f.kind for f in FAULTS.values()} == set(FAULT_KINDS)
-    for case in CASES:
-        assert set(case.not_applicable) <= set(FAULTS), case.name
+    check_covers_every_fault_kind(CASES)
 
 
-def _resolved(results: list[SweepResult]) -> set[str]:
-    return {e.key for r in results for e in r.events if e.type is EventType.RESOLVED}
-
-
-@pytest.mark.parametrize(("case", "fault_id", "fault"), list(_table()))
+@pytest.mark.parametrize(("case", "fault_id", "fault"), list(fault_table(CASES)))
 async def test_faulty_answers_never_resolve(
     case: Case, fault_id: str, fault: Fault, tmp_path: Path,
+    scanorbit: tuple[ScanOrbitWorld, RunningSim],
     aether365: tuple[Aether365World, RunningSim], ayliea: tuple[AylieaWorld, RunningSim],
 ) -> None:
-    world: SimWorld
-    world, sim = aether365 if case.vendor == "aether365" else ayliea
-    build = aether365_source if case.vendor == "aether365" else ayliea_source
-    cfg = parse_config(base_config(tmp_path, [build(sim.url, **case.source, http=HTTP)]))
-    case.setup(world)
-    async with Harness(cfg) as h:
-        baseline = await h.sweep()
-        assert baseline.record.outcome == "complete", baseline.record
-        vendor_resolved, vanished = case.change(world)
-
-        page = case.drift_page if fault.kind == "drift" and case.drift_page else case.page
-        world.faults.add(replace(fault, path=case.path, page=page, hits=0))
-        faulty = [await h.sweep() for _ in range(2)]
-        for result in faulty:
-            expected = ("incomplete", "failed") if fault_id not in case.omitted_on else (
-                "complete", "skipped")
-            assert result.record.outcome in expected, result.record
-        assert world.faults.fired, "the fault never fired: the case tests nothing"
-        assert _resolved(faulty) == set()
-        assert await h.store.items(state="resolved") == []
-
-        world.faults.clear()
-        healed = await h.sweep()
-        assert healed.record.outcome == "complete", healed.record
-        assert _resolved([healed]) == vendor_resolved
-        case.advance(world)
-        again = await h.sweep()
-        assert _resolved([again]) == vanished
+    sims: dict[str, tuple[Any, RunningSim]] = {
+        "scanorbit": scanorbit, "aether365": aether365, "ayliea": ayliea}
+    world, sim = sims[case.vendor]
+    await faulty_answers_never_resolve(case, fault_id, fault, world, sim, tmp_path)
 
 
 @pytest.mark.parametrize("state", ["error", "needsConsent", "notLicensed", "unknownState"])
@@ -265,11 +208,11 @@ async def test_threat_sources_not_ok_never_resolve(
         for category in ("riskyUsers", "riskDetections", "securityAlerts"):
             world.set_source(T, category, state)
         faulty = [await h.sweep() for _ in range(2)]
-        assert _resolved(faulty) == set()
+        assert resolved_keys(faulty) == set()
         assert all(r.events == () for r in faulty)  # not even the new user is created
         for category in ("riskyUsers", "riskDetections", "securityAlerts"):
             world.set_source(T, category, "ok")
         healed = await h.sweep()
-        assert _resolved([healed]) == vendor_resolved
+        assert resolved_keys([healed]) == vendor_resolved
         assert {e.key for e in healed.events if e.type is EventType.NEW} == {"u9"}
-        assert _resolved([await h.sweep()]) == vanished
+        assert resolved_keys([await h.sweep()]) == vanished
