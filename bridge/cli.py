@@ -16,7 +16,8 @@ from bridge.logging import configure_logging
 from bridge.model import Event, EventType, normalize_severity, utcnow
 from bridge.routing import route
 from bridge.secrets import redact
-from bridge.store.base import Store, StoreError
+from bridge.store.base import Store, StoreError, maintenance
+from bridge.store.display import item_rows
 from bridge.textsafe import printable
 from bridge.version import __version__
 
@@ -65,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file or args.config)
     print(f"{args.file or args.config}: OK")
-    print(f"  state: {config.state.backend} {config.state.path}")
+    print(f"  state: {config.state.describe()}")
     for s in config.sources:
         print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "
               f"resolve after {s.resolve_after_misses} misses")
@@ -138,7 +139,8 @@ def cmd_state(args: argparse.Namespace) -> int:
 
     async def go(store: Store) -> int:
         if args.what == "items":
-            _print_rows(await store.items(args.scope, args.state, args.limit), args.json)
+            _print_rows(item_rows(await store.list_items(args.scope, args.state, args.limit)),
+                        args.json)
         elif args.what == "sweeps":
             rows = [
                 {"id": r.id, "scope": r.scope, "started": r.started_at.isoformat(timespec="seconds"),
@@ -148,7 +150,7 @@ def cmd_state(args: argparse.Namespace) -> int:
             ]
             _print_rows(rows, args.json)
         elif args.what == "check":
-            problems = await store.check()
+            problems = await maintenance(store).check()
             for p in problems:
                 print(p)
             print("state OK" if not problems else f"{len(problems)} problem(s)")
@@ -157,7 +159,7 @@ def cmd_state(args: argparse.Namespace) -> int:
             if not args.dest:
                 print("state backup: --dest FILE is required", file=sys.stderr)
                 return 2
-            await store.backup(Path(args.dest))
+            await maintenance(store).backup(Path(args.dest))
             print(f"backup written to {args.dest}")
         return 0
 

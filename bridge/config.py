@@ -17,14 +17,16 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
     BaseModel,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     create_model,
     model_validator,
@@ -32,7 +34,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.admin import AdminConfig
-from bridge.components import StrictModel
 from bridge.logging import LogConfig
 from bridge.net import is_loopback
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, load_errors, sink_types, source_types
@@ -40,6 +41,8 @@ from bridge.routing import RouteConfig
 from bridge.secrets import CONTROL_CHARS, remember
 from bridge.sinks.base import SinkConfig
 from bridge.sources.base import SourceConfig
+from bridge.store.memory import MemoryStateConfig
+from bridge.store.sqlite import SQLiteStateConfig
 
 
 class ConfigError(Exception):
@@ -51,9 +54,20 @@ class ConfigError(Exception):
         super().__init__(f"{source}: invalid configuration\n" + "\n".join(f"  {p}" for p in problems))
 
 
-class StateConfig(StrictModel):
-    backend: Literal["sqlite"] = "sqlite"
-    path: Path = Path("state/bridge.db")
+def _backend(value: Any) -> str:
+    """`backend:` picks the state store; without it, the embedded SQLite default."""
+    found = value.get("backend", "sqlite") if isinstance(value, dict) else getattr(
+        value, "backend", "sqlite")
+    return str(found)
+
+
+# One config model per state backend, each defined next to its store; a new backend (the
+# PostgreSQL issue) adds its model to both.
+STATE_BACKENDS = ("sqlite", "memory")
+StateConfig = Annotated[
+    Annotated[SQLiteStateConfig, Tag("sqlite")] | Annotated[MemoryStateConfig, Tag("memory")],
+    Discriminator(_backend),
+]
 
 
 class BridgeConfig(BaseSettings):
@@ -63,7 +77,7 @@ class BridgeConfig(BaseSettings):
         env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    state: StateConfig = Field(default_factory=StateConfig)
+    state: StateConfig = Field(default_factory=SQLiteStateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
@@ -191,6 +205,15 @@ def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(value, f"{path}[{i}]")
 
 
+def _unknown_backend(data: Any) -> list[str]:
+    state = data.get("state") if isinstance(data, dict) else None
+    backend = _backend(state) if isinstance(state, dict) else "sqlite"
+    if backend in STATE_BACKENDS:
+        return []
+    return [f"state.backend: unknown state backend {backend!r} (known: "
+            f"{', '.join(STATE_BACKENDS)})"]
+
+
 def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
     """Turn pydantic's loc into the YAML path, dropping union tags pydantic inserts."""
     out = ""
@@ -253,6 +276,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     data = _expand(data, "", os.environ if env is None else env, problems)
     problems += _unknown_type_hint(SOURCE_GROUP, data, "sources")
     problems += _unknown_type_hint(SINK_GROUP, data, "sinks")
+    problems += _unknown_backend(data)
     if problems:
         raise ConfigError(source, problems)
     try:

@@ -26,14 +26,14 @@ from bridge.logging import configure_logging
 from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
-from bridge.store.sqlite import SQLiteStore
 from bridge.store_metrics import StoreMetrics
 
 log = structlog.get_logger(__name__)
 
 
 def open_store(config: BridgeConfig) -> Store:
-    return SQLiteStore(config.state.path)
+    """The store the `state:` section names (not yet opened)."""
+    return config.state.build()
 
 
 def warn_plaintext_urls(config: BridgeConfig) -> None:

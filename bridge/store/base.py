@@ -14,10 +14,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import msgspec
 
+from bridge.components import StrictModel
 from bridge.diff import ItemWrite, State, StoredItem
 from bridge.model import Event
 
@@ -241,20 +242,19 @@ class Store(ABC):
     async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
         """Sweep records, newest first."""
 
-    # -- transitional: bridge/cli.py still reaches display rows and maintenance through a
-    # `Store`. These go once it calls `item_rows(await store.list_items(...))` and
-    # `maintenance(store)`; they are not part of the contract and no backend overrides them.
-    async def items(self, scope: str | None = None, state: str | None = None,
-                    limit: int = 100) -> list[dict[str, Any]]:
-        from bridge.store.display import item_rows
 
-        return item_rows(await self.list_items(scope, state, limit))
+class StateConfig(StrictModel):
+    """The `state:` section of one backend: each backend's module defines its own (with a
+    `backend: Literal[...]` tag and its settings) and `bridge.config` puts them in the union."""
 
-    async def backup(self, dest: Path) -> None:
-        await maintenance(self).backup(dest)
+    backend: str
 
-    async def check(self) -> list[str]:
-        return await maintenance(self).check()
+    def build(self) -> Store:
+        raise NotImplementedError(f"{type(self).__name__} builds no store")
+
+    def describe(self) -> str:
+        """One line for `bridge check-config`: which backend, where."""
+        return self.backend
 
 
 class StoreMaintenance(ABC):

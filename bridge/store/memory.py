@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -29,6 +29,7 @@ from bridge.store.base import (
     Delivery,
     ItemRecord,
     QueueStats,
+    StateConfig,
     Store,
     StoreUnavailableError,
     SweepCommit,
@@ -109,6 +110,20 @@ class _Dead:
     attempts: int
     error: str
     failed_at: float
+
+
+class MemoryStateConfig(StateConfig):
+    """`state: {backend: memory}`: nothing survives the process. Every start is a first
+    sweep and a crash loses what was queued, so it suits one-off exports (`bridge once`) and
+    tests, never a daemon that must lose nothing."""
+
+    backend: Literal["memory"]
+
+    def build(self) -> MemoryStore:
+        return MemoryStore()
+
+    def describe(self) -> str:
+        return "memory (nothing is kept across restarts)"
 
 
 class MemoryStore(Store):

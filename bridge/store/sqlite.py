@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 import orjson
 import structlog
+from pydantic import Field
 
 from bridge.diff import ItemWrite, StoredItem
 from bridge.model import Event, events_from_json
@@ -34,6 +35,7 @@ from bridge.store.base import (
     Delivery,
     ItemRecord,
     QueueStats,
+    StateConfig,
     Store,
     StoreCorruptError,
     StoreError,
@@ -102,6 +104,22 @@ def create_private_file(path: Path) -> None:
     if mode & 0o077:
         log.warning("state_file_permissions_tightened", path=str(path), mode=oct(mode))
         path.chmod(0o600)
+
+
+class SQLiteStateConfig(StateConfig):
+    """`state: {backend: sqlite, path: ...}`, the embedded default: one file, 0600, WAL."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path = Path("state/bridge.db")
+    # Seconds a statement waits for another process's lock (a backup, an operator's sqlite3
+    # shell) before the store reports itself unavailable and the caller backs off.
+    busy_timeout: float = Field(default=5.0, ge=0, le=600)
+
+    def build(self) -> SQLiteStore:
+        return SQLiteStore(self.path, busy_timeout=self.busy_timeout)
+
+    def describe(self) -> str:
+        return f"sqlite {self.path}"
 
 
 class SQLiteStore(Store, StoreMaintenance):

@@ -24,6 +24,8 @@ from bridge.config import (
 )
 from bridge.net import is_loopback
 from bridge.secrets import redact
+from bridge.store.memory import MemoryStateConfig, MemoryStore
+from bridge.store.sqlite import SQLiteStateConfig, SQLiteStore
 
 
 def valid(tmp_path: Path) -> dict[str, Any]:
@@ -550,3 +552,29 @@ def test_routes_test_bad_event_json(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("--event: ")
     assert "Traceback" not in proc.stderr
+
+
+# -- the state backend -------------------------------------------------------------------------
+
+
+def test_state_defaults_to_sqlite_and_names_its_backend(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data.pop("state")
+    config = parse_config(data)
+    assert isinstance(config.state, SQLiteStateConfig)
+    assert config.state.path == Path("state/bridge.db") and config.state.busy_timeout == 5.0
+    assert isinstance(config.state.build(), SQLiteStore)
+
+
+def test_each_backend_has_its_own_settings(tmp_path: Path) -> None:
+    data = valid(tmp_path)
+    data["state"] = {"backend": "memory"}
+    config = parse_config(data)
+    assert isinstance(config.state, MemoryStateConfig)
+    assert isinstance(config.state.build(), MemoryStore)
+    data["state"] = {"backend": "memory", "path": "x.db"}  # a setting of another backend
+    (problem,) = problems_of(data)
+    assert problem.startswith("state.memory.path: Extra inputs are not permitted"), problem
+    data["state"] = {"backend": "postgres"}
+    assert problems_of(data) == [
+        "state.backend: unknown state backend 'postgres' (known: sqlite, memory)"]

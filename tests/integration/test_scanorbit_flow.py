@@ -177,7 +177,7 @@ async def _faulty_sweeps(fault: Fault, world: ScanOrbitWorld, ids: list[str], ha
         result = await harness.sweep()
         assert result.record.outcome in ("incomplete", "failed"), result.record
         assert [e for e in result.events if e.type is EventType.RESOLVED] == []
-    rows = await harness.store.items(state="resolved", limit=1000)
+    rows = await harness.store.list_items(state="resolved", limit=1000)
     assert rows == []
 
 

@@ -88,7 +88,7 @@ async def resolves_nothing(h: Harness, vendor: HostileVendor, outcome: str,
     for result in attacked:
         assert result.record.outcome == outcome, result.record
     assert resolved(*attacked) == set()
-    assert await h.store.items(state="resolved", limit=1000) == []
+    assert await h.store.list_items(state="resolved", limit=1000) == []
     (calm or vendor.calm)()
     first, second = await h.sweep(), await h.sweep()
     assert (first.record.outcome, second.record.outcome) == ("complete", "complete")

@@ -76,7 +76,7 @@ async def test_unchanged_latest_scan_costs_one_request_and_touches_nothing(
             idle = await h.sweep()
             assert idle.record.outcome == "skipped" and idle.record.requests == 1
             assert idle.events == ()
-        assert len(await h.store.items(scope=SCOPE, state="active")) == 5
+        assert len(await h.store.list_items(scope=SCOPE, state="active")) == 5
 
 
 async def test_new_completed_scan_resolves_passed_and_skipped_changes_and_reopens(
@@ -121,7 +121,7 @@ async def test_skipped_tests_can_be_left_alone(tmp_path: Path, aether365: Sim) -
         for _ in range(3):  # more scans than resolve_after_misses: skipped is not a miss
             world.run_scan(T)
             assert (await h.sweep()).events == ()
-        active = {row["key"] for row in await h.store.items(scope=SCOPE, state="active")}
+        active = {row.key for row in await h.store.list_items(scope=SCOPE, state="active")}
     assert active == {"A", "B"}
 
 
@@ -279,7 +279,7 @@ async def test_configuration_states_are_noted_once_not_outages(
         with capture_logs() as logs:
             assert (await h.sweep()).record.notes == ()
         assert [e["event"] for e in logs].count("source_condition_cleared") == 1
-        active = {row["key"] for row in await h.store.items(scope=SCOPE, state="active")}
+        active = {row.key for row in await h.store.list_items(scope=SCOPE, state="active")}
     assert active == {"a1", "u1"}
 
 
