@@ -57,6 +57,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._exit_code = 0
         self.store_metrics = StoreMetrics(self.store, self.health, self._scope_owners)
 
     async def open(self) -> None:
@@ -74,11 +75,17 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _fatal(self, why: str) -> None:
+        """The state cannot be trusted any more: stop, and say so with the exit code."""
+        self._exit_code = 1
+        self.request_stop()
+
     def request_reload(self) -> None:
         self._reload.set()
 
     async def run(self, *, ready: asyncio.Event | None = None) -> int:
-        """Run until SIGTERM/SIGINT (or `request_stop`); exit code 0 on a clean stop.
+        """Run until SIGTERM/SIGINT (or `request_stop`); exit code 0 on a clean stop, 1 when
+        the state store turned out corrupt while running.
 
         Raises `StoreError` or `ConfigError` (admin address unusable) before anything starts."""
         loop = asyncio.get_running_loop()
@@ -137,8 +144,8 @@ class Daemon:
             self.health.store_opened(False, "closed")
             self._remove_signals(loop)
             loop.set_exception_handler(previous_handler)
-            log.info("daemon_stopped")
-        return 0
+            log.info("daemon_stopped", exit_code=self._exit_code)
+        return self._exit_code
 
     async def once(self, deliver_timeout: float = 60.0) -> int:
         """Sweep every scope once, deliver, exit: 0 when all swept and delivered, 1 otherwise."""
@@ -159,6 +166,7 @@ class Daemon:
     def _build(self, config: BridgeConfig) -> Pipeline:
         pipeline = Pipeline.build(config, self.store, self.health)
         pipeline.on_activity = self.store_metrics.poke
+        pipeline.on_fatal = self._fatal
         return pipeline
 
     async def _start_admin(self, config: AdminConfig) -> AdminServer | None:

@@ -22,7 +22,7 @@ from bridge.health import Health, SinkVerdict
 from bridge.http import HttpContext
 from bridge.outbox import SinkWorker
 from bridge.sources.base import Source, SourceConfig
-from bridge.store.base import Store, StoreError
+from bridge.store.base import Store, StoreCorruptError, StoreError
 from bridge.sweep import SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
@@ -47,6 +47,9 @@ class Pipeline:
     keep_events: bool = False
     # Called after a sweep or a delivery, so the daemon refreshes the queue metrics promptly.
     on_activity: Callable[[bool], None] | None = None
+    # Called when the state store turns out corrupt or too new: the daemon stops (exit 1)
+    # instead of writing to state it cannot trust.
+    on_fatal: Callable[[str], None] | None = None
 
     @classmethod
     def build(cls, config: BridgeConfig, store: Store, health: Health) -> Pipeline:
@@ -93,7 +96,14 @@ class Pipeline:
         try:
             result = await run_sweep(source, scope, self.store, self.config.routes,
                                      keep_events=self.keep_events)
-        except StoreError as exc:
+        except StoreCorruptError as exc:
+            log.critical("state_store_corrupt", error=str(exc),
+                         hint="stopping: retrying cannot help and writing could make it worse")
+            self.health.store_opened(False, str(exc))
+            if self.on_fatal is not None:
+                self.on_fatal(str(exc))
+            return None
+        except StoreError as exc:  # unavailable (full, locked): failed, resolves nothing
             log.error("sweep_not_committed", error=str(exc))
             self.health.sweep_finished(scope, source=source.name, complete=False, skipped=False,
                                        error=f"state store: {exc}")

@@ -20,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from bridge.config import parse_config
+from bridge.health import Health
+from bridge.pipeline import Pipeline
 from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
-from bridge.store.sqlite import _transaction
+from bridge.store.base import StoreCorruptError, SweepCommit
+from bridge.store.sqlite import SQLiteStore, _transaction
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
 from tests.support.chaos import HookReceiver, StateView
 from tests.support.daemon import DaemonProcess, run_cli
@@ -276,3 +281,39 @@ async def test_a_corrupt_state_file_stops_startup_and_a_backup_restores_it(
     finally:
         assert await daemon.stop() == 0
     assert len(hook.received) == received  # the restored state knew every item
+
+
+class CorruptOnCommit(SQLiteStore):
+    """A store that finds its file damaged mid-run, as SQLite does when a page read during a
+    commit fails its checks (the damage itself is provoked above, at startup)."""
+
+    async def commit_sweep(self, commit: SweepCommit) -> int:
+        raise StoreCorruptError(f"state file {self.path} is corrupt (database disk image is "
+                                "malformed); restore a backup")
+
+
+async def test_state_found_corrupt_while_running_stops_instead_of_writing_on(
+    tmp_path: Path, world: tuple[ScanOrbitWorld, RunningSim], hook: HookReceiver
+) -> None:
+    w, sim = world
+    w.add_finding()
+    parsed = parse_config(config(tmp_path, sim.url, hook))
+    store = CorruptOnCommit(state_of(tmp_path))
+    health = Health()
+    fatal: list[str] = []
+    await store.open()
+    health.store_opened(True)
+    health.config_loaded("bridge.yaml")
+    pipeline = Pipeline.build(parsed, store, health)
+    pipeline.on_fatal = fatal.append
+    try:
+        source = next(iter(pipeline.sources.values()))
+        with structlog.testing.capture_logs() as logs:
+            assert await pipeline.sweep(source, source.scopes[0]) is None
+    finally:
+        await pipeline.stop(1.0)
+        await store.close()
+    assert len(fatal) == 1 and "corrupt" in fatal[0]
+    ready, detail = health.ready()
+    assert not ready and any("corrupt" in r for r in detail["reasons"]), detail
+    assert [e["event"] for e in logs if e["log_level"] == "critical"] == ["state_store_corrupt"]

@@ -6,7 +6,6 @@ from bridge.config import BridgeConfig
 from bridge.health import Health
 from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
-from bridge.store.sqlite import SQLiteStore
 from bridge.sweep import SweepResult
 
 
@@ -15,7 +14,7 @@ class Harness:
 
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
-        self.store = SQLiteStore(config.state.path)
+        self.store = config.state.build()
         self.health = Health()
         self.pipeline: Pipeline | None = None
 
