@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.config import BridgeConfig, ConfigError, load_config, plaintext_urls
+from bridge.config import (
+    BridgeConfig,
+    ConfigError,
+    load_config,
+    load_config_offline,
+    plaintext_urls,
+)
 from bridge.logging import configure_logging
 from bridge.model import Event, EventType, normalize_severity, utcnow
 from bridge.routing import route
@@ -64,8 +70,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file or args.config)
-    print(f"{args.file or args.config}: OK")
+    if args.no_env:
+        offline = load_config_offline(args.file or args.config)
+        config = offline.config
+        print(f"{args.file or args.config}: OK (without the environment: "
+              f"{len(offline.placeholders)} placeholder(s) for secrets)")
+        for place in offline.placeholders:
+            print(f"  placeholder: {place}")
+    else:
+        config = load_config(args.file or args.config)
+        print(f"{args.file or args.config}: OK")
     print(f"  state: {config.state.describe()}")
     for s in config.sources:
         print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "
@@ -212,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
 
     check = with_config(sub.add_parser("check-config", help="validate a config file"))
     check.add_argument("file", nargs="?", help="config file (or --config)")
+    check.add_argument("--no-env", action="store_true",
+                       help="validate without the environment (CI): placeholders for every "
+                       "${VAR} and secret *_file, BRIDGE_* overrides ignored")
     check.set_defaults(fn=cmd_check_config)
 
     routes = sub.add_parser("routes", help="route tree tools")

@@ -5,6 +5,11 @@ operator fixing a config needs the place and the reason, not a traceback. `${VAR
 are expanded from the environment while loading; `<secret>_file` keys read secret files; and
 `BRIDGE_…` environment variables override settings (pydantic-settings, `__` for nesting).
 
+`load_config_offline` (`bridge check-config --no-env`, Vector's `validate --no-environment`)
+checks a file where its secrets are not: every `${VAR}` and every secret `*_file` gets a
+placeholder, and `BRIDGE_…` overrides are ignored, so a CI job without production secrets still
+validates structure, routes and matchers. Without it a missing variable stays an error.
+
 The file is treated as untrusted input: YAML aliases may not expand it beyond
 `MAX_CONFIG_VALUES` values (a 447-byte alias bomb once took a minute and a gigabyte), and every
 value taken from the environment is remembered as a secret, wherever it sits, because nobody
@@ -15,9 +20,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -124,7 +130,12 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MIN_ENV_SECRET_LENGTH = 8
 
 
-def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+# Placeholder for `${VAR}` at `path` (offline checks); None when variables come from `env`.
+Placeholder = Callable[[str, str], str]
+
+
+def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str],
+            placeholder: Placeholder | None = None) -> Any:
     """Replace `${VAR}` / `${VAR:-default}` in every string; a missing variable is a problem.
 
     A variable's value is stripped of surrounding whitespace (a Kubernetes Secret made with
@@ -132,13 +143,16 @@ def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -
     line breaks or control characters, and is remembered as a secret: the file names it
     instead of spelling it out, and that is the only sign of a secret a `headers:` value has."""
     if isinstance(node, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, problems) for k, v in node.items()}
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), env, problems, placeholder)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+        return [_expand(v, f"{path}[{i}]", env, problems, placeholder) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if placeholder is not None:
+                return default if default is not None else placeholder(path, name)
             if name in env:
                 value = env[name].strip()
                 if CONTROL_CHARS.search(value):
@@ -250,49 +264,190 @@ def _unknown_type_hint(group: str, data: Any, field: str) -> list[str]:
     return problems
 
 
-def config_model() -> type[BridgeConfig]:
-    """BridgeConfig with `sources`/`sinks` typed as unions of every discovered component."""
+class _FileOnlyConfig(BridgeConfig):
+    """BridgeConfig that ignores `BRIDGE_…` overrides: what an offline check validates."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def config_model(*, environment: bool = True) -> type[BridgeConfig]:
+    """BridgeConfig with `sources`/`sinks` typed as unions of every discovered component;
+    without `environment`, `BRIDGE_…` overrides are not read."""
     fields: dict[str, Any] = {}
-    for field, types in (("sources", source_types()), ("sinks", sink_types())):
+    for field_name, types in (("sources", source_types()), ("sinks", sink_types())):
         if types:
             union = Union[tuple(types.values())]  # type: ignore[valid-type]  # noqa: UP007
-            fields[field] = (list[Annotated[union, Field(discriminator="type")]],  # type: ignore[valid-type]
-                             Field(default_factory=list))
-    model: type[BridgeConfig] = create_model("BridgeConfig", __base__=BridgeConfig, **fields)
+            fields[field_name] = (list[Annotated[union, Field(discriminator="type")]],  # type: ignore[valid-type]
+                                  Field(default_factory=list))
+    base: type[BridgeConfig] = BridgeConfig if environment else _FileOnlyConfig
+    model: type[BridgeConfig] = create_model("BridgeConfig", __base__=base, **fields)
     return model
+
+
+def _root_problems(data: Any) -> list[str]:
+    if not isinstance(data, dict):
+        return ["<root>: expected a mapping of settings"]
+    return [f"<root>: setting names are text, not {key!r} (YAML reads `on:`, "
+            "`yes:`, `1:` or `~:` as other types; quote the name)"
+            for key in data if not isinstance(key, str)]
+
+
+def _component_problems(data: Any) -> list[str]:
+    return (_unknown_type_hint(SOURCE_GROUP, data, "sources")
+            + _unknown_type_hint(SINK_GROUP, data, "sinks") + _unknown_backend(data))
+
+
+def _validate(model: type[BridgeConfig], data: dict[str, Any]
+              ) -> tuple[BridgeConfig | None, list[tuple[str, str]]]:
+    """The config, or (YAML path, message) for each problem ("" when the message names its
+    paths itself, as the cross checks do)."""
+    try:
+        config = model(**data)
+    except ValidationError as exc:
+        found: list[tuple[str, str]] = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "value_error" and err["loc"] == ():
+                found.extend(("", line) for line in msg.split("\n"))  # _cross_checks
+            else:
+                found.append((_format_loc(tuple(err["loc"]), data), msg))
+        return None, found
+    return config, [(path, msg) for path, msg in _secret_paths(config)]
+
+
+def _secret_paths(config: BridgeConfig) -> Iterator[tuple[str, str]]:
+    for line in _secret_problems(config, ""):
+        path, _, msg = line.partition(": ")
+        yield path, msg
+
+
+def _lines(found: list[tuple[str, str]]) -> list[str]:
+    return [f"{path}: {msg}" if path else msg for path, msg in found]
 
 
 def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | None = None) -> BridgeConfig:
     """Validate already-parsed YAML; raises `ConfigError` with path-named problems."""
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["<root>: expected a mapping of settings"])
-    problems: list[str] = [f"<root>: setting names are text, not {key!r} (YAML reads `on:`, "
-                           "`yes:`, `1:` or `~:` as other types; quote the name)"
-                           for key in data if not isinstance(key, str)]
+    problems = _root_problems(data)
     if problems:
         raise ConfigError(source, problems)
     data = _expand(data, "", os.environ if env is None else env, problems)
-    problems += _unknown_type_hint(SOURCE_GROUP, data, "sources")
-    problems += _unknown_type_hint(SINK_GROUP, data, "sinks")
-    problems += _unknown_backend(data)
+    problems += _component_problems(data)
     if problems:
         raise ConfigError(source, problems)
-    try:
-        config = config_model()(**data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "value_error" and err["loc"] == ():
-                problems.extend(msg.split("\n"))  # _cross_checks: already path-named
-            else:
-                problems.append(f"{_format_loc(tuple(err['loc']), data)}: {msg}")
-        raise ConfigError(source, problems) from None
-    problems += _secret_problems(config, "")
-    if problems:
-        raise ConfigError(source, problems)
+    config, found = _validate(config_model(), data)
+    if config is None or found:
+        raise ConfigError(source, _lines(found))
     return config
+
+
+# What an offline check puts where a `${VAR}` stands, tried in this order for each place until
+# the setting accepts one: a secret (long enough for any token), a URL, a number, a flag.
+PLACEHOLDER_SHAPES: tuple[Callable[[str], str], ...] = (
+    lambda var: f"placeholder-{var.lower()}-0123456789abcdef",
+    lambda var: "https://placeholder.invalid/",
+    lambda var: "1",
+    lambda var: "true",
+)
+
+
+@dataclass(frozen=True)
+class OfflineCheck:
+    """A config validated without its environment, and where placeholders stood in."""
+
+    config: BridgeConfig
+    # "sources[0].api_key: ${SCANORBIT_API_KEY}", "sinks[1].bearer_token: bearer_token_file"
+    placeholders: tuple[str, ...] = field(default=())
+
+
+def parse_config_offline(data: Any, source: str = "<config>") -> OfflineCheck:
+    """Validate structure, routes and matchers with placeholders for every secret: each
+    `${VAR}` (its `:-default` where it has one) and each secret `<name>_file`. `BRIDGE_…`
+    overrides are not read. A placeholder the setting refuses is swapped for the next shape
+    (`PLACEHOLDER_SHAPES`), so `url: ${HOOK_URL}` validates as a URL; a setting that accepts
+    none is reported, saying which variable it comes from."""
+    if data is None:
+        data = {}
+    problems = _root_problems(data)
+    if problems:
+        raise ConfigError(source, problems)
+    model = config_model(environment=False)
+    files: dict[str, str] = {}
+    data = _placeholder_files(data, (model,), "", files)
+    shapes: dict[str, int] = {}
+    used: dict[str, str] = {}  # YAML path -> the variable a placeholder stood in for
+
+    def placeholder(path: str, var: str) -> str:
+        used[path] = var
+        return PLACEHOLDER_SHAPES[shapes.get(path, 0)](var)
+
+    while True:
+        used.clear()
+        expanded = _expand(data, "", {}, problems, placeholder)
+        problems += _component_problems(expanded)
+        if problems:
+            raise ConfigError(source, problems)
+        config, found = _validate(model, expanded)
+        retry = [path for path, _ in found
+                 if path in used and shapes.get(path, 0) + 1 < len(PLACEHOLDER_SHAPES)]
+        if not retry:
+            break
+        for path in set(retry):
+            shapes[path] = shapes.get(path, 0) + 1
+    if config is None or found:
+        raise ConfigError(source, [
+            f"{path}: {msg} (checked with a placeholder for ${{{used[path]}}})" if path in used
+            else f"{path}: {msg}" if path else msg for path, msg in found])
+    return OfflineCheck(config, tuple(
+        [f"{path}: ${{{var}}}" for path, var in used.items()]
+        + [f"{path}: {key}" for path, key in files.items()]))
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through lists, unions, `Annotated`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models(arg)]
+
+
+def _placeholder_files(node: Any, models: tuple[type[BaseModel], ...], path: str,
+                       found: dict[str, str]) -> Any:
+    """`node` with every `<name>_file` of a secret setting replaced by a placeholder for
+    `<name>` (the file is not read: it is where the secret lives, which an offline check has
+    not got). `models` are the config models `node` may be validated as."""
+    if isinstance(node, list):
+        return [_placeholder_files(v, models, f"{path}[{i}]", found) for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    out: dict[Any, Any] = {}
+    for key, value in node.items():
+        here = f"{path}.{key}" if path else str(key)
+        name = key.removesuffix("_file") if isinstance(key, str) else None
+        if (name and name != key and name not in node
+                and any(_is_secret(m, name) for m in models)):
+            found[f"{path}.{name}" if path else name] = key
+            out[name] = PLACEHOLDER_SHAPES[0](name)
+            continue
+        inner = tuple(m for model in models if isinstance(key, str)
+                      and (info := model.model_fields.get(key)) is not None
+                      for m in _models(info.annotation))
+        out[key] = _placeholder_files(value, inner, here, found)
+    return out
+
+
+def _is_secret(model: type[BaseModel], name: str) -> bool:
+    info = model.model_fields.get(name)
+    return info is not None and info.annotation in (SecretStr, SecretStr | None)
 
 
 MAX_CONFIG_VALUES = 100_000  # after alias expansion; a large real config has a few thousand
@@ -373,9 +528,7 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, [f"<file>: nested more than {MAX_CONFIG_DEPTH} levels"]) from None
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Read, expand and validate a YAML file."""
-    path = Path(path)
+def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -383,4 +536,16 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Bridg
     except UnicodeDecodeError as exc:
         raise ConfigError(str(path), [f"<file>: not UTF-8 text (byte {exc.start}: "
                                       f"{exc.object[exc.start:exc.start + 1]!r})"]) from None
-    return parse_config(parse_yaml(text, str(path)), str(path), env)
+    return parse_yaml(text, str(path))
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read, expand and validate a YAML file."""
+    path = Path(path)
+    return parse_config(_read(path), str(path), env)
+
+
+def load_config_offline(path: Path | str) -> OfflineCheck:
+    """Read and validate a YAML file without its environment (`parse_config_offline`)."""
+    path = Path(path)
+    return parse_config_offline(_read(path), str(path))
