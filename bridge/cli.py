@@ -1,5 +1,6 @@
 """`bridge` command line. Errors an operator can fix print one clear message and exit non-zero,
-never a traceback: 2 for a bad config or usage, 1 for a state or delivery problem."""
+never a traceback: 2 for a bad config or usage, 1 for a state or delivery problem, and (from
+`bridge once`) 3 for a run that delivered everything but swept only part of a scope."""
 
 from __future__ import annotations
 
@@ -29,6 +30,13 @@ from bridge.version import __version__
 
 T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/bridge/bridge.yaml")
+ONCE_EXIT_CODES = """exit codes:
+  0  every scope swept completely (or had nothing new) and every event delivered
+  1  a sweep failed, or events were left undelivered or dead-lettered
+  2  a bad config or bad usage
+  3  everything delivered, but a sweep was incomplete (a vendor error mid-pagination,
+     a list that drifted): partial coverage, nothing was resolved from it
+A failure (1) wins over an incomplete sweep (3) when both happened."""
 
 
 def _config(args: argparse.Namespace) -> BridgeConfig:
@@ -214,7 +222,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", type=float, default=20.0, help="seconds to finish work on SIGTERM")
     run.set_defaults(fn=cmd_run)
 
-    once = with_config(sub.add_parser("once", help="sweep every source once, deliver, exit"))
+    once = with_config(sub.add_parser(
+        "once", help="sweep every source once, deliver, exit",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ONCE_EXIT_CODES))
     once.add_argument("--deliver-timeout", type=float, default=60.0)
     once.set_defaults(fn=cmd_once)
 

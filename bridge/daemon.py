@@ -27,8 +27,24 @@ from bridge.pipeline import Pipeline
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
 from bridge.store_metrics import StoreMetrics
+from bridge.sweep import SweepResult
 
 log = structlog.get_logger(__name__)
+
+
+# `bridge once` exit codes (README, `bridge once --help`): cron and CI tell a partial sweep
+# from a broken one. A failure wins over an incomplete sweep when both happened.
+EXIT_OK = 0  # every scope swept completely (or had nothing new) and everything delivered
+EXIT_FAILED = 1  # a sweep failed, or events were left undelivered or dead-lettered
+EXIT_INCOMPLETE = 3  # all delivered, but a sweep was incomplete: partial coverage
+
+
+def once_exit_code(results: Iterable[SweepResult | None], *, undelivered: bool) -> int:
+    """What one run of every scope amounts to (None: a sweep that could not even commit)."""
+    outcomes = [r.record.outcome if r is not None else "failed" for r in results]
+    if undelivered or "failed" in outcomes:
+        return EXIT_FAILED
+    return EXIT_INCOMPLETE if "incomplete" in outcomes else EXIT_OK
 
 
 def open_store(config: BridgeConfig) -> Store:
@@ -148,7 +164,7 @@ class Daemon:
         return self._exit_code
 
     async def once(self, deliver_timeout: float = 60.0) -> int:
-        """Sweep every scope once, deliver, exit: 0 when all swept and delivered, 1 otherwise."""
+        """Sweep every scope once, deliver, exit with `once_exit_code`."""
         await self.open()
         pipeline = Pipeline.build(self.config, self.store, self.health)
         try:
@@ -157,11 +173,13 @@ class Daemon:
         finally:
             await pipeline.stop(self.grace)
             await self.store.close()
-        failed = [r for r in results if r is None or r.record.outcome in ("failed",)]
         pending = {k: v for k, v in left.items() if v}
         if pending:
             log.error("undelivered", pending=pending)
-        return 1 if failed or pending else 0
+        dead = {w.name: w.dead for w in pipeline.workers.values() if w.dead}
+        if dead:
+            log.error("dead_lettered_during_run", dead=dead, hint="bridge dlq list")
+        return once_exit_code(results, undelivered=bool(pending or dead))
 
     def _build(self, config: BridgeConfig) -> Pipeline:
         pipeline = Pipeline.build(config, self.store, self.health)
