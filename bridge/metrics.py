@@ -70,3 +70,16 @@ DEAD_LETTERS = Counter("bridge_dead_letters_total", "Events moved to dead letter
 TLS_VERIFY_DISABLED = Gauge(
     "bridge_tls_verify_disabled", "1 when a component runs with TLS verification off", ["component"]
 )
+DIGESTS = Counter("bridge_digests_total", "Digest messages accepted (several events of one "
+                  "group in one message)", ["sink"])
+STORM_SUMMARIES = Counter(
+    "bridge_storm_summaries_total",
+    "Storm-guard summaries accepted: events beyond max_events_per_minute collapsed into one "
+    "message", ["sink"])
+EVENTS_SUMMARISED = Counter(
+    "bridge_events_summarised_total",
+    "Events acknowledged as summarised by the storm guard (listed with the dead letters)",
+    ["sink"])
+STORM_GUARD_ENGAGED = Counter(
+    "bridge_storm_guard_engaged_total",
+    "Times the storm guard began setting events aside for a summary", ["sink"])

@@ -4,6 +4,10 @@ The worker owns the delivery policy so no sink re-implements it: exponential bac
 jitter (or the receiver's `Retry-After`), a bounded number of attempts, dead letters for
 content the receiver rejects. Delivery is head-of-line: while a batch is failing nothing behind
 it is sent, which preserves per-item order (a `resolved` never overtakes its `new`).
+
+A sink that can send digests and has grouping or the storm guard turned on (bridge/grouping.py)
+is driven through a `Grouper` instead: rows are claimed ahead and held in memory until their
+group is due, and each event is acknowledged once the message carrying it was accepted.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Literal
 import structlog
 
 from bridge import metrics
+from bridge.grouping import DigestSink, Grouper, GroupingSettings, Message, StormSummary
 from bridge.health import SinkState, SinkVerdict
 from bridge.net import backoff_delay
 from bridge.secrets import redact
@@ -66,9 +71,15 @@ class SinkWorker:
         # Outcomes the receiver already decided that the store could not record yet (a full
         # disk, an I/O error): written again before anything else, never answered by a resend.
         self._unacked: list[Delivery] = []
-        self._unburied: list[tuple[list[int], list[str], str]] = []  # seqs, event ids, why
+        # seqs, event ids, why, and whether they were summarised (not refused)
+        self._unburied: list[tuple[list[int], list[str], str, bool]] = []
         self.delivered = 0
         self.dead = 0
+        self.summarised = 0
+        self.grouper: Grouper | None = None
+        if (isinstance(sink, DigestSink) and isinstance(self.config, GroupingSettings)
+                and self.config.grouping):
+            self.grouper = Grouper(self.config)
 
     @property
     def name(self) -> str:
@@ -83,7 +94,7 @@ class SinkWorker:
             try:
                 while not stop.is_set():
                     if not await self._step():
-                        await self._sleep(stop, self.idle_poll, wakeable=True)
+                        await self._sleep(stop, self._idle_wait(), wakeable=True)
                     elif self._failures:
                         await self._sleep(stop, self._retry_delay, wakeable=False)
             finally:  # also when cancelled after the grace period
@@ -96,8 +107,10 @@ class SinkWorker:
         with structlog.contextvars.bound_contextvars(sink=self.name):
             while not stop.is_set():
                 if not await self._step():
-                    break
-                if self._failures:
+                    if self.grouper is None or not self.grouper.pending:
+                        break
+                    await self._sleep(stop, self._idle_wait(), wakeable=False)  # groups wait
+                elif self._failures:
                     await self._sleep(stop, self._retry_delay, wakeable=False)
             await self._close()
         stats = {s.sink: s.depth for s in await self.store.queue_stats()}
@@ -122,6 +135,11 @@ class SinkWorker:
             self._report("failing", error)
             return True
 
+    def _idle_wait(self) -> float:
+        """How long nothing is to be done: until the next group is due, at most `idle_poll`."""
+        due = self.grouper.next_due(time.monotonic()) if self.grouper is not None else None
+        return self.idle_poll if due is None else min(self.idle_poll, due)
+
     async def step(self) -> bool:
         """Try one batch. False when the queue was empty.
 
@@ -129,6 +147,8 @@ class SinkWorker:
         batch's last seq), so the store and the receiver work at the same time. A failed batch
         discards that prefetch: nothing behind a failing batch is sent before it.
         """
+        if self.grouper is not None:
+            return await self._grouped_step(self.grouper)
         await self._record_outcomes()
         batch = await self._claim()
         if not batch:
@@ -167,6 +187,150 @@ class SinkWorker:
             else:
                 await self._delivered(batch)
         return True
+
+    # -- digests and the storm guard (bridge/grouping.py) -----------------------------------
+
+    async def _grouped_step(self, grouper: Grouper) -> bool:
+        """Claim rows ahead into the grouper, then send what it plans: a due storm summary, or
+        the due single events (one `send`) and digests. False when nothing was claimed and
+        nothing is due (the caller waits until the next group is due, or a wake)."""
+        await self._record_outcomes()
+        await self._settled()
+        claimed = False
+        if grouper.room:
+            rows = await self._claim_after(grouper.cursor, min(grouper.room,
+                                                               self.config.batch_size))
+            grouper.add(rows, time.monotonic())
+            claimed = bool(rows)
+        plan = grouper.plan(time.monotonic())
+        if plan.engaged:
+            metrics.STORM_GUARD_ENGAGED.labels(self.name).inc()
+            log.warning("storm_guard_engaged", limit_per_minute=self.config_grouping.
+                        max_events_per_minute, set_aside=grouper.storm_pending,
+                        summary_in=round(grouper.next_due(time.monotonic()) or 0.0, 3))
+        if plan.empty:
+            if not claimed:
+                await self._settled()
+            return claimed
+        if not self._opened:
+            try:
+                await self.sink.open()
+                self._opened = True
+            except Exception as exc:
+                await self._retryable([], f"open failed: {type(exc).__name__}: {exc}", None,
+                                      "unreachable")
+                return True
+        if plan.summary:
+            await self._send_summary(grouper, plan.summary)
+            return True
+        for message in plan.messages:
+            if not await self._send_message(grouper, message):
+                break  # the rest waits: nothing is sent past a failing message
+        return True
+
+    async def _claim_after(self, after: int, limit: int) -> list[Delivery]:
+        while True:
+            try:
+                return await self.store.claim(self.name, limit, after=after)
+            except UndecodableDeliveries as exc:  # never sendable: out of the way, then go on
+                await self._bury([seq for seq, _ in exc.rows], [eid for _, eid in exc.rows],
+                                 f"undecodable event: {exc.error}")
+
+    async def _send_message(self, grouper: Grouper, message: Message) -> bool:
+        """Send one planned message; True when every event of it was accepted or refused."""
+        rows = message.rows
+        assert isinstance(self.sink, DigestSink)
+        with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in rows]):
+            try:
+                if message.digest is None:
+                    await self.sink.send([d.event for d in rows])
+                else:
+                    await self.sink.send_digest(message.digest)
+            except RetryableDeliveryError as exc:
+                if exc.delivered and message.digest is None:
+                    accepted = set(exc.delivered)
+                    done = [d for d in rows if d.event.id in accepted]
+                    grouper.delivered(done, time.monotonic())
+                    await self._acknowledge(done)
+                    rows = [d for d in rows if d.event.id not in accepted]
+                    self._failures = 0
+                await self._grouped_retry(grouper, rows, str(exc), exc.retry_after,
+                                          trouble_of(exc))
+                return False
+            except PermanentDeliveryError as exc:
+                named = set(exc.event_ids or ()) if message.digest is None else set()
+                bad = [d for d in rows if not named or d.event.id in named]
+                refused = {d.seq for d in bad}
+                good = [d for d in rows if d.seq not in refused]
+                grouper.forget(refused)
+                grouper.delivered(good, time.monotonic())
+                self._unacked.extend(good)  # accepted: written with the burial
+                what = "digest refused" if message.digest is not None else "rejected"
+                await self._bury([d.seq for d in bad], [d.event.id for d in bad],
+                                 f"{what}: {exc}")
+                self._failures = 0
+                return True
+            except DeliveryError as exc:
+                await self._grouped_retry(grouper, rows, str(exc), None, "failing")
+                return False
+            except Exception as exc:  # a bug in a sink must not kill its worker or lose events
+                log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
+                await self._grouped_retry(grouper, rows,
+                                          f"internal error: {type(exc).__name__}: {exc}", None,
+                                          "failing")
+                return False
+        grouper.delivered(rows, time.monotonic())
+        if message.digest is not None:
+            metrics.DIGESTS.labels(self.name).inc()
+        await self._delivered(rows)
+        return True
+
+    @property
+    def config_grouping(self) -> GroupingSettings:
+        assert isinstance(self.config, GroupingSettings)
+        return self.config
+
+    async def _send_summary(self, grouper: Grouper, rows: list[Delivery]) -> None:
+        assert isinstance(self.sink, DigestSink)
+        limit = self.config_grouping.max_events_per_minute or 0
+        summary = StormSummary(self.name, tuple(d.event for d in rows), limit,
+                               self.config_grouping.summary_top)
+        try:
+            await self.sink.send_summary(summary)
+        except RetryableDeliveryError as exc:
+            await self._grouped_retry(grouper, rows, str(exc), exc.retry_after, trouble_of(exc))
+            return
+        except PermanentDeliveryError as exc:
+            grouper.summarised()
+            await self._bury([d.seq for d in rows], [d.event.id for d in rows],
+                             f"storm summary refused: {exc}")
+            self._failures = 0
+            return
+        except Exception as exc:
+            log.exception("sink_crashed", error=f"{type(exc).__name__}: {exc}")
+            await self._grouped_retry(grouper, rows, f"internal error: {type(exc).__name__}: "
+                                      f"{exc}", None, "failing")
+            return
+        grouper.summarised()
+        metrics.STORM_SUMMARIES.labels(self.name).inc()
+        log.warning("storm_summarised", events=len(rows), summary_id=summary.id,
+                    limit_per_minute=limit, by_severity=summary.by_severity,
+                    by_source=summary.by_source)
+        await self._bury([d.seq for d in rows], [d.event.id for d in rows],
+                         f"summarised: storm guard ({limit} events/minute) sent them in "
+                         f"summary {summary.id} of {len(rows)} events", summarised=True)
+        if self._failures:
+            log.info("sink_recovered", after_failures=self._failures)
+        self._failures = 0
+        self._report("ok")
+
+    async def _grouped_retry(self, grouper: Grouper, rows: Sequence[Delivery], error: str,
+                             retry_after: float | None, trouble: Trouble) -> None:
+        """`_retryable`, and the grouper learns what the store now holds: the spent attempt,
+        and the rows that ran out of attempts (dead-lettered)."""
+        if await self._retryable(rows, error, retry_after, trouble):
+            grouper.spent(rows)
+            grouper.forget(d.seq for d in rows if d.attempts + 1 >= self.config.max_attempts)
 
     async def _claim(self) -> list[Delivery]:
         while True:
@@ -231,20 +395,23 @@ class SinkWorker:
         self._report("ok")
 
     async def _retryable(self, batch: Sequence[Delivery], error: str, retry_after: float | None,
-                         trouble: Trouble) -> None:
+                         trouble: Trouble) -> bool:
         """Back off and retry the batch. Only a receiver that is failing (and only while
         `count_failures` is on) spends attempts towards the dead letters: a throttled or an
-        unreachable one will take the events later, however long that takes."""
+        unreachable one will take the events later, however long that takes. True when an
+        attempt was spent (the rows' attempts went up, the exhausted ones were buried)."""
         await self._drop_prefetch()
         self._failures += 1
         metrics.DELIVERIES.labels(self.name, "retry").inc(len(batch))
         await self._reset()
-        if trouble == "failing" and self.config.count_failures:
+        spent = trouble == "failing" and self.config.count_failures
+        if spent:
             await self._spend_attempt(batch, error)
         self._retry_delay = self._delay(trouble, retry_after)
         log.warning("delivery_failed", error=error, events=len(batch), attempt=self._failures,
                     trouble=trouble, retry_in=round(self._retry_delay, 3))
         self._report(trouble, error)
+        return spent
 
     def _delay(self, trouble: Trouble, retry_after: float | None) -> float:
         """The receiver's `Retry-After` when it gave one; otherwise backoff with full jitter,
@@ -286,15 +453,23 @@ class SinkWorker:
             self._report("ok")
         self._failures = 0
 
-    async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
-        """Dead-letter these rows; if the store cannot take it now, it is written again (by
-        `_record_outcomes`) before anything else is claimed, and never resent meanwhile."""
-        self._unburied.append((list(seqs), list(event_ids), error))
+    async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str, *,
+                    summarised: bool = False) -> None:
+        """Dead-letter these rows (or, `summarised`, record that a storm summary carried them);
+        if the store cannot take it now, it is written again (by `_record_outcomes`) before
+        anything else is claimed, and never resent meanwhile."""
+        self._unburied.append((list(seqs), list(event_ids), error, summarised))
         await self._record_outcomes()
 
-    async def _write_burial(self, seqs: Sequence[int], event_ids: Sequence[str], error: str) -> None:
+    async def _write_burial(self, seqs: Sequence[int], event_ids: Sequence[str], error: str,
+                            summarised: bool) -> None:
         # Receivers echo requests (headers included) in error bodies: never store a secret.
         await self.store.bury(self.name, seqs, redact(error))
+        if summarised:  # accepted in a summary: visible beside the dead letters, not counted
+            self.summarised += len(seqs)
+            metrics.EVENTS_SUMMARISED.labels(self.name).inc(len(seqs))
+            metrics.DELIVERIES.labels(self.name, "summarised").inc(len(seqs))
+            return
         self.dead += len(seqs)
         metrics.DEAD_LETTERS.labels(self.name).inc(len(seqs))
         metrics.DELIVERIES.labels(self.name, "dead").inc(len(seqs))

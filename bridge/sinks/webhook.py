@@ -1,168 +1,191 @@
-"""Generic webhook sink: one JSON POST per event, keep-alive, bounded concurrency across items
-and strict order within one item (`bridge.sinks.delivery`).
+"""Generic webhook sink: one POST per event (our event JSON, or a body rendered from a
+sandboxed template), signed per Standard Webhooks, with the auth a receiver asks for.
 
-Each request carries `webhook-id` (the event id) and `webhook-timestamp`, the Standard Webhooks
-headers, so a receiver can drop replays. 2xx is delivered; 408, 425, 429 and 5xx are retried
-(honouring `Retry-After`; 408, 425, 429 and a 503 with `Retry-After` are throttling and spend no
-attempts); any other status is a permanent rejection of that event.
+Each request carries `webhook-id` (the event id: a receiver drops replays), `webhook-timestamp`
+and, with `signing_secrets`, `webhook-signature` (bridge/sinks/http/signing.py). Auth is a
+bearer token, HTTP basic auth or any custom headers; mutual TLS through `client_cert`. What
+the answers mean and how redirects are treated is the HTTP kit's (bridge/sinks/http/service.py):
+2xx delivered, 408/425/429 (and 503 with Retry-After) throttled, other 5xx retried, other 4xx
+dead-lettered with an excerpt of the answer.
 
-Redirects are not followed by default. A client following a 301/302 turns the POST into a
-body-less GET that the new place may well answer 200 (an event acknowledged, never delivered),
-and following a 307/308 re-posts the body and our credentials to whoever the receiver names.
-A 3xx is a delivery error that says where it pointed; `redirects: same_origin` follows 307/308
-within the configured origin only, where the body and method are kept by definition.
+Digests and storm summaries (bridge/grouping.py) are JSON documents (`"type": "digest"` or
+`"storm_summary"`), signed the same way with their own deterministic ids.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urljoin, urlsplit
+from typing import Any, Literal
 
 import aiohttp
-import structlog
-from pydantic import Field, SecretStr
+import orjson
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from bridge.components import SecretFields, StrictModel
+from bridge.grouping import Digest, StormSummary
 from bridge.model import Event
-from bridge.net import USER_AGENT, client_tls_context, parse_retry_after, warn_tls_unverified
-from bridge.sinks.base import (
-    DestinationUnavailableError,
-    PermanentDeliveryError,
-    RetryableDeliveryError,
-    Sink,
-    SinkConfig,
-    ThrottledError,
-)
-from bridge.sinks.delivery import deliver_per_item
-
-log = structlog.get_logger(__name__)
-# "Later", not "no": retried without spending attempts (see ThrottledError).
-THROTTLE_STATUSES = frozenset({408, 425, 429})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-BODY_KEEPING_REDIRECTS = frozenset({307, 308})  # RFC 9110 §15.4: method and body unchanged
-MAX_REDIRECTS = 3
+from bridge.secrets import SecretFileError, read_secret_file, remember
+from bridge.sinks.http.config import HttpSinkConfig
+from bridge.sinks.http.service import Request
+from bridge.sinks.http.signing import secret_key, signature
+from bridge.sinks.http.sink import HttpSink, RequestBuilder
+from bridge.templates import SAMPLES, Template, TemplateError, compile_checked, sample_context
 
 
-class WebhookSinkConfig(SinkConfig):
+class BasicAuth(SecretFields, StrictModel):
+    username: str = Field(min_length=1)
+    password: SecretStr  # or password_file
+
+
+class WebhookSinkConfig(HttpSinkConfig):
     type: Literal["webhook"]
     secret_patterns = (r"whsec_[A-Za-z0-9+/=]{8,}",)
     url: str = Field(pattern=r"^https?://")
     # Sent as `Authorization: Bearer …` when set (use `${ENV}` or `bearer_token_file`).
     bearer_token: SecretStr | None = None
+    basic_auth: BasicAuth | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=8, ge=1, le=256)
-    verify_tls: bool = True
-    ca_bundle: Path | None = None
-    # Mutual TLS: a client certificate (and its key, unless the certificate file holds it).
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    # "refuse": any 3xx is a delivery error naming where it pointed. "same_origin": a 307/308
-    # to the same scheme, host and port is followed (up to 3 hops); anything else is refused.
-    redirects: Literal["refuse", "same_origin"] = "refuse"
+    # `whsec_…` secrets (Standard Webhooks); several at once while rotating. From the
+    # environment (`${WEBHOOK_SECRET}`) or files (`signing_secret_files`, one secret each).
+    signing_secrets: list[SecretStr] = Field(default_factory=list)
+    content_type: str = "application/json"
+    # A Jinja2 template of the body (sandboxed, strict); the event's JSON when unset. With a
+    # JSON content_type, what it renders for the samples must parse as JSON.
+    body_template: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _signing_secret_files(cls, data: Any) -> Any:
+        """`signing_secret_files: [a, b]` appends each file's secret to `signing_secrets`."""
+        if not isinstance(data, dict) or "signing_secret_files" not in data:
+            return data
+        data = dict(data)
+        files = data.pop("signing_secret_files")
+        if not isinstance(files, list):
+            raise ValueError("signing_secret_files: a list of file paths")
+        secrets = list(data.get("signing_secrets") or [])
+        for i, path in enumerate(files):
+            try:
+                secrets.append(read_secret_file(Path(str(path))))
+            except OSError as exc:
+                raise ValueError(f"signing_secret_files[{i}]: cannot read {path}: "
+                                 f"{exc.strerror}") from None
+            except SecretFileError as exc:
+                raise ValueError(f"signing_secret_files[{i}]: {exc}") from None
+        data["signing_secrets"] = secrets
+        return data
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _whsec(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for i, secret in enumerate(secrets):
+            remember(secret.get_secret_value())
+            try:
+                secret_key(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"signing secret #{i + 1}: {exc}") from None
+        return secrets
+
+    @field_validator("body_template")
+    @classmethod
+    def _template_renders(cls, source: str | None, info: ValidationInfo) -> str | None:
+        if source is None:
+            return source
+        try:
+            template = compile_checked(source, "template")
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        content_type = info.data.get("content_type", "application/json")
+        if _is_json(content_type):
+            for sample in SAMPLES:
+                try:
+                    json.loads(template.render_context(sample_context(sample)))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(
+                        f"content_type is {content_type} but the body rendered for a sample "
+                        f"{sample.type.value} event is not JSON ({exc.msg} at line "
+                        f"{exc.lineno}, column {exc.colno}); use `| tojson` for values, or "
+                        "set content_type") from None
+        return source
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WebhookSinkConfig:
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("set either bearer_token or basic_auth, not both")
+        if (self.bearer_token is not None or self.basic_auth is not None) and any(
+                name.lower() == "authorization" for name in self.headers):
+            raise ValueError("headers.Authorization and bearer_token/basic_auth both set the "
+                             "Authorization header; keep one")
+        return self
+
+    def endpoint(self) -> str:
+        return self.url
+
+    def session_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {self.bearer_token.get_secret_value()}"
+        if self.basic_auth is not None:
+            headers["Authorization"] = aiohttp.encode_basic_auth(
+                self.basic_auth.username, self.basic_auth.password.get_secret_value())
+        return headers
+
+    def request_builder(self) -> WebhookRequests:
+        return WebhookRequests(self)
 
     def build(self) -> WebhookSink:
         return WebhookSink(self)
 
 
-class WebhookSink(Sink[WebhookSinkConfig]):
+def _is_json(content_type: str) -> bool:
+    main = content_type.split(";")[0].strip().lower()
+    return main == "application/json" or main.endswith("+json")
+
+
+class WebhookRequests(RequestBuilder):
+    def __init__(self, config: WebhookSinkConfig) -> None:
+        self.keys = [secret_key(s.get_secret_value()) for s in config.signing_secrets]
+        self.template = (Template(config.body_template, "body_template")
+                         if config.body_template is not None else None)
+        self.content_type = config.content_type
+
+    def event(self, event: Event) -> Request:
+        body = (self.template.render(event).encode() if self.template is not None
+                else event.to_json().encode())
+        return self._signed(event.id, body)
+
+    def digest(self, digest: Digest) -> Request:
+        document = {"type": "digest", "id": digest.id, "group": dict(digest.group),
+                    "group_key": digest.key, "count": len(digest.events),
+                    "events": [e.to_dict() for e in digest.events]}
+        return self._signed(digest.id, _json(document), json_body=True)
+
+    def summary(self, summary: StormSummary) -> Request:
+        document = {"type": "storm_summary", "id": summary.id, "sink": summary.sink,
+                    "count": len(summary.events), "limit_per_minute": summary.limit,
+                    "by_severity": summary.by_severity, "by_source": summary.by_source,
+                    "top": [e.to_dict() for e in summary.top],
+                    "event_ids": [e.id for e in summary.events]}
+        return self._signed(summary.id, _json(document), json_body=True)
+
+    def _signed(self, message_id: str, body: bytes, *, json_body: bool = False) -> Request:
+        timestamp = int(time.time())
+        headers = {"webhook-id": message_id, "webhook-timestamp": str(timestamp)}
+        if self.keys:
+            headers["webhook-signature"] = signature(self.keys, message_id, timestamp, body)
+        if json_body and not _is_json(self.content_type):
+            headers["Content-Type"] = "application/json"
+        return Request(body, headers)
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document, default=str)
+
+
+class WebhookSink(HttpSink):
+    """The generic webhook: `HttpSink` with the webhook's request builder."""
+
     def __init__(self, config: WebhookSinkConfig) -> None:
         super().__init__(config)
-        self._session: aiohttp.ClientSession | None = None
-        # Built here so that unreadable TLS files fail the config at startup (or a reload),
-        # not every delivery; said at startup too, not first at the first delivery.
-        self._tls = client_tls_context(verify=config.verify_tls, ca_bundle=config.ca_bundle,
-                                       client_cert=config.client_cert,
-                                       client_key=config.client_key)
-        if not config.verify_tls:
-            warn_tls_unverified(config.name, config.url)
-
-    async def open(self) -> None:
-        cfg = self.config
-        tls = self._tls
-        headers = {"User-Agent": USER_AGENT, "Content-Type": "application/json", **cfg.headers}
-        if cfg.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {cfg.bearer_token.get_secret_value()}"
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=tls, limit=cfg.concurrency),
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=cfg.timeout),
-        )
-
-    async def send(self, events: Sequence[Event]) -> None:
-        if self._session is None:
-            await self.open()
-        await deliver_per_item(events, self._post, concurrency=self.config.concurrency)
-
-    async def _post(self, event: Event) -> None:
-        assert self._session is not None
-        headers = {"webhook-id": event.id, "webhook-timestamp": str(int(time.time()))}
-        body = event.to_json().encode()
-        url = self.config.url
-        for _ in range(MAX_REDIRECTS + 1):
-            status, location, retry_after, text = await self._post_once(url, body, headers)
-            if status not in REDIRECT_STATUSES:
-                break
-            url = self._follow(url, status, location)
-        else:
-            raise RetryableDeliveryError(f"receiver redirected more than {MAX_REDIRECTS} times")
-        if 200 <= status < 300:
-            return
-        if status in THROTTLE_STATUSES or (status == 503 and retry_after is not None):
-            raise ThrottledError(f"receiver answered {status}: {text}", retry_after)
-        if status >= 500:
-            raise RetryableDeliveryError(f"receiver answered {status}: {text}", retry_after)
-        raise PermanentDeliveryError(f"receiver answered {status}: {text}")
-
-    async def _post_once(self, url: str, body: bytes, headers: dict[str, str]
-                         ) -> tuple[int, str, float | None, str]:
-        """One POST, never following a redirect: (status, Location, Retry-After, excerpt)."""
-        assert self._session is not None
-        try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          allow_redirects=False) as resp:
-                status = resp.status
-                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                text = (await resp.text(errors="replace"))[:300] if status >= 300 else ""
-                return status, resp.headers.get("Location", ""), retry_after, text
-        except TimeoutError:
-            raise RetryableDeliveryError(f"POST timed out after {self.config.timeout:g}s") from None
-        except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS: never sent
-            raise DestinationUnavailableError(f"POST failed: {type(exc).__name__}: {exc}") from None
-        except aiohttp.ClientError as exc:
-            raise RetryableDeliveryError(f"POST failed: {type(exc).__name__}: {exc}") from None
-
-    def _follow(self, url: str, status: int, location: str) -> str:
-        """Where a redirect may be followed to, or a delivery error saying where it pointed."""
-        target = urljoin(url, location)
-        same_origin = _origin(target) == _origin(self.config.url)
-        if (self.config.redirects == "same_origin" and status in BODY_KEEPING_REDIRECTS
-                and same_origin and location):
-            return target
-        where = _without_query(target) if location else "nowhere (no Location)"
-        hint = ("update the sink's url" if status in (301, 308) else
-                "set redirects: same_origin to follow it" if status in BODY_KEEPING_REDIRECTS
-                and same_origin else "redirects are not followed")
-        raise RetryableDeliveryError(f"receiver answered {status} redirecting to {where}; "
-                                     f"not followed ({hint})")
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
-
-
-def _without_query(url: str) -> str:
-    """A redirect target fit for a log line: a query or a fragment may carry a token."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return f"{parts.scheme}://{netloc}{parts.path}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ class Received:
     authorization: str = ""
     status: int = 200  # what the receiver answered
     raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def event(self) -> Event:
@@ -72,8 +74,9 @@ class Receiver:
         event_id = request.headers.get("webhook-id", "")
         mode, headers = self._answer(event_id)
         status = 200 if mode in ("ok", "hang") else int(mode)
-        entry = Received(event_id, json.loads(raw) if raw else {}, time.monotonic(),
-                         request.headers.get("Authorization", ""), status, raw)
+        entry = Received(event_id, _json_object(raw), time.monotonic(),
+                         request.headers.get("Authorization", ""), status, raw,
+                         dict(request.headers))
         async with self.changed:
             self.attempts.append(entry)
             self.changed.notify_all()
@@ -93,15 +96,17 @@ class Receiver:
             self.changed.notify_all()
         return web.json_response({"ok": True}, status=status, headers=headers)
 
-    async def start(self, port: int = 0) -> Receiver:
-        """Listen on `port` (a free one by default; the old one again after `stop`)."""
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Receiver:
+        """Listen on `port` (a free one by default; the old one again after `stop`), over
+        HTTPS with `tls` (a server context, which may require client certificates)."""
         app = web.Application()
         app.router.add_post("/hook", self.handle)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
+        site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True, ssl_context=tls)
         await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.runner.addresses[0][1]}/hook"
         return self
 
     @property
@@ -155,3 +160,12 @@ class Receiver:
 
     def payload(self) -> str:
         return json.dumps([r.body for r in self.received])
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The body as JSON when it is a JSON object (a templated body may be anything)."""
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,362 @@
+"""Digests and the storm guard: Alertmanager's aggregation groups, made durable by living on
+outbox rows.
+
+A sink worker whose sink can send digests (`DigestSink`) and whose config turns grouping on
+(`GroupingSettings`) hands every row it claims to a `Grouper` instead of sending it at once.
+The grouper is the whole policy and does no I/O (time is an argument), so it is tested without
+a clock or a socket; the worker sends what `plan` says and acknowledges each event once the
+message carrying it was accepted. Nothing about a group is stored: the rows stay in the outbox
+until their message is accepted, so a restart re-forms the groups from the same rows, neither
+losing an event nor sending one that an accepted message already carried.
+
+Semantics (Alertmanager's):
+- events with equal `group_by` values form a group; the first waits `group_wait` for company,
+  then one message carries the group (a group of one is sent as that event itself); events
+  joining a group that already went out wait for the next `group_interval` tick; a group is
+  forgotten once it is empty and a `group_interval` has passed.
+- a message carries at most `max_batch` events; a bigger group goes as several digests.
+- one item's events never overtake each other: an event waits while an earlier event of its
+  item is still pending anywhere else, and one plan puts an item in one message only.
+- the storm guard (`max_events_per_minute`) counts the events sent in the last minute; what a
+  plan would send beyond it is set aside and, once per `summary_interval`, collapses into one
+  summary message (counts by severity and source, the `summary_top` most severe items). Those
+  events are acknowledged as *summarised*: recorded beside the dead letters with that reason,
+  where `bridge dlq list` shows them and `bridge dlq replay` can still send them one by one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field, field_validator
+
+from bridge.model import SEVERITY_RANK, Event, JSONScalar
+from bridge.store.base import Delivery
+
+STORM_WINDOW = 60.0  # the guard counts events per minute
+# Event fields a group may be keyed on, besides `attributes.<name>`.
+GROUPABLE = frozenset({"type", "source", "vendor", "scope", "tenant", "kind", "severity",
+                       "status", "vendor_severity", "title", "key"})
+
+GroupKey = tuple[tuple[str, JSONScalar], ...]
+
+
+class GroupingSettings(BaseModel):
+    """Digest and storm-guard settings of a sink (mixed into the config of sinks that can send
+    digests). Grouping is off unless `group_by` is set; `group_by: []` puts every event into
+    one group, as in Alertmanager."""
+
+    group_by: list[str] | None = None
+    group_wait: float = Field(default=30.0, ge=0)
+    group_interval: float = Field(default=300.0, gt=0)
+    max_batch: int = Field(default=50, ge=1, le=1000)
+    # Storm guard: at most this many events a minute; the excess is summarised. Off by default
+    # (the chat presets turn it on).
+    max_events_per_minute: int | None = Field(default=None, ge=1)
+    summary_interval: float = Field(default=60.0, gt=0)
+    summary_top: int = Field(default=10, ge=1, le=100)
+    # Rows held in memory while they wait; when full, the waiting groups go out early rather
+    # than hold more (a 100k-finding first sweep must not sit in memory).
+    group_buffer: int = Field(default=10_000, ge=10, le=1_000_000)
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_fields(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            if name not in GROUPABLE and not (name.startswith("attributes.") and len(name) > 11):
+                known = ", ".join(sorted(GROUPABLE))
+                raise ValueError(f"unknown event field {name!r} (known: {known}, "
+                                 "attributes.<name>)")
+        return value
+
+    @property
+    def grouping(self) -> bool:
+        """Does the worker hold rows for digests or the storm guard at all?"""
+        return self.group_by is not None or self.max_events_per_minute is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Several events of one group, in one message."""
+
+    group: GroupKey
+    events: tuple[Event, ...]
+
+    @property
+    def id(self) -> str:
+        """Deterministic: the same events make the same id, so a receiver can drop a digest
+        that is sent again after a crash between its acceptance and its acknowledgement."""
+        return "dg-" + _digest_of(e.id for e in self.events)
+
+    @property
+    def key(self) -> str:
+        """Stable for the group across digests (PagerDuty's dedup_key for the group)."""
+        return "group-" + _digest_of(f"{name}={value}" for name, value in self.group)
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{name}={value}" for name, value in self.group) or "all events"
+
+    @property
+    def worst(self) -> Event:
+        return max(self.events, key=lambda e: SEVERITY_RANK[e.severity])
+
+
+@dataclass(frozen=True, slots=True)
+class StormSummary:
+    """What the storm guard set aside, collapsed into one message."""
+
+    sink: str
+    events: tuple[Event, ...]
+    limit: int  # max_events_per_minute
+    top_n: int
+
+    @property
+    def id(self) -> str:
+        return "sm-" + _digest_of(e.id for e in self.events)
+
+    @property
+    def by_severity(self) -> dict[str, int]:
+        counts = Counter(e.severity for e in self.events)
+        return {s: counts[s] for s in sorted(counts, key=lambda s: -SEVERITY_RANK[s])}
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        return dict(Counter(e.source for e in self.events).most_common())
+
+    @property
+    def top(self) -> tuple[Event, ...]:
+        """The most severe events, oldest first among equals."""
+        ranked = sorted(enumerate(self.events),
+                        key=lambda p: (-SEVERITY_RANK[p[1].severity], p[0]))
+        return tuple(e for _, e in ranked[:self.top_n])
+
+    @property
+    def worst(self) -> Event:
+        return max(self.events, key=lambda e: SEVERITY_RANK[e.severity])
+
+
+def _digest_of(parts: Iterable[str]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\x1f")
+    return h.hexdigest()[:32]
+
+
+class DigestSink(ABC):
+    """A sink that can carry several events in one message and summarise a storm. The same
+    error types as `send` apply (bridge/sinks/base.py); a refusal covers the whole message."""
+
+    @abstractmethod
+    async def send_digest(self, digest: Digest) -> None: ...
+
+    @abstractmethod
+    async def send_summary(self, summary: StormSummary) -> None: ...
+
+
+@dataclass(slots=True)
+class _Group:
+    key: GroupKey
+    opened_at: float
+    flushed_at: float | None = None
+    seqs: list[int] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Message:
+    """One message of a plan: `digest` is None for single events sent as themselves (all the
+    plan's singles go in one `send`, the per-item delivery of the sink)."""
+
+    rows: list[Delivery]
+    digest: Digest | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    summary: list[Delivery] = field(default_factory=list)  # set aside, now due as one summary
+    messages: list[Message] = field(default_factory=list)
+    engaged: bool = False  # the storm guard began setting events aside in this plan
+
+    @property
+    def empty(self) -> bool:
+        return not self.summary and not self.messages
+
+
+class Grouper:
+    """The rows a worker holds, their groups, the storm pool and the guard's window."""
+
+    def __init__(self, settings: GroupingSettings) -> None:
+        self.settings = settings
+        self.cursor = 0  # highest seq claimed
+        self._rows: dict[int, Delivery] = {}  # pending, in seq order
+        self._group_of: dict[int, GroupKey] = {}
+        self._groups: dict[GroupKey, _Group] = {}
+        self._storm: list[int] = []  # set aside for the next summary
+        self._storm_since: float | None = None
+        self._sent: deque[tuple[float, int]] = deque()  # (when, events) of the last minute
+
+    # -- what the worker asks
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    @property
+    def room(self) -> int:
+        return max(0, self.settings.group_buffer - len(self._rows))
+
+    @property
+    def storm_pending(self) -> int:
+        return len(self._storm)
+
+    def add(self, rows: Sequence[Delivery], now: float) -> None:
+        by = self.settings.group_by
+        for row in rows:
+            self.cursor = max(self.cursor, row.seq)
+            if row.seq in self._rows:
+                continue
+            self._rows[row.seq] = row
+            key: GroupKey = (tuple((f, row.event.field_value(f)) for f in by)
+                             if by is not None else (("seq", row.seq),))
+            self._group_of[row.seq] = key
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = _Group(key, opened_at=now)
+            elif not group.seqs and group.flushed_at is None:
+                group.opened_at = now
+            group.seqs.append(row.seq)
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until `plan` has something to send (0: now), or None with nothing held."""
+        if not self._rows:
+            return None
+        times = [self._due_at(g) for g in self._groups.values() if g.seqs]
+        if self._storm_since is not None:
+            times.append(self._storm_since + self.settings.summary_interval)
+        if not times:
+            return None
+        return max(0.0, min(times) - now)
+
+    def plan(self, now: float) -> Plan:
+        """What to send now. Rows the storm guard sets aside move to the summary pool here;
+        a due summary is planned alone, before anything else (it carries older events)."""
+        self._expire(now)
+        full = not self.room
+        if self._storm and self._storm_since is not None and (
+                full or now >= self._storm_since + self.settings.summary_interval):
+            return Plan(summary=[self._rows[s] for s in self._storm])
+        going = self._going_out(now, force=full)
+        cap = self.settings.max_events_per_minute
+        engaged = False
+        if cap is not None:
+            budget = max(0, cap - self.sent_in_window(now))
+            going, excess = going[:budget], going[budget:]
+            if excess:
+                engaged = not self._storm
+                self._set_aside(excess, now)
+        return Plan(messages=self._messages(going), engaged=engaged)
+
+    def sent_in_window(self, now: float) -> int:
+        while self._sent and self._sent[0][0] <= now - STORM_WINDOW:
+            self._sent.popleft()
+        return sum(n for _, n in self._sent)
+
+    # -- what the worker reports
+    def delivered(self, rows: Sequence[Delivery], now: float) -> None:
+        """These went out (accepted): forget them and start their groups' interval."""
+        for row in rows:
+            key = self._group_of.get(row.seq)
+            if key is not None and key in self._groups:
+                self._groups[key].flushed_at = now
+        self.forget(row.seq for row in rows)
+        if rows:
+            self._sent.append((now, len(rows)))
+
+    def summarised(self) -> list[Delivery]:
+        """The summary was accepted: forget its rows; returns them."""
+        rows = [self._rows[s] for s in self._storm if s in self._rows]
+        self.forget(list(self._storm))
+        return rows
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Rows that left the outbox (acknowledged, summarised or dead-lettered)."""
+        gone = set(seqs)
+        for seq in gone:
+            self._rows.pop(seq, None)
+            key = self._group_of.pop(seq, None)
+            if key is not None and key in self._groups:
+                group = self._groups[key]
+                group.seqs = [s for s in group.seqs if s != seq]
+        if gone & set(self._storm):
+            self._storm = [s for s in self._storm if s not in gone]
+            if not self._storm:
+                self._storm_since = None
+
+    def spent(self, rows: Sequence[Delivery]) -> None:
+        """A failed attempt was counted for these rows in the store: count it here too, so the
+        worker's next decision about dead letters sees what the store has."""
+        for row in rows:
+            if row.seq in self._rows:
+                self._rows[row.seq] = Delivery(row.seq, row.sink, row.event, row.attempts + 1)
+
+    # -- internals
+    def _due_at(self, group: _Group) -> float:
+        if self.settings.group_by is None:
+            return group.opened_at  # no grouping: every event is due at once
+        if group.flushed_at is None:
+            return group.opened_at + self.settings.group_wait
+        return group.flushed_at + self.settings.group_interval
+
+    def _expire(self, now: float) -> None:
+        """Forget empty groups whose interval has passed (without grouping, each event is its
+        own group: forgotten as soon as it is empty)."""
+        ungrouped = self.settings.group_by is None
+        for key in [k for k, g in self._groups.items() if not g.seqs and (
+                ungrouped or g.flushed_at is None
+                or now >= g.flushed_at + self.settings.group_interval)]:
+            del self._groups[key]
+
+    def _going_out(self, now: float, *, force: bool) -> list[Delivery]:
+        """Rows of due groups, in seq order, none overtaking an earlier event of its item."""
+        storm = set(self._storm)
+        grouped = self.settings.group_by is not None
+        held: set[str] = set()
+        item_group: dict[str, GroupKey] = {}
+        going: list[Delivery] = []
+        for seq, row in self._rows.items():
+            uid = row.event.item_uid
+            key = self._group_of[seq]
+            ready = seq not in storm and uid not in held and (
+                force or now >= self._due_at(self._groups[key]))
+            if ready and grouped and item_group.setdefault(uid, key) != key:
+                ready = False  # one message per item per plan: their order is then safe
+            if ready:
+                going.append(row)
+            else:
+                held.add(uid)
+        return going
+
+    def _set_aside(self, rows: Sequence[Delivery], now: float) -> None:
+        if self._storm_since is None:
+            self._storm_since = now
+        self._storm.extend(r.seq for r in rows)
+
+    def _messages(self, going: Sequence[Delivery]) -> list[Message]:
+        by_group: dict[GroupKey, list[Delivery]] = {}
+        for row in going:
+            by_group.setdefault(self._group_of[row.seq], []).append(row)
+        singles: list[Delivery] = []
+        digests: list[Message] = []
+        size = self.settings.max_batch
+        for key, rows in by_group.items():
+            if len(rows) == 1 or self.settings.group_by is None:
+                singles.extend(rows)
+                continue
+            for start in range(0, len(rows), size):
+                chunk = rows[start:start + size]
+                digests.append(Message(chunk, Digest(key, tuple(r.event for r in chunk))))
+        return ([Message(singles)] if singles else []) + digests
