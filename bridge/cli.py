@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from bridge.config import (
     BridgeConfig,
     ConfigError,
@@ -19,11 +21,12 @@ from bridge.config import (
     load_config_offline,
     plaintext_urls,
 )
+from bridge.durations import parse_moment
 from bridge.logging import configure_logging
-from bridge.model import Event, EventType, normalize_severity, utcnow
-from bridge.routing import route
+from bridge.model import SEVERITIES, Event, EventType, normalize_severity, utcnow
+from bridge.routing import Matcher, check_matcher, match_value, route
 from bridge.secrets import redact
-from bridge.store.base import Store, StoreError, maintenance
+from bridge.store.base import Store, StoreError, SweepRecord, maintenance
 from bridge.store.display import item_rows
 from bridge.textsafe import printable
 from bridge.version import __version__
@@ -156,21 +159,110 @@ def _print_rows(rows: Sequence[dict[str, Any]], as_json: bool) -> None:
         print(printable("  ".join(f"{k}={v}" for k, v in row.items())))
 
 
+class UsageError(Exception):
+    """Bad command-line input: printed as it is, exit 2."""
+
+
+def _severities(text: str) -> set[str]:
+    """`--severity high`, `'>= high'` or `high,critical`: the severities it stands for, in the
+    routes' matcher syntax."""
+    words = [w.strip() for w in text.split(",")] if "," in text else None
+    try:
+        matcher = Matcher.model_validate(words if words is not None else text)
+        check_matcher("severity", matcher)
+    except (ValidationError, ValueError) as exc:
+        raise UsageError(f"--severity {text!r}: {_first_error(exc)}") from None
+    return {s for s in SEVERITIES if match_value(matcher, "severity", s)}
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)
+
+
+async def _source_scopes(config: BridgeConfig, store: Store, source: str) -> list[str]:
+    """The scopes of `source`: as configured, and as the sweep log remembers them (a tenant
+    since removed from the config still has state)."""
+    from bridge.pipeline import configured_scopes
+
+    configured = await configured_scopes(config)
+    logged = await store.swept_scopes()
+    known = {*configured.values(), *logged.values()}
+    if source not in known:
+        raise UsageError(f"--source {source!r}: no such source (known: "
+                         f"{', '.join(sorted(known)) or 'none'})")
+    return sorted({scope for scope, name in [*configured.items(), *logged.items()]
+                   if name == source})
+
+
+async def _state_items(args: argparse.Namespace, config: BridgeConfig, store: Store) -> None:
+    try:
+        since = parse_moment(args.since, utcnow()) if args.since else None
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    records = await store.list_items(
+        args.scope, args.state, args.limit,
+        scopes=await _source_scopes(config, store, args.source) if args.source else None,
+        kinds=[k for arg in args.kind for k in arg.split(",")] if args.kind else None,
+        since=since, severities=_severities(args.severity) if args.severity else None)
+    _print_rows(item_rows(records), args.json)
+
+
+def _sweep_row(r: SweepRecord) -> dict[str, Any]:
+    return {"id": r.id, "scope": r.scope, "started": r.started_at.isoformat(timespec="seconds"),
+            "outcome": r.outcome, "seen": r.items_seen, "events": r.events,
+            "requests": r.requests, "notes": "; ".join(r.notes), "error": r.error or ""}
+
+
+async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: Store) -> None:
+    """Per scope: the last complete sweep, and why the sweeps since then were not complete
+    (`--history`: every record, newest first)."""
+    if args.history:
+        _print_rows([_sweep_row(r) for r in await store.sweeps(args.scope, args.limit)],
+                    args.json)
+        return
+    from bridge.pipeline import configured_scopes
+
+    owners = {**await store.swept_scopes(), **await configured_scopes(config)}
+    scopes = [s for s in sorted(owners) if (args.scope is None or s == args.scope)
+              and (args.source is None or owners[s] == args.source)]
+    summaries: list[dict[str, Any]] = []
+    for scope in scopes:
+        recent = await store.sweeps(scope, args.limit)
+        complete = await store.sweeps(scope, 1, outcomes=["complete"])
+        since = [r for r in recent if not complete or (r.id or 0) > (complete[0].id or 0)]
+        summaries.append({
+            "scope": scope, "source": owners[scope],
+            "last_complete": _sweep_row(complete[0]) if complete else None,
+            "latest": _sweep_row(recent[0]) if recent else None,
+            "not_complete_since": [_sweep_row(r) for r in since
+                                   if r.outcome in ("incomplete", "failed")],
+        })
+    if args.json:
+        print(redact(json.dumps(summaries, indent=2)))
+        return
+    for summary in summaries:
+        last, latest = summary["last_complete"], summary["latest"]
+        line = (f"{summary['scope']}  source={summary['source']}  last complete: "
+                + (f"{last['started']} (#{last['id']}, {last['seen']} seen, {last['events']} "
+                   "events)" if last else "never")
+                + (f"  latest: {latest['outcome']} at {latest['started']}" if latest
+                   else "  never swept"))
+        print(printable(redact(line)))
+        for r in summary["not_complete_since"]:
+            why = r["error"] or r["notes"] or "(no notes)"
+            print(printable(redact(f"  #{r['id']} {r['started']} {r['outcome']}: {why}")))
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def go(store: Store) -> int:
         if args.what == "items":
-            _print_rows(item_rows(await store.list_items(args.scope, args.state, args.limit)),
-                        args.json)
+            await _state_items(args, config, store)
         elif args.what == "sweeps":
-            rows = [
-                {"id": r.id, "scope": r.scope, "started": r.started_at.isoformat(timespec="seconds"),
-                 "outcome": r.outcome, "seen": r.items_seen, "events": r.events,
-                 "requests": r.requests, "notes": "; ".join(r.notes), "error": r.error or ""}
-                for r in await store.sweeps(args.scope, args.limit)
-            ]
-            _print_rows(rows, args.json)
+            await _state_sweeps(args, config, store)
         elif args.what == "check":
             problems = await maintenance(store).check()
             for p in problems:
@@ -179,8 +271,7 @@ def cmd_state(args: argparse.Namespace) -> int:
             return 1 if problems else 0
         elif args.what == "backup":
             if not args.dest:
-                print("state backup: --dest FILE is required", file=sys.stderr)
-                return 2
+                raise UsageError("state backup: --dest FILE is required")
             await maintenance(store).backup(Path(args.dest))
             print(f"backup written to {args.dest}")
         return 0
@@ -248,10 +339,20 @@ def parser() -> argparse.ArgumentParser:
                        help='JSON, e.g. \'{"type":"new","source":"scanorbit","severity":"high"}\'')
     rtest.set_defaults(fn=cmd_routes_test)
 
-    state = with_config(sub.add_parser("state", help="inspect the state store"))
+    state = with_config(sub.add_parser(
+        "state", help="inspect the state store",
+        description="items: stored items, the most recently changed first. sweeps: per scope, "
+        "the last complete sweep and why the sweeps since were not complete."))
     state.add_argument("what", choices=["items", "sweeps", "check", "backup"])
     state.add_argument("--scope")
+    state.add_argument("--source", help="only the scopes of this source")
     state.add_argument("--state", choices=["active", "resolved"])
+    state.add_argument("--kind", action="append", help="items of this kind (repeat, or a,b)")
+    state.add_argument("--since", help="items changed since an ISO time or an age (24h, 7d)")
+    state.add_argument("--severity",
+                       help="items last seen with this severity: high, '>= high', high,critical")
+    state.add_argument("--history", action="store_true",
+                       help="sweeps: every record, newest first")
     state.add_argument("--limit", type=int, default=50)
     state.add_argument("--dest", help="backup: destination file")
     state.add_argument("--json", action="store_true")
@@ -274,6 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:  # redacted: a problem may quote a value from the file
         print(redact(str(exc)), file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(printable(redact(f"bridge: {exc}")), file=sys.stderr)
         return 2
     except StoreError as exc:
         print(redact(f"bridge: state store: {exc}"), file=sys.stderr)

@@ -187,6 +187,16 @@ class Pipeline:
         return dict(zip(self.workers, left, strict=True))
 
 
+async def configured_scopes(config: BridgeConfig) -> dict[str, str]:
+    """Every scope the config's sources sweep, with its source's name. Sources are built to
+    ask them (a source decides its scopes, e.g. one per tenant) but never poll."""
+    http = HttpContext()
+    try:
+        return {scope: sc.name for sc in config.sources for scope in sc.build(http).scopes}
+    finally:
+        await http.close()
+
+
 async def _settle(tasks: Mapping[asyncio.Task[Any], str], deadline: float, what: str,
                   label: str) -> None:
     """Wait for `tasks` until `deadline`, then cancel (and log) the ones still running."""

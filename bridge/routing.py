@@ -81,7 +81,7 @@ class RouteConfig(StrictModel):
         errors: list[InitErrorDetails] = []
         for name, matcher in match.items():
             try:
-                cls._check_field(name, matcher)
+                check_matcher(name, matcher)
             except ValueError as exc:
                 errors.append(InitErrorDetails(
                     type=PydanticCustomError("value_error", "{reason}", {"reason": str(exc)}),
@@ -90,32 +90,34 @@ class RouteConfig(StrictModel):
             raise ValidationError.from_exception_data("match", errors)
         return match
 
-    @staticmethod
-    def _check_field(name: str, matcher: Matcher) -> None:
-        if name not in FIELDS and not name.startswith("attributes."):
-            raise ValueError(
-                f"unknown field {name!r}; use one of {', '.join(sorted(FIELDS))} "
-                "or attributes.<name>"
-            )
-        if matcher.op in ("gte", "gt", "lte", "lt") and name == "severity":
-            values = [matcher.value]
-        elif name == "severity":
-            values = matcher.value if isinstance(matcher.value, list) else []
-            if matcher.op in ("eq", "ne"):
-                values = [matcher.value]
-        else:
-            values = []
-        for v in values:
-            if str(v) not in SEVERITY_RANK:
-                raise ValueError(
-                    f"severity {v!r} is not one of {', '.join(SEVERITY_RANK)}"
-                )
-
     def sink_references(self, path: str) -> Iterator[tuple[str, str]]:
         for i, sink in enumerate(self.sinks or []):
             yield f"{path}.sinks[{i}]", sink
         for i, child in enumerate(self.routes):
             yield from child.sink_references(f"{path}.routes[{i}]")
+
+
+def check_matcher(name: str, matcher: Matcher) -> None:
+    """ValueError unless `name` is a field events have and `matcher` makes sense for it (a
+    severity compared with a severity): what routes and silences accept."""
+    if name not in FIELDS and not name.startswith("attributes."):
+        raise ValueError(
+            f"unknown field {name!r}; use one of {', '.join(sorted(FIELDS))} "
+            "or attributes.<name>"
+        )
+    if matcher.op in ("gte", "gt", "lte", "lt") and name == "severity":
+        values = [matcher.value]
+    elif name == "severity":
+        values = matcher.value if isinstance(matcher.value, list) else []
+        if matcher.op in ("eq", "ne"):
+            values = [matcher.value]
+    else:
+        values = []
+    for v in values:
+        if str(v) not in SEVERITY_RANK:
+            raise ValueError(
+                f"severity {v!r} is not one of {', '.join(SEVERITY_RANK)}"
+            )
 
 
 def _ordered(value: JSONScalar, field: str) -> float | None:
@@ -129,7 +131,9 @@ def _ordered(value: JSONScalar, field: str) -> float | None:
         return None
 
 
-def _test(matcher: Matcher, field: str, actual: JSONScalar) -> bool:
+def match_value(matcher: Matcher, field: str, actual: JSONScalar) -> bool:
+    """Whether `actual`, the value of `field`, satisfies `matcher` (what routes and silences
+    test for each of their matchers)."""
     op, want = matcher.op, matcher.value
     if op == "eq":
         return actual == want or (actual is not None and str(actual) == str(want))
@@ -180,7 +184,7 @@ def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision
             failed = [
                 f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
                 for f, m in node.match.items()
-                if not _test(m, f, event.field_value(f))
+                if not match_value(m, f, event.field_value(f))
             ]
             label = _label(node, path)
             if failed:
@@ -190,7 +194,7 @@ def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision
             steps.append(Step(label, True, why))
         else:
             for f, m in node.match.items():
-                if not _test(m, f, event.field_value(f)):
+                if not match_value(m, f, event.field_value(f)):
                     return []
             label = _label(node, path)
         sinks = node.sinks if node.sinks is not None else inherited

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import msgspec
+import orjson
 
 from bridge.components import StrictModel
 from bridge.diff import ItemWrite, State, StoredItem
@@ -73,6 +74,15 @@ def commit_refused(scope: str, reason: str) -> StoreError:
     """A commit refused for what it holds (a bare StoreError, see there), in the words every
     store uses: a row its schema rejects, or an event that cannot be encoded."""
     return StoreError(f"state commit failed for {scope}: {reason}")
+
+
+def snapshot_severity(snapshot: str) -> str:
+    """The severity an item was last seen with (what `list_items(severities=…)` filters on)."""
+    try:
+        value = orjson.loads(snapshot).get("severity", "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def event_or_none(body: str) -> Event | None:
@@ -231,16 +241,25 @@ class Store(ABC):
     # -- inspection
     @abstractmethod
     async def list_items(self, scope: str | None = None, state: str | None = None,
-                         limit: int = 100) -> list[ItemRecord]:
-        """Stored items, the most recently changed first (ties in scope, kind, key order)."""
+                         limit: int = 100, *, scopes: Collection[str] | None = None,
+                         kinds: Collection[str] | None = None, since: datetime | None = None,
+                         severities: Collection[str] | None = None) -> list[ItemRecord]:
+        """Stored items, the most recently changed first (ties in scope, kind, key order).
+        Every filter given must hold: in `scope` and in `scopes`, of `kinds`, changed at or
+        after `since`, last seen with one of `severities`."""
 
     @abstractmethod
     async def item_counts(self) -> list[tuple[str, str, str, int]]:
         """(scope, kind, state, count) rows for metrics."""
 
     @abstractmethod
-    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
-        """Sweep records, newest first."""
+    async def sweeps(self, scope: str | None = None, limit: int = 20, *,
+                     outcomes: Collection[str] | None = None) -> list[SweepRecord]:
+        """Sweep records, newest first; with `outcomes`, only those."""
+
+    @abstractmethod
+    async def swept_scopes(self) -> dict[str, str]:
+        """Every scope in the sweep log, with the source of its latest record."""
 
 
 class StateConfig(StrictModel):

@@ -37,6 +37,7 @@ from bridge.store.base import (
     UndecodableDeliveries,
     commit_refused,
     event_or_none,
+    snapshot_severity,
 )
 
 SWEEPS_KEPT = 1000  # per scope, as every store keeps them
@@ -279,10 +280,19 @@ class MemoryStore(Store):
     # -- inspection
 
     async def list_items(self, scope: str | None = None, state: str | None = None,
-                         limit: int = 100) -> list[ItemRecord]:
+                         limit: int = 100, *, scopes: Collection[str] | None = None,
+                         kinds: Collection[str] | None = None, since: datetime | None = None,
+                         severities: Collection[str] | None = None) -> list[ItemRecord]:
         self._usable()
-        found = [r for s, rows in self._items.items() if scope is None or s == scope
-                 for r in rows.values() if state is None or r.state == state]
+
+        def wanted(r: ItemRecord) -> bool:
+            return ((state is None or r.state == state) and (kinds is None or r.kind in kinds)
+                    and (since is None or r.changed_at >= since)
+                    and (severities is None or snapshot_severity(r.snapshot) in severities))
+
+        found = [r for s, rows in self._items.items()
+                 if (scope is None or s == scope) and (scopes is None or s in scopes)
+                 for r in rows.values() if wanted(r)]
         found.sort(key=lambda r: (r.scope, r.kind, r.key))
         found.sort(key=lambda r: r.changed_at, reverse=True)  # stable: ties keep the order above
         return _limited(found, limit)
@@ -295,10 +305,15 @@ class MemoryStore(Store):
                 counts[(scope, r.kind, r.state)] = counts.get((scope, r.kind, r.state), 0) + 1
         return [(*group, n) for group, n in counts.items()]
 
-    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
+    async def sweeps(self, scope: str | None = None, limit: int = 20, *,
+                     outcomes: Collection[str] | None = None) -> list[SweepRecord]:
         self._usable()
         found = [r for s, records in self._sweeps.items() if scope is None or s == scope
-                 for r in records]
+                 for r in records if outcomes is None or r.outcome in outcomes]
         found.sort(key=lambda r: r.id or 0, reverse=True)
         return _limited(found, limit)
+
+    async def swept_scopes(self) -> dict[str, str]:
+        self._usable()
+        return {scope: records[-1].source for scope, records in self._sweeps.items() if records}
 

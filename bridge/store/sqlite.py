@@ -472,13 +472,28 @@ class SQLiteStore(Store, StoreMaintenance):
     # -- inspection
 
     async def list_items(self, scope: str | None = None, state: str | None = None,
-                         limit: int = 100) -> list[ItemRecord]:
+                         limit: int = 100, *, scopes: Collection[str] | None = None,
+                         kinds: Collection[str] | None = None, since: datetime | None = None,
+                         severities: Collection[str] | None = None) -> list[ItemRecord]:
+        # Lists travel as one JSON parameter each: no statement built from values, and no
+        # limit on how many a filter may name. Times are stored as UTC ISO text, so they
+        # compare as text.
+        lists = [None if v is None else orjson.dumps(sorted(v)).decode()
+                 for v in (scopes, kinds, severities)]
+
         def q(conn: sqlite3.Connection) -> list[ItemRecord]:
             rows = conn.execute(
                 "SELECT scope, kind, key, state, tracked, counter, misses, first_seen, "
-                "changed_at, resolved_at, snapshot FROM items WHERE (? IS NULL OR scope = ?) "
-                "AND (? IS NULL OR state = ?) ORDER BY changed_at DESC, scope, kind, key LIMIT ?",
-                (scope, scope, state, state, limit),
+                "changed_at, resolved_at, snapshot FROM items WHERE (?1 IS NULL OR scope = ?1) "
+                "AND (?2 IS NULL OR state = ?2) "
+                "AND (?3 IS NULL OR scope IN (SELECT value FROM json_each(?3))) "
+                "AND (?4 IS NULL OR kind IN (SELECT value FROM json_each(?4))) "
+                "AND (?5 IS NULL OR changed_at >= ?5) "
+                "AND (?6 IS NULL OR json_extract(snapshot, '$.severity') IN "
+                "(SELECT value FROM json_each(?6))) "
+                "ORDER BY changed_at DESC, scope, kind, key LIMIT ?7",
+                (scope, state, *lists[:2], _ts(since.astimezone(UTC)) if since else None,
+                 lists[2], limit),
             ).fetchall()
             return [ItemRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _dt(r[7]), _dt(r[8]),
                                _dt(r[9]) if r[9] is not None else None, r[10]) for r in rows]
@@ -493,13 +508,17 @@ class SQLiteStore(Store, StoreMaintenance):
 
         return await self._run(q)
 
-    async def sweeps(self, scope: str | None = None, limit: int = 20) -> list[SweepRecord]:
+    async def sweeps(self, scope: str | None = None, limit: int = 20, *,
+                     outcomes: Collection[str] | None = None) -> list[SweepRecord]:
+        wanted = None if outcomes is None else orjson.dumps(sorted(outcomes)).decode()
+
         def q(conn: sqlite3.Connection) -> list[SweepRecord]:
             rows = conn.execute(
                 "SELECT id, scope, source, started_at, finished_at, outcome, items_seen, events, "
-                "requests, notes, error FROM sweeps WHERE (? IS NULL OR scope = ?) "
-                "ORDER BY id DESC LIMIT ?",
-                (scope, scope, limit),
+                "requests, notes, error FROM sweeps WHERE (?1 IS NULL OR scope = ?1) "
+                "AND (?2 IS NULL OR outcome IN (SELECT value FROM json_each(?2))) "
+                "ORDER BY id DESC LIMIT ?3",
+                (scope, wanted, limit),
             ).fetchall()
             return [
                 SweepRecord(scope=r[1], source=r[2], started_at=_dt(r[3]), finished_at=_dt(r[4]),
@@ -507,6 +526,14 @@ class SQLiteStore(Store, StoreMaintenance):
                             notes=tuple(json.loads(r[9])), error=r[10], id=r[0])
                 for r in rows
             ]
+
+        return await self._run(q)
+
+    async def swept_scopes(self) -> dict[str, str]:
+        def q(conn: sqlite3.Connection) -> dict[str, str]:
+            rows = conn.execute("SELECT scope, source FROM sweeps WHERE id IN "
+                                "(SELECT MAX(id) FROM sweeps GROUP BY scope)")
+            return {scope: source for scope, source in rows}
 
         return await self._run(q)
 

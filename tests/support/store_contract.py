@@ -342,6 +342,47 @@ class StoreContract:
                                                      (SCOPE, "finding", "active", 1),
                                                      (SCOPE, "finding", "resolved", 1)]
 
+    async def test_items_filters(self, store: Store) -> None:
+        """What `bridge state items --source --kind --since --severity` asks for."""
+        later = T0 + timedelta(hours=2)
+        await run_sweep(store, sweep(item("a", severity="low"), item("b", severity="critical"),
+                                     item("s", kind="score", severity="medium"),
+                                     kinds={"finding": True, "score": True}), now=T0)
+        await run_sweep(store, sweep(item("a", severity="high"), item("b", severity="critical"),
+                                     item("s", kind="score", severity="medium"),
+                                     kinds={"finding": True, "score": True}), now=later)
+        await run_sweep(store, sweep(item("o", severity="high"), scope="other"), now=T0)
+
+        async def keys(**filters: Any) -> list[tuple[str, str]]:
+            return [(r.scope, r.key) for r in await store.list_items(limit=EVERYTHING, **filters)]
+
+        assert await keys(scopes=[SCOPE]) == [(SCOPE, "a"), (SCOPE, "b"), (SCOPE, "s")]
+        assert await keys(scopes=["other", "gone"]) == [("other", "o")]
+        assert await keys(scopes=[]) == []
+        assert await keys(kinds=["score"]) == [(SCOPE, "s")]
+        assert await keys(since=later) == [(SCOPE, "a")]  # the one change at `later`
+        assert await keys(since=later + timedelta(seconds=1)) == []
+        # The severity it was last seen with: a's changed from low to high.
+        assert await keys(severities=["high", "critical"]) == [(SCOPE, "a"), ("other", "o"),
+                                                                (SCOPE, "b")]
+        assert await keys(severities=["low"]) == []
+        assert await keys(scope=SCOPE, kinds=["finding"], severities=["critical"],
+                          since=T0) == [(SCOPE, "b")]
+        assert await keys(scopes=["other"], state="resolved") == []
+
+    async def test_sweeps_by_outcome_and_the_scopes_swept(self, store: Store) -> None:
+        assert await store.swept_scopes() == {}
+        ok = await store.commit_sweep(SweepCommit(record=record()))
+        await store.commit_sweep(SweepCommit(record=record("incomplete", notes=("page 2",))))
+        await store.commit_sweep(SweepCommit(record=record("failed", error="401")))
+        await store.commit_sweep(SweepCommit(record=SweepRecord(
+            scope="tenant-x", source="ae", started_at=T0, finished_at=T0, outcome="skipped")))
+        assert [r.id for r in await store.sweeps(SCOPE, outcomes=["complete"])] == [ok]
+        assert [r.outcome for r in await store.sweeps(outcomes=["failed", "skipped"])] == [
+            "skipped", "failed"]
+        assert await store.sweeps("tenant-x", outcomes=["complete"]) == []
+        assert await store.swept_scopes() == {SCOPE: "so", "tenant-x": "ae"}
+
     async def test_items_changed_together_are_listed_in_key_order(self, store: Store) -> None:
         await run_sweep(store, sweep(item("m"), item("b"), item("x"), item("k", kind="score"),
                                      kinds={"finding": True, "score": True}))
