@@ -23,6 +23,7 @@ from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim, SimWorld
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from bridge.store.sqlite import SQLiteStore
+from tests.support.receiver import Receiver
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
 SIM_SCANORBIT_KEY = "sk_live_" + "0123456789abcdef" * 4  # fake sim key
@@ -154,3 +155,13 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """The suite's scriptable webhook receiver (tests/support/receiver.py), listening."""
+    rx = await Receiver().start()
+    try:
+        yield rx
+    finally:
+        await rx.stop()

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,6 @@ from tests.support.receiver import Receiver
 from ._helpers import SCOPE, T0, make_event
 
 pytestmark = pytest.mark.timeout(30)
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = await Receiver().start()
-    try:
-        yield rx
-    finally:
-        await rx.stop()
-
 
 def webhook(rx: Receiver, **kw: Any) -> WebhookSink:
     kw.setdefault("backoff_initial", 0.001)

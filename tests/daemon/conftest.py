@@ -27,7 +27,6 @@ from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from tests.conftest import base_config, scanorbit_source
 from tests.support.daemon import DaemonProcess
-from tests.support.receiver import Receiver
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -66,13 +65,6 @@ async def vendor() -> AsyncIterator[Vendor]:
     app.middlewares.insert(0, echo_key)  # outermost: sees the simulator's own error answers
     async with RunningSim(app, shutdown_timeout=0.2) as sim:
         yield Vendor(world, sim, key)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
 
 
 def daemon_config(tmp_path: Path, vendor: Vendor, hook: str | None = None,

@@ -3,24 +3,14 @@ lost, and redelivered events carry the same ids."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bridge.sim.faults import Fault
 from tests.conftest import SimPair, base_config, scanorbit_source
 from tests.support.daemon import DaemonProcess
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
 
 
 def crash_config(tmp_path: Path, url: str, hook: str) -> dict[str, Any]:
