@@ -352,12 +352,15 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
 
 
 # What an offline check puts where a `${VAR}` stands, tried in this order for each place until
-# the setting accepts one: a secret (long enough for any token), a URL, a number, a flag.
+# the setting accepts one: a secret (long enough for any token), a URL, a number, a flag, and
+# the secrets whose shape is checked (a whsec_ signing secret, a 32-character key).
 PLACEHOLDER_SHAPES: tuple[Callable[[str], str], ...] = (
     lambda var: f"placeholder-{var.lower()}-0123456789abcdef",
     lambda var: "https://placeholder.invalid/",
     lambda var: "1",
     lambda var: "true",
+    lambda var: "whsec_" + "A" * 43 + "=",  # a Standard Webhooks secret (32 bytes)
+    lambda var: "placeholder" + "0" * 21,  # a 32-character key (PagerDuty routing keys)
 )
 
 

@@ -65,7 +65,7 @@ class GroupingSettings(BaseModel):
 
     @field_validator("group_by")
     @classmethod
-    def _known_fields(cls, value: list[str] | None) -> list[str] | None:
+    def _known_group_fields(cls, value: list[str] | None) -> list[str] | None:
         for name in value or ():
             if name not in GROUPABLE and not (name.startswith("attributes.") and len(name) > 11):
                 known = ", ".join(sorted(GROUPABLE))

@@ -17,11 +17,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bridge.components import SecretFields, StrictModel
 from bridge.grouping import Digest, StormSummary
@@ -32,6 +39,13 @@ from bridge.sinks.http.service import Request
 from bridge.sinks.http.signing import secret_key, signature
 from bridge.sinks.http.sink import HttpSink, RequestBuilder
 from bridge.templates import SAMPLES, Template, TemplateError, compile_checked, sample_context
+
+
+def _signing_secret(secret: SecretStr) -> SecretStr:
+    """A `whsec_` secret, remembered for redaction; the error never quotes it."""
+    remember(secret.get_secret_value())
+    secret_key(secret.get_secret_value())
+    return secret
 
 
 class BasicAuth(SecretFields, StrictModel):
@@ -49,7 +63,8 @@ class WebhookSinkConfig(HttpSinkConfig):
     headers: dict[str, str] = Field(default_factory=dict)
     # `whsec_…` secrets (Standard Webhooks); several at once while rotating. From the
     # environment (`${WEBHOOK_SECRET}`) or files (`signing_secret_files`, one secret each).
-    signing_secrets: list[SecretStr] = Field(default_factory=list)
+    signing_secrets: list[Annotated[SecretStr, AfterValidator(_signing_secret)]] = Field(
+        default_factory=list)
     content_type: str = "application/json"
     # A Jinja2 template of the body (sandboxed, strict); the event's JSON when unset. With a
     # JSON content_type, what it renders for the samples must parse as JSON.
@@ -76,17 +91,6 @@ class WebhookSinkConfig(HttpSinkConfig):
                 raise ValueError(f"signing_secret_files[{i}]: {exc}") from None
         data["signing_secrets"] = secrets
         return data
-
-    @field_validator("signing_secrets")
-    @classmethod
-    def _whsec(cls, secrets: list[SecretStr]) -> list[SecretStr]:
-        for i, secret in enumerate(secrets):
-            remember(secret.get_secret_value())
-            try:
-                secret_key(secret.get_secret_value())
-            except ValueError as exc:
-                raise ValueError(f"signing secret #{i + 1}: {exc}") from None
-        return secrets
 
     @field_validator("body_template")
     @classmethod
@@ -122,6 +126,10 @@ class WebhookSinkConfig(HttpSinkConfig):
 
     def endpoint(self) -> str:
         return self.url
+
+    def templates(self) -> dict[str, str]:
+        """Every template of this config by name (what `bridge check-config` lists)."""
+        return {} if self.body_template is None else {"body_template": self.body_template}
 
     def session_headers(self) -> dict[str, str]:
         headers = dict(self.headers)

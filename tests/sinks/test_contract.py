@@ -16,9 +16,18 @@ import pytest
 
 from bridge.sinks.base import Sink, SinkConfig
 from bridge.sinks.file import FileSink, FileSinkConfig, StdoutSink, StdoutSinkConfig
+from bridge.sinks.pagerduty import PagerDutySinkConfig
+from bridge.sinks.slack import SlackSinkConfig
 from bridge.sinks.syslog import SyslogSinkConfig
+from bridge.sinks.teams import TeamsSinkConfig
 from bridge.sinks.webhook import WebhookSinkConfig
 from tests.support.receiver import Receiver
+from tests.support.service_receivers import (
+    PagerDutyReceiver,
+    ServiceReceiver,
+    SlackReceiver,
+    TeamsReceiver,
+)
 from tests.support.sink_contract import (
     PerEventContract,
     PerEventHarness,
@@ -84,6 +93,85 @@ class TestWebhookSink(SinkContract, UnreachableContract, PerEventContract, Secre
             yield h
         finally:
             await h.close()
+
+
+# -- Slack, Teams, PagerDuty: each against a receiver that follows the service's documents ---------
+
+
+class ServiceHarness(UnreachableHarness, PerEventHarness):
+    """A preset against its service's receiver; `secret` is the preset's credential (the
+    webhook URL's token, the routing key)."""
+
+    def __init__(self, receiver: ServiceReceiver, preset: str) -> None:
+        self.receiver = receiver
+        self.preset = preset
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.receiver.start(self.port)
+        self.port = int(self.receiver.url.split(":")[2].split("/")[0])
+        self.secret = (PagerDutyReceiver.routing_key if self.preset == "pagerduty"
+                       else self.receiver.path)
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        url = f"http://127.0.0.1:{self.port}{self.receiver.path}"
+        common = {"name": self.preset, "type": self.preset, "backoff_initial": 0.001,
+                  "backoff_max": 0.01, "timeout": 5, "max_events_per_minute": None}
+        model: type[SinkConfig]
+        if self.preset == "pagerduty":
+            model, settings = PagerDutySinkConfig, {"url": url,
+                                                    "routing_key": PagerDutyReceiver.routing_key}
+        else:
+            model = SlackSinkConfig if self.preset == "slack" else TeamsSinkConfig
+            settings = {"webhook_url": url}
+        config = model.model_validate({**common, **settings, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        return self.receiver.arrived()
+
+    def fail(self, event_id: str) -> None:
+        self.receiver.per_event[event_id] = 503
+
+    def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
+        self.receiver.per_event[event_id] = 400
+        self.receiver.echo_secret = echo_secret
+
+    async def go_away(self) -> None:
+        await self.receiver.stop()
+
+    async def come_back(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        await self.receiver.stop()
+        assert self.receiver.violations == []  # every payload had the documented shape
+
+
+class ServiceContracts(SinkContract, UnreachableContract, PerEventContract, SecretContract):
+    receiver_type: type[ServiceReceiver]
+    preset: str
+
+    @pytest.fixture
+    async def harness(self) -> AsyncIterator[ServiceHarness]:
+        h = ServiceHarness(self.receiver_type(), self.preset)
+        await h.start()
+        try:
+            yield h
+        finally:
+            await h.close()
+
+
+class TestSlackSink(ServiceContracts):
+    receiver_type, preset = SlackReceiver, "slack"
+
+
+class TestTeamsSink(ServiceContracts):
+    receiver_type, preset = TeamsReceiver, "teams"
+
+
+class TestPagerDutySink(ServiceContracts):
+    receiver_type, preset = PagerDutyReceiver, "pagerduty"
 
 
 # -- syslog over TCP ------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_a_malformed_signing_secret_fails_the_config_without_quoting_it(
                                  "url": "https://example.test/hook",
                                  "signing_secrets": [secret]}]})
     text = str(caught.value)
-    assert "sinks[0].signing_secrets" in text and why in text, text
+    assert "sinks[0].signing_secrets[0]" in text and why in text, text
     assert secret not in text
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from bridge.grouping import GroupingSettings
+from bridge.secrets import remember
 from bridge.sinks.base import SinkConfig
 
 if TYPE_CHECKING:
@@ -52,3 +53,17 @@ class HttpSinkConfig(SinkConfig, GroupingSettings):
         from bridge.sinks.http.sink import HttpSink
 
         return HttpSink(self)
+
+
+def secret_url(value: SecretStr, where: str) -> SecretStr:
+    """Check a URL that is itself a credential (a Slack or Teams webhook) and remember its
+    path and query as secrets too: a receiver quoting only the path it was asked for must not
+    reveal the token. `where` tells the operator where to find the URL."""
+    url = value.get_secret_value()
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"an https:// URL ({where})")
+    parts = urlsplit(url)
+    for part in (parts.path, parts.query, f"{parts.path}?{parts.query}"):
+        if len(part) >= 8:
+            remember(part)
+    return value
