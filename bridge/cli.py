@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from bridge.baseline import BASELINE_CURSOR
 from bridge.config import (
     BridgeConfig,
     ConfigError,
@@ -223,6 +224,7 @@ async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: S
                     args.json)
         return
     from bridge.pipeline import configured_scopes
+    from bridge.sweep import baseline_state
 
     owners = {**await store.swept_scopes(), **await configured_scopes(config)}
     scopes = [s for s in sorted(owners) if (args.scope is None or s == args.scope)
@@ -232,8 +234,12 @@ async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: S
         recent = await store.sweeps(scope, args.limit)
         complete = await store.sweeps(scope, 1, outcomes=["complete"])
         since = [r for r in recent if not complete or (r.id or 0) > (complete[0].id or 0)]
+        cursor = await store.load_cursor(scope)
+        baseline = await baseline_state(store, scope, cursor)
         summaries.append({
             "scope": scope, "source": owners[scope],
+            "baseline": (f"done {cursor[BASELINE_CURSOR]}" if BASELINE_CURSOR in cursor
+                         else "pending" if baseline == "pending" else "done"),
             "last_complete": _sweep_row(complete[0]) if complete else None,
             "latest": _sweep_row(recent[0]) if recent else None,
             "not_complete_since": [_sweep_row(r) for r in since
@@ -244,7 +250,8 @@ async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: S
         return
     for summary in summaries:
         last, latest = summary["last_complete"], summary["latest"]
-        line = (f"{summary['scope']}  source={summary['source']}  last complete: "
+        line = (f"{summary['scope']}  source={summary['source']}  "
+                f"baseline: {summary['baseline']}  last complete: "
                 + (f"{last['started']} (#{last['id']}, {last['seen']} seen, {last['events']} "
                    "events)" if last else "never")
                 + (f"  latest: {latest['outcome']} at {latest['started']}" if latest
@@ -255,6 +262,16 @@ async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: S
             print(printable(redact(f"  #{r['id']} {r['started']} {r['outcome']}: {why}")))
 
 
+async def _state_muted(args: argparse.Namespace, store: Store) -> None:
+    """Events sinks were not sent, and why: a first-sweep baseline or a silence."""
+    rows = [{"occurred": m.occurred_at.isoformat(timespec="seconds"), "sink": m.sink,
+             "reason": m.reason, "silence": m.silence_id or "", "scope": m.scope,
+             "type": m.type, "kind": m.kind, "key": m.key, "severity": m.severity,
+             "title": m.title, "event": m.event_id}
+            for m in await store.muted(args.scope, silence_id=args.silence, limit=args.limit)]
+    _print_rows(rows, args.json)
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     config = _config(args)
 
@@ -263,6 +280,8 @@ def cmd_state(args: argparse.Namespace) -> int:
             await _state_items(args, config, store)
         elif args.what == "sweeps":
             await _state_sweeps(args, config, store)
+        elif args.what == "muted":
+            await _state_muted(args, store)
         elif args.what == "check":
             problems = await maintenance(store).check()
             for p in problems:
@@ -342,8 +361,9 @@ def parser() -> argparse.ArgumentParser:
     state = with_config(sub.add_parser(
         "state", help="inspect the state store",
         description="items: stored items, the most recently changed first. sweeps: per scope, "
-        "the last complete sweep and why the sweeps since were not complete."))
-    state.add_argument("what", choices=["items", "sweeps", "check", "backup"])
+        "the last complete sweep and why the sweeps since were not complete. muted: events "
+        "sinks were not sent (a first-sweep baseline, a silence), newest first."))
+    state.add_argument("what", choices=["items", "sweeps", "muted", "check", "backup"])
     state.add_argument("--scope")
     state.add_argument("--source", help="only the scopes of this source")
     state.add_argument("--state", choices=["active", "resolved"])
@@ -353,6 +373,7 @@ def parser() -> argparse.ArgumentParser:
                        help="items last seen with this severity: high, '>= high', high,critical")
     state.add_argument("--history", action="store_true",
                        help="sweeps: every record, newest first")
+    state.add_argument("--silence", help="muted: only what this silence muted")
     state.add_argument("--limit", type=int, default=50)
     state.add_argument("--dest", help="backup: destination file")
     state.add_argument("--json", action="store_true")

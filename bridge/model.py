@@ -31,6 +31,9 @@ class EventType(StrEnum):
     CHANGED = "changed"
     RESOLVED = "resolved"
     REOPENED = "reopened"
+    # Not a transition of one item: the first sweep of a scope told in one event per sink
+    # (`baseline: summary`, bridge/baseline.py), counts by kind and severity in `attributes`.
+    SUMMARY = "summary"
 
 
 _SEVERITY_ALIASES: Mapping[str, Severity] = {

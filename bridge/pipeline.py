@@ -23,7 +23,7 @@ from bridge.http import HttpContext
 from bridge.outbox import SinkWorker
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreCorruptError, StoreError
-from bridge.sweep import SweepResult, run_sweep
+from bridge.sweep import Dispatch, SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +61,12 @@ class Pipeline:
         return p
 
     @property
+    def dispatch(self) -> Dispatch:
+        """What happens to routed events before the outbox (bridge/sweep.py)."""
+        return Dispatch(self.config.routes,
+                        {s.name: type(s).default_baseline for s in self.config.sinks})
+
+    @property
     def scopes(self) -> set[str]:
         return {scope for source in self.sources.values() for scope in source.scopes}
 
@@ -94,7 +100,7 @@ class Pipeline:
 
     async def _sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
         try:
-            result = await run_sweep(source, scope, self.store, self.config.routes,
+            result = await run_sweep(source, scope, self.store, self.dispatch,
                                      keep_events=self.keep_events)
         except StoreCorruptError as exc:
             log.critical("state_store_corrupt", error=str(exc),

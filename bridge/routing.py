@@ -9,13 +9,14 @@ Routing is a pure function of (event, tree), so `bridge routes test` can explain
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from bridge.baseline import Baseline
 from bridge.components import StrictModel
 from bridge.model import SEVERITY_RANK, Event, JSONScalar
 
@@ -73,6 +74,9 @@ class RouteConfig(StrictModel):
     sinks: list[str] | None = None
     continue_: bool = Field(default=False, alias="continue")
     routes: list[RouteConfig] = Field(default_factory=list)
+    # The first-sweep baseline for the sinks this route sends to (bridge/baseline.py), over
+    # the source's and the sinks' own; inherited by child routes like `sinks`.
+    baseline: Baseline | None = None
 
     @field_validator("match")
     @classmethod
@@ -165,6 +169,8 @@ class Decision:
     sinks: tuple[str, ...]
     routes: tuple[str, ...]
     steps: tuple[Step, ...]
+    # Sink -> the baseline mode the route that chose it sets (only where one does).
+    baselines: Mapping[str, Baseline] = field(default_factory=dict)
 
 
 def _label(route: RouteConfig, path: str) -> str:
@@ -175,11 +181,16 @@ def _describe(field: str, matcher: Matcher) -> str:
     return f"{field} {matcher.op} {matcher.value!r}"
 
 
+# A matching leaf of the tree: (its label, its sinks, its baseline mode).
+Result = tuple[str, list[str], Baseline | None]
+
+
 def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision:
     """Which sinks get `event`; with `explain`, also why each route matched or not."""
     steps: list[Step] = []
 
-    def visit(node: RouteConfig, path: str, inherited: list[str]) -> list[tuple[str, list[str]]]:
+    def visit(node: RouteConfig, path: str, inherited: list[str],
+              inherited_baseline: Baseline | None) -> list[Result]:
         if explain:
             failed = [
                 f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
@@ -198,16 +209,22 @@ def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision
                     return []
             label = _label(node, path)
         sinks = node.sinks if node.sinks is not None else inherited
-        found: list[tuple[str, list[str]]] = []
+        baseline = node.baseline if node.baseline is not None else inherited_baseline
+        found: list[Result] = []
         for i, child in enumerate(node.routes):
-            hits = visit(child, f"{path}.routes[{i}]", sinks)
+            hits = visit(child, f"{path}.routes[{i}]", sinks, baseline)
             found += hits
             if hits and not child.continue_:
                 break
-        return found or [(label, sinks)]
+        return found or [(label, sinks, baseline)]
 
-    results = visit(tree, "routes", [])
+    results = visit(tree, "routes", [], None)
     sinks: list[str] = []
-    for _, names in results:
-        sinks += [n for n in names if n not in sinks]
-    return Decision(tuple(sinks), tuple(p for p, _ in results), tuple(steps))
+    baselines: dict[str, Baseline] = {}
+    for _, names, mode in results:
+        for n in names:
+            if n not in sinks:
+                sinks.append(n)
+                if mode is not None:
+                    baselines[n] = mode
+    return Decision(tuple(sinks), tuple(p for p, _, _ in results), tuple(steps), baselines)

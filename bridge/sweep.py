@@ -1,9 +1,14 @@
-"""One sweep of one scope, top to bottom: source → diff → route → outbox.
+"""One sweep of one scope, top to bottom: source → diff → route → dispatch → outbox.
 
 Pages stream from the source into the diff; new and changed items are committed together with
 their outbox rows in chunks (each chunk one transaction), and the resolutions, the cursor and
 the sweep record in a final transaction once completeness is known. A crash before a commit
 replays that part of the sweep with the same event ids; a crash after it loses nothing.
+
+Between routing and the outbox, `Dispatch` decides what each chosen sink is actually sent: a
+scope's first sweep follows its baseline mode (bridge/baseline.py). An event a sink is not
+sent is committed as a `Muted` row (with why) instead of an outbox row, in the same
+transaction, so the audit trail and the state stay complete.
 """
 
 from __future__ import annotations
@@ -11,24 +16,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal
 
 import structlog
 
 from bridge import metrics
+from bridge.baseline import BASELINE_CURSOR, Baseline, mode_for, source_cursor, summary_event
 from bridge.diff import Differ, DiffPolicy, StoredItem
 from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
 from bridge.routing import RouteConfig, route
 from bridge.secrets import redact
 from bridge.sources.base import Source, SourceConfig
-from bridge.store.base import Outcome, Store, SweepCommit, SweepRecord
+from bridge.store.base import Muted, Outcome, Store, SweepCommit, SweepRecord
 
 log = structlog.get_logger(__name__)
 
 CHUNK = 2_000
+
+
+Routed = tuple[Event, tuple[str, ...]]  # an event and the sinks it is delivered to
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What happens to routed events before the outbox: the route tree, and each sink's kind
+    of first-sweep baseline (`SinkConfig.default_baseline`, by sink name)."""
+
+    routes: RouteConfig
+    sink_baselines: Mapping[str, Baseline] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +57,12 @@ class SweepResult:
     # 100k items keeps just the count.
     events: tuple[Event, ...]
     error: VendorError | None = None
+    # Also only when asked for: what each event is delivered to (summaries included), and
+    # what was muted instead.
+    deliveries: tuple[Routed, ...] = ()
+    muted: tuple[Muted, ...] = ()
+    # This sweep was (part of) its scope's first-sweep baseline.
+    baseline: bool = False
 
 
 def _outcome(sweep: Sweep) -> Outcome:
@@ -46,15 +71,31 @@ def _outcome(sweep: Sweep) -> Outcome:
     return "complete" if sweep.complete else "incomplete"
 
 
+BaselineState = Literal["pending", "done", "unmarked"]
+
+
+async def baseline_state(store: Store, scope: str, cursor: Mapping[str, str]) -> BaselineState:
+    """`pending` until a sweep of the scope commits complete or incomplete; `unmarked` for a
+    scope swept before baselines existed (done, and marked as such by its next commit)."""
+    if BASELINE_CURSOR in cursor:
+        return "done"
+    swept = await store.sweeps(scope, 1, outcomes=("complete", "incomplete"))
+    return "unmarked" if swept else "pending"
+
+
 class _Run:
     """State of one sweep in flight: the differ, what was committed, what to report."""
 
     def __init__(self, source: Source[SourceConfig], scope: str, store: Store,
-                 routes: RouteConfig, now: datetime, keep_events: bool) -> None:
-        self.source, self.scope, self.store, self.routes = source, scope, store, routes
-        self.now, self.keep_events = now, keep_events
+                 dispatch: Dispatch, now: datetime, keep_events: bool,
+                 baseline: BaselineState) -> None:
+        self.source, self.scope, self.store, self.dispatch = source, scope, store, dispatch
+        self.now, self.keep_events, self.baseline = now, keep_events, baseline
         self.differ: Differ | None = None
         self.kept: list[Event] = []
+        self.kept_deliveries: list[Routed] = []
+        self.kept_muted: list[Muted] = []
+        self.muted_count = 0
         self._loading: asyncio.Task[dict[tuple[str, str], StoredItem]] | None = None
 
     def start(self) -> None:
@@ -93,36 +134,88 @@ class _Run:
         differ.feed(items)
         if len(differ.writes) >= CHUNK:
             writes, events = differ.take()
-            await self.store.commit_chunk(self.scope, writes, self._route(events))
-            self._count(events)
+            deliveries, muted = self._dispatch(events)
+            await self.store.commit_chunk(self.scope, writes, deliveries, muted)
+            self._count(events, muted)
 
-    def _count(self, events: list[Event]) -> None:
+    def _count(self, events: list[Event], muted: list[Muted]) -> None:
         """Count events once they are committed (a failed commit emitted nothing)."""
         for event in events:
             metrics.EVENTS.labels(self.source.name, event.type.value).inc()
+        self.muted_count += len(muted)
 
-    def _route(self, events: list[Event]) -> list[tuple[Event, tuple[str, ...]]]:
+    def _dispatch(self, events: list[Event]) -> tuple[list[Routed], list[Muted]]:
+        """Route each event, then take away the sinks its scope's baseline mutes for it."""
+        deliveries: list[Routed] = []
+        muted: list[Muted] = []
+        source_mode, defaults = self.source.config.baseline, self.dispatch.sink_baselines
+        for event in events:
+            decision = route(self.dispatch.routes, event)
+            sinks = decision.sinks
+            if self.baseline == "pending":
+                kept: list[str] = []
+                for sink in sinks:
+                    mode = mode_for(sink, decision.baselines.get(sink), source_mode, defaults)
+                    if mode == "deliver":
+                        kept.append(sink)
+                    else:
+                        muted.append(Muted.of(event, sink, "baseline:summary" if mode == "summary"
+                                              else "baseline:suppress"))
+                sinks = tuple(kept)
+            deliveries.append((event, sinks))
+        self._keep(events, deliveries, muted)
+        return deliveries, muted
+
+    def _keep(self, events: list[Event], deliveries: list[Routed], muted: list[Muted]) -> None:
         if self.keep_events:
             self.kept.extend(events)
-        return [(e, route(self.routes, e).sinks) for e in events]
+            self.kept_deliveries.extend(deliveries)
+            self.kept_muted.extend(muted)
+
+    async def _summaries(self, final: list[Muted]) -> list[Routed]:
+        """The baseline's `summary` events, one per sink: what the committed chunks muted
+        for a summary (earlier sweeps of a pending baseline included) plus this last part."""
+        counts = await self.store.muted_counts(self.scope, "baseline:summary")
+        for m in final:
+            if m.reason == "baseline:summary":
+                per_sink = counts.setdefault(m.sink, {})
+                per_sink[(m.kind, m.severity)] = per_sink.get((m.kind, m.severity), 0) + 1
+        return [(summary_event(scope=self.scope, source=self.source.name,
+                               vendor=self.source.vendor, sink=sink, counts=counts[sink]),
+                 (sink,)) for sink in sorted(counts)]
 
     async def finish(self, sweep: Sweep, record: SweepRecord) -> SweepRecord:
         differ = await self._differ()
         snapshots = await self.store.load_snapshots(self.scope, differ.absentees(sweep.kinds))
         differ.finish(sweep.kinds, snapshots)
         writes, events = differ.take()
+        deliveries, muted = self._dispatch(events)
+        cursor = dict(sweep.cursor)
+        if self.baseline == "unmarked" or (self.baseline == "pending"
+                                           and record.outcome in ("complete", "incomplete")):
+            cursor[BASELINE_CURSOR] = self.now.isoformat()
+            if self.baseline == "pending":
+                summaries = await self._summaries(muted)
+                deliveries += summaries
+                self._keep([], summaries, [])
+                log.info("baseline_done", source=self.source.name, scope=self.scope,
+                         muted=self.muted_count + len(muted), summaries=len(summaries))
         record = replace(record, items_seen=len(differ.seen), events=differ.event_count)
         sweep_id = await self.store.commit_sweep(
-            SweepCommit(record, writes, self._route(events), dict(sweep.cursor)))
-        self._count(events)
+            SweepCommit(record, writes, deliveries, cursor, muted))
+        self._count(events, muted)
         return replace(record, id=sweep_id)
+
+    def result(self, record: SweepRecord, error: VendorError | None = None) -> SweepResult:
+        return SweepResult(record, tuple(self.kept), error, tuple(self.kept_deliveries),
+                           tuple(self.kept_muted), self.baseline == "pending")
 
 
 async def run_sweep(
     source: Source[SourceConfig],
     scope: str,
     store: Store,
-    routes: RouteConfig,
+    dispatch: Dispatch,
     *,
     now: datetime | None = None,
     keep_events: bool = False,
@@ -130,12 +223,13 @@ async def run_sweep(
     """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep."""
     started = utcnow()
     clock = time.monotonic()
-    run = _Run(source, scope, store, routes, now or started, keep_events)
     cursor = await store.load_cursor(scope)
+    run = _Run(source, scope, store, dispatch, now or started, keep_events,
+               await baseline_state(store, scope, cursor))
     run.start()
     requests_before = source.requests
     try:
-        sweep = await source.stream(scope, cursor, run.emit)
+        sweep = await source.stream(scope, source_cursor(cursor), run.emit)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
                              finished_at=utcnow(), outcome="failed", error=redact(str(exc)),
@@ -143,7 +237,7 @@ async def run_sweep(
         record = await run.finish(Sweep(scope=scope, items=(), kinds={}), record)
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
-        return SweepResult(record, tuple(run.kept), exc)
+        return run.result(record, exc)
     except BaseException:
         await run.abandon()
         raise
@@ -164,4 +258,4 @@ async def run_sweep(
     log_method("sweep_done", source=source.name, scope=scope, outcome=outcome,
                seen=record.items_seen, events=record.events, requests=record.requests,
                notes=list(sweep.notes)[:5], sweep_id=record.id)
-    return SweepResult(record, tuple(run.kept))
+    return run.result(record)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import Field
 
+from bridge.baseline import Baseline
 from bridge.components import ComponentConfig
 from bridge.model import Event
 
@@ -58,6 +59,11 @@ class PermanentDeliveryError(DeliveryError):
 
 class SinkConfig(ComponentConfig):
     """Delivery policy every sink shares; subclasses add `type` and their own settings."""
+
+    # What this kind of sink gets of a scope's first sweep unless a source or route says
+    # otherwise (bridge/baseline.py): ticketing and chat sinks declare "summary", so that a
+    # fresh install does not open ten thousand tickets; a SIEM or an archive wants everything.
+    default_baseline: ClassVar[Baseline] = "deliver"
 
     batch_size: int = Field(default=100, ge=1, le=10_000)
     # Attempts the receiver answered with a failure (a 5xx, a timeout) before an event is

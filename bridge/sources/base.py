@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import structlog
 from pydantic import Field
 
+from bridge.baseline import Baseline
 from bridge.components import ComponentConfig
 from bridge.diff import ChangeRule
 from bridge.http import HttpConfig, HttpContext, VendorError
@@ -34,6 +35,9 @@ class SourceConfig(ComponentConfig):
     tracked_fields: tuple[str, ...] = ("title", "severity", "status")
     # A label for routing and display (an org or tenant name); items carry it as `tenant`.
     tenant: str = ""
+    # What each sink gets of a scope's first sweep (bridge/baseline.py): deliver | summary |
+    # suppress; unset, each sink's kind decides (summary for ticketing and chat, else deliver).
+    baseline: Baseline | None = None
     http: HttpConfig = Field(default_factory=HttpConfig)
 
     def build(self, http: HttpContext) -> Source[Any]:

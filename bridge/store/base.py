@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -108,6 +108,42 @@ class SweepRecord:
     id: int | None = None
 
 
+MuteReason = Literal["baseline:summary", "baseline:suppress", "silence"]
+MUTE_REASONS: tuple[str, ...] = get_args(MuteReason)
+
+
+@dataclass(frozen=True, slots=True)
+class Muted:
+    """An event a sink was not sent, and why: a scope's first-sweep baseline (bridge/baseline.py)
+    or a silence (bridge/silences.py, `silence_id`). The audit trail that keeps "not delivered"
+    from looking like "never happened"; the event itself is kept in brief (no raw payload)."""
+
+    event_id: str
+    type: str
+    source: str
+    vendor: str
+    scope: str
+    kind: str
+    key: str
+    title: str
+    severity: str
+    occurred_at: datetime
+    sink: str
+    reason: MuteReason
+    silence_id: str | None = None
+
+    @classmethod
+    def of(cls, event: Event, sink: str, reason: MuteReason,
+           silence_id: str | None = None) -> Muted:
+        return cls(event.id, event.type.value, event.source, event.vendor, event.scope,
+                   event.kind, event.key, event.title, event.severity, event.occurred_at, sink,
+                   reason, silence_id)
+
+
+# Muted rows are kept this long (those of a silence not yet settled stay until it is).
+MUTED_KEPT = timedelta(days=90)
+
+
 @dataclass(frozen=True, slots=True)
 class SweepCommit:
     record: SweepRecord
@@ -115,6 +151,8 @@ class SweepCommit:
     # Each event with the sinks the router chose for it; events routed nowhere are not stored.
     deliveries: Sequence[tuple[Event, Sequence[str]]] = ()
     cursor: dict[str, str] = field(default_factory=dict)
+    # Events some sinks were not sent (a baseline, a silence), recorded with why.
+    muted: Sequence[Muted] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +234,10 @@ class Store(ABC):
 
     @abstractmethod
     async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
-                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
-        """Part of a large sweep, in its own transaction: item states with their events.
+                           deliveries: Sequence[tuple[Event, Sequence[str]]],
+                           muted: Sequence[Muted] = ()) -> None:
+        """Part of a large sweep, in its own transaction: item states with their events (and
+        the record of those some sinks are not sent).
 
         Safe because each chunk only creates/changes items together with their outbox rows;
         resolutions, the cursor and the sweep record wait for `commit_sweep`.
@@ -206,7 +246,17 @@ class Store(ABC):
     @abstractmethod
     async def commit_sweep(self, commit: SweepCommit) -> int:
         """Write everything in one transaction; returns the sweep id. Keeps the last 1,000
-        sweep records of each scope."""
+        sweep records of each scope, and muted events for `MUTED_KEPT`."""
+
+    # -- what was not delivered, and why
+    @abstractmethod
+    async def muted(self, scope: str | None = None, *, silence_id: str | None = None,
+                    reason: MuteReason | None = None, limit: int = 100) -> list[Muted]:
+        """Muted events, the most recently recorded first; every filter given must hold."""
+
+    @abstractmethod
+    async def muted_counts(self, scope: str, reason: MuteReason) -> dict[str, dict[tuple[str, str], int]]:
+        """Muted events of a scope for one reason: sink -> (kind, severity) -> count."""
 
     # -- outbox
     @abstractmethod

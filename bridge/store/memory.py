@@ -24,10 +24,14 @@ import msgspec
 from bridge.diff import ItemWrite, StoredItem
 from bridge.model import Event
 from bridge.store.base import (
+    MUTE_REASONS,
+    MUTED_KEPT,
     STATES,
     DeadLetter,
     Delivery,
     ItemRecord,
+    Muted,
+    MuteReason,
     QueueStats,
     StateConfig,
     Store,
@@ -78,8 +82,13 @@ def apply_item_writes(rows: MutableMapping[tuple[str, str], ItemRecord], scope: 
             resolved_at=w.resolved_at if w.resolved_at is not None else old.resolved_at)
 
 
-def refusal(writes: Iterable[ItemWrite], cursor: dict[str, str]) -> str | None:
-    """Why a store's schema would refuse these writes or cursor values, or None."""
+def refusal(writes: Iterable[ItemWrite], cursor: dict[str, str],
+            muted: Iterable[Muted] = ()) -> str | None:
+    """Why a store's schema would refuse these writes, cursor values or muted rows, or None."""
+    for m in muted:
+        if m.reason not in MUTE_REASONS:
+            return f"muted event {m.event_id}: reason {m.reason!r} is not one of " \
+                   f"{', '.join(MUTE_REASONS)}"
     for w in writes:
         if w.state not in STATES:
             return f"item {w.kind}/{w.key}: state {w.state!r} is not one of {', '.join(STATES)}"
@@ -140,6 +149,7 @@ class MemoryStore(Store):
         self._outbox: dict[str, dict[int, _Pending]] = {}
         self._dead: dict[int, _Dead] = {}
         self._seqs = itertools.count(1)  # shared by every sink, never reused
+        self._muted: list[tuple[float, Muted]] = []  # (recorded at, row), oldest first
 
     def _usable(self) -> None:
         if not self._open:
@@ -171,19 +181,26 @@ class MemoryStore(Store):
         return dict(self._cursors.get(scope, {}))
 
     async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
-                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
+                           deliveries: Sequence[tuple[Event, Sequence[str]]],
+                           muted: Sequence[Muted] = ()) -> None:
         self._usable()
-        outbox = self._checked(scope, writes, deliveries, {})
+        outbox = self._checked(scope, writes, deliveries, {}, muted)
         apply_item_writes(self._items.setdefault(scope, {}), scope, writes)
-        self._enqueue(outbox, time.time())
+        now = time.time()
+        self._enqueue(outbox, now)
+        self._muted.extend((now, m) for m in muted)
 
     async def commit_sweep(self, commit: SweepCommit) -> int:
         self._usable()
         r = commit.record
-        outbox = self._checked(r.scope, commit.writes, commit.deliveries, commit.cursor)
+        outbox = self._checked(r.scope, commit.writes, commit.deliveries, commit.cursor,
+                               commit.muted)
         apply_item_writes(self._items.setdefault(r.scope, {}), r.scope, commit.writes)
         self._cursors.setdefault(r.scope, {}).update(commit.cursor)
-        self._enqueue(outbox, time.time())
+        now = time.time()
+        self._enqueue(outbox, now)
+        self._muted.extend((now, m) for m in commit.muted)
+        self._prune_muted(r.scope, now)
         record = dataclasses.replace(r, notes=tuple(r.notes), id=next(self._sweep_ids))
         self._sweeps.setdefault(r.scope, deque(maxlen=SWEEPS_KEPT)).append(record)
         assert record.id is not None
@@ -192,9 +209,10 @@ class MemoryStore(Store):
     @staticmethod
     def _checked(scope: str, writes: Sequence[ItemWrite],
                  deliveries: Sequence[tuple[Event, Sequence[str]]],
-                 cursor: dict[str, str]) -> list[tuple[str, str, str]]:
+                 cursor: dict[str, str], muted: Sequence[Muted] = ()
+                 ) -> list[tuple[str, str, str]]:
         """The commit's outbox rows (sink, event id, body), once nothing in it is refused."""
-        reason = refusal(writes, cursor)
+        reason = refusal(writes, cursor, muted)
         if reason is not None:
             raise commit_refused(scope, reason)
         try:
@@ -202,6 +220,31 @@ class MemoryStore(Store):
                     for body in (e.to_json(),) for sink in sinks]
         except TypeError as exc:  # orjson's JSONEncodeError: a value JSON cannot hold
             raise commit_refused(scope, f"an event cannot be encoded: {exc}") from exc
+
+    def _prune_muted(self, scope: str, now: float) -> None:
+        cutoff = now - MUTED_KEPT.total_seconds()
+        self._muted = [(at, m) for at, m in self._muted if m.scope != scope or at >= cutoff]
+
+    # -- what was not delivered, and why
+
+    async def muted(self, scope: str | None = None, *, silence_id: str | None = None,
+                    reason: MuteReason | None = None, limit: int = 100) -> list[Muted]:
+        self._usable()
+        found = [m for _, m in reversed(self._muted)
+                 if (scope is None or m.scope == scope)
+                 and (silence_id is None or m.silence_id == silence_id)
+                 and (reason is None or m.reason == reason)]
+        return _limited(found, limit)
+
+    async def muted_counts(self, scope: str, reason: MuteReason
+                           ) -> dict[str, dict[tuple[str, str], int]]:
+        self._usable()
+        out: dict[str, dict[tuple[str, str], int]] = {}
+        for _, m in self._muted:
+            if m.scope == scope and m.reason == reason:
+                counts = out.setdefault(m.sink, {})
+                counts[(m.kind, m.severity)] = counts.get((m.kind, m.severity), 0) + 1
+        return out
 
     def _enqueue(self, rows: Iterable[tuple[str, str, str]], now: float) -> None:
         for sink, event_id, body in rows:

@@ -31,9 +31,12 @@ from pydantic import Field
 from bridge.diff import ItemWrite, StoredItem
 from bridge.model import Event, events_from_json
 from bridge.store.base import (
+    MUTED_KEPT,
     DeadLetter,
     Delivery,
     ItemRecord,
+    Muted,
+    MuteReason,
     QueueStats,
     StateConfig,
     Store,
@@ -299,8 +302,9 @@ class SQLiteStore(Store, StoreMaintenance):
         return await self._run(q)
 
     async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
-                           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> None:
-        rows = _Rows.of(scope, writes, deliveries)
+                           deliveries: Sequence[tuple[Event, Sequence[str]]],
+                           muted: Sequence[Muted] = ()) -> None:
+        rows = _Rows.of(scope, writes, deliveries, muted)
 
         def tx(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -310,7 +314,7 @@ class SQLiteStore(Store, StoreMaintenance):
 
     async def commit_sweep(self, commit: SweepCommit) -> int:
         r = commit.record
-        rows = _Rows.of(r.scope, commit.writes, commit.deliveries)
+        rows = _Rows.of(r.scope, commit.writes, commit.deliveries, commit.muted)
         cursor_rows = [(r.scope, k, v) for k, v in commit.cursor.items()]
 
         def tx(conn: sqlite3.Connection) -> int:
@@ -334,10 +338,39 @@ class SQLiteStore(Store, StoreMaintenance):
                     "WHERE scope = ? ORDER BY id DESC LIMIT 1 OFFSET 999)",
                     (r.scope, r.scope),
                 )
+                _prune_muted(conn, r.scope)
             assert cur.lastrowid is not None
             return cur.lastrowid
 
         return await self._run(tx, failing=f"state commit failed for {r.scope}")
+
+    # -- what was not delivered, and why
+
+    async def muted(self, scope: str | None = None, *, silence_id: str | None = None,
+                    reason: MuteReason | None = None, limit: int = 100) -> list[Muted]:
+        def q(conn: sqlite3.Connection) -> list[Muted]:
+            rows = conn.execute(
+                f"SELECT {_MUTED_COLUMNS} FROM muted WHERE (?1 IS NULL OR scope = ?1) "
+                "AND (?2 IS NULL OR silence_id = ?2) AND (?3 IS NULL OR reason = ?3) "
+                "ORDER BY seq DESC LIMIT ?4",
+                (scope, silence_id, reason, limit),
+            ).fetchall()
+            return [Muted(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _dt(r[9]),
+                          r[10], r[11], r[12]) for r in rows]
+
+        return await self._run(q)
+
+    async def muted_counts(self, scope: str, reason: MuteReason
+                           ) -> dict[str, dict[tuple[str, str], int]]:
+        def q(conn: sqlite3.Connection) -> dict[str, dict[tuple[str, str], int]]:
+            out: dict[str, dict[tuple[str, str], int]] = {}
+            for sink, kind, severity, n in conn.execute(
+                    "SELECT sink, kind, severity, COUNT(*) FROM muted WHERE scope = ? "
+                    "AND reason = ? GROUP BY sink, kind, severity", (scope, reason)):
+                out.setdefault(sink, {})[(kind, severity)] = n
+            return out
+
+        return await self._run(q)
 
     # -- outbox
 
@@ -576,17 +609,29 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+_MUTED_COLUMNS = ("event_id, type, source, vendor, scope, kind, key, title, severity, "
+                  "occurred_at, sink, reason, silence_id")
+
+
+def _prune_muted(conn: sqlite3.Connection, scope: str) -> None:
+    """Forget a scope's muted rows older than `MUTED_KEPT`."""
+    conn.execute("DELETE FROM muted WHERE scope = ? AND recorded_at < ?",
+                 (scope, time.time() - MUTED_KEPT.total_seconds()))
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    """Item writes and outbox rows, encoded before the write lock is taken."""
+    """Item writes, outbox rows and muted rows, encoded before the write lock is taken."""
 
     full: list[tuple[Any, ...]]
     partial: list[tuple[Any, ...]]
     outbox: list[tuple[str, str, str, float]]
+    muted: list[tuple[Any, ...]]
 
     @classmethod
     def of(cls, scope: str, writes: Sequence[ItemWrite],
-           deliveries: Sequence[tuple[Event, Sequence[str]]]) -> _Rows:
+           deliveries: Sequence[tuple[Event, Sequence[str]]], muted: Sequence[Muted] = ()
+           ) -> _Rows:
         now = time.time()
         try:
             outbox = [(sink, e.id, body, now) for e, sinks in deliveries if sinks
@@ -600,6 +645,9 @@ class _Rows:
             partial=[(w.state, w.misses, w.counter, _ts(w.changed_at), _ts(w.resolved_at), scope,
                       w.kind, w.key) for w in writes if w.snapshot is None],
             outbox=outbox,
+            muted=[(m.event_id, m.type, m.source, m.vendor, m.scope, m.kind, m.key, m.title,
+                    m.severity, _ts(m.occurred_at), m.sink, m.reason, m.silence_id, now)
+                   for m in muted],
         )
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -621,6 +669,8 @@ class _Rows:
         )
         conn.executemany("INSERT INTO outbox (sink, event_id, body, created_at) VALUES (?,?,?,?)",
                          self.outbox)
+        conn.executemany(f"INSERT INTO muted ({_MUTED_COLUMNS}, recorded_at) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", self.muted)
 
 
 def _split_sql(sql: str) -> list[str]:

@@ -18,6 +18,8 @@ import pytest
 
 from bridge.model import Event, EventType
 from bridge.store.base import (
+    MUTED_KEPT,
+    Muted,
     Store,
     StoreCorruptError,
     StoreError,
@@ -143,7 +145,8 @@ async def test_schema_version_is_recorded_and_journal_is_wal(store: SQLiteStore)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST >= 1
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"items", "outbox", "dead_letters", "cursors", "sweeps", "sqlite_sequence"}
+        assert tables == {"items", "outbox", "dead_letters", "cursors", "sweeps", "muted",
+                          "sqlite_sequence"}
     finally:
         conn.close()
 
@@ -379,3 +382,20 @@ async def test_backup_overwrites_an_older_backup(store: SQLiteStore, tmp_path: P
 async def test_check_is_clean_on_a_sound_store(store: SQLiteStore) -> None:
     await run_sweep(store, sweep(item("a")))
     assert await store.check() == []
+
+
+async def test_muted_rows_are_forgotten_after_90_days(store: SQLiteStore) -> None:
+    old, fresh, elsewhere = make_event("old"), make_event("fresh"), make_event("x", scope="other")
+    await store.commit_chunk(SCOPE, [], [], [Muted.of(old, "siem", "baseline:suppress")])
+    await store.commit_chunk("other", [], [], [Muted.of(elsewhere, "siem", "baseline:suppress")])
+    conn = sqlite3.connect(store.path)
+    try:
+        with conn:
+            conn.execute("UPDATE muted SET recorded_at = recorded_at - ?",
+                         ((MUTED_KEPT + timedelta(days=1)).total_seconds(),))
+    finally:
+        conn.close()
+    await store.commit_chunk(SCOPE, [], [], [Muted.of(fresh, "siem", "baseline:suppress")])
+    assert len(await store.muted()) == 3  # only a sweep's commit prunes
+    await store.commit_sweep(commit_events())
+    assert [m.key for m in await store.muted()] == ["fresh", "x"]  # only the sweep's scope

@@ -59,16 +59,14 @@ async def test_undelivered_events_are_1_even_when_the_sweep_was_incomplete(
         vendor.world.add_finding()
     vendor.world.faults.add(Fault(kind="status", path="/findings$", page=2, status=503,
                                   times=-1))
-    receiver = await Receiver(mode="503").start()
-    try:
-        config = operator_config(tmp_path, vendor)
-        config["sinks"] = [{"name": "hook", "type": "webhook", "url": receiver.url,
-                            "backoff_initial": 0.05, "backoff_max": 0.1}]
-        config["routes"] = {"sinks": ["hook"]}
-        path = write_config(tmp_path, config)
-        code, _, err = await bridge("once", "--deliver-timeout", "1", config=path)
-    finally:
-        await receiver.stop()
+    receiver = await Receiver().start()
+    await receiver.stop()  # down: nothing listens there (no attempts spent, no dead letters)
+    config = operator_config(tmp_path, vendor)
+    config["sinks"] = [{"name": "hook", "type": "webhook", "url": receiver.url,
+                        "backoff_initial": 0.05, "backoff_max": 0.1}]
+    config["routes"] = {"sinks": ["hook"]}
+    path = write_config(tmp_path, config)
+    code, _, err = await bridge("once", "--deliver-timeout", "1", config=path)
     assert code == 1
     assert '"event": "undelivered"' in err and '"hook": 100' in err
 

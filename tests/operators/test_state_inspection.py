@@ -106,7 +106,9 @@ async def test_sweeps_show_the_last_complete_one_and_why_later_ones_were_not(
 
     code, out, _ = await bridge("state", "sweeps", config=path)
     lines = out.splitlines()
-    assert lines[0].startswith("scanorbit  source=scanorbit  last complete: ")
+    assert scope["baseline"].startswith("done 20")  # ended by the first (complete) sweep
+    assert lines[0].startswith(f"scanorbit  source=scanorbit  baseline: {scope['baseline']}  "
+                               "last complete: ")
     assert f"(#{scope['last_complete']['id']}, 150 seen, 150 events)" in lines[0]
     assert lines[0].endswith(f"latest: failed at {scope['latest']['started']}")
     assert lines[1].startswith(f"  #{failed['id']} ") and "failed: " in lines[1]
@@ -121,4 +123,5 @@ async def test_a_scope_never_swept_is_listed_from_the_config(
     path = write_config(tmp_path, operator_config(tmp_path, vendor))
     code, out, err = await bridge("state", "sweeps", config=path)
     assert code == 0, err
-    assert out.splitlines() == ["scanorbit  source=scanorbit  last complete: never  never swept"]
+    assert out.splitlines() == [
+        "scanorbit  source=scanorbit  baseline: pending  last complete: never  never swept"]

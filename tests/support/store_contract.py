@@ -31,6 +31,7 @@ import pytest
 from bridge.diff import Differ, DiffPolicy, ItemWrite, diff
 from bridge.model import Event, EventType, Sweep
 from bridge.store.base import (
+    Muted,
     Outcome,
     Store,
     StoreCorruptError,
@@ -105,6 +106,7 @@ class StoreContract:
             "stats": await store.queue_stats(),
             "sweeps": await store.sweeps(limit=EVERYTHING),
             "counts": sorted(await store.item_counts()),
+            "muted": await store.muted(limit=EVERYTHING),
             "backend": await self.backend_state(store),
         }
 
@@ -221,6 +223,45 @@ class StoreContract:
                                                (make_event("b"), ["siem"])))
         assert await depths(store) == {"siem": (1, 0)}
         assert [d.event.key for d in await store.claim("siem", 10)] == ["b"]
+
+    # -- what was not delivered, and why
+
+    async def test_muted_events_are_recorded_with_their_commit(self, store: Store) -> None:
+        a, b = make_event("a", severity="high"), make_event("b", severity="low", title="B")
+        c = make_event("c", scope="other", type_=EventType.CHANGED, counter=2)
+        await store.commit_chunk(SCOPE, [], [(a, ["siem"])], [
+            Muted.of(a, "jira", "baseline:summary"), Muted.of(b, "jira", "baseline:summary"),
+            Muted.of(b, "siem", "baseline:suppress")])
+        await store.commit_sweep(SweepCommit(record=record(scope="other"), muted=[
+            Muted.of(c, "siem", "silence", "s-1")]))
+        rows = await store.muted(limit=EVERYTHING)
+        assert [(m.key, m.sink, m.reason) for m in rows] == [  # newest first
+            ("c", "siem", "silence"), ("b", "siem", "baseline:suppress"),
+            ("b", "jira", "baseline:summary"), ("a", "jira", "baseline:summary")]
+        assert rows[0] == Muted(c.id, "changed", "so", "scanorbit", "other", "finding",
+                                "c", "finding c", "high", T0, "siem", "silence", "s-1")
+        assert rows[1].title == "B" and rows[1].occurred_at == T0
+        assert [m.key for m in await store.muted(SCOPE, limit=EVERYTHING)] == ["b", "b", "a"]
+        assert [m.key for m in await store.muted(silence_id="s-1")] == ["c"]
+        assert [m.sink for m in await store.muted(reason="baseline:summary")] == ["jira", "jira"]
+        assert len(await store.muted(limit=2)) == 2
+        assert await store.muted_counts(SCOPE, "baseline:summary") == {
+            "jira": {("finding", "high"): 1, ("finding", "low"): 1}}
+        assert await store.muted_counts(SCOPE, "baseline:suppress") == {
+            "siem": {("finding", "low"): 1}}
+        assert await store.muted_counts("other", "baseline:summary") == {}
+        assert await depths(store) == {"siem": (1, 0)}  # muted rows are not deliveries
+
+    async def test_a_refused_commit_records_no_muted_event(self, store: Store) -> None:
+        await run_sweep(store, sweep(item("a")))
+        a = make_event("a")
+        with pytest.raises(StoreError, match="state commit failed"):
+            await store.commit_sweep(SweepCommit(record=record(), writes=[bad_state_write()],
+                                                 muted=[Muted.of(a, "siem", "silence", "x")]))
+        with pytest.raises(StoreError, match="state commit failed"):
+            await store.commit_chunk(SCOPE, [], [], [
+                Muted.of(a, "siem", "shrug")])  # type: ignore[arg-type]
+        assert await store.muted(limit=EVERYTHING) == []
 
     @pytest.mark.parametrize("breakage", ["item_state", "cursor_value", "unencodable_event"])
     async def test_failed_commit_changes_nothing(self, store: Store, breakage: str) -> None:
