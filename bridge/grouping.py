@@ -226,20 +226,22 @@ class Grouper:
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group(key, opened_at=now)
-            elif not group.seqs and group.flushed_at is None:
-                group.opened_at = now
+            elif not group.seqs and (group.flushed_at is None or now >= group.flushed_at
+                                     + self.settings.group_interval):
+                group.opened_at, group.flushed_at = now, None  # gone quiet: a new group
             group.seqs.append(row.seq)
 
     def next_due(self, now: float) -> float | None:
-        """Seconds until `plan` has something to send (0: now), or None with nothing held."""
-        if not self._rows:
-            return None
-        times = [self._due_at(g) for g in self._groups.values() if g.seqs]
+        """Seconds until `plan` may have something new to send, or None when nothing held
+        will become due by itself. Groups already due but held back (behind an event set
+        aside, or another group's event of the same item) do not count: what releases them
+        is the summary or that group, whose own time is counted."""
+        storm = set(self._storm)
+        times = [due for g in self._groups.values()
+                 if any(s not in storm for s in g.seqs) and (due := self._due_at(g)) > now]
         if self._storm_since is not None:
             times.append(self._storm_since + self.settings.summary_interval)
-        if not times:
-            return None
-        return max(0.0, min(times) - now)
+        return max(0.0, min(times) - now) if times else None
 
     def plan(self, now: float) -> Plan:
         """What to send now. Rows the storm guard sets aside move to the summary pool here;

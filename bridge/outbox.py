@@ -200,8 +200,13 @@ class SinkWorker:
         if grouper.room:
             rows = await self._claim_after(grouper.cursor, min(grouper.room,
                                                                self.config.batch_size))
+            was_idle = not grouper.pending
             grouper.add(rows, time.monotonic())
             claimed = bool(rows)
+            if claimed and was_idle:  # once per wait, not per claim: says events are held
+                due = grouper.next_due(time.monotonic())
+                log.info("digests_waiting", events=grouper.pending,
+                         due_in=None if due is None else round(due, 3))
         plan = grouper.plan(time.monotonic())
         if plan.engaged:
             metrics.STORM_GUARD_ENGAGED.labels(self.name).inc()

@@ -46,8 +46,8 @@ def colour(event: Event) -> str:
 def headline(event: Event) -> str:
     """e.g. "🟧 New HIGH finding: S3 bucket prod-logs is publicly readable"."""
     marker = "" if event.type is EventType.RESOLVED else f"{EMOJI[event.severity]} "
-    return (f"{marker}{ACTIONS[event.type]} {event.severity.upper()} {event.kind}: "
-            f"{event.title}")
+    action = ACTIONS.get(event.type, event.type.value.capitalize())  # e.g. a baseline summary
+    return f"{marker}{action} {event.severity.upper()} {event.kind}: {event.title}"
 
 
 def origin(event: Event) -> str:
