@@ -71,6 +71,10 @@ def cmd_once(args: argparse.Namespace) -> int:
     from bridge.daemon import Daemon
 
     config = _config(args)
+    if args.dry_run:
+        from bridge.dryrun import dry_run
+
+        return asyncio.run(dry_run(config, show=args.show, as_json=args.json, out=sys.stdout))
     return asyncio.run(Daemon(config, config_path=Path(args.config)).once(args.deliver_timeout))
 
 
@@ -336,6 +340,12 @@ def parser() -> argparse.ArgumentParser:
         "once", help="sweep every source once, deliver, exit",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ONCE_EXIT_CODES))
     once.add_argument("--deliver-timeout", type=float, default=60.0)
+    once.add_argument("--dry-run", action="store_true",
+                      help="sweep, diff and route for real, print per sink what would be sent; "
+                      "write nothing (state, outbox, cursors) and send nothing")
+    once.add_argument("--show", type=int, default=10,
+                      help="dry run: events shown per sink (default 10)")
+    once.add_argument("--json", action="store_true", help="dry run: every event, as JSON")
     once.set_defaults(fn=cmd_once)
 
     demo = sub.add_parser("demo", help="run against bundled simulators with local sinks")
