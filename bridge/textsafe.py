@@ -12,7 +12,7 @@ plain text.
 Backslashes themselves are left alone in `printable`: a Windows path stays readable, and the
 only cost is that a title holding the four characters `\\x1b` looks like an escaped ESC, which
 nobody's terminal acts on. The wire formats, which must be unambiguous, escape their
-backslashes first and then use `UNSAFE_EXCEPT_TAB_LF_CR` (bridge/sinks/formats.py).
+backslashes first and then use `UNSAFE_EXCEPT_TAB_LF_CR` (bridge/sinks/formats/).
 
 Speed matters on the encoders' path, so the test for "is there anything to do" is cheap: ASCII
 text (told apart in O(1) by `str.isascii()`) is checked by one C-speed `bytes.translate` pass,

@@ -17,7 +17,7 @@ from typing import Literal, TextIO
 
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
-from bridge.sinks.formats import encode_json
+from bridge.sinks.formats.json import encode_json
 from bridge.textsafe import printable
 
 

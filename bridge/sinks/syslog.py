@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,17 +21,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from bridge import metrics
 from bridge.model import SEVERITIES, Event
 from bridge.sinks.base import DestinationUnavailableError, PermanentDeliveryError, Sink, SinkConfig
-from bridge.sinks.formats import (
-    CefConfig,
-    LeefConfig,
-    Oversize,
-    cef_encoder,
-    encode_json,
-    fit_cef,
-    fit_json,
-    fit_leef,
-    leef_encoder,
-)
+from bridge.sinks.formats.cef import CefConfig
+from bridge.sinks.formats.common import Oversize
+from bridge.sinks.formats.leef import LeefConfig
+from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.sinks.syslog_framing import (
     DEFAULT_SEVERITY_MAP,
     Framing,
@@ -63,7 +56,7 @@ class SyslogSinkConfig(SinkConfig):
     protocol: Literal["udp", "tcp", "tls"] = "tcp"
     # Stream framing (RFC 6587); ignored for UDP, where a datagram is a message.
     framing: Framing = "octet_counting"
-    format: Literal["cef", "leef", "json"] = "cef"
+    format: PayloadFormat = "cef"
     rfc: Rfc = 5424
     facility: str | int = "local4"
     # Our severity -> syslog severity (name or 0-7); keys left out keep the default.
@@ -166,21 +159,6 @@ class SyslogSinkConfig(SinkConfig):
         return SyslogSink(self)
 
 
-Encode = Callable[[Event], str]
-Fit = Callable[[Event, int, Oversize], list[str]]
-
-
-def _body_encoder(cfg: SyslogSinkConfig) -> tuple[Encode, Fit]:
-    """The format's encoder and its under-a-budget variant, bound to their config."""
-    if cfg.format == "cef":
-        cef = cfg.cef
-        return cef_encoder(cef).encode, lambda e, limit, mode: fit_cef(e, cef, limit, mode)
-    if cfg.format == "leef":
-        leef = cfg.leef
-        return leef_encoder(leef).encode, lambda e, limit, mode: fit_leef(e, leef, limit, mode)
-    return encode_json, fit_json
-
-
 class SyslogSink(Sink[SyslogSinkConfig]):
     def __init__(self, config: SyslogSinkConfig) -> None:
         super().__init__(config)
@@ -198,7 +176,8 @@ class SyslogSink(Sink[SyslogSinkConfig]):
             sd_id=cfg.sd_id,
             tag=cfg.app_name if cfg.format == "json" else None,
         )
-        self._encode, self._fit = _body_encoder(cfg)
+        payload = formatter(cfg.format, cfg.cef, cfg.leef)
+        self._encode, self._fit = payload.encode, payload.fit
         self._limit = cfg.effective_max_message_size
         self._stream = cfg.protocol != "udp"
         self._octets = cfg.framing == "octet_counting"

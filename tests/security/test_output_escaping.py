@@ -35,16 +35,9 @@ from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from bridge.sinks.file import FileSink, FileSinkConfig, StdoutSink, StdoutSinkConfig
-from bridge.sinks.formats import (
-    CefConfig,
-    LeefConfig,
-    encode_cef,
-    encode_json,
-    encode_leef,
-    fit_cef,
-    fit_json,
-    fit_leef,
-)
+from bridge.sinks.formats.cef import CefConfig, encode_cef, fit_cef
+from bridge.sinks.formats.json import encode_json, fit_json
+from bridge.sinks.formats.leef import LeefConfig, encode_leef, fit_leef
 from bridge.sinks.syslog import SyslogSink, SyslogSinkConfig
 from bridge.textsafe import UNSAFE as TEXT_UNSAFE
 from bridge.textsafe import UNSAFE_EXCEPT_TAB_LF_CR as TEXT_UNSAFE_EXCEPT_TAB_LF_CR

@@ -1,13 +1,19 @@
-"""Hypothesis strategies for events whose text is hostile to every format."""
+"""Hypothesis strategies for events whose text is hostile to every format, and for encoder
+settings that reach every path of the encoders."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bridge.model import SEVERITIES, Event, EventType
+from bridge.sinks.formats.cef import CefConfig
+from bridge.sinks.formats.fields import EVENT_FIELDS, CustomField
+from bridge.sinks.formats.leef import LeefConfig
 
 SPECIAL = [*"\\|=\n\r\t ^~;\"]é中😀\x00\x01\x1b\x7f", "\u0301", "\u2028", "\ufeff",
            # what splitlines() and terminals act on (issue 15)
@@ -54,3 +60,62 @@ def events(draw: st.DrawFn) -> Event:
         reason=draw(texts()), changes=changes, attributes=attributes,
         raw=draw(st.dictionaries(short_text, json_values, max_size=4)),
     )
+
+
+# --- encoder settings ---------------------------------------------------------------------------
+
+def _valid_delimiter(char: str) -> bool:
+    try:
+        LeefConfig(delimiter=char)
+    except ValidationError:
+        return False
+    return True
+
+
+# Every delimiter LEEF settings accept that is ASCII (tab, space and the punctuation), and any
+# other character they accept.
+ASCII_DELIMITERS = [c for c in map(chr, range(128)) if _valid_delimiter(c)]
+delimiters = st.one_of(st.sampled_from(ASCII_DELIMITERS),
+                       st.characters(exclude_categories=("Cs",)).filter(_valid_delimiter))
+
+# Paths that hit every kind of reader (event fields, attributes, raw, changes), present or not
+# in the events of `events_with_paths`.
+PATHS = sorted({*EVENT_FIELDS, "attributes.ip", "attributes.ip_address", "attributes.host",
+                "attributes.user", "attributes.region", "attributes.missing", "raw.a", "raw.a.b",
+                "raw.a.list.1", "raw.n", "raw.missing.x", "changes.severity", "changes.missing"})
+paths = st.one_of(st.sampled_from(PATHS), st.lists(st.sampled_from(PATHS), min_size=1, max_size=3))
+# CEF keys with their own byte limits, address and integer syntax, and keys of our own.
+CEF_KEYS = ["msg", "reason", "src", "dst", "dvc", "dhost", "duser", "request", "cnt", "dpt",
+            "spt", "dvchost", "app", "proto", "outcome", "fileHash", "flexString1Label", "acmeKey"]
+LEEF_KEYS = ["src", "title", "usrName", "identHostName", "eventType", "counter", "acmeKey"]
+caps = st.one_of(st.none(), st.integers(16, 600))
+labels = st.text(_chars, min_size=1, max_size=40)
+
+
+@st.composite
+def events_with_paths(draw: st.DrawFn) -> Event:
+    """`events()` whose raw payload and changes also hold what `PATHS` reads."""
+    event = draw(events())
+    nested = {"b": draw(json_values), "list": draw(st.lists(json_values, max_size=3))}
+    raw = {**event.raw, "a": draw(st.one_of(json_values, st.just(nested))), "n": draw(scalars)}
+    changes = {**event.changes, "severity": draw(st.tuples(scalars, scalars))}
+    return replace(event, raw=raw, changes=changes)
+
+
+@st.composite
+def cef_configs(draw: st.DrawFn) -> CefConfig:
+    customs = st.builds(CustomField, label=labels, path=st.sampled_from(PATHS))
+    return CefConfig(
+        vendor=draw(labels), product=draw(labels), version=draw(labels),
+        fields=draw(st.dictionaries(st.sampled_from(CEF_KEYS), paths, max_size=8)),
+        cs=draw(st.lists(customs, max_size=6)), cn=draw(st.lists(customs, max_size=3)),
+        max_field_length=draw(caps))
+
+
+@st.composite
+def leef_configs(draw: st.DrawFn) -> LeefConfig:
+    return LeefConfig(
+        vendor=draw(labels), product=draw(labels), version=draw(labels),
+        delimiter=draw(delimiters),
+        fields=draw(st.dictionaries(st.sampled_from(LEEF_KEYS), paths, max_size=8)),
+        max_field_length=draw(caps))

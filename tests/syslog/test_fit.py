@@ -12,18 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.model import Event
-from bridge.sinks.formats import (
-    PART_KEY,
-    CefConfig,
-    FitError,
-    LeefConfig,
-    encode_cef,
-    encode_json,
-    encode_leef,
-    fit_cef,
-    fit_json,
-    fit_leef,
-)
+from bridge.sinks.formats.cef import CefConfig, encode_cef, fit_cef
+from bridge.sinks.formats.common import PART_KEY, FitError
+from bridge.sinks.formats.json import encode_json, fit_json
+from bridge.sinks.formats.leef import LeefConfig, encode_leef, fit_leef
 from tests.syslog.checks import merge, shrunk
 from tests.syslog.events import TEN_KB_2, TEN_KB_ESC, event
 from tests.syslog.parsers import parse_cef, parse_leef

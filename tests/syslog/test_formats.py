@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bridge.model import Event
-from bridge.sinks.formats import CefConfig, LeefConfig, encode_cef, encode_json, encode_leef
+from bridge.sinks.formats.cef import CefConfig, encode_cef
+from bridge.sinks.formats.json import encode_json
+from bridge.sinks.formats.leef import LeefConfig, encode_leef
 from tests.syslog import expect
 from tests.syslog.events import SPECIALS, TEN_KB_2, TEN_KB_3, TEN_KB_ESC, event
 from tests.syslog.parsers import ParseError, parse_cef, parse_cef_extensions, parse_leef

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.sinks.formats import CefConfig
+from bridge.sinks.formats.cef import CefConfig
 from tests.support.rsyslogd import Rsyslogd
 from tests.syslog.checks import check_envelope, check_payload
 from tests.syslog.conftest import Certs, make_config, wait_records

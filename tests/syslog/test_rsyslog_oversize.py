@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.sinks.formats import PART_KEY
+from bridge.sinks.formats.common import PART_KEY
 from tests.support.rsyslogd import Rsyslogd
 from tests.syslog import expect
 from tests.syslog.checks import check_envelope, merge, shrunk
