@@ -45,7 +45,7 @@ def check_payload(text: str, event: Event, fmt: str, *,
     elif fmt == "leef":
         leef = parse_leef(text)
         assert (leef.vendor, leef.product, leef.device_version) == ("bridge", "bridge", "0.1.0")
-        assert leef.event_id == expect.header_text(f"{event.kind}:{event.type.value}")
+        assert leef.event_id == expect.leef_header_text(f"{event.kind}:{event.type.value}")
         assert leef.attributes == expect.leef_attributes(event)
     else:
         assert json.loads(text) == expect.json_object(event)

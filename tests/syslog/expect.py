@@ -32,6 +32,11 @@ def header_text(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
+def leef_header_text(text: str) -> str:
+    """LEEF header fields cannot hold a tab either (it could pass for the delimiter)."""
+    return header_text(text).replace("\t", " ")
+
+
 def text_of(value: Any) -> str | None:
     if value is None or value == "":
         return None

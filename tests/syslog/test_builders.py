@@ -15,6 +15,7 @@ from bridge.sinks.formats.builders import COMPILED, PLAIN, Escaper, Implementati
 from bridge.sinks.formats.cef import HEADER_ESCAPES, VALUE_ESCAPES, CefConfig, CefEncoder
 from bridge.sinks.formats.common import FitError, Oversize
 from bridge.sinks.formats.kv import KvEncoder
+from bridge.sinks.formats.leef import HEADER_ESCAPES as LEEF_HEADER_ESCAPES
 from bridge.sinks.formats.leef import LeefConfig, LeefEncoder, value_escapes
 from tests.syslog.events import adversarial_events
 from tests.syslog.strategies import (
@@ -87,7 +88,8 @@ def test_cef_field_maps_on_the_adversarial_events(cfg: CefConfig) -> None:
                 [(700, "truncate"), (700, "split"), (1500, "split")])
 
 
-ESCAPES = st.one_of(st.sampled_from([HEADER_ESCAPES, VALUE_ESCAPES]), delimiters.map(value_escapes))
+ESCAPES = st.one_of(st.sampled_from([HEADER_ESCAPES, VALUE_ESCAPES, LEEF_HEADER_ESCAPES]),
+                    delimiters.map(value_escapes))
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,7 +7,6 @@ import math
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bridge.model import Event
@@ -17,7 +16,7 @@ from bridge.sinks.formats.leef import LeefConfig, encode_leef
 from tests.syslog import expect
 from tests.syslog.events import SPECIALS, TEN_KB_2, TEN_KB_3, TEN_KB_ESC, event
 from tests.syslog.parsers import ParseError, parse_cef, parse_cef_extensions, parse_leef
-from tests.syslog.strategies import events
+from tests.syslog.strategies import delimiters, events
 
 DEFAULT_CEF = CefConfig()
 DEFAULT_LEEF = LeefConfig()
@@ -32,11 +31,11 @@ def test_cef_round_trips_any_event(e: Event) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(events(), st.sampled_from(["\t", "^", "~", ";", " ", "#"]))
+@given(events(), delimiters)
 def test_leef_round_trips_any_event(e: Event, delimiter: str) -> None:
     leef = parse_leef(encode_leef(e, LeefConfig(delimiter=delimiter)))
     assert leef.delimiter == delimiter
-    assert leef.event_id == expect.header_text(f"{e.kind}:{e.type.value}")
+    assert leef.event_id == expect.leef_header_text(f"{e.kind}:{e.type.value}")
     assert leef.attributes == expect.leef_attributes(e)
 
 
@@ -123,7 +122,8 @@ def test_cef_has_at_most_six_cs_and_three_cn() -> None:
 def test_leef_delimiter_forms() -> None:
     assert LeefConfig(delimiter="x5E").delimiter == "^"
     assert LeefConfig(delimiter="0x09").delimiter == "\t"
-    for bad in ["", "ab", "=", "\\", "|", "a", "7", "\n", "\x00"]:
+    # Refused: what would be ambiguous, and what the unescaped devTime and devTimeFormat hold.
+    for bad in ["", "ab", "=", "\\", "|", "a", "7", "\n", "\x00", "-", ":", ".", "'", "+"]:
         with pytest.raises(ValidationError):
             LeefConfig(delimiter=bad)
 
@@ -137,6 +137,14 @@ def test_leef_never_lets_the_delimiter_into_a_value() -> None:
     assert leef.get("title") == "a^b\tc\\d\ne" and leef.get("itemKey") == "^^"
     assert parse_leef(encode_leef(e, DEFAULT_LEEF)).delimiter == "\t"
     assert "|x09|" in encode_leef(e, DEFAULT_LEEF)
+
+
+def test_leef_header_holds_no_tab() -> None:
+    """Not even with a tab delimiter: only the attributes' delimiters are raw tabs."""
+    for delimiter, shown in (("\t", "x09"), ("^", "^")):
+        text = encode_leef(event(kind="a\tb"), LeefConfig(delimiter=delimiter, vendor="V\tX"))
+        assert text.startswith(f"LEEF:2.0|V X|bridge|0.1.0|a b:new|{shown}|devTime=")
+        assert parse_leef(text).event_id == "a b:new"
 
 
 def test_json_is_strict_json_even_for_nan() -> None:

@@ -2,7 +2,7 @@
 
 LEEF defines no value escaping; ours keeps every value on one line and never lets the delimiter
 appear inside one (it becomes `\\xHH`), so even a naive splitting parser stays aligned. The
-header is escaped as CEF's is.
+header is escaped as CEF's is, a tab becoming a space.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 from bridge.components import StrictModel
 from bridge.model import Event
 from bridge.sinks.formats.builders import COMPILED, Implementation, Spec
-from bridge.sinks.formats.cef import HEADER_ESCAPES
+from bridge.sinks.formats.cef import HEADER_ESCAPES as CEF_HEADER_ESCAPES
 from bridge.sinks.formats.common import UNLIMITED, KvRecord, Oversize, PerConfig, truncate_utf8
 from bridge.sinks.formats.fields import CANDIDATES, FieldMap, check_field_map
 from bridge.sinks.formats.kv import KvEncoder, field_specs
@@ -25,6 +25,12 @@ from bridge.version import __version__
 LEEF_FIXED_KEYS = ("devTime", "devTimeFormat", "externalId")
 _RESERVED = frozenset({*LEEF_FIXED_KEYS, "sev", "cat"})
 LEEF_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSZ"
+# What `devTime` and `devTimeFormat`, which are not escaped (a SIEM must read the date), hold
+# besides letters and digits: a delimiter among them would cut every event apart.
+_IN_TIMES = "-:.'+"
+# CEF's header escaping, and a tab as a space like the line breaks: raw, it could pass for the
+# attributes' delimiter.
+HEADER_ESCAPES = (*CEF_HEADER_ESCAPES, ("\t", " "))
 
 
 def value_escapes(delimiter: str) -> tuple[tuple[str, str], ...]:
@@ -65,6 +71,9 @@ class LeefConfig(StrictModel):
         printable = value.isprintable() or value == "\t"
         if value.isalnum() or value in "=\\|\r\n\x00" or not printable:
             raise ValueError(f"delimiter {value!r} would be ambiguous; use e.g. a tab, ^ or ~")
+        if value in _IN_TIMES:
+            raise ValueError(f"delimiter {value!r} appears in devTime and devTimeFormat; "
+                             "use e.g. a tab, ^ or ~")
         return value
 
     @field_validator("fields")
