@@ -1,9 +1,10 @@
 """Syslog sink for SIEMs: CEF, LEEF or JSON in RFC 5424/3164 messages over UDP, TCP or TLS.
 
-The three parts: `SyslogSinkConfig`, the pure encoders in `formats` and `syslog_framing`, and a
-byte transport from `transport`. A batch is encoded whole and written in one go; a connection
-failure makes the whole batch retryable, an event that cannot be encoded is rejected alone
-(after the others were written) so the worker dead-letters just that one.
+The three parts: `SyslogSinkConfig`, the pure encoders in `formats` (the payload) and
+`syslog_framing` (header and RFC 6587 framing), and a byte transport from `transport`. A batch
+is encoded whole and written in one go; a connection failure makes the whole batch retryable,
+an event that cannot be encoded is rejected alone (after the others were written) so the
+worker dead-letters just that one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bridge import metrics
 from bridge.model import SEVERITIES, Event
 from bridge.sinks.base import DestinationUnavailableError, PermanentDeliveryError, Sink, SinkConfig
 from bridge.sinks.formats.cef import CefConfig
-from bridge.sinks.formats.common import Oversize
+from bridge.sinks.formats.common import Oversize, utf8_size
 from bridge.sinks.formats.leef import LeefConfig
 from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.sinks.syslog_framing import (
@@ -31,6 +32,7 @@ from bridge.sinks.syslog_framing import (
     Rfc,
     SyslogHeaders,
     facility_code,
+    framer,
     severity_code,
 )
 from bridge.sinks.transport import TcpTransport, TransportError, UdpTransport, describe
@@ -180,7 +182,7 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         self._encode, self._fit = payload.encode, payload.fit
         self._limit = cfg.effective_max_message_size
         self._stream = cfg.protocol != "udp"
-        self._octets = cfg.framing == "octet_counting"
+        self._frame_message = framer(self._stream, cfg.framing)
         self._transport: TcpTransport | UdpTransport
         if cfg.protocol == "udp":
             self._transport = UdpTransport(cfg.host, cfg.effective_port)
@@ -219,54 +221,32 @@ class SyslogSink(Sink[SyslogSinkConfig]):
 
         Raises ValueError (UnicodeEncodeError included) when the event cannot be encoded.
         """
-        text = self._headers.header(event) + self._encode(event)
-        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        header = self._headers.header(event)
+        text = header + self._encode(event)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))  # utf8_size, inlined
         if self._limit is None or size <= self._limit:
             return [(text, size)]
-        return self._fitted(event, self._limit)
-
-    def _fitted(self, event: Event, limit: int) -> list[tuple[str, int]]:
-        header = self._headers.header(event)
-        room = limit - len(header.encode("utf-8"))
+        room = self._limit - utf8_size(header)
         parts = [header + part for part in self._fit(event, room, self.config.oversize)]
-        return [(part, len(part.encode("utf-8"))) for part in parts]
+        return [(part, utf8_size(part)) for part in parts]
 
     def frame(self, events: Sequence[Event]) -> tuple[list[bytes], dict[str, str]]:
         """The bytes to write for a batch (one chunk per datagram on UDP, one in all on a
-        stream), and the events that could not be encoded, with why."""
+        stream), and the events that could not be encoded, with why: each event's `messages`,
+        framed (`syslog_framing.framer`), all of them or, when one cannot be, none."""
         out: list[str] = []
         append = out.append
         rejected: dict[str, str] = {}
-        header, encode, limit = self._headers.header, self._encode, self._limit
-        datagrams, octets = not self._stream, self._stream and self._octets
-
-        def add(text: str, size: int) -> None:
-            if octets:
-                append(f"{size} {text}")
-            elif datagrams:
-                append(text)
-            elif "\n" in text:
-                raise ValueError("a line feed in the message breaks LF framing")
-            else:
-                append(f"{text}\n")
-
+        messages, frame = self.messages, self._frame_message
         for event in events:
+            done = len(out)
             try:
-                text = header(event) + encode(event)
-                size = len(text) if text.isascii() else len(text.encode("utf-8"))
-                if limit is not None and size > limit:
-                    messages = self._fitted(event, limit)
-                    if not (datagrams or octets) and any("\n" in t for t, _ in messages):
-                        raise ValueError("a line feed in the message breaks LF framing")
-                    for part, part_size in messages:
-                        add(part, part_size)
-                elif octets:  # the hot path, inlined
-                    append(f"{size} {text}")
-                else:
-                    add(text, size)
+                for text, size in messages(event):
+                    append(frame(text, size))
             except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
+                del out[done:]  # an event goes whole or not at all
                 rejected[event.id] = f"{type(exc).__name__}: {exc}"
-        if datagrams:
+        if not self._stream:
             return [text.encode("utf-8") for text in out], rejected
         return ([("".join(out)).encode("utf-8")] if out else []), rejected
 

@@ -7,7 +7,7 @@ timestamp is the event's `occurred_at` (when the transition was observed), not t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -147,13 +147,33 @@ class SyslogHeaders:
         return f"{pri}1 {stamp} {self._host} {self._app} {self._procid} {msgid} {sd} "
 
 
-def octet_counted(message: bytes) -> bytes:
-    """RFC 6587 octet counting: `MSG-LEN SP SYSLOG-MSG`; any byte may appear in the message."""
-    return b"%d %s" % (len(message), message)
+# RFC 6587 framing of one message for a stream, or none for a datagram, given the message and
+# its size in UTF-8 octets (which the sink has measured already, against its size limit). The
+# sink frames every message of a batch with one of these and encodes the batch once.
+Framer = Callable[[str, int], str]
 
 
-def lf_terminated(message: bytes) -> bytes:
-    """RFC 6587 non-transparent framing: the message must not contain LF (our formats escape it)."""
-    if b"\n" in message:
-        raise ValueError("message contains a line feed and cannot use LF framing")
-    return message + b"\n"
+def octet_counted(message: str, size: int) -> str:
+    """RFC 6587 octet counting: `MSG-LEN SP SYSLOG-MSG`, MSG-LEN being `size`, the message's
+    length in UTF-8 octets; any character may appear in the message."""
+    return f"{size} {message}"
+
+
+def lf_terminated(message: str, size: int) -> str:
+    """RFC 6587 non-transparent framing: the message and a line feed, so the message must not
+    hold one (our formats escape it; raises ValueError otherwise)."""
+    if "\n" in message:
+        raise ValueError("a line feed in the message breaks LF framing")
+    return message + "\n"
+
+
+def unframed(message: str, size: int) -> str:
+    """A datagram is one message (RFC 5426): nothing to add."""
+    return message
+
+
+def framer(stream: bool, framing: Framing) -> Framer:
+    """The framing for a stream (TCP, TLS) with `framing`, or for datagrams (UDP)."""
+    if not stream:
+        return unframed
+    return octet_counted if framing == "octet_counting" else lf_terminated

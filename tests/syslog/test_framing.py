@@ -8,9 +8,15 @@ from typing import Any
 import pytest
 
 from bridge.sinks.syslog import SyslogSinkConfig
-from bridge.sinks.syslog_framing import header_token, lf_terminated, octet_counted
+from bridge.sinks.syslog_framing import (
+    Framer,
+    header_token,
+    lf_terminated,
+    octet_counted,
+    unframed,
+)
 from tests.syslog import expect
-from tests.syslog.events import event
+from tests.syslog.events import TEN_KB_ESC, event
 from tests.syslog.parsers import parse_3164, parse_5424, parse_cef
 
 
@@ -91,10 +97,39 @@ def test_header_fields_are_sanitized_and_bounded() -> None:
 
 
 def test_stream_framing() -> None:
-    assert octet_counted("é".encode()) == b"2 \xc3\xa9"
-    assert lf_terminated(b"abc") == b"abc\n"
-    with pytest.raises(ValueError):
-        lf_terminated(b"a\nb")
+    """RFC 6587 around one message, given its size in UTF-8 octets as the sink measures it."""
+    assert octet_counted("é", len("é".encode())) == "2 é"
+    assert lf_terminated("abc", 3) == "abc\n"
+    with pytest.raises(ValueError, match="line feed"):
+        lf_terminated("a\nb", 3)
+    assert unframed("a\nb", 3) == "a\nb"  # a datagram is a message, whatever it holds
+
+
+@pytest.mark.parametrize(("overrides", "framing"), [
+    ({}, octet_counted), ({"framing": "lf"}, lf_terminated), ({"protocol": "udp"}, unframed)])
+def test_a_batch_is_its_events_messages_framed(overrides: dict[str, Any],
+                                               framing: Framer) -> None:
+    """One path: what `frame` writes is each event's `messages`, split parts included, each
+    framed by the `syslog_framing` function the settings name."""
+    s = sink(max_message_size=600, oversize="split", **overrides)
+    events = [event(title="é" * 3), event(title=TEN_KB_ESC[:3000]), event(title="plain")]
+    expected = [framing(text, size) for e in events for text, size in s.messages(e)]
+    assert len(expected) > len(events)  # the long one went in several parts
+    chunks, rejected = s.frame(events)
+    assert rejected == {}
+    if overrides.get("protocol") == "udp":
+        assert chunks == [text.encode() for text in expected]
+    else:
+        assert chunks == ["".join(expected).encode()]
+
+
+def test_an_event_that_cannot_be_encoded_is_left_out_whole() -> None:
+    s = sink(max_message_size=600, oversize="split")
+    good, bad = event(title="fine"), event(title=TEN_KB_ESC[:3000], key="\ud800")
+    chunks, rejected = s.frame([good, bad, good])
+    assert list(rejected) == [bad.id] and rejected[bad.id].startswith("UnicodeEncodeError: ")
+    ((text, size),) = s.messages(good)
+    assert chunks == [octet_counted(text, size).encode() * 2]
 
 
 def test_batch_framing_counts_octets_not_characters() -> None:
