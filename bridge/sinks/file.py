@@ -1,8 +1,11 @@
-"""Local sinks: a JSON-lines file (for shippers like Filebeat/Vector, and the demo) and stdout.
+"""Local sinks: a file of one event per line (for shippers like Filebeat/Vector, and the demo)
+and stdout.
 
-Both write one compact JSON object per event, the JSON format's own encoding (`encode_json`:
-no raw control or line-breaking character, so one line per event for any reader); stdout's
-"text" form is one readable line per event with such characters made visible.
+The file holds JSON lines by default, the JSON format's own encoding (`encode_json`), or CEF or
+LEEF records (`format: cef | leef`, with `cef:`/`leef:` settings as for the syslog sink): none
+of them has a raw control or line-breaking character, so one line per event for any reader.
+Stdout writes JSON lines or, in its "text" form, one readable line per event with such
+characters made visible.
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TextIO
 
+from pydantic import Field
+
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
+from bridge.sinks.formats.cef import CefConfig
 from bridge.sinks.formats.json import encode_json
+from bridge.sinks.formats.leef import LeefConfig
+from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.textsafe import printable
 
 
@@ -27,6 +35,10 @@ class FileSinkConfig(SinkConfig):
     # "batch": fsync after every batch, so an acknowledged event is on disk; "never": leave it
     # to the OS (faster, may lose the tail on power loss, never on a process crash).
     fsync: Literal["batch", "never"] = "batch"
+    # One record per line: JSON lines, or CEF/LEEF as a SIEM's file collector reads them.
+    format: PayloadFormat = "json"
+    cef: CefConfig = Field(default_factory=CefConfig)
+    leef: LeefConfig = Field(default_factory=LeefConfig)
 
     def build(self) -> FileSink:
         return FileSink(self)
@@ -36,6 +48,7 @@ class FileSink(Sink[FileSinkConfig]):
     def __init__(self, config: FileSinkConfig) -> None:
         super().__init__(config)
         self._fd: int | None = None
+        self._encode = formatter(config.format, config.cef, config.leef).encode
 
     async def open(self) -> None:
         try:
@@ -54,7 +67,8 @@ class FileSink(Sink[FileSinkConfig]):
         if self._fd is None:
             await self.open()
         assert self._fd is not None
-        data = "".join(encode_json(e) + "\n" for e in events).encode()
+        encode = self._encode
+        data = "".join(encode(e) + "\n" for e in events).encode()
         fd, sync = self._fd, self.config.fsync == "batch"
 
         def write() -> None:
