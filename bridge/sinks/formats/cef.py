@@ -95,13 +95,11 @@ class CefEncoder(KvEncoder):
     def __init__(self, cfg: CefConfig, implementation: Implementation = COMPILED) -> None:
         header = implementation.escaper(HEADER_ESCAPES).escape
         cap = cfg.max_field_length or UNLIMITED
-        self._prefix = "CEF:0|" + "|".join(
+        prefix = "CEF:0|" + "|".join(
             header(truncate_utf8(value, min(limit, cap)))
             for value, limit in ((cfg.vendor, 63), (cfg.product, 63), (cfg.version, 31))
         ) + "|"
         self._name_limit = min(512, cap)
-        self._sig_limit = min(1023, cap)
-        self._signatures: dict[tuple[str, str], str] = {}
         self._rt: tuple[datetime, str] = (datetime.min, "")
 
         def limit(key: str) -> int:
@@ -122,23 +120,12 @@ class CefEncoder(KvEncoder):
                 label = (f"{key}Label", truncate_utf8(custom.label, limit(f"{key}Label")))
                 specs.append(Spec(key, (custom.path,), limit(key), check(key), label))
         super().__init__(specs, " ", implementation.escaper(VALUE_ESCAPES), header,
-                         implementation)
+                         implementation, (prefix, min(1023, cap), "|"))
 
     def _rt_text(self, moment: datetime) -> str:
         if self._rt[0] != moment:
             self._rt = (moment, str(_ms(moment)))
         return self._rt[1]
-
-    def _prefix_for(self, event: Event) -> str:
-        """The header up to the Name: constant per (kind, type), so cached."""
-        kind, etype = event.kind, event.type
-        cached = self._signatures.get((kind, etype))
-        if cached is None:
-            if len(self._signatures) > 1024:
-                self._signatures.clear()
-            signature = self.escape_name(truncate_utf8(f"{kind}:{etype}", self._sig_limit))
-            cached = self._signatures[(kind, etype)] = f"{self._prefix}{signature}|"
-        return cached
 
     def _name(self, event: Event) -> str:
         name = event.title
@@ -146,7 +133,7 @@ class CefEncoder(KvEncoder):
 
     def record(self, event: Event) -> KvRecord:
         return KvRecord(
-            prefix=self._prefix_for(event), name=self._name(event),
+            prefix=self.head(event), name=self._name(event),
             suffix=f"|{event.severity_score}|",
             pairs=(("rt", self._rt_text(event.occurred_at)), *self.pairs(event)),
             fixed=self.fixed, sep=self.sep, escape_name=self.escape_name,
@@ -155,7 +142,7 @@ class CefEncoder(KvEncoder):
 
     def encode(self, event: Event) -> str:
         """One CEF record: `CEF:0|Vendor|Product|Version|kind:type|Title|Severity|extensions`."""
-        return (f"{self._prefix_for(event)}{self.escape_name(self._name(event))}|"
+        return (f"{self.head(event)}{self.escape_name(self._name(event))}|"
                 f"{SEVERITY_SCORE[event.severity]}|rt={self._rt_text(event.occurred_at)}"
                 f"{self.body(event)}")
 

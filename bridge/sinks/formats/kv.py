@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from bridge.model import Event
 from bridge.sinks.formats.builders import Check, Escaping, Implementation, Spec, text_prefix
-from bridge.sinks.formats.common import KvRecord, Oversize
+from bridge.sinks.formats.common import KvRecord, Oversize, truncate_utf8
 from bridge.sinks.formats.fields import FieldMap, paths_of
 from bridge.sinks.formats.fit import fit_kv
 
@@ -26,7 +26,12 @@ class KvEncoder(ABC):
     fixed: ClassVar[int]  # how many leading pairs identify the event (never shrunk)
 
     def __init__(self, specs: Sequence[Spec], sep: str, value: Escaping,
-                 escape_name: Callable[[str], str], implementation: Implementation) -> None:
+                 escape_name: Callable[[str], str], implementation: Implementation,
+                 head: tuple[str, int, str]) -> None:
+        """`head`: the header before the `kind:type` field, that field's byte limit, and
+        what follows it."""
+        self._head = head
+        self._heads: dict[tuple[str, str], str] = {}
         self._text = implementation.builder(specs, sep, value.escape)
         # Keys are unique, so a prefix names its spec: `pairs` reads the text builder's output.
         self._specs = {text_prefix(spec, sep, value.escape): spec for spec in specs}
@@ -34,6 +39,19 @@ class KvEncoder(ABC):
         self.sep = sep
         self.escape_value = value.escape
         self.escape_name = escape_name
+
+    def head(self, event: Event) -> str:
+        """The header up to and with the `kind:type` field: constant per (kind, type), so
+        cached."""
+        kind, etype = event.kind, event.type
+        cached = self._heads.get((kind, etype))
+        if cached is None:
+            if len(self._heads) > 1024:
+                self._heads.clear()
+            before, limit, after = self._head
+            field = self.escape_name(truncate_utf8(f"{kind}:{etype}", limit))
+            cached = self._heads[(kind, etype)] = f"{before}{field}{after}"
+        return cached
 
     def body(self, event: Event) -> str:
         """`SEP key=value...` for the built fields, escaped (note the leading separator)."""

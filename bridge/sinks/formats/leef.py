@@ -17,7 +17,7 @@ from bridge.components import StrictModel
 from bridge.model import Event
 from bridge.sinks.formats.builders import COMPILED, Implementation, Spec
 from bridge.sinks.formats.cef import HEADER_ESCAPES as CEF_HEADER_ESCAPES
-from bridge.sinks.formats.common import UNLIMITED, KvRecord, Oversize, PerConfig, truncate_utf8
+from bridge.sinks.formats.common import UNLIMITED, KvRecord, Oversize, PerConfig
 from bridge.sinks.formats.fields import CANDIDATES, FieldMap, check_field_map
 from bridge.sinks.formats.kv import KvEncoder, field_specs
 from bridge.version import __version__
@@ -98,14 +98,11 @@ class LeefEncoder(KvEncoder):
     def __init__(self, cfg: LeefConfig, implementation: Implementation = COMPILED) -> None:
         header = implementation.escaper(HEADER_ESCAPES).escape
         cap = cfg.max_field_length or UNLIMITED
-        self._cap = cap
         delim = cfg.delimiter
         shown = delim if delim.isprintable() and delim != " " else f"x{ord(delim):02X}"
-        self._head = "LEEF:2.0|" + "|".join(
+        prefix = "LEEF:2.0|" + "|".join(
             header(v) for v in (cfg.vendor, cfg.product, cfg.version)) + "|"
-        self._suffix = f"|{shown}|"
         self._time: tuple[datetime, str] = (datetime.min, "")
-        self._event_ids: dict[tuple[str, str], str] = {}
         specs = [
             Spec("externalId", ("id",), cap, required=True),
             Spec("sev", ("severity_score",), cap, required=True),
@@ -113,17 +110,7 @@ class LeefEncoder(KvEncoder):
             *field_specs(cfg.fields, lambda _: cap, lambda k: "ip" if k == "src" else None),
         ]
         super().__init__(specs, delim, implementation.escaper(value_escapes(delim)), header,
-                         implementation)
-
-    def _prefix_for(self, event: Event) -> str:
-        kind, etype = event.kind, event.type
-        cached = self._event_ids.get((kind, etype))
-        if cached is None:
-            if len(self._event_ids) > 1024:
-                self._event_ids.clear()
-            event_id = self.escape_name(truncate_utf8(f"{kind}:{etype}", self._cap))
-            cached = self._event_ids[(kind, etype)] = f"{self._head}{event_id}{self._suffix}"
-        return cached
+                         implementation, (prefix, cap, f"|{shown}|"))
 
     def _fixed_text(self, moment: datetime) -> str:
         if self._time[0] != moment:
@@ -134,14 +121,14 @@ class LeefEncoder(KvEncoder):
     def record(self, event: Event) -> KvRecord:
         fixed = (("devTime", _leef_time(event.occurred_at)), ("devTimeFormat", LEEF_TIME_FORMAT))
         return KvRecord(
-            prefix=self._prefix_for(event), name="", suffix="",
+            prefix=self.head(event), name="", suffix="",
             pairs=(*fixed, *self.pairs(event)), fixed=self.fixed, sep=self.sep,
             escape_name=self.escape_name, escape_value=self.escape_value,
         )
 
     def encode(self, event: Event) -> str:
         """One LEEF 2.0 record: `LEEF:2.0|Vendor|Product|Version|kind:type|delim|attributes`."""
-        return f"{self._prefix_for(event)}{self._fixed_text(event.occurred_at)}{self.body(event)}"
+        return f"{self.head(event)}{self._fixed_text(event.occurred_at)}{self.body(event)}"
 
 
 leef_encoder = PerConfig(LeefEncoder)
