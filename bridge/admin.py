@@ -8,6 +8,10 @@ It binds 127.0.0.1 by default. With a token configured every endpoint but `/heal
 `Authorization: Bearer <token>`; `/healthz` stays open because it says nothing but "alive" and
 container health checks cannot always send headers.
 
+`/api/v1/silences` (GET lists, POST adds, DELETE `/api/v1/silences/{id}` expires; see
+bridge/silences.py) changes what gets delivered, so it is never open to the network: without a
+token it answers only on a loopback address, and 403 on any other.
+
 Connections are bounded (bridge/admin_guard.py): a header deadline, an idle deadline and a cap,
 so a flood of half-open connections cannot take `/healthz` down with it.
 """
@@ -19,6 +23,8 @@ import contextlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -28,9 +34,19 @@ from pydantic import Field, SecretStr, field_validator
 from bridge import metrics  # noqa: F401  (registers every bridge_* metric)
 from bridge.admin_guard import ConnectionGuard, GuardedSite, connection_limit
 from bridge.components import SecretFields, StrictModel
+from bridge.durations import parse_time
 from bridge.health import Health
+from bridge.model import utcnow
 from bridge.net import is_loopback
-from bridge.secrets import remember
+from bridge.secrets import redact, remember
+from bridge.silences import (
+    SilenceError,
+    SilenceService,
+    UnknownSilence,
+    new_silence,
+    parse_matchers,
+)
+from bridge.store.base import SilenceRecord, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +78,9 @@ class AdminConfig(SecretFields, StrictModel):
         return token
 
 OPEN_PATHS = frozenset({"/healthz"})
+API_PREFIX = "/api/"
+SILENCES = "/api/v1/silences"
+MAX_API_BODY = 64 * 1024  # a silence is a few hundred bytes
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,9 +94,11 @@ class AdminServer:
         *,
         max_lag: float = 5.0,
         tick: float = 0.5,
+        silences: SilenceService | None = None,
     ) -> None:
         self.config = config
         self.health = health
+        self.silences = silences
         self.max_lag = max_lag
         self.tick = tick
         self._token: bytes | None = None
@@ -106,10 +127,15 @@ class AdminServer:
                                 header_timeout=self.config.header_timeout,
                                 idle_timeout=self.config.idle_timeout)
         # The guard's middleware is outermost: it must see a request before auth answers it.
-        app = web.Application(middlewares=[guard.middleware, self._auth])
+        app = web.Application(middlewares=[guard.middleware, self._auth],
+                              client_max_size=MAX_API_BODY)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self.silences is not None:
+            app.router.add_get(SILENCES, self._list_silences)
+            app.router.add_post(SILENCES, self._add_silence)
+            app.router.add_delete(SILENCES + "/{id}", self._expire_silence)
         # aiohttp's own keep-alive timer as a second line behind the guard's deadlines.
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                keepalive_timeout=self.config.idle_timeout)
@@ -170,6 +196,11 @@ class AdminServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None and request.path.startswith(API_PREFIX) \
+                and not is_loopback(self.config.host):
+            return web.json_response(
+                {"error": "forbidden", "detail": "the admin API changes what is delivered: "
+                 "set admin.token to use it on a non-loopback address"}, status=403)
         if self._token is None or request.path in OPEN_PATHS:
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -195,6 +226,80 @@ class AdminServer:
         ok, detail = self.health.ready()
         return web.json_response(detail, status=200 if ok else 503)
 
+    # -- silences (bridge/silences.py)
+
+    async def _list_silences(self, request: web.Request) -> web.Response:
+        assert self.silences is not None
+        ended = request.query.get("ended", "").lower() in ("1", "true", "yes")
+        now = utcnow()
+        try:
+            found = await self.silences.list(ended=ended)
+        except StoreError as exc:
+            return _problem(503, "state store unavailable", str(exc))
+        return web.json_response({"silences": [s.to_dict(now) for s in found]})
+
+    async def _add_silence(self, request: web.Request) -> web.Response:
+        assert self.silences is not None
+        try:
+            body = await request.json()
+        except ValueError:
+            return _problem(400, "invalid silence", "the body is not JSON")
+        try:
+            record = silence_from_api(body)
+        except SilenceError as exc:
+            return _problem(400, "invalid silence", str(exc))
+        try:
+            silence = await self.silences.add(record)
+        except StoreError as exc:
+            return _problem(503, "state store unavailable", str(exc))
+        return web.json_response(silence.to_dict(utcnow()), status=201)
+
+    async def _expire_silence(self, request: web.Request) -> web.Response:
+        assert self.silences is not None
+        try:
+            silence = await self.silences.expire(request.match_info["id"])
+        except UnknownSilence as exc:
+            return _problem(404, "no such silence", str(exc))
+        except StoreError as exc:
+            return _problem(503, "state store unavailable", str(exc))
+        return web.json_response(silence.to_dict(utcnow()))
+
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _problem(status: int, error: str, detail: str) -> web.Response:
+    return web.json_response({"error": error, "detail": redact(detail)}, status=status)
+
+
+API_FIELDS = frozenset({"matchers", "duration", "ends_at", "starts_at", "reason", "author"})
+
+
+def silence_from_api(body: Any) -> SilenceRecord:
+    """A silence from a POST body: `matchers` (the routes' syntax, or a list of
+    `field=value` strings), `duration` ("7d") or `ends_at` (ISO), optional `starts_at`,
+    `reason` and `author` (both required: the audit trail says who and why)."""
+    if not isinstance(body, dict):
+        raise SilenceError("the body must be a JSON object")
+    unknown = sorted(set(body) - API_FIELDS)
+    if unknown:
+        raise SilenceError(f"unknown field(s) {', '.join(unknown)}; known: "
+                           f"{', '.join(sorted(API_FIELDS))}")
+    texts = {}
+    for name in ("duration", "ends_at", "starts_at", "reason", "author"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise SilenceError(f"{name} must be a string")
+        texts[name] = value
+    return new_silence(parse_matchers(body.get("matchers") or {}),
+                       reason=texts["reason"] or "", author=texts["author"] or "",
+                       duration=texts["duration"], ends_at=_moment(texts["ends_at"], "ends_at"),
+                       starts_at=_moment(texts["starts_at"], "starts_at"), origin="api")
+
+
+def _moment(text: str | None, name: str) -> datetime | None:
+    try:
+        return parse_time(text) if text is not None else None
+    except ValueError as exc:
+        raise SilenceError(f"{name}: {exc}") from None

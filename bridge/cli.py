@@ -22,7 +22,7 @@ from bridge.config import (
     load_config_offline,
     plaintext_urls,
 )
-from bridge.durations import parse_moment
+from bridge.durations import parse_moment, parse_time
 from bridge.logging import configure_logging
 from bridge.model import SEVERITIES, Event, EventType, normalize_severity, utcnow
 from bridge.routing import Matcher, check_matcher, match_value, route
@@ -302,6 +302,62 @@ def cmd_state(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(config, go))
 
 
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Silences live in the state store: a running daemon sees them at its next sweep."""
+    from bridge.silences import (
+        SilenceError,
+        SilenceService,
+        default_author,
+        new_silence,
+        parse_matchers,
+    )
+
+    config = _config(args)
+    if config.state.backend == "memory":
+        raise UsageError("the memory state backend keeps nothing between runs: a silence "
+                         "added here would be gone; use the admin API of the running daemon")
+    try:
+        record = new_silence(
+            parse_matchers(args.match), reason=args.reason,
+            author=args.author or default_author(), duration=args.duration,
+            ends_at=parse_time(args.until) if args.until else None,
+            starts_at=parse_time(args.starts) if args.starts else None,
+        ) if args.silence_command == "add" else None
+    except (SilenceError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+    async def go(store: Store) -> int:
+        service = SilenceService(store)
+        if record is not None:
+            silence = await service.add(record)
+            shown = [silence]
+        elif args.silence_command == "expire":
+            try:
+                shown = [await service.expire(args.id)]
+            except SilenceError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            shown = await service.list(ended=args.all)
+        now = utcnow()
+        rows = [{**s.to_dict(now), "muted": len(await store.muted(silence_id=s.id, limit=-1))}
+                for s in shown]
+        if args.json:
+            print(redact(json.dumps(rows if args.silence_command == "list" else rows[0],
+                                    indent=2)))
+            return 0
+        for s, row in zip(shown, rows, strict=True):
+            print(printable(redact(
+                f"{s.id}  {row['state']}  {s.record.starts_at.isoformat(timespec='seconds')} "
+                f"→ {s.record.ends_at.isoformat(timespec='seconds')}  by {s.record.author}  "
+                f"muted {row['muted']}  {'; '.join(s.describe())}  reason: {s.record.reason}")))
+        if args.silence_command == "expire":
+            print("expired: the items it held back that are still active are delivered once, "
+                  "as they stand, by the running daemon (or the next `bridge once`)")
+        return 0
+
+    return asyncio.run(_with_store(config, go))
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
 
@@ -388,6 +444,32 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--dest", help="backup: destination file")
     state.add_argument("--json", action="store_true")
     state.set_defaults(fn=cmd_state)
+
+    silence = sub.add_parser("silence", help="mute matching events for a while")
+    ssub = silence.add_subparsers(dest="silence_command", required=True)
+    sadd = with_config(ssub.add_parser(
+        "add", help="mute events matching every --match until the silence ends",
+        description="Matchers use the routes' syntax: FIELD=VALUE, FIELD!=VALUE, FIELD=~REGEX, "
+        "FIELD!~REGEX, severity>=high; fields as in routes (source, kind, tenant, severity, "
+        "attributes.NAME, ...). A silence needs an end. Muted events are recorded with the "
+        "silence's id (bridge state muted --silence ID); resolved events are still delivered "
+        "unless silences.deliver_resolved is false; when it ends, the items it held back that "
+        "are still active are delivered once, as they stand."))
+    sadd.add_argument("--match", action="append", required=True, metavar="FIELD OP VALUE")
+    end = sadd.add_mutually_exclusive_group(required=True)
+    end.add_argument("--duration", help="e.g. 2h, 7d, 4w")
+    end.add_argument("--until", help="an ISO time (UTC unless it says otherwise)")
+    sadd.add_argument("--starts", help="an ISO time; default: now")
+    sadd.add_argument("--reason", required=True, help="why: the audit trail keeps it")
+    sadd.add_argument("--author", help="who (default: the user running the command)")
+    sadd.add_argument("--json", action="store_true")
+    slist = with_config(ssub.add_parser("list", help="silences active or to come"))
+    slist.add_argument("--all", action="store_true", help="ended ones too")
+    slist.add_argument("--json", action="store_true")
+    sexpire = with_config(ssub.add_parser("expire", help="end a silence now"))
+    sexpire.add_argument("id")
+    sexpire.add_argument("--json", action="store_true")
+    silence.set_defaults(fn=cmd_silence)
 
     dlq = with_config(sub.add_parser("dlq", help="dead letters"))
     dlq.add_argument("what", choices=["list", "replay"])

@@ -45,6 +45,7 @@ from bridge.net import is_loopback
 from bridge.plugins import SINK_GROUP, SOURCE_GROUP, load_errors, sink_types, source_types
 from bridge.routing import RouteConfig
 from bridge.secrets import CONTROL_CHARS, remember
+from bridge.silences import SilenceSettings
 from bridge.sinks.base import SinkConfig
 from bridge.sources.base import SourceConfig
 from bridge.store.memory import MemoryStateConfig
@@ -89,6 +90,7 @@ class BridgeConfig(BaseSettings):
     sources: list[SourceConfig] = Field(default_factory=list)
     sinks: list[SinkConfig] = Field(default_factory=list)
     routes: RouteConfig = Field(default_factory=RouteConfig)
+    silences: SilenceSettings = Field(default_factory=SilenceSettings)
 
     @classmethod
     def settings_customise_sources(

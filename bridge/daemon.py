@@ -24,6 +24,7 @@ from bridge.config import BridgeConfig, ConfigError, load_config, plaintext_urls
 from bridge.health import Health
 from bridge.logging import configure_logging
 from bridge.pipeline import Pipeline
+from bridge.silences import SilenceService
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
 from bridge.store_metrics import StoreMetrics
@@ -95,6 +96,10 @@ class Daemon:
         """The state cannot be trusted any more: stop, and say so with the exit code."""
         self._exit_code = 1
         self.request_stop()
+
+    def _settle_soon(self) -> None:
+        if self.pipeline is not None:
+            self.pipeline.settle_soon()
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -168,7 +173,11 @@ class Daemon:
         await self.open()
         pipeline = Pipeline.build(self.config, self.store, self.health)
         try:
+            # Silences that ended since the last run are settled before the sweeps (which then
+            # find their items delivered) and after (one may have ended meanwhile).
+            await pipeline.settle_silences()
             results = await pipeline.sweep_all_once()
+            await pipeline.settle_silences()
             left = await pipeline.drain(deliver_timeout)
         finally:
             await pipeline.stop(self.grace)
@@ -191,7 +200,8 @@ class Daemon:
         """A listening admin server, or None when disabled; a bad address is a config error."""
         if not config.enabled:
             return None
-        admin = AdminServer(config, self.health)
+        admin = AdminServer(config, self.health,
+                            silences=SilenceService(self.store, self._settle_soon))
         try:
             await admin.start()
         except OSError as exc:

@@ -31,8 +31,16 @@ def parse_moment(text: str, now: datetime) -> datetime:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.strip())
+        return parse_time(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither an ISO time (2026-01-31, 2026-01-31T08:00:00Z) "
                          "nor an age (30m, 24h, 7d)") from None
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO time; UTC when it names no zone."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO time (2026-01-31T08:00:00Z)") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

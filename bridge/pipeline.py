@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,12 +20,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bridge.config import BridgeConfig
 from bridge.health import Health, SinkVerdict
 from bridge.http import HttpContext
+from bridge.model import utcnow
 from bridge.outbox import SinkWorker
+from bridge.silences import load_muting, settle
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreCorruptError, StoreError
 from bridge.sweep import Dispatch, SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
+SETTLE_JOB = "settle-silences"
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Pipeline:
     stop_workers: asyncio.Event = field(default_factory=asyncio.Event)
     worker_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     inflight: dict[asyncio.Task[Any], str] = field(default_factory=dict)  # sweep → scope
+    # Held by a scope's sweep; all of them by a silence's settlement (see `_no_sweeps`).
+    scope_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     stopping: bool = False
     # Keep each sweep's events in its result (tests, `bridge once`); the daemon keeps counts.
     keep_events: bool = False
@@ -64,7 +69,59 @@ class Pipeline:
     def dispatch(self) -> Dispatch:
         """What happens to routed events before the outbox (bridge/sweep.py)."""
         return Dispatch(self.config.routes,
-                        {s.name: type(s).default_baseline for s in self.config.sinks})
+                        {s.name: type(s).default_baseline for s in self.config.sinks},
+                        self.config.silences)
+
+    def _scope_lock(self, scope: str) -> asyncio.Lock:
+        return self.scope_locks.setdefault(scope, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def _no_sweeps(self) -> AsyncIterator[None]:
+        """Hold every scope's lock: no sweep is between its routing and its commit. Waits,
+        holding none, while any scope is sweeping, so no sweep is kept waiting meanwhile."""
+        locks = [self._scope_lock(scope) for scope in sorted(self.scopes)]
+        while (busy := next((lock for lock in locks if lock.locked()), None)) is not None:
+            async with busy:
+                pass
+        for lock in locks:  # all free: taken without yielding to the loop in between
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            for lock in locks:
+                lock.release()
+
+    async def settle_silences(self) -> int:
+        """Deliver what ended silences held back (bridge/silences.py), while no sweep is in
+        flight: one that routed while a silence was active must commit its muted rows first.
+        Returns how many were settled; never raises (the next look tries again)."""
+        try:
+            async with self._no_sweeps():
+                muting = await load_muting(self.store, self.config.silences)
+                done = 0
+                for silence in muting.silences:
+                    now = utcnow()
+                    if silence.state(now) == "ended" and await settle(
+                            self.store, silence, self.dispatch.sinks, muting, now) is not None:
+                        done += 1
+        except StoreCorruptError as exc:
+            log.critical("state_store_corrupt", error=str(exc))
+            if self.on_fatal is not None:
+                self.on_fatal(str(exc))
+            return 0
+        except Exception as exc:
+            log.error("silence_settlement_failed", error=f"{type(exc).__name__}: {exc}")
+            return 0
+        if done:
+            for worker in self.workers.values():
+                worker.wake()
+        return done
+
+    def settle_soon(self) -> None:
+        """Look for ended silences now (an operator just expired one), not at the next look."""
+        job = self.scheduler.get_job(SETTLE_JOB) if self.scheduler is not None else None
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
 
     @property
     def scopes(self) -> set[str]:
@@ -100,8 +157,9 @@ class Pipeline:
 
     async def _sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
         try:
-            result = await run_sweep(source, scope, self.store, self.dispatch,
-                                     keep_events=self.keep_events)
+            async with self._scope_lock(scope):
+                result = await run_sweep(source, scope, self.store, self.dispatch,
+                                         keep_events=self.keep_events)
         except StoreCorruptError as exc:
             log.critical("state_store_corrupt", error=str(exc),
                          hint="stopping: retrying cannot help and writing could make it worse")
@@ -145,6 +203,9 @@ class Pipeline:
                     max_instances=1, coalesce=True, next_run_time=now,
                     misfire_grace_time=max(1, int(source.config.interval)),
                 )
+        scheduler.add_job(self.settle_silences, "interval", id=SETTLE_JOB,
+                          seconds=self.config.silences.check_interval, max_instances=1,
+                          coalesce=True, next_run_time=now)
         scheduler.start()
         self.scheduler = scheduler
 

@@ -6,9 +6,10 @@ the sweep record in a final transaction once completeness is known. A crash befo
 replays that part of the sweep with the same event ids; a crash after it loses nothing.
 
 Between routing and the outbox, `Dispatch` decides what each chosen sink is actually sent: a
-scope's first sweep follows its baseline mode (bridge/baseline.py). An event a sink is not
-sent is committed as a `Muted` row (with why) instead of an outbox row, in the same
-transaction, so the audit trail and the state stay complete.
+scope's first sweep follows its baseline mode (bridge/baseline.py), then silences apply
+(bridge/silences.py). An event a sink is not sent is committed as a `Muted` row (with why)
+instead of an outbox row, in the same transaction, so the audit trail and the state stay
+complete.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
 from bridge.routing import RouteConfig, route
 from bridge.secrets import redact
+from bridge.silences import Muting, SilenceSettings, load_muting
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Muted, Outcome, Store, SweepCommit, SweepRecord
 
@@ -43,11 +45,16 @@ Routed = tuple[Event, tuple[str, ...]]  # an event and the sinks it is delivered
 
 @dataclass(frozen=True)
 class Dispatch:
-    """What happens to routed events before the outbox: the route tree, and each sink's kind
-    of first-sweep baseline (`SinkConfig.default_baseline`, by sink name)."""
+    """What happens to routed events before the outbox: the route tree, each sink's kind of
+    first-sweep baseline (`SinkConfig.default_baseline`, by sink name), and how silences
+    treat `resolved`."""
 
     routes: RouteConfig
     sink_baselines: Mapping[str, Baseline] = field(default_factory=dict)
+    silences: SilenceSettings = field(default_factory=SilenceSettings)
+
+    def sinks(self, event: Event) -> tuple[str, ...]:
+        return route(self.routes, event).sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +95,10 @@ class _Run:
 
     def __init__(self, source: Source[SourceConfig], scope: str, store: Store,
                  dispatch: Dispatch, now: datetime, keep_events: bool,
-                 baseline: BaselineState) -> None:
+                 baseline: BaselineState, muting: Muting) -> None:
         self.source, self.scope, self.store, self.dispatch = source, scope, store, dispatch
         self.now, self.keep_events, self.baseline = now, keep_events, baseline
+        self.muting = muting
         self.differ: Differ | None = None
         self.kept: list[Event] = []
         self.kept_deliveries: list[Routed] = []
@@ -145,10 +153,12 @@ class _Run:
         self.muted_count += len(muted)
 
     def _dispatch(self, events: list[Event]) -> tuple[list[Routed], list[Muted]]:
-        """Route each event, then take away the sinks its scope's baseline mutes for it."""
+        """Route each event, then take away the sinks its scope's baseline mutes for it, then
+        the rest if a silence mutes it (judged at this moment: a silence may end mid-sweep)."""
         deliveries: list[Routed] = []
         muted: list[Muted] = []
         source_mode, defaults = self.source.config.baseline, self.dispatch.sink_baselines
+        now = utcnow()
         for event in events:
             decision = route(self.dispatch.routes, event)
             sinks = decision.sinks
@@ -162,6 +172,9 @@ class _Run:
                         muted.append(Muted.of(event, sink, "baseline:summary" if mode == "summary"
                                               else "baseline:suppress"))
                 sinks = tuple(kept)
+            if sinks and (silence := self.muting.silencing(event, now)) is not None:
+                muted += [Muted.of(event, sink, "silence", silence.id) for sink in sinks]
+                sinks = ()
             deliveries.append((event, sinks))
         self._keep(events, deliveries, muted)
         return deliveries, muted
@@ -225,7 +238,8 @@ async def run_sweep(
     clock = time.monotonic()
     cursor = await store.load_cursor(scope)
     run = _Run(source, scope, store, dispatch, now or started, keep_events,
-               await baseline_state(store, scope, cursor))
+               await baseline_state(store, scope, cursor),
+               await load_muting(store, dispatch.silences))
     run.start()
     requests_before = source.requests
     try:
@@ -256,6 +270,7 @@ async def run_sweep(
     assert run.differ is not None
     log_method = log.warning if outcome == "incomplete" else log.info
     log_method("sweep_done", source=source.name, scope=scope, outcome=outcome,
-               seen=record.items_seen, events=record.events, requests=record.requests,
+               seen=record.items_seen, events=record.events, muted=run.muted_count,
+               requests=record.requests,
                notes=list(sweep.notes)[:5], sweep_id=record.id)
     return run.result(record)

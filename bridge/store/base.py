@@ -145,6 +145,25 @@ MUTED_KEPT = timedelta(days=90)
 
 
 @dataclass(frozen=True, slots=True)
+class SilenceRecord:
+    """A silence as stored (bridge/silences.py gives it meaning): `matchers` is JSON in the
+    routes' matcher syntax. It mutes from `starts_at` until `ends_at` (moved earlier, and
+    `expired_at` set, when an operator ends it); `settled_at` once its still-active items were
+    delivered as they stand."""
+
+    id: str
+    matchers: str
+    starts_at: datetime
+    ends_at: datetime
+    author: str
+    reason: str
+    origin: str
+    created_at: datetime
+    expired_at: datetime | None = None
+    settled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SweepCommit:
     record: SweepRecord
     writes: Sequence[ItemWrite] = ()
@@ -257,6 +276,28 @@ class Store(ABC):
     @abstractmethod
     async def muted_counts(self, scope: str, reason: MuteReason) -> dict[str, dict[tuple[str, str], int]]:
         """Muted events of a scope for one reason: sink -> (kind, severity) -> count."""
+
+    # -- silences
+    @abstractmethod
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        """Store a new silence; a `StoreError` if its id is taken."""
+
+    @abstractmethod
+    async def silences(self, *, unsettled: bool = False) -> list[SilenceRecord]:
+        """Silences, the most recently created first; `unsettled`: only those not yet settled
+        (every silence that is active, still to come, or ended and awaiting its settlement)."""
+
+    @abstractmethod
+    async def expire_silence(self, silence_id: str, at: datetime) -> SilenceRecord | None:
+        """End a silence at `at` (unless it ended earlier); None when there is no such id."""
+
+    @abstractmethod
+    async def settle_silence(self, silence_id: str, at: datetime,
+                             deliveries: Sequence[tuple[Event, Sequence[str]]],
+                             muted: Sequence[Muted] = ()) -> bool:
+        """In one transaction: the deliveries (and muted rows) for the items an ended silence
+        held back, and its `settled_at`. False, writing nothing, when it was settled already
+        (or does not exist), so it is settled once."""
 
     # -- outbox
     @abstractmethod

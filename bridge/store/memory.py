@@ -33,8 +33,10 @@ from bridge.store.base import (
     Muted,
     MuteReason,
     QueueStats,
+    SilenceRecord,
     StateConfig,
     Store,
+    StoreError,
     StoreUnavailableError,
     SweepCommit,
     SweepRecord,
@@ -150,6 +152,7 @@ class MemoryStore(Store):
         self._dead: dict[int, _Dead] = {}
         self._seqs = itertools.count(1)  # shared by every sink, never reused
         self._muted: list[tuple[float, Muted]] = []  # (recorded at, row), oldest first
+        self._silences: dict[str, SilenceRecord] = {}
 
     def _usable(self) -> None:
         if not self._open:
@@ -223,7 +226,46 @@ class MemoryStore(Store):
 
     def _prune_muted(self, scope: str, now: float) -> None:
         cutoff = now - MUTED_KEPT.total_seconds()
-        self._muted = [(at, m) for at, m in self._muted if m.scope != scope or at >= cutoff]
+        pending = {s.id for s in self._silences.values() if s.settled_at is None}
+        self._muted = [(at, m) for at, m in self._muted
+                       if m.scope != scope or at >= cutoff or m.silence_id in pending]
+
+    # -- silences
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        self._usable()
+        if silence.id in self._silences:
+            raise StoreError(f"a silence with id {silence.id} exists already")
+        self._silences[silence.id] = silence
+
+    async def silences(self, *, unsettled: bool = False) -> list[SilenceRecord]:
+        self._usable()
+        found = sorted((s for s in self._silences.values()
+                        if not unsettled or s.settled_at is None), key=lambda s: s.id)
+        found.sort(key=lambda s: s.created_at, reverse=True)  # stable: ties stay in id order
+        return found
+
+    async def expire_silence(self, silence_id: str, at: datetime) -> SilenceRecord | None:
+        self._usable()
+        silence = self._silences.get(silence_id)
+        if silence is not None and silence.ends_at > at:
+            silence = self._silences[silence_id] = dataclasses.replace(
+                silence, ends_at=at, expired_at=at)
+        return silence
+
+    async def settle_silence(self, silence_id: str, at: datetime,
+                             deliveries: Sequence[tuple[Event, Sequence[str]]],
+                             muted: Sequence[Muted] = ()) -> bool:
+        self._usable()
+        silence = self._silences.get(silence_id)
+        if silence is None or silence.settled_at is not None:
+            return False
+        outbox = self._checked(f"silence {silence_id}", [], deliveries, {}, muted)
+        self._silences[silence_id] = dataclasses.replace(silence, settled_at=at)
+        now = time.time()
+        self._enqueue(outbox, now)
+        self._muted.extend((now, m) for m in muted)
+        return True
 
     # -- what was not delivered, and why
 

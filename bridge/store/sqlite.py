@@ -17,7 +17,7 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -38,6 +38,7 @@ from bridge.store.base import (
     Muted,
     MuteReason,
     QueueStats,
+    SilenceRecord,
     StateConfig,
     Store,
     StoreCorruptError,
@@ -372,6 +373,58 @@ class SQLiteStore(Store, StoreMaintenance):
 
         return await self._run(q)
 
+    # -- silences
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
+                             "(?,?,?,?,?,?,?,?,?,?)", _silence_row(silence))
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a silence with id {silence.id} exists already") from None
+
+        await self._run(tx)
+
+    async def silences(self, *, unsettled: bool = False) -> list[SilenceRecord]:
+        def q(conn: sqlite3.Connection) -> list[SilenceRecord]:
+            where = "WHERE settled_at IS NULL" if unsettled else ""
+            rows = conn.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences {where} "
+                                "ORDER BY created_at DESC, id").fetchall()
+            return [_silence(r) for r in rows]
+
+        return await self._run(q)
+
+    async def expire_silence(self, silence_id: str, at: datetime) -> SilenceRecord | None:
+        def tx(conn: sqlite3.Connection) -> SilenceRecord | None:
+            with _transaction(conn):
+                row = conn.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = ?",
+                                   (silence_id,)).fetchone()
+                if row is None:
+                    return None
+                silence = _silence(row)
+                if silence.ends_at > at:
+                    silence = replace(silence, ends_at=at, expired_at=at)
+                    conn.execute("UPDATE silences SET ends_at = ?, expired_at = ? WHERE id = ?",
+                                 (_ts(at), _ts(at), silence_id))
+                return silence
+
+        return await self._run(tx)
+
+    async def settle_silence(self, silence_id: str, at: datetime,
+                             deliveries: Sequence[tuple[Event, Sequence[str]]],
+                             muted: Sequence[Muted] = ()) -> bool:
+        rows = _Rows.of("silence " + silence_id, [], deliveries, muted)
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            with _transaction(conn):
+                claimed = conn.execute("UPDATE silences SET settled_at = ? WHERE id = ? AND "
+                                       "settled_at IS NULL", (_ts(at), silence_id)).rowcount
+                if claimed:
+                    rows.write(conn)
+                return bool(claimed)
+
+        return await self._run(tx, failing=f"settling silence {silence_id} failed")
+
     # -- outbox
 
     async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
@@ -614,9 +667,26 @@ _MUTED_COLUMNS = ("event_id, type, source, vendor, scope, kind, key, title, seve
 
 
 def _prune_muted(conn: sqlite3.Connection, scope: str) -> None:
-    """Forget a scope's muted rows older than `MUTED_KEPT`."""
-    conn.execute("DELETE FROM muted WHERE scope = ? AND recorded_at < ?",
+    """Forget a scope's muted rows older than `MUTED_KEPT`, except those a silence not yet
+    settled will need to re-notify its items."""
+    conn.execute("DELETE FROM muted WHERE scope = ? AND recorded_at < ? AND (silence_id IS NULL "
+                 "OR silence_id NOT IN (SELECT id FROM silences WHERE settled_at IS NULL))",
                  (scope, time.time() - MUTED_KEPT.total_seconds()))
+
+
+_SILENCE_COLUMNS = ("id, matchers, starts_at, ends_at, author, reason, origin, created_at, "
+                    "expired_at, settled_at")
+
+
+def _silence_row(s: SilenceRecord) -> tuple[Any, ...]:
+    return (s.id, s.matchers, _ts(s.starts_at), _ts(s.ends_at), s.author, s.reason, s.origin,
+            _ts(s.created_at), _ts(s.expired_at), _ts(s.settled_at))
+
+
+def _silence(r: Sequence[Any]) -> SilenceRecord:
+    return SilenceRecord(r[0], r[1], _dt(r[2]), _dt(r[3]), r[4], r[5], r[6], _dt(r[7]),
+                         _dt(r[8]) if r[8] is not None else None,
+                         _dt(r[9]) if r[9] is not None else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from tests.support.store_contract import (
     StoreFactory,
     commit_events,
     run_sweep,
+    silence_record,
 )
 
 from ._helpers import SCOPE, T0, item, make_event, sweep
@@ -146,7 +147,7 @@ async def test_schema_version_is_recorded_and_journal_is_wal(store: SQLiteStore)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"items", "outbox", "dead_letters", "cursors", "sweeps", "muted",
-                          "sqlite_sequence"}
+                          "silences", "sqlite_sequence"}
     finally:
         conn.close()
 
@@ -385,8 +386,15 @@ async def test_check_is_clean_on_a_sound_store(store: SQLiteStore) -> None:
 
 
 async def test_muted_rows_are_forgotten_after_90_days(store: SQLiteStore) -> None:
+    """... except those of a silence not yet settled: it re-notifies their items when it ends."""
     old, fresh, elsewhere = make_event("old"), make_event("fresh"), make_event("x", scope="other")
-    await store.commit_chunk(SCOPE, [], [], [Muted.of(old, "siem", "baseline:suppress")])
+    held, done = make_event("held"), make_event("done")
+    await store.add_silence(silence_record("open"))
+    await store.add_silence(silence_record("settled"))
+    await store.settle_silence("settled", T0, [])
+    await store.commit_chunk(SCOPE, [], [], [Muted.of(old, "siem", "baseline:suppress"),
+                                             Muted.of(held, "siem", "silence", "open"),
+                                             Muted.of(done, "siem", "silence", "settled")])
     await store.commit_chunk("other", [], [], [Muted.of(elsewhere, "siem", "baseline:suppress")])
     conn = sqlite3.connect(store.path)
     try:
@@ -396,6 +404,6 @@ async def test_muted_rows_are_forgotten_after_90_days(store: SQLiteStore) -> Non
     finally:
         conn.close()
     await store.commit_chunk(SCOPE, [], [], [Muted.of(fresh, "siem", "baseline:suppress")])
-    assert len(await store.muted()) == 3  # only a sweep's commit prunes
+    assert len(await store.muted()) == 5  # only a sweep's commit prunes
     await store.commit_sweep(commit_events())
-    assert [m.key for m in await store.muted()] == ["fresh", "x"]  # only the sweep's scope
+    assert [m.key for m in await store.muted()] == ["fresh", "x", "held"]  # the sweep's scope

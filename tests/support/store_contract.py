@@ -33,6 +33,7 @@ from bridge.model import Event, EventType, Sweep
 from bridge.store.base import (
     Muted,
     Outcome,
+    SilenceRecord,
     Store,
     StoreCorruptError,
     StoreError,
@@ -77,6 +78,12 @@ async def run_sweep(store: Store, s: Sweep, sinks: Sequence[str] = ("siem",),
     return events
 
 
+def silence_record(id_: str, *, created: datetime = T0,
+                   ends: datetime = T0 + timedelta(days=7)) -> SilenceRecord:
+    return SilenceRecord(id_, '{"source": {"op": "eq", "value": "so"}}', T0, ends, "ana",
+                         "known issue, fix in sprint 12", "cli", created)
+
+
 def bad_state_write() -> ItemWrite:
     """A miss count for item "a" in a state no store accepts."""
     return ItemWrite("finding", "a", "exploded", 9, 0, T0, T0)  # type: ignore[arg-type]
@@ -107,6 +114,7 @@ class StoreContract:
             "sweeps": await store.sweeps(limit=EVERYTHING),
             "counts": sorted(await store.item_counts()),
             "muted": await store.muted(limit=EVERYTHING),
+            "silences": await store.silences(),
             "backend": await self.backend_state(store),
         }
 
@@ -262,6 +270,59 @@ class StoreContract:
             await store.commit_chunk(SCOPE, [], [], [
                 Muted.of(a, "siem", "shrug")])  # type: ignore[arg-type]
         assert await store.muted(limit=EVERYTHING) == []
+
+    # -- silences
+
+    async def test_silences_are_kept_newest_first(self, stores: StoreFactory) -> None:
+        s = stores()
+        await s.open()
+        older = silence_record("s-old", created=T0)
+        newer = silence_record("s-new", created=T0 + timedelta(minutes=1))
+        await s.add_silence(older)
+        await s.add_silence(newer)
+        with pytest.raises(StoreError, match="exists already") as err:
+            await s.add_silence(silence_record("s-old"))
+        assert not isinstance(err.value, StoreUnavailableError | StoreCorruptError)
+        assert await s.silences() == [newer, older]
+        await s.close()
+        s = stores()
+        await s.open()
+        try:
+            assert await s.silences() == [newer, older]  # they outlive the process
+        finally:
+            await s.close()
+
+    async def test_expiring_a_silence_ends_it_once(self, store: Store) -> None:
+        await store.add_silence(silence_record("s-1", ends=T0 + timedelta(days=7)))
+        await store.add_silence(silence_record("s-2", ends=T0 + timedelta(minutes=5)))
+        at = T0 + timedelta(hours=1)
+        ended = await store.expire_silence("s-1", at)
+        assert ended is not None and (ended.ends_at, ended.expired_at) == (at, at)
+        assert await store.expire_silence("s-1", at + timedelta(hours=1)) == ended  # kept
+        past = await store.expire_silence("s-2", at)  # had ended by itself before
+        assert past is not None and past.ends_at == T0 + timedelta(minutes=5)
+        assert past.expired_at is None
+        assert await store.expire_silence("nope", at) is None
+        assert {x.id: x.ends_at for x in await store.silences()} == {
+            "s-1": at, "s-2": T0 + timedelta(minutes=5)}
+
+    async def test_settling_a_silence_writes_its_deliveries_once(self, store: Store) -> None:
+        await store.add_silence(silence_record("s-1"))
+        await store.add_silence(silence_record("s-2"))
+        a, b = make_event("a"), make_event("b")
+        at = T0 + timedelta(days=8)
+        assert await store.settle_silence("s-1", at, [(a, ["siem", "jira"])],
+                                          [Muted.of(b, "siem", "silence", "s-2")])
+        assert [d.event for d in await store.claim("siem", 10)] == [a]
+        assert [d.event for d in await store.claim("jira", 10)] == [a]
+        assert [(m.key, m.silence_id) for m in await store.muted()] == [("b", "s-2")]
+        assert [(x.id, x.settled_at) for x in await store.silences(unsettled=True)] == [
+            ("s-2", None)]
+        assert [x.settled_at for x in await store.silences() if x.id == "s-1"] == [at]
+        before = await self.everything(store)
+        assert not await store.settle_silence("s-1", at, [(b, ["siem"])])  # once only
+        assert not await store.settle_silence("nope", at, [(b, ["siem"])])
+        assert await self.everything(store) == before
 
     @pytest.mark.parametrize("breakage", ["item_state", "cursor_value", "unencodable_event"])
     async def test_failed_commit_changes_nothing(self, store: Store, breakage: str) -> None:
