@@ -19,8 +19,8 @@ from typing import Literal
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from bridge import metrics
 from bridge.model import SEVERITIES, Event
+from bridge.net import client_tls_context, warn_tls_unverified
 from bridge.sinks.base import DestinationUnavailableError, PermanentDeliveryError, Sink, SinkConfig
 from bridge.sinks.formats.cef import CefConfig
 from bridge.sinks.formats.common import Oversize, utf8_size
@@ -141,21 +141,13 @@ class SyslogSinkConfig(SinkConfig):
 
     def ssl_context(self) -> ssl.SSLContext:
         """The client context; raises ValueError naming the file that could not be loaded."""
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        password = self.client_key_password.get_secret_value() if self.client_key_password else None
         try:
-            if self.ca_bundle is not None:
-                ctx.load_verify_locations(cafile=str(self.ca_bundle))
-            if self.client_cert is not None and self.client_key is not None:
-                password = (self.client_key_password.get_secret_value()
-                            if self.client_key_password else None)
-                ctx.load_cert_chain(str(self.client_cert), str(self.client_key), password)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"sink {self.name}: cannot load TLS files: {describe(exc)}") from None
-        if not self.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+            return client_tls_context(verify=self.verify, ca_bundle=self.ca_bundle,
+                                      client_cert=self.client_cert, client_key=self.client_key,
+                                      key_password=password)
+        except ValueError as exc:
+            raise ValueError(f"sink {self.name}: {exc}") from None
 
     def build(self) -> SyslogSink:
         return SyslogSink(self)
@@ -200,10 +192,7 @@ class SyslogSink(Sink[SyslogSinkConfig]):
 
     def _warn_unverified(self) -> None:
         if self.config.protocol == "tls" and not self.config.verify:
-            log.warning("tls_verification_disabled", sink=self.name, target=self._target,
-                        detail="the receiver's certificate is NOT checked: anyone on the path "
-                               "can read and forge these events")
-            metrics.TLS_VERIFY_DISABLED.labels(self.name).set(1)
+            warn_tls_unverified(self.name, self._target)
 
     @property
     def _target(self) -> str:

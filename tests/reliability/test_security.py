@@ -74,7 +74,7 @@ async def test_tls_verification_off_is_loud_at_startup_for_every_component(
     started = next(i for i, ln in enumerate(lines) if ln.get("event") == "daemon_started")
     loud = [ln for ln in lines[:started] if ln.get("event") == "tls_verification_disabled"]
     assert all(ln["level"] == "warning" for ln in loud), loud
-    assert {ln.get("sink") or ln.get("vendor") for ln in loud} == {"scanorbit", "hook", "siem"}
+    assert {ln.get("component") for ln in loud} == {"scanorbit", "hook", "siem"}
     assert await metrics(base) == {
         'bridge_tls_verify_disabled{component="scanorbit"}': 1.0,
         'bridge_tls_verify_disabled{component="hook"}': 1.0,

@@ -80,5 +80,5 @@ def test_verify_false_is_loud() -> None:
     with capture_logs() as logs:
         config(name="insecure-siem", protocol="tls", verify=False).build()
     warning = next(e for e in logs if e["event"] == "tls_verification_disabled")
-    assert warning["log_level"] == "warning" and warning["sink"] == "insecure-siem"
+    assert warning["log_level"] == "warning" and warning["component"] == "insecure-siem"
     assert gauge._value.get() == 1
