@@ -358,6 +358,26 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return asyncio.run(_with_store(config, go))
 
 
+def cmd_sinks_test(args: argparse.Namespace) -> int:
+    """One synthetic event through the real sink; the state store is never opened."""
+    from bridge.sinktest import send_test, test_event
+
+    config = _config(args)
+    known = [s.name for s in config.sinks]
+    if args.name not in known:
+        raise UsageError(f"no sink named {args.name!r} (known: {', '.join(known) or 'none'})")
+    sink = config.sink(args.name)
+    try:
+        event = test_event(_sample_event(args.event or "{}"))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--event: {exc}") from None
+    print(printable(f"sink {sink.name} ({sink.type}): sending one test event, id {event.id}: "
+                    f"{event.title}"), flush=True)
+    outcome = asyncio.run(send_test(sink, event))
+    print(printable(redact(f"{outcome.verdict}: {outcome.answer}")))
+    return 0 if outcome.ok else 1
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
 
@@ -470,6 +490,18 @@ def parser() -> argparse.ArgumentParser:
     sexpire.add_argument("id")
     sexpire.add_argument("--json", action="store_true")
     silence.set_defaults(fn=cmd_silence)
+
+    sinks = sub.add_parser("sinks", help="sink tools")
+    ksub = sinks.add_subparsers(dest="sinks_command", required=True)
+    ktest = with_config(ksub.add_parser(
+        "test", help="send one clearly marked test event through a sink, show the answer",
+        description="Builds the sink as configured, sends one synthetic event (title "
+        "'[bridge test] …', attributes.bridge_test true) and prints what the receiver answered. "
+        "Nothing is written to the state: no outbox row, no retry, no dead letter. Exit 0 when "
+        "the receiver accepted it, 1 otherwise."))
+    ktest.add_argument("name", help="the sink's name")
+    ktest.add_argument("--event", help='fields to set, as JSON: \'{"severity":"critical"}\'')
+    ktest.set_defaults(fn=cmd_sinks_test)
 
     dlq = with_config(sub.add_parser("dlq", help="dead letters"))
     dlq.add_argument("what", choices=["list", "replay"])
