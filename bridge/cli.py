@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,22 +68,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(Daemon(config, config_path=Path(args.config), grace=args.grace).run())
 
 
+def _progress(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A live line per scope on a terminal, periodic log lines elsewhere (bridge/progress.py)."""
+    from bridge import progress
+
+    if args.no_progress:
+        return contextlib.nullcontext()
+    return progress.reporting(sys.stderr, interval=args.progress_interval)
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     from bridge.daemon import Daemon
+    from bridge.dryrun import dry_run
 
     config = _config(args)
-    if args.dry_run:
-        from bridge.dryrun import dry_run
 
-        return asyncio.run(dry_run(config, show=args.show, as_json=args.json, out=sys.stdout))
-    return asyncio.run(Daemon(config, config_path=Path(args.config)).once(args.deliver_timeout))
+    async def go() -> int:
+        async with _progress(args):
+            if args.dry_run:
+                return await dry_run(config, show=args.show, as_json=args.json, out=sys.stdout)
+            return await Daemon(config, config_path=Path(args.config)).once(args.deliver_timeout)
+
+    return asyncio.run(go())
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo
 
-    return asyncio.run(run_demo(state_dir=args.state_dir, duration=args.duration,
-                                interval=args.interval))
+    async def go() -> int:
+        async with _progress(args):
+            return await run_demo(state_dir=args.state_dir, duration=args.duration,
+                                  interval=args.interval)
+
+    return asyncio.run(go())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -408,6 +426,13 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", "-c", default=str(DEFAULT_CONFIG), help="YAML config file")
         return sp
 
+    def with_progress(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--no-progress", action="store_true",
+                        help="no live progress line per scope (on a terminal) or periodic "
+                        "sweep_progress log lines (elsewhere)")
+        sp.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="off a terminal: a sweep_progress log line this often (default 10)")
+
     run = with_config(sub.add_parser("run", help="run the daemon"))
     run.add_argument("--grace", type=float, default=20.0, help="seconds to finish work on SIGTERM")
     run.set_defaults(fn=cmd_run)
@@ -422,12 +447,14 @@ def parser() -> argparse.ArgumentParser:
     once.add_argument("--show", type=int, default=10,
                       help="dry run: events shown per sink (default 10)")
     once.add_argument("--json", action="store_true", help="dry run: every event, as JSON")
+    with_progress(once)
     once.set_defaults(fn=cmd_once)
 
     demo = sub.add_parser("demo", help="run against bundled simulators with local sinks")
     demo.add_argument("--state-dir", type=Path, default=None, help="default: a temporary dir")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     demo.add_argument("--interval", type=float, default=5.0, help="seconds between sweeps")
+    with_progress(demo)
     demo.set_defaults(fn=cmd_demo)
 
     check = with_config(sub.add_parser("check-config", help="validate a config file"))

@@ -39,7 +39,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
-from bridge import metrics, vendor_json
+from bridge import metrics, progress, vendor_json
 from bridge.net import (
     USER_AGENT,
     backoff_delay,
@@ -150,6 +150,22 @@ class TokenBucket:
         """A 429 with Retry-After stops every caller sharing this scope, not just the one."""
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
         self.tokens = 0.0
+
+    def retune(self, per_minute: float, burst: int) -> None:
+        """New settings (a reload), same memory: what was spent and any pause stay."""
+        now = time.monotonic()
+        self.tokens = min(self.tokens + (now - self.updated) * self.rate, self.capacity)
+        self.updated = now
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst)
+        self.tokens = min(self.tokens, self.capacity)
+
+    def wait_ahead(self) -> float:
+        """Seconds before the next caller would get a token (0: one is there now)."""
+        now = time.monotonic()
+        tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        refill = 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        return max(self.paused_until - now, refill)
 
 
 def credential_scope(secret: str) -> str:
@@ -320,6 +336,7 @@ class VendorClient:
         waited = await self.limiter.acquire()
         if waited:
             metrics.RATE_LIMIT_WAIT_SECONDS.labels(self.vendor).inc(waited)
+        progress.rate(self.limiter.tokens, self.limiter.rate * 60)
 
     async def _once(self, path: str, url: URL, params: Mapping[str, str | int] | None) -> Any:
         """One request, with the same-origin redirects it is allowed, decoded and classified."""
@@ -491,15 +508,28 @@ class HttpContext:
     """Shared HTTP plumbing for one daemon: sessions per TLS setting and one bucket per scope.
 
     Two sources that share a rate-limit scope (two ScanOrbit keys of one org) share a bucket.
+    A reload builds a new context with the old one's buckets as `inherited`: a scope that still
+    exists keeps its bucket (its tokens, a Retry-After pause) under the new settings, because
+    the vendor remembers what we spent and a fresh full bucket right after a reload would
+    overspend; a scope that is gone leaves its bucket behind.
     """
 
     sessions: dict[tuple[bool, str], aiohttp.ClientSession] = field(default_factory=dict)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    inherited: Mapping[str, TokenBucket] = field(default_factory=dict)
 
     def bucket(self, scope: str, per_minute: float, burst: int) -> TokenBucket:
         if scope not in self.buckets:
-            self.buckets[scope] = TokenBucket(per_minute, burst)
+            kept = self.inherited.get(scope)
+            if kept is not None:
+                kept.retune(per_minute, burst)
+            self.buckets[scope] = kept or TokenBucket(per_minute, burst)
         return self.buckets[scope]
+
+    def throttled(self) -> dict[str, float]:
+        """Scopes whose next request must wait for the rate limit, and for how long."""
+        waits = {scope: bucket.wait_ahead() for scope, bucket in self.buckets.items()}
+        return {scope: wait for scope, wait in waits.items() if wait > 0}
 
     def session(self, config: HttpConfig) -> aiohttp.ClientSession:
         key = (config.verify_tls, str(config.ca_bundle or ""))

@@ -24,11 +24,12 @@ from typing import Literal
 
 import structlog
 
-from bridge import metrics
+from bridge import metrics, progress
 from bridge.baseline import BASELINE_CURSOR, Baseline, mode_for, source_cursor, summary_event
 from bridge.diff import Differ, DiffPolicy, StoredItem
 from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
+from bridge.progress import ScopeProgress
 from bridge.routing import RouteConfig, route
 from bridge.secrets import redact
 from bridge.silences import Muting, SilenceSettings, load_muting
@@ -95,10 +96,10 @@ class _Run:
 
     def __init__(self, source: Source[SourceConfig], scope: str, store: Store,
                  dispatch: Dispatch, now: datetime, keep_events: bool,
-                 baseline: BaselineState, muting: Muting) -> None:
+                 baseline: BaselineState, muting: Muting, seen: ScopeProgress) -> None:
         self.source, self.scope, self.store, self.dispatch = source, scope, store, dispatch
         self.now, self.keep_events, self.baseline = now, keep_events, baseline
-        self.muting = muting
+        self.muting, self.seen = muting, seen
         self.differ: Differ | None = None
         self.kept: list[Event] = []
         self.kept_deliveries: list[Routed] = []
@@ -131,6 +132,7 @@ class _Run:
 
     async def emit(self, items: Sequence[Item]) -> None:
         """A page arrived: enrich the unknown, diff, and commit a chunk when enough piled up."""
+        self.seen.items += len(items)
         differ = await self._differ()
         if self.source.enriches:
             stored, seen = differ.stored, differ.seen
@@ -234,12 +236,22 @@ async def run_sweep(
     keep_events: bool = False,
 ) -> SweepResult:
     """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep."""
+    requests_before = source.requests
+    with progress.sweeping(scope, source.name, lambda: source.requests - requests_before) as seen:
+        result = await _sweep(source, scope, store, dispatch, now, keep_events, seen)
+        seen.note = result.record.error or (result.record.notes[0] if result.record.notes else "")
+        seen.outcome = result.record.outcome
+    return result
+
+
+async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatch: Dispatch,
+                 now: datetime | None, keep_events: bool, seen: ScopeProgress) -> SweepResult:
     started = utcnow()
     clock = time.monotonic()
     cursor = await store.load_cursor(scope)
     run = _Run(source, scope, store, dispatch, now or started, keep_events,
                await baseline_state(store, scope, cursor),
-               await load_muting(store, dispatch.silences))
+               await load_muting(store, dispatch.silences), seen)
     run.start()
     requests_before = source.requests
     try:

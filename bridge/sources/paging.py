@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from bridge import progress
 from bridge.http import VendorError
 from bridge.sources.rows import Unusable, skipped_note
 
@@ -140,6 +141,7 @@ async def numbered(
                 out.problem(f"drift: {what} total changed from {total} to {got.total} at page "
                             f"{page}", drift=True)
                 total, pages = got.total, max(pages, got.pages)
+            progress.page(what, page, pages)
             for nxt in range(page + 1, min(pages, page + prefetch) + 1):
                 if nxt not in ahead:
                     ahead[nxt] = asyncio.ensure_future(fetch(nxt))
@@ -187,6 +189,7 @@ async def by_offset(
             out.problem(f"{what} at offset {offset}: {exc}")
             return out
         out.requests += 1
+        progress.page(what, out.requests, None)  # no total: a short page ends the list
         head = [_key(r, key) for r in rows[: len(tail)]]
         if head != tail:
             out.problem(f"drift: {what} shifted while paging (rows at offset {offset} are not "
