@@ -35,6 +35,8 @@ class KvEncoder(ABC):
         self._text = implementation.builder(specs, sep, value.escape)
         # Keys are unique, so a prefix names its spec: `pairs` reads the text builder's output.
         self._specs = {text_prefix(spec, sep, value.escape): spec for spec in specs}
+        if len(self._specs) != len(specs):
+            raise ValueError("two fields with the same key")
         self._needs_escape = value.needs
         self.sep = sep
         self.escape_value = value.escape
