@@ -4,6 +4,10 @@ never a traceback: 2 for a bad config or usage, 1 for a state or delivery proble
 
 from __future__ import annotations
 
+# First, before the heavy imports below: a SIGHUP or SIGTERM during the second they take is
+# held, not fatal (bridge/startup_signals.py).
+from bridge import startup_signals  # isort: split
+
 import argparse
 import asyncio
 import contextlib
@@ -542,6 +546,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.fn is not cmd_run:  # the daemon takes held signals over; other commands get them
+        startup_signals.release()
     try:
         code: int = args.fn(args)
         return code

@@ -14,10 +14,11 @@ import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from bridge import systemd
+from bridge import startup_signals, systemd
 from bridge.admin import AdminConfig, AdminServer
 from bridge.admin_guard import LoopErrorLog, raise_open_files_limit
 from bridge.config import BridgeConfig, ConfigError, load_config, plaintext_urls
@@ -75,6 +76,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._exit_code = 0
+        self._previous_handlers: dict[signal.Signals, Any] = {}
         self.store_metrics = StoreMetrics(self.store, self.health, self._scope_owners)
 
     async def open(self) -> None:
@@ -111,6 +113,11 @@ class Daemon:
         Raises `StoreError` or `ConfigError` (admin address unusable) before anything starts."""
         loop = asyncio.get_running_loop()
         self._install_signals(loop)  # early: a SIGHUP's default action would kill us
+        if self._stop.is_set():  # a SIGTERM while the command started: nothing opened yet
+            self._remove_signals(loop)
+            log.info("stop_requested_during_startup")
+            log.info("daemon_stopped", exit_code=self._exit_code)
+            return self._exit_code
         # Room for connections, and no traceback storm if they run out anyway (admin_guard).
         open_files, _ = raise_open_files_limit()
         previous_handler = loop.get_exception_handler()
@@ -131,14 +138,17 @@ class Daemon:
         watchdog_stop = asyncio.Event()
         watchdog = asyncio.create_task(systemd.watchdog_loop(watchdog_stop), name="watchdog")
         try:
-            self.pipeline = self._build(self.config)
-            self.pipeline.start()
-            systemd.notify("READY=1", "STATUS=running")
-            log.info("daemon_started", sources=list(self.pipeline.sources),
-                     sinks=list(self.pipeline.workers), admin=self._admin_address(),
-                     open_files_limit=open_files)
-            if ready is not None:
-                ready.set()
+            if self._stop.is_set():  # a SIGTERM while opening the store: no sweep starts
+                log.info("stop_requested_during_startup")
+            else:
+                self.pipeline = self._build(self.config)
+                self.pipeline.start()
+                systemd.notify("READY=1", "STATUS=running")
+                log.info("daemon_started", sources=list(self.pipeline.sources),
+                         sinks=list(self.pipeline.workers), admin=self._admin_address(),
+                         open_files_limit=open_files)
+                if ready is not None:
+                    ready.set()
             while not self._stop.is_set():
                 await self._wait_signal()
                 if self._reload.is_set() and not self._stop.is_set():
@@ -191,7 +201,10 @@ class Daemon:
         return once_exit_code(results, undelivered=bool(pending or dead))
 
     def _build(self, config: BridgeConfig) -> Pipeline:
-        pipeline = Pipeline.build(config, self.store, self.health)
+        # The rate-limit buckets of the running pipeline live on in the new one (for the
+        # vendor scopes it still has): a reload must not forget what was just spent.
+        inherited = self.pipeline.http.buckets if self.pipeline is not None else None
+        pipeline = Pipeline.build(config, self.store, self.health, buckets=inherited)
         pipeline.on_activity = self.store_metrics.poke
         pipeline.on_fatal = self._fatal
         return pipeline
@@ -251,6 +264,7 @@ class Daemon:
         warn_plaintext_urls(new)
         assert self.pipeline is not None
         old = self.pipeline
+        self._say_what_the_reload_waits_for(old)
         await old.stop(self.grace)
         self.config, self.pipeline = new, candidate
         for scope in old.scopes - candidate.scopes:
@@ -263,6 +277,20 @@ class Daemon:
         log.info("config_reloaded", path=str(self.config_path),
                  sources=list(candidate.sources), sinks=list(candidate.workers),
                  admin=self._admin_address())
+
+    def _say_what_the_reload_waits_for(self, old: Pipeline) -> None:
+        """The old pipeline's sweeps finish first (up to the grace): one held back by a vendor's
+        rate limit can take many seconds, and a reload must not answer that late in silence."""
+        sweeping = sorted(set(old.inflight.values()))
+        if not sweeping:
+            return
+        throttled = old.http.throttled()
+        log.info("reload_waiting_for_sweeps", scopes=sweeping, up_to_seconds=self.grace,
+                 rate_limited={scope: round(wait, 1) for scope, wait in throttled.items()},
+                 hint="the new configuration starts once these sweeps finish or the grace ends")
+        reason = "rate-limited sweeps" if throttled else "sweeps"
+        systemd.notify(f"STATUS=reloading: waiting up to {self.grace:g}s for {reason} of "
+                       f"{', '.join(sweeping)}")
 
     def _reject(self, problems: list[str]) -> None:
         log.error("reload_rejected", path=str(self.config_path), problems=problems,
@@ -294,15 +322,31 @@ class Daemon:
         return True
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-            loop.add_signal_handler(signal.SIGINT, self.request_stop)
-            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        """Our handlers, then whatever arrived before them (`bridge.startup_signals`): a SIGHUP
+        becomes a reload once running, a SIGTERM or SIGINT a stop."""
+        actions = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                   signal.SIGHUP: self.request_reload}
+        for sig, action in actions.items():
+            previous = signal.getsignal(sig)
+            try:
+                loop.add_signal_handler(sig, action)
+            except (NotImplementedError, RuntimeError):  # not the main thread: nothing to undo
+                continue
+            self._previous_handlers[sig] = previous
+        for sig in startup_signals.take():
+            log.info("signal_during_startup", signal=sig.name,
+                     action="stop" if sig in startup_signals.STOPPING else "reload once running")
+            actions[sig]()
 
     def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        """Back to the handlers from before `run` (held ones, in the `bridge` command): a
+        SIGHUP during the last steps of shutdown is not fatal either."""
+        for sig, previous in self._previous_handlers.items():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+        self._previous_handlers.clear()
 
     def _scope_owners(self) -> dict[str, str]:
         sources: Iterable[Source[SourceConfig]] = (

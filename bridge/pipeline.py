@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bridge.config import BridgeConfig
 from bridge.health import Health, SinkVerdict
-from bridge.http import HttpContext
+from bridge.http import HttpContext, TokenBucket
 from bridge.model import utcnow
 from bridge.outbox import SinkWorker
 from bridge.silences import load_muting, settle
@@ -57,8 +57,11 @@ class Pipeline:
     on_fatal: Callable[[str], None] | None = None
 
     @classmethod
-    def build(cls, config: BridgeConfig, store: Store, health: Health) -> Pipeline:
-        p = cls(config, store, health)
+    def build(cls, config: BridgeConfig, store: Store, health: Health, *,
+              buckets: Mapping[str, TokenBucket] | None = None) -> Pipeline:
+        """`buckets`: the rate-limit buckets of the pipeline this one replaces (a reload);
+        the scopes it shares with it keep theirs (`HttpContext.inherited`)."""
+        p = cls(config, store, health, http=HttpContext(inherited=buckets or {}))
         for sink_config in config.sinks:
             p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_verdict)
         for source_config in config.sources:
