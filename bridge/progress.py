@@ -28,9 +28,6 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 import structlog
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
 
 from bridge.secrets import redact
 from bridge.textsafe import printable
@@ -195,7 +192,12 @@ async def _log_every(tracker: Tracker, interval: float) -> None:
 @contextlib.contextmanager
 def _live(tracker: Tracker, stream: TextIO) -> Iterator[None]:
     """The live lines on `stream`. Log handlers writing to the terminal are pointed at the
-    display's own stream meanwhile, so a log line scrolls above the display, not through it."""
+    display's own stream meanwhile, so a log line scrolls above the display, not through it.
+    (rich is imported here: the daemon, which never draws, does not pay for it.)"""
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
     console = Console(file=stream, highlight=False, markup=False, emoji=False)
 
     def render() -> Group:
