@@ -1,7 +1,8 @@
 """`bridge once --dry-run`: sweep, diff and route for real, then say per sink what would be
 sent, and write nothing: no state, no outbox, no cursors, no sink.
 
-The run works on a private copy of the state (SQLite's online backup from a read-only
+Silences that have ended are shown with what their settlement would send (as `bridge once`
+does it). The run works on a private copy of the state (SQLite's online backup from a read-only
 connection, into a temporary directory), so the real code paths run unchanged, a first sweep
 shows its baseline, silences apply as they would, and the state file stays byte for byte as it
 was. A state file that does not exist yet is not created; a running daemon may keep writing its
@@ -23,14 +24,15 @@ from typing import Any, TextIO
 from bridge.config import BridgeConfig
 from bridge.daemon import once_exit_code
 from bridge.health import Health
-from bridge.model import Event
+from bridge.model import Event, utcnow
 from bridge.pipeline import Pipeline
 from bridge.secrets import redact
+from bridge.silences import Settlement, load_muting, settlement
 from bridge.sinks.file import describe
-from bridge.store.base import StateConfig, Store, StoreError
+from bridge.store.base import Muted, StateConfig, Store, StoreError
 from bridge.store.memory import MemoryStateConfig, MemoryStore
 from bridge.store.sqlite import SQLiteStateConfig, SQLiteStore, store_error
-from bridge.sweep import SweepResult
+from bridge.sweep import Routed, SweepResult
 from bridge.textsafe import printable
 
 
@@ -82,17 +84,26 @@ class SinkPlan:
         return dict(Counter(e.type.value for e in self.events))
 
 
-def plan(config: BridgeConfig, results: Sequence[SweepResult | None],
-         queued: dict[str, int]) -> list[SinkPlan]:
+async def _settlements(store: Store, pipeline: Pipeline) -> list[Settlement]:
+    """What the silences that have ended would re-notify (`bridge once` settles them)."""
+    muting = await load_muting(store, pipeline.config.silences)
+    now = utcnow()
+    return [await settlement(store, s, pipeline.dispatch.sinks, muting, now)
+            for s in muting.silences if s.state(now) == "ended"]
+
+
+def plan(config: BridgeConfig, results: Sequence[SweepResult | None], queued: dict[str, int],
+         settlements: Sequence[Settlement] = ()) -> list[SinkPlan]:
     plans = {s.name: SinkPlan(s.name, s.type, queued=queued.get(s.name, 0))
              for s in config.sinks}
-    for result in results:
-        if result is None:
-            continue
-        for event, sinks in result.deliveries:
+    parts: list[tuple[Sequence[Routed], Sequence[Muted]]] = [
+        (r.deliveries, r.muted) for r in results if r is not None]
+    parts += [(s.deliveries, s.muted) for s in settlements]
+    for deliveries, muted in parts:
+        for event, sinks in deliveries:
             for sink in sinks:
                 plans[sink].events.append(event)
-        for m in result.muted:
+        for m in muted:
             plans[m.sink].muted[m.reason if m.silence_id is None
                                 else f"{m.reason} {m.silence_id}"] += 1
     return list(plans.values())
@@ -111,11 +122,12 @@ async def dry_run(config: BridgeConfig, *, show: int = 10, as_json: bool = False
             pipeline.keep_events = True
             try:
                 results = await pipeline.sweep_all_once()
+                settlements = await _settlements(store, pipeline)
             finally:
                 await pipeline.stop(0)
         finally:
             await store.close()
-    plans = plan(config, results, queued)
+    plans = plan(config, results, queued, settlements)
     if as_json:
         out.write(redact(json.dumps(_json(results, plans), default=str, indent=2)) + "\n")
     else:

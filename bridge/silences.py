@@ -258,11 +258,19 @@ async def renotifications(store: Store, silence: Silence, now: datetime
     return events
 
 
-async def settle(store: Store, silence: Silence, route: Route, muting: Muting,
-                 now: datetime) -> int | None:
-    """Deliver what an ended silence held back (routed as now; other silences still apply)
-    and mark it settled, in one transaction. The number of events, or None when another run
-    settled it first."""
+@dataclass(frozen=True)
+class Settlement:
+    """What settling an ended silence sends, and what other silences still hold back."""
+
+    silence: Silence
+    deliveries: Sequence[tuple[Event, tuple[str, ...]]]
+    muted: Sequence[Muted]
+
+
+async def settlement(store: Store, silence: Silence, route: Route, muting: Muting,
+                     now: datetime) -> Settlement:
+    """The re-notifications of an ended silence, routed as now (other silences still apply);
+    nothing is written."""
     deliveries: list[tuple[Event, tuple[str, ...]]] = []
     muted: list[Muted] = []
     for event in await renotifications(store, silence, now):
@@ -272,11 +280,19 @@ async def settle(store: Store, silence: Silence, route: Route, muting: Muting,
             muted += [Muted.of(event, sink, "silence", other.id) for sink in sinks]
             sinks = ()
         deliveries.append((event, sinks))
-    if not await store.settle_silence(silence.id, now, deliveries, muted):
+    return Settlement(silence, deliveries, muted)
+
+
+async def settle(store: Store, silence: Silence, route: Route, muting: Muting,
+                 now: datetime) -> int | None:
+    """Deliver what an ended silence held back and mark it settled, in one transaction. The
+    number of events, or None when another run settled it first."""
+    plan = await settlement(store, silence, route, muting, now)
+    if not await store.settle_silence(silence.id, now, plan.deliveries, plan.muted):
         return None
-    log.info("silence_settled", silence=silence.id, renotified=len(deliveries),
-             still_silenced=len({m.event_id for m in muted}))
-    return len(deliveries)
+    log.info("silence_settled", silence=silence.id, renotified=len(plan.deliveries),
+             still_silenced=len({m.event_id for m in plan.muted}))
+    return len(plan.deliveries)
 
 
 # -- the operations the command line and the admin API share --------------------------------

@@ -134,3 +134,27 @@ async def test_beside_a_running_daemon_it_reads_what_the_daemon_committed(
         assert [e["key"] for e in planned] == [fresh]
     finally:
         assert await daemon.stop() == 0
+
+
+async def test_it_shows_what_an_ended_silence_would_re_notify(
+        tmp_path: Path, vendor: Vendor) -> None:
+    fid = vendor.world.add_finding(severity="low")["id"]
+    path = write_config(tmp_path, operator_config(tmp_path, vendor))
+    assert (await bridge("once", config=path))[0] == 0
+    code, out, err = await bridge("silence", "add", "--match", f"key={fid}", "--duration", "1h",
+                                  "--reason", "change window", "--json", config=path)
+    assert code == 0, err
+    sid = json.loads(out)["id"]
+    vendor.world.set_severity(fid, "high")
+    assert (await bridge("once", config=path))[0] == 0
+    assert (await bridge("silence", "expire", sid, config=path))[0] == 0
+    before = fingerprint(tmp_path / "state")
+
+    code, out, err = await bridge("once", "--dry-run", "--json", config=path)
+    assert code == 0, err
+    (event,) = json.loads(out)["sinks"]["events"]["events"]
+    assert (event["key"], event["type"], event["severity"]) == (fid, "changed", "high")
+    assert event["reason"] == f"silence {sid} ended: 1 event(s) were held back"
+    assert fingerprint(tmp_path / "state") == before
+    assert (await bridge("once", config=path))[0] == 0
+    assert json.loads(lines(tmp_path / "events.jsonl")[-1])["id"] == event["id"]
