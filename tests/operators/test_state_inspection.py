@@ -12,6 +12,7 @@ from bridge.sim.aether365 import Aether365World
 from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
 from tests.conftest import SIM_SCANORBIT_KEY, aether365_source
+from tests.security.hostile_text import HOSTILE_TITLE, UNSAFE
 
 from .conftest import Vendor, bridge, operator_config, write_config
 
@@ -125,3 +126,21 @@ async def test_a_scope_never_swept_is_listed_from_the_config(
     assert code == 0, err
     assert out.splitlines() == [
         "scanorbit  source=scanorbit  baseline: pending  last complete: never  never swept"]
+
+
+async def test_vendor_words_in_these_views_are_inert(tmp_path: Path, vendor: Vendor) -> None:
+    """Sweep notes quote the vendor, muted rows carry its titles: shown escaped, never raw."""
+    for _ in range(120):
+        vendor.world.add_finding()
+    vendor.world.add_finding(summary=HOSTILE_TITLE)
+    vendor.world.faults.add(Fault(kind="status", path="/findings$", page=2, status=503,
+                                  code=HOSTILE_TITLE, times=-1))
+    path = write_config(tmp_path, operator_config(tmp_path, vendor, baseline="suppress"))
+    assert (await bridge("once", config=path))[0] == 3
+    for args in (("state", "sweeps"), ("state", "muted"), ("state", "items")):
+        code, out, err = await bridge(*args, "--limit", "1000", config=path)
+        assert code == 0, err
+        assert {c for c in out if c in UNSAFE} <= {"\n"}, args
+        assert "S3 bucket\\x1b[2J\\x1b[H\\x1b]0;owned\\x07" in out, args
+    code, out, _ = await bridge("state", "muted", "--json", "--limit", "1000", config=path)
+    assert any(row["title"] == HOSTILE_TITLE for row in json.loads(out))  # stored exactly

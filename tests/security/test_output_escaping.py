@@ -166,7 +166,7 @@ EVENT_LINE = re.compile(r"(NEW|CHANGED|RESOLVED|REOPENED) +(info|low|medium|high
 def test_stdout_sink_shows_a_hostile_title_inert(hostile_state: HostileState) -> None:
     """What `bridge demo` and any `type: stdout` sink print: one line per event, escaped."""
     code, out, err = hostile_state.once
-    assert code == 0, err
+    assert code == 1, err  # the hostile receiver refused both: dead letters (issue 19's codes)
     assert_inert(out, EVENT_LINE, lines=2)
     assert all(shown in out for shown in VISIBLE)
     assert out.count(FORGED) == 3  # still shown, never at the start of a line of its own
@@ -176,8 +176,8 @@ def test_stdout_sink_shows_a_hostile_title_inert(hostile_state: HostileState) ->
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "state items": (r"scope=scanorbit  kind=finding  key=\S+  state=active  ", "title",
                     HOSTILE_TITLE),
-    "state sweeps": (r"id=\d+  scope=scanorbit  started=\S+  outcome=(complete|incomplete)  ",
-                     "notes", HOSTILE_CODE),
+    "state sweeps --history": (r"id=\d+  scope=scanorbit  started=\S+  "
+                               r"outcome=(complete|incomplete)  ", "notes", HOSTILE_CODE),
     "dlq list": (r"seq=\d+  sink=hook  event=[0-9a-f]+  type=new  title=", "error",
                  HOSTILE_BODY),
 }
