@@ -1,4 +1,4 @@
-"""Run every benchmark: `python bench/run.py` (or `python bench/run.py core syslog`).
+"""Run every benchmark: `python bench/run.py` (or `python bench/run.py core syslog webhook`).
 
 Each `bench/bench_<name>.py` has a `main() -> int` that prints its absolute figures and its
 ratio against the target, and returns non-zero when a target is missed.
