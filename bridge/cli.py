@@ -34,6 +34,7 @@ from bridge.routing import Matcher, check_matcher, match_value, route
 from bridge.secrets import redact
 from bridge.store.base import Store, StoreError, SweepRecord, maintenance
 from bridge.store.display import item_rows
+from bridge.templates import SAMPLES, check_all, templates_of
 from bridge.textsafe import printable
 from bridge.version import __version__
 
@@ -122,15 +123,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for s in config.sources:
         print(f"  source {s.name} ({s.type}): every {s.interval:g}s, "
               f"resolve after {s.resolve_after_misses} misses")
-    for k in config.sinks:
+    template_problems: list[str] = []
+    for i, k in enumerate(config.sinks):
         print(f"  sink {k.name} ({k.type}): batch {k.batch_size}, "
               f"max {k.max_attempts} attempts")
+        # Loading rendered every template already; this says so, and renders them again
+        # against each sample event kind so the listing is what was checked.
+        templates = templates_of(k)
+        if templates:
+            problems = check_all({f"sinks[{i}].{name}": src for name, src in templates.items()})
+            template_problems += problems
+            print(f"    templates {', '.join(templates)}: "
+                  f"{'FAILED' if problems else 'rendered'} for a sample "
+                  f"{'/'.join(e.type.value for e in SAMPLES)} event")
     print(f"  routes: default sinks {config.routes.sinks or []}, "
           f"{len(config.routes.routes)} top-level routes")
     for component, path, host in plaintext_urls(config):  # a warning: the config still runs
         print(f"warning: {component} ({path}): plain http:// to {host}: credentials and "
               "findings would cross the network unencrypted; use https://")
-    return 0
+    for problem in template_problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if template_problems else 0
 
 
 def _sample_event(text: str) -> Event:

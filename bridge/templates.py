@@ -100,6 +100,24 @@ def compile_checked(source: str, name: str) -> Template:
     return template
 
 
+def templates_of(component: object) -> dict[str, str]:
+    """The templates a component's config holds, by setting name (a config model with a
+    `templates()` method: the webhook's body, the presets' console links, Jira's fields)."""
+    found = getattr(component, "templates", None)
+    return dict(found()) if callable(found) else {}
+
+
+def check_all(templates: Mapping[str, str]) -> list[str]:
+    """Compile and render every template against every sample: the problems, or none."""
+    problems: list[str] = []
+    for name, source in templates.items():
+        try:
+            problems += Template(source, name).check()
+        except TemplateError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def context(event: Event) -> dict[str, Any]:
     values = event.to_dict()
     values["event"] = dict(values)
