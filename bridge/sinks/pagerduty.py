@@ -1,6 +1,7 @@
 """PagerDuty Events API v2 (`POST /v2/enqueue`): an alert per item.
 
-`new`, `changed` and `reopened` send `trigger`, `resolved` sends `resolve`, all with
+`new`, `changed` and `reopened` send `trigger`, `resolved` sends `resolve` (a scope's baseline
+summary, bridge/baseline.py, an `info` trigger that pages nobody), all with
 `dedup_key` = the item's stable uid: PagerDuty applies every event of an item to the same
 alert, and a replay of ours is deduplicated by PagerDuty itself. Severity maps to PagerDuty's
 four (critical→critical, high→error, medium→warning, low and info→info). `routing_key` is the
@@ -15,15 +16,23 @@ resolved when the digest holds only resolutions); a storm summary is one alert p
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.baseline import Baseline
 from bridge.grouping import Digest, StormSummary
 from bridge.model import SEVERITY_RANK, Event, EventType
 from bridge.sinks.http.config import HttpSinkConfig
-from bridge.sinks.http.present import Presenter, PresetSettings, headline, origin, truncate
+from bridge.sinks.http.present import (
+    Presenter,
+    PresetSettings,
+    headline,
+    is_summary,
+    origin,
+    truncate,
+)
 from bridge.sinks.http.service import Request, Response
 from bridge.sinks.http.sink import RequestBuilder
 
@@ -36,6 +45,9 @@ SEVERITY_MAP = {"critical": "critical", "high": "error", "medium": "warning", "l
 
 class PagerDutySinkConfig(HttpSinkConfig, PresetSettings):
     type: Literal["pagerduty"]
+    # A scope's first sweep arrives as one summary, not as thousands of messages
+    # (bridge/baseline.py); a route or source may still say `baseline: deliver`.
+    default_baseline: ClassVar[Baseline] = "summary"
     url: str = Field(default="https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
     routing_key: SecretStr
     client: str = "bridge"
@@ -71,7 +83,8 @@ class PagerDutyEvents(RequestBuilder):
         return self._enqueue("trigger", event.item_uid, {
             "summary": truncate(headline(event), SUMMARY_CHARS),
             "source": origin(event) or event.scope,
-            "severity": SEVERITY_MAP[event.severity],
+            # A baseline summary informs; it must not page someone at install time.
+            "severity": "info" if is_summary(event) else SEVERITY_MAP[event.severity],
             "timestamp": event.occurred_at.isoformat(),
             "component": event.kind,
             "group": event.source,

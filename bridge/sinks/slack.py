@@ -17,11 +17,12 @@ allow about one message a second): throttled, retried then, spending no attempts
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.baseline import Baseline
 from bridge.grouping import Digest, StormSummary
 from bridge.model import Event, EventType
 from bridge.sinks.http.config import HttpSinkConfig, secret_url
@@ -50,6 +51,9 @@ TEXT_CHARS = 3000  # the notification text; Slack cuts far later (40,000), peopl
 
 class SlackSinkConfig(HttpSinkConfig, PresetSettings):
     type: Literal["slack"]
+    # A scope's first sweep arrives as one summary, not as thousands of messages
+    # (bridge/baseline.py); a route or source may still say `baseline: deliver`.
+    default_baseline: ClassVar[Baseline] = "summary"
     secret_patterns = (r"https://hooks\.slack\.com/services/[A-Za-z0-9_/\-]+",)
     # The incoming webhook's URL is its credential: from the environment or `webhook_url_file`.
     webhook_url: SecretStr

@@ -13,11 +13,12 @@ lists as many events as fit and counts the rest, and long texts are cut with "â€
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field, SecretStr, field_validator
 
+from bridge.baseline import Baseline
 from bridge.grouping import Digest, StormSummary
 from bridge.model import SEVERITY_RANK, Event, EventType
 from bridge.sinks.http.config import HttpSinkConfig, secret_url
@@ -39,6 +40,9 @@ STYLE = {"critical": "attention", "high": "attention", "medium": "warning", "low
 
 class TeamsSinkConfig(HttpSinkConfig, PresetSettings):
     type: Literal["teams"]
+    # A scope's first sweep arrives as one summary, not as thousands of messages
+    # (bridge/baseline.py); a route or source may still say `baseline: deliver`.
+    default_baseline: ClassVar[Baseline] = "summary"
     # The workflow's URL carries its signature (`sig=`): a credential.
     secret_patterns = (r"sig=[A-Za-z0-9%_\-]{16,}",)
     webhook_url: SecretStr

@@ -381,3 +381,36 @@ def test_a_console_link_template_typo_fails_validation() -> None:
                                  "console_links": {"scanorbit": "https://c/{{ kee }}"}}]})
     assert "sinks[0].console_links" in str(caught.value) and "'kee' is undefined" in str(
         caught.value)
+
+
+# -- a scope's baseline summary (bridge/baseline.py) ----------------------------------------------
+
+
+def baseline_summary() -> Event:
+    from bridge.baseline import summary_event
+
+    return summary_event(scope="so-main", source="so", vendor="scanorbit", sink="x",
+                         counts={("finding", "critical"): 3, ("finding", "low"): 1200})
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+async def test_a_baseline_summary_is_one_readable_message_that_pages_nobody(preset: str) -> None:
+    receiver_type, build = PRESETS[preset]
+    rx = receiver_type()
+    await rx.start()
+    event = baseline_summary()
+    try:
+        sink = build(rx)
+        assert type(sink.config).default_baseline == "summary"  # chat and paging: summarised
+        await send(sink, [event])
+    finally:
+        await rx.stop()
+    assert rx.violations == []
+    (message,) = rx.accepted
+    shown = json.dumps(message, ensure_ascii=False)
+    assert "Baseline of so-main: 1203 open item(s) recorded as known" in shown
+    if preset == "pagerduty":
+        assert message["payload"]["severity"] == "info"
+        assert message["payload"]["custom_details"]["Severity critical"] == "3"
+    else:
+        assert "Severity low" in shown and "1200" in shown

@@ -43,10 +43,17 @@ def colour(event: Event) -> str:
     return RESOLVED_COLOUR if event.type is EventType.RESOLVED else COLOURS[event.severity]
 
 
+def is_summary(event: Event) -> bool:
+    """A scope's baseline told in one event (bridge/baseline.py), not one item's transition."""
+    return event.type is EventType.SUMMARY
+
+
 def headline(event: Event) -> str:
     """e.g. "🟧 New HIGH finding: S3 bucket prod-logs is publicly readable"."""
     marker = "" if event.type is EventType.RESOLVED else f"{EMOJI[event.severity]} "
-    action = ACTIONS.get(event.type, event.type.value.capitalize())  # e.g. a baseline summary
+    if is_summary(event):
+        return f"{marker}{event.title}"
+    action = ACTIONS.get(event.type, event.type.value.capitalize())
     return f"{marker}{action} {event.severity.upper()} {event.kind}: {event.title}"
 
 
@@ -113,7 +120,12 @@ class Presenter:
         return url if url.startswith(("https://", "http://")) else None
 
     def facts(self, event: Event) -> list[tuple[str, str]]:
-        """(label, value) of the key fields that have a value, then what changed."""
+        """(label, value) of the key fields that have a value, then what changed; for a
+        baseline summary, its counts."""
+        if is_summary(event):
+            counts = [(name.replace("_", " ").capitalize(), str(value))
+                      for name, value in event.attributes.items() if value]
+            return [("Source", origin(event)), *counts, ("Reason", event.reason)]
         facts = [(label(name), str(value)) for name in self.fields
                  if (value := event.field_value(name)) not in (None, "")]
         facts += [(f"Changed {label(name)}", f"{old} → {new}")
