@@ -87,6 +87,11 @@ class SyslogSinkConfig(SinkConfig):
     connect_timeout: float = Field(default=10.0, gt=0)
     write_timeout: float = Field(default=30.0, gt=0)
     connect_grace: float = Field(default=0.2, ge=0)
+    # TCP/TLS: what the receiver's TCP has not acknowledged is always kept for a resend after
+    # the connection is lost; of what it acknowledged, the newest bytes its socket buffer may
+    # still hold unread are kept too, at most `resend_window_bytes` (bridge/sinks/transport.py).
+    # `resend_window_seconds` applies only where the kernel cannot report acknowledgements
+    # (not Linux): then the newest bytes written within that many seconds are kept.
     resend_window_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     resend_window_seconds: float = Field(default=10.0, ge=0)
 
@@ -189,6 +194,10 @@ class SyslogSink(Sink[SyslogSinkConfig]):
             connect_grace=cfg.connect_grace, resend_window_bytes=cfg.resend_window_bytes,
             resend_window_seconds=cfg.resend_window_seconds,
         )
+
+    @property
+    def transport(self) -> TcpTransport | UdpTransport:
+        return self._transport
 
     def _warn_unverified(self) -> None:
         if self.config.protocol == "tls" and not self.config.verify:

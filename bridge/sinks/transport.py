@@ -3,12 +3,38 @@
 The guarantee on TCP and TLS: `send()` returns once every byte was handed to the kernel on a
 connection that was still open right after the write (no FIN, RST or TLS alert had arrived, and
 asyncio holds no unsent buffer: we write through `sock_sendall`, not a buffering transport).
-TCP cannot promise more than that: a receiver may still die with our last bytes unread in its
-socket buffer, which its kernel then discards. To close that gap in the common case, a receiver
-restart, the transport keeps what it wrote during the last moments (the *resend window*) and
-writes it again, first thing, on the next connection after the receiver went away. Delivery is
-therefore at-least-once: duplicates are possible (every event carries its id), loss needs a
-receiver that vanished with more than the window unread or a host that died silently.
+That is not arrival. Until the receiver has the bytes, the transport keeps them (the *resend
+window*) and writes them again, first thing, on the next connection after the receiver went
+away. What "has" means, on Linux, comes from the kernel:
+
+- `ioctl(SIOCOUTQ)` counts the bytes of the send queue the receiver's TCP has not acknowledged:
+  every chunk that is not wholly acknowledged is kept, however long the receiver hangs;
+- acknowledged is not read: the receiver's kernel acknowledges what lands in its socket buffer,
+  and a receiver that dies loses that buffer. How much of it is unread cannot be told from
+  here (a receiver's advertised window grows as data arrives, which hides the backlog behind
+  it), but the buffer itself is bounded: a kernel advertises at least half its free space, so
+  it holds at most about twice the largest window this receiver advertised (TCP_INFO
+  `tcpi_snd_wnd`). The newest acknowledged bytes within that bound are kept too, up to
+  `resend_window_bytes` (all of it where the kernel does not report the window);
+- a receiver that closed politely (FIN) read everything its TCP acknowledged: a socket closed
+  with unread data sends RST instead, so after a FIN only the unacknowledged part is resent.
+
+The numbers are read before each write (the receiver had time to take what came before) and
+trusted only on an established connection (after a reset the kernel empties the queue). Chunks
+are the batches the sink hands over, so a resend starts at a frame boundary, and a chunk written
+again on a new connection is kept under that connection's byte count: nothing is evicted that
+the receiver has not acknowledged. Duplicates are therefore bounded by what was in flight
+(unacknowledged, or in the receiver's socket buffer by the bound above); loss needs a receiver
+whose buffer outgrew that bound or `resend_window_bytes`, or a host that vanished with its
+kernel. For TLS
+the counts are ciphertext: each chunk records the ciphertext bytes written up to its end, a
+conservative map (a chunk counts only when its last record is acknowledged). Where the kernel
+cannot tell (not Linux) the window keeps the newest `resend_window_bytes` written within
+`resend_window_seconds` of the newest write.
+
+The one loss no TCP client can prevent is the receiver reading bytes (its kernel acknowledged
+them, its window reopened) and dying before it stored them; RELP (`bridge.sinks.relp`)
+acknowledges per message and closes it.
 
 Backoff between failed attempts belongs to the outbox worker: a failure here raises
 `TransportError` at once, and the next `send()` reconnects.
@@ -18,17 +44,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
 import ssl
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 _TLS_CHUNK = 256 * 1024  # plaintext per SSL write: bounds the encrypted copy held in memory
+_SIOCOUTQ = getattr(termios, "TIOCOUTQ", 0x5411)  # Linux: SIOCOUTQ == TIOCOUTQ
+_TCP_ESTABLISHED, _TCP_CLOSE_WAIT = 1, 8  # tcpi_state values (linux/tcp_states.h)
+_TCPI_SND_WND = 228  # offset of tcpi_snd_wnd in struct tcp_info (Linux >= 5.4)
+UNREAD_FACTOR = 2
 
 
 class TransportError(Exception):
@@ -47,41 +81,99 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True)
+class TcpProgress:
+    """What the kernel says about one connection's sending side."""
+
+    state: int
+    unacknowledged: int  # bytes of the send queue the peer's TCP has not acknowledged
+    window: int | None  # the peer's advertised receive window, when the kernel reports it
+
+
+def tcp_progress(sock: socket.socket) -> TcpProgress | None:
+    """SIOCOUTQ and TCP_INFO for `sock`; None where the kernel does not offer them."""
+    if not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0" * 4))[0]
+    except OSError:
+        return None
+    window = None
+    if len(info) >= _TCPI_SND_WND + 4:
+        window = struct.unpack_from("I", info, _TCPI_SND_WND)[0]
+    return TcpProgress(info[0], queued, window)
+
+
+class _Chunk:
+    __slots__ = ("at", "data", "end")
+
+    def __init__(self, data: bytes, end: int, at: float) -> None:
+        self.data = data
+        self.end = end  # the connection's byte count at its last byte
+        self.at = at
+
+
 class ResendWindow:
-    """The most recent writes: at most `max_bytes`, none older than `max_age` seconds before the
-    newest one (so an idle connection closed by a load balancer replays its last burst only)."""
+    """The chunks the receiver may not have, oldest first.
+
+    Each chunk knows where it ends in the current connection's byte stream. `acknowledged`
+    drops the ones the receiver has (see the module docstring); `lost` hands every chunk over
+    for a resend; `written` records a chunk (again, after a loss) under the new connection's
+    count. Without the kernel's numbers,
+    `age_out` keeps the newest `max_bytes` written within `max_age` seconds of the newest
+    write (a resent chunk counts as new).
+    """
 
     def __init__(self, max_bytes: int, max_age: float) -> None:
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes  # acknowledged bytes kept at most (0: none, nor a fallback)
         self.max_age = max_age
-        self._chunks: deque[tuple[float, bytes]] = deque()
+        self._chunks: deque[_Chunk] = deque()
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def add(self, data: bytes) -> None:
-        if self.max_bytes <= 0 or not data:
-            return
-        now = time.monotonic()
-        self._chunks.append((now, data))
-        self._size += len(data)
-        while len(self._chunks) > 1 and (
-            self._size > self.max_bytes or now - self._chunks[0][0] > self.max_age
-        ):
-            self._size -= len(self._chunks.popleft()[1])
-
     def data(self) -> list[bytes]:
-        return [chunk for _, chunk in self._chunks]
+        return [chunk.data for chunk in self._chunks]
+
+    def written(self, data: bytes, end: int) -> None:
+        if data:
+            self._chunks.append(_Chunk(data, end, time.monotonic()))
+            self._size += len(data)
+
+    def acknowledged(self, acked: int, unread: int) -> None:
+        """The receiver's TCP acknowledged the connection's first `acked` bytes, and may not
+        have read the last `unread` of them: drop the chunks that end before."""
+        have = acked - min(unread, self.max_bytes)
+        while self._chunks and self._chunks[0].end <= have:
+            self._size -= len(self._chunks.popleft().data)
+
+    def age_out(self) -> None:
+        """No acknowledgement to go by: the newest bytes and seconds only."""
+        if not self._chunks:
+            return
+        newest = self._chunks[-1].at
+        while self._chunks and (self._size > self.max_bytes
+                                or newest - self._chunks[0].at > self.max_age):
+            self._size -= len(self._chunks.popleft().data)
+
+    def lost(self) -> list[bytes]:
+        """The connection is gone: everything kept is to be written again on the next one."""
+        kept = self.data()
+        self._chunks.clear()
+        self._size = 0
+        return kept
 
 
 class TcpTransport:
     """One TCP connection, plain or TLS, written in whole batches.
 
     TLS runs over memory BIOs so that we, not a buffering transport, decide when bytes count as
-    written. `connect_grace` waits briefly after connecting for the receiver to hang up on us:
-    rsyslog and syslog-ng reject an unacceptable client certificate or sender by closing right
-    after the handshake, not by failing it, so the first batch would otherwise vanish.
+    written, and count the ciphertext each chunk became. `connect_grace` waits briefly after
+    connecting for the receiver to hang up on us: rsyslog and syslog-ng reject an unacceptable
+    client certificate or sender by closing right after the handshake, not by failing it, so
+    the first batch would otherwise vanish.
     """
 
     def __init__(
@@ -105,8 +197,10 @@ class TcpTransport:
         self._write_timeout = write_timeout
         self._grace = connect_grace
         self._window = ResendWindow(resend_window_bytes, resend_window_seconds)
-        self._resend_pending = False
+        self._resend: list[bytes] = []  # from connections that were lost, oldest first
         self._sock: socket.socket | None = None
+        self._sent = 0  # bytes handed to the current socket (ciphertext on TLS)
+        self._widest = 0  # the largest window the current peer advertised
         self._tls: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -119,6 +213,16 @@ class TcpTransport:
     def connected(self) -> bool:
         return self._sock is not None
 
+    @property
+    def peer_window(self) -> int:
+        """The largest receive window the current receiver advertised (0: not known)."""
+        return self._widest
+
+    @property
+    def kept(self) -> int:
+        """Bytes held for a resend: the window and what lost connections left."""
+        return len(self._window) + sum(map(len, self._resend))
+
     async def connect(self) -> None:
         """Connect unless connected; raises `TransportError`."""
         if self._sock is not None:
@@ -127,6 +231,7 @@ class TcpTransport:
                 return
             self._lost(gone)
         loop = asyncio.get_running_loop()
+        self._sent, self._widest = 0, 0
         try:
             async with asyncio.timeout(self._connect_timeout):
                 sock = await self._open_socket(loop)
@@ -169,6 +274,11 @@ class TcpTransport:
             return sock
         raise error
 
+    async def _sendall(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                       data: bytes | bytearray | memoryview) -> None:
+        await loop.sock_sendall(sock, data)
+        self._sent += len(data)
+
     async def _handshake(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, ctx: ssl.SSLContext
     ) -> None:
@@ -181,7 +291,7 @@ class TcpTransport:
             except ssl.SSLWantReadError:
                 pass
             if pending := self._outgoing.read():
-                await loop.sock_sendall(sock, pending)
+                await self._sendall(loop, sock, pending)
             data = await loop.sock_recv(sock, 65536)
             if not data:
                 raise TransportError(
@@ -189,7 +299,7 @@ class TcpTransport:
                     "the TLS handshake (does it expect TLS, and our client certificate?)")
             self._incoming.write(data)
         if pending := self._outgoing.read():
-            await loop.sock_sendall(sock, pending)
+            await self._sendall(loop, sock, pending)
         self._tls = tls
 
     async def _settle(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
@@ -231,6 +341,7 @@ class TcpTransport:
             while True:
                 data = sock.recv(65536)
                 if not data:
+                    self._observe(closed_politely=True)
                     return "the receiver closed the connection"
                 if (gone := self._absorb(data)) is not None:
                     return gone
@@ -239,12 +350,31 @@ class TcpTransport:
         except OSError as exc:
             return describe(exc)
 
+    def _observe(self, *, closed_politely: bool = False) -> None:
+        """Drop from the window what the receiver has, by the kernel's account (see the module
+        docstring); without one, keep the newest bytes and seconds."""
+        sock = self._sock
+        progress = tcp_progress(sock) if sock is not None else None
+        if progress is None:
+            self._window.age_out()
+            return
+        acked = self._sent - progress.unacknowledged
+        if progress.state == _TCP_CLOSE_WAIT and closed_politely:
+            # It closed with nothing unread, or its kernel would have sent RST instead.
+            self._window.acknowledged(acked, 0)
+        elif progress.state == _TCP_ESTABLISHED:
+            unread = self._window.max_bytes  # no window reported: assume the worst
+            if progress.window is not None:
+                self._widest = max(self._widest, progress.window)
+                unread = UNREAD_FACTOR * self._widest
+            self._window.acknowledged(acked, unread)
+        # Otherwise reset or closing: the numbers no longer describe the receiver.
+
     def _lost(self, reason: str) -> None:
         """Drop a connection we did not choose to close: resend the window on the next one."""
-        if len(self._window):
-            self._resend_pending = True
+        self._resend.extend(self._window.lost())
         log.warning("transport_connection_lost", target=self.target, reason=reason,
-                    resend_bytes=len(self._window))
+                    resend_bytes=self.kept)
         self._discard()
 
     def _discard(self) -> None:
@@ -254,42 +384,53 @@ class TcpTransport:
         self._tls = None
 
     async def _write(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                     payload: bytes) -> None:
+                     chunks: Sequence[bytes]) -> list[int]:
+        """Write the chunks in order; the connection's byte count at the end of each."""
+        ends: list[int] = []
         if self._tls is None:
-            await loop.sock_sendall(sock, payload)
-            return
-        view = memoryview(payload)
-        while view:
-            written = self._tls.write(view[:_TLS_CHUNK])
-            view = view[written:]
-            await loop.sock_sendall(sock, self._outgoing.read())
+            await self._sendall(loop, sock, b"".join(chunks))
+            total = self._sent - sum(map(len, chunks))
+            for chunk in chunks:
+                total += len(chunk)
+                ends.append(total)
+            return ends
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = self._tls.write(view[:_TLS_CHUNK])
+                view = view[written:]
+                await self._sendall(loop, sock, self._outgoing.read())
+            ends.append(self._sent)
+        return ends
 
     async def send(self, chunks: Sequence[bytes]) -> None:
         """Write `chunks` in one go; raises `TransportError` if they may not have arrived."""
         await self.connect()
         sock = self._sock
         assert sock is not None
+        self._observe()  # before writing: the receiver had time to take what came before
         data = b"".join(chunks)
-        payload = data
-        if self._resend_pending:
-            payload = b"".join([*self._window.data(), data])
+        resend = self._resend
+        payload = [*resend, data] if data else list(resend)
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._write_timeout):
-                await self._write(loop, sock, payload)
+                ends = await self._write(loop, sock, payload)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self._lost(describe(exc))
             raise TransportError(f"writing to {self.target} failed: {describe(exc)}") from None
         except BaseException:  # cancelled mid-write: a frame may be cut, never reuse the stream
             self._lost("write interrupted")
             raise
-        if (gone := self._peer_gone()) is not None:
+        if (gone := self._peer_gone()) is not None:  # the batch is retried, the resend kept
             self._lost(gone)
             raise TransportError(f"{self.target}: {gone} during the write")
-        if self._resend_pending:
-            log.info("transport_resent", target=self.target, resend_bytes=len(self._window))
-            self._resend_pending = False
-        self._window.add(data)
+        if resend:
+            log.info("transport_resent", target=self.target,
+                     resend_bytes=sum(map(len, resend)), chunks=len(resend))
+        self._resend = []
+        for chunk, end in zip(payload, ends, strict=True):
+            self._window.written(chunk, end)
 
     async def close(self) -> None:
         """Close politely (TLS close_notify); a connection found dead keeps its resend due."""
@@ -304,6 +445,7 @@ class TcpTransport:
         with contextlib.suppress(ssl.SSLError, OSError):
             if self._tls is not None and (pending := self._outgoing.read()):
                 self._sock.send(pending)
+        self._window.lost()  # closing by choice: the receiver gets our FIN after the data
         self._discard()
 
 

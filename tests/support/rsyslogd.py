@@ -1,7 +1,11 @@
 """A real `rsyslogd` for tests and benchmarks: own config, PID file, work directory and ports.
 
 Inputs: UDP, TCP, TLS (gtls, client not authenticated) and mTLS (gtls, client certificate
-required, `x509/certvalid`). Each input writes what it received to its own file. With the
+required, `x509/certvalid`), and with `relp=True` RELP (imrelp, package rsyslog-relp) plain and,
+with TLS files, over TLS (`relps`). Each input writes what it received to its own file. The
+RELP rulesets run without a queue (`queue.type="Direct"`): imrelp answers `rsp 200` once the
+message is handed on, so only then does the acknowledgement mean "written to the file", which
+is what tests that SIGKILL the receiver judge. With the
 "json" template every line is one JSON object holding the raw message, JSON-escaped by rsyslog
 itself (so multi-line or odd messages read back exactly), plus what rsyslog's own parser made
 of the header; the "plain" template writes `%rawmsg%` per line (benchmarks).
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 RSYSLOGD_CANDIDATES = ("rsyslogd", "/usr/sbin/rsyslogd")
-INPUTS = ("udp", "tcp", "tls", "mtls")
+INPUTS = ("udp", "tcp", "tls", "mtls", "relp", "relps")
 
 _JSON_TEMPLATE = """template(name="capture" type="list") {
   constant(value="{\\"raw\\":\\"") property(name="rawmsg" format="json")
@@ -80,6 +84,7 @@ class Rsyslogd:
         tls: TlsFiles | None = None,
         template: Literal["json", "plain"] = "json",
         max_message_size: str = "256k",
+        relp: bool = False,
     ) -> None:
         self.binary = binary
         self.workdir = workdir
@@ -90,6 +95,10 @@ class Rsyslogd:
         self.ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port()}
         if tls is not None:
             self.ports.update(tls=free_port(), mtls=free_port())
+        if relp:
+            self.ports["relp"] = free_port()
+            if tls is not None:
+                self.ports["relps"] = free_port()
         self.conf = workdir / "rsyslog.conf"
         self.pidfile = workdir / "rsyslogd.pid"
         self.logfile = workdir / "rsyslogd.log"
@@ -114,8 +123,11 @@ class Rsyslogd:
             'module(load="imtcp" maxSessions="1000")',
             _JSON_TEMPLATE if self.template == "json" else _PLAIN_TEMPLATE,
         ]
+        if "relp" in self.ports:
+            lines.append('module(load="imrelp")')
         for name in self.ports:
-            lines.append(f'ruleset(name="{name}") {{ action(type="omfile" '
+            queue = ' queue.type="Direct"' if name.startswith("relp") else ""
+            lines.append(f'ruleset(name="{name}"{queue}) {{ action(type="omfile" '
                          f'file="{self.output(name)}" template="capture") }}')
         lines.append(f'input(type="imudp" address="127.0.0.1" port="{self.ports["udp"]}" '
                      'ruleset="udp" rcvbufSize="4m")')
@@ -127,6 +139,16 @@ class Rsyslogd:
                     f'input(type="imtcp" address="127.0.0.1" port="{self.ports[name]}" '
                     f'ruleset="{name}" maxFrameSize="250000" streamDriver.name="gtls" '
                     f'streamDriver.mode="1" streamDriver.authMode="{auth}")')
+        if "relp" in self.ports:
+            lines.append(f'input(type="imrelp" address="127.0.0.1" port="{self.ports["relp"]}" '
+                         f'ruleset="relp" maxDataSize="{self.max_message_size}")')
+        if "relps" in self.ports:
+            assert self.tls is not None
+            lines.append(
+                f'input(type="imrelp" address="127.0.0.1" port="{self.ports["relps"]}" '
+                f'ruleset="relps" maxDataSize="{self.max_message_size}" tls="on" '
+                f'tls.caCert="{self.tls.ca}" tls.myCert="{self.tls.cert}" '
+                f'tls.myPrivKey="{self.tls.key}")')
         return "\n".join(lines) + "\n"
 
     @property
@@ -187,6 +209,7 @@ class Rsyslogd:
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # a paused one acts on it only once resumed
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -197,6 +220,22 @@ class Rsyslogd:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL: what it had read but not written, and its sockets' unread bytes, are lost."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: it hangs, reading nothing; its kernel still accepts what fits its buffers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def records(self, name: str) -> list[dict[str, Any]]:
         """Every complete line of an input's output (json template), in arrival order."""
