@@ -64,8 +64,9 @@ class Response:
 
     @property
     def excerpt(self) -> str:
-        """The start of the answer, on one line: what a dead letter or a log line quotes."""
-        text = " ".join(self.body.split())
+        """The start of the answer, as the receiver wrote it: what a dead letter or a log line
+        quotes (whoever displays it makes it inert: bridge/textsafe.py, the log renderer)."""
+        text = self.body
         return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS - 1] + "…"
 
 
