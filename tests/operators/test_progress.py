@@ -126,7 +126,9 @@ async def test_off_a_terminal_progress_is_periodic_log_lines(
     first: dict[str, Any] = progress[0]
     assert (first["scope"], first["source"], first["pages_total"]) == ("scanorbit", "scanorbit", 20)
     assert 0 < first["pages"] < 20 and first["items"] == first["pages"] * 100
-    assert first["requests"] == first["pages"] + 1  # the scan probe, then the pages
+    # The scan probe, the pages, and the next page when its prefetch has already started (a
+    # loaded machine reports between the two).
+    assert first["pages"] + 1 <= first["requests"] <= first["pages"] + 2, first
     assert isinstance(first["rate_limit_left"], int) and first["eta_seconds"] > 0
     assert [p["pages"] for p in progress] == sorted(p["pages"] for p in progress)
     done = [i for i, ln in enumerate(logged) if ln["event"] == "sweep_done"]
