@@ -243,11 +243,13 @@ class Grouper:
             times.append(self._storm_since + self.settings.summary_interval)
         return max(0.0, min(times) - now) if times else None
 
-    def plan(self, now: float) -> Plan:
+    def plan(self, now: float, *, flush: bool = False) -> Plan:
         """What to send now. Rows the storm guard sets aside move to the summary pool here;
-        a due summary is planned alone, before anything else (it carries older events)."""
+        a due summary is planned alone, before anything else (it carries older events).
+        `flush`: no more events can join (`bridge once` has claimed everything there is), so
+        nothing waits: every group and the summary are due now."""
         self._expire(now)
-        full = not self.room
+        full = flush or not self.room
         if self._storm and self._storm_since is not None and (
                 full or now >= self._storm_since + self.settings.summary_interval):
             return Plan(summary=[self._rows[s] for s in self._storm])

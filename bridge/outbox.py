@@ -77,6 +77,7 @@ class SinkWorker:
         self.dead = 0
         self.summarised = 0
         self.grouper: Grouper | None = None
+        self._flushing = False  # draining: groups do not wait (see `drain`)
         if (isinstance(sink, DigestSink) and isinstance(self.config, GroupingSettings)
                 and self.config.grouping):
             self.grouper = Grouper(self.config)
@@ -102,14 +103,18 @@ class SinkWorker:
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Deliver until the queue is empty, retrying with backoff; returns what is left
-        if `stop` is set first (used by `bridge once`)."""
+        if `stop` is set first (used by `bridge once`). Digest groups and a storm summary go
+        as soon as everything queued is claimed, without waiting out their intervals."""
         stop = stop or asyncio.Event()
         with structlog.contextvars.bound_contextvars(sink=self.name):
             while not stop.is_set():
                 if not await self._step():
                     if self.grouper is None or not self.grouper.pending:
                         break
-                    await self._sleep(stop, self._idle_wait(), wakeable=False)  # groups wait
+                    # Everything queued is claimed and nothing else will be committed while
+                    # draining (`bridge once`): waiting for company would only wait. Groups
+                    # and the storm summary go now.
+                    self._flushing = True
                 elif self._failures:
                     await self._sleep(stop, self._retry_delay, wakeable=False)
             await self._close()
@@ -207,7 +212,7 @@ class SinkWorker:
                 due = grouper.next_due(time.monotonic())
                 log.info("digests_waiting", events=grouper.pending,
                          due_in=None if due is None else round(due, 3))
-        plan = grouper.plan(time.monotonic())
+        plan = grouper.plan(time.monotonic(), flush=self._flushing)
         if plan.engaged:
             metrics.STORM_GUARD_ENGAGED.labels(self.name).inc()
             log.warning("storm_guard_engaged", limit_per_minute=self.config_grouping.

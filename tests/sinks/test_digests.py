@@ -236,3 +236,19 @@ async def test_a_throttled_slack_digest_waits_for_retry_after(store: SQLiteStore
     assert (throttled.status, delivered.status) == (429, 200)
     assert delivered.at - throttled.at >= 0.4 - 0.01
     assert rx.accepted[0]["text"] == "4 events: all events"
+
+
+async def test_bridge_once_does_not_wait_out_group_or_summary_intervals(
+        store: SQLiteStore, receiver: Receiver) -> None:
+    """Draining (`bridge once`) claims everything there is: no event can join a group any
+    more, so groups and the storm summary go at once instead of after an hour."""
+    events = [make_event(f"k{i}", severity=("low", "high")[i % 2]) for i in range(30)]
+    await commit(store, events, "hook")
+    worker = SinkWorker(hook(receiver, group_by=["severity"], group_wait=3600,
+                             group_interval=3600, max_events_per_minute=20,
+                             summary_interval=3600), store)
+    assert await asyncio.wait_for(worker.drain(), 20) == 0
+    kinds = sorted(r.body.get("type", "event") for r in receiver.received)
+    assert kinds == ["digest", "digest", "storm_summary"]
+    counts = [r.body["count"] for r in receiver.received]
+    assert sum(counts) == 30 and worker.summarised == 10
