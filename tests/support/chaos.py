@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.model import item_uid
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES as AYLIEA_SCOPES
@@ -49,6 +50,12 @@ from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.sim.scanorbit import make_app as make_scanorbit_app
 from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.ledger import Crash, ItemId, Ledger, Received, Truth, Verdict, judge
+from tests.support.service_receivers import (
+    PagerDutyReceiver,
+    ServiceReceiver,
+    SlackReceiver,
+    TeamsReceiver,
+)
 from tests.support.waiting import wait_until
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -415,6 +422,99 @@ class HookReceiver:
         return web.json_response({"ok": True})
 
 
+class PresetTargets:
+    """Slack, Teams and PagerDuty sinks against receivers that follow each service's documented
+    contract strictly (tests/support/service_receivers.py). They share the webhook receiver's
+    outages (500, 503, 429 or down), and are judged against what the file sink received: every
+    event arrives (at least once), each item's events in order, in the shape the service
+    documents; PagerDuty's alert per item ends triggered or resolved as the item does."""
+
+    def __init__(self, rng: Random) -> None:
+        def token(n: int) -> str:
+            return "".join(rng.choice(ALNUM) for _ in range(n))
+
+        self.slack = SlackReceiver(path=f"/services/T{token(8)}/B{token(8)}/{token(24)}")
+        self.teams = TeamsReceiver(path=f"/workflows/{token(12)}/triggers/manual/paths/invoke")
+        self.pagerduty = PagerDutyReceiver(routing_key=token(32))
+        self.receivers: dict[str, ServiceReceiver] = {
+            "chat": self.slack, "teams": self.teams, "oncall": self.pagerduty}
+
+    def secrets(self) -> dict[str, str]:
+        return {"slack webhook path": self.slack.path, "teams workflow path": self.teams.path,
+                "pagerduty routing key": self.pagerduty.routing_key}
+
+    async def start(self) -> None:
+        for receiver in self.receivers.values():
+            if receiver.runner is None:
+                await receiver.start(receiver.port)
+
+    async def stop(self) -> None:
+        for receiver in self.receivers.values():
+            await receiver.stop()
+
+    def set_outage(self, status: int | None) -> None:
+        for receiver in self.receivers.values():
+            receiver.outage = status
+
+    def sinks(self, delivery: dict[str, Any]) -> list[dict[str, Any]]:
+        common = {**delivery, "concurrency": 4, "timeout": 3, "max_events_per_minute": None}
+        base = "http://127.0.0.1"
+        return [
+            {"name": "chat", "type": "slack",
+             "webhook_url": f"{base}:{self.slack.port}{self.slack.path}", **common},
+            {"name": "teams", "type": "teams",
+             "webhook_url": f"{base}:{self.teams.port}{self.teams.path}", **common},
+            {"name": "oncall", "type": "pagerduty", "routing_key": self.pagerduty.routing_key,
+             "url": f"{base}:{self.pagerduty.port}{self.pagerduty.path}", **common},
+        ]
+
+    def judge(self, truth: list[Received]) -> list[str]:
+        """Problems, judged against the file sink's events (which the ledger judges)."""
+        problems: list[str] = []
+        events = {r.id: r for r in truth}
+        for name, receiver in self.receivers.items():
+            problems += [f"{name}: the receiver refused a payload: {v}"
+                         for v in receiver.violations[:5]]
+        for name, receiver in (("chat", self.slack), ("teams", self.teams)):
+            problems += _arrived_in_order(name, receiver.arrived(), events)
+        triggers = [events[i] for i in self.pagerduty.arrived() if i in events]
+        wanted = [r for r in truth if r.type != "resolved"]
+        problems += _arrived_in_order("oncall", [r.id for r in triggers],
+                                      {r.id: r for r in wanted})
+        last: dict[str, Received] = {}
+        for r in sorted(truth, key=lambda r: r.counter):
+            last[item_uid(r.scope, r.kind, r.key)] = r
+        wrong = [uid for uid, r in last.items() if self.pagerduty.alerts.get(uid) != (
+            "resolved" if r.type == "resolved" else "triggered")]
+        if wrong:
+            problems.append(f"oncall: {len(wrong)} PagerDuty alert(s) do not end as their "
+                            f"item did, e.g. {wrong[:3]}")
+        return problems
+
+
+def _arrived_in_order(sink: str, arrived: list[str], events: dict[str, Received]) -> list[str]:
+    """Every event of `events` arrived; first arrivals of one item in counter order."""
+    problems: list[str] = []
+    missing = set(events) - set(arrived)
+    if missing:
+        problems.append(f"{sink}: {len(missing)} event(s) never arrived, e.g. {sorted(missing)[:3]}")
+    unknown = set(arrived) - set(events)
+    if unknown:
+        problems.append(f"{sink}: {len(unknown)} event(s) arrived that the file sink never got")
+    seen: dict[ItemId, int] = {}
+    disorder = 0
+    for event_id in dict.fromkeys(arrived):  # first arrivals, in order
+        r = events.get(event_id)
+        if r is None:
+            continue
+        if r.counter < seen.get(r.item, 0):
+            disorder += 1
+        seen[r.item] = max(seen.get(r.item, 0), r.counter)
+    if disorder:
+        problems.append(f"{sink}: {disorder} event(s) arrived before an earlier one of their item")
+    return problems
+
+
 class SyslogTail:
     """What rsyslogd wrote, read as it arrives and stamped with when it was first seen (rsyslog's
     output carries no receive time, and resend-window duplicates are judged by time)."""
@@ -600,6 +700,7 @@ class ChaosRun:
         self.view = StateView(self.state_path)
         self.events_file = workdir / "events.jsonl"
         self.hook = HookReceiver()
+        self.presets = PresetTargets(Random(settings.seed * 104729 + 3))
         self.crashes: list[Crash] = []
         self.daemon: DaemonProcess | None = None
         self.expected_exit = False
@@ -643,6 +744,7 @@ class ChaosRun:
             {"name": "hook", "type": "webhook", "url": self.hook.url,
              "bearer_token": self.secrets.webhook, "concurrency": 4, "timeout": 3, **delivery},
         ]
+        sinks += self.presets.sinks(delivery)
         if self.rsyslog is not None:
             sinks.append({"name": "siem", "type": "syslog", "host": "127.0.0.1",
                           "port": self.rsyslog.ports["tcp"], "protocol": "tcp", "format": "json",
@@ -673,7 +775,9 @@ class ChaosRun:
             "admin": {"port": 0, "token": self.secrets.admin},
             "sources": sources,
             "sinks": sinks,
-            "routes": {"sinks": [k["name"] for k in sinks]},
+            # Every event to every sink, the first sweep included (the chat and paging
+            # presets would otherwise get a scope's baseline as one summary).
+            "routes": {"sinks": [k["name"] for k in sinks], "baseline": "deliver"},
         }
 
     @property
@@ -698,6 +802,7 @@ class ChaosRun:
             app.middlewares.insert(0, echo_credentials)  # outermost: sees every error answer
         self.sims = [await RunningSim(app, shutdown_timeout=0.2).start() for app in apps]
         await self.hook.start()
+        await self.presets.start()
         if rsyslogd is not None:
             from tests.support.rsyslogd import Rsyslogd
 
@@ -905,12 +1010,19 @@ class ChaosRun:
         try:
             if mode == "down":
                 await self.hook.stop()
+                await self.presets.stop()
             else:
                 self.hook.set_mode(mode)
+                # Failures and throttling only: an event a preset refuses (422) is replayed from
+                # the dead letters at the end, after its item's later events by nature, which
+                # the presets' judge (every item in order) would rightly call disorder.
+                self.presets.set_outage(mode if mode in (500, 503, 429) else None)
             await asyncio.sleep(seconds)
         finally:
             self.hook.set_mode("ok")
+            self.presets.set_outage(None)
             await self.hook.start()
+            await self.presets.start()
             self.outage_running = False
 
     async def syslog_outage(self, seconds: float) -> None:
@@ -1033,6 +1145,8 @@ class ChaosRun:
             self.restore_key(which)
         self.hook.set_mode("ok")
         await self.hook.start()
+        self.presets.set_outage(None)
+        await self.presets.start()
         self.sync()
         at = time.time()
         settle = self.ledger.settle(at)
@@ -1071,6 +1185,7 @@ class ChaosRun:
                                               for ids in c.inflight.values())
         self.report.verdict = judge(self.ledger, received, self.view.counters(), self.crashes,
                                     self.view.sweep_ends())
+        self.report.problems += self.presets.judge(received["file"])
         self.security_after_stop()
 
     async def replay_dead_letters(self) -> None:
@@ -1155,7 +1270,7 @@ class ChaosRun:
                 places[str(path.relative_to(self.workdir))] = path.read_bytes()
         if self.rsyslog is not None:
             places["rsyslog"] = self.rsyslog.output("tcp").read_bytes()
-        for name, value in self.secrets.values().items():
+        for name, value in {**self.secrets.values(), **self.presets.secrets()}.items():
             for place, data in places.items():
                 if value.encode() in data:
                     self.report.secret_leaks.append(f"the {name} secret appears in {place}")
@@ -1170,6 +1285,7 @@ class ChaosRun:
             with contextlib.suppress(ProcessLookupError):
                 await self.daemon.kill()
         await self.hook.stop()
+        await self.presets.stop()
         for sim in self.sims:
             await sim.stop()
         if self.rsyslog is not None:

@@ -66,6 +66,9 @@ class ServiceReceiver:
     script: list[Answer] = field(default_factory=list)
     per_event: dict[str, int] = field(default_factory=dict)
     echo_secret: bool = False
+    # While set, every request is answered with this status (an outage: 500, 503, 429 with
+    # Retry-After, a 422 refusal); the chaos runs switch it on and off.
+    outage: int | None = None
     accepted: list[Any] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -96,8 +99,17 @@ class ServiceReceiver:
     def refuse(self, problems: list[str]) -> web.Response:  # pragma: no cover
         raise NotImplementedError
 
+    @property
+    def port(self) -> int:
+        return int(self.url.split(":")[2].split("/")[0]) if self.url else 0
+
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
+        if self.outage is not None:
+            status = self.outage
+            await self._record(Hit(None, raw, status, time.monotonic()))
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            return web.Response(status=status, text="scripted outage", headers=headers)
         if self.script:
             answer = self.script.pop(0)
             await self._record(Hit(None, raw, answer.status, time.monotonic()))
