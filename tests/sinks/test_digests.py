@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ from tests.support.sink_contract import commit
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = await Receiver().start()
-    yield rx
-    await rx.stop()
 
 
 def hook(rx: Receiver, **settings: Any) -> HttpSink:

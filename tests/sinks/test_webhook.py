@@ -10,7 +10,7 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +42,6 @@ def whsec(seed: int) -> str:
 
 
 OLD, NEW, STRANGER = whsec(1), whsec(101), whsec(201)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rx = await Receiver().start()
-    try:
-        yield rx
-    finally:
-        await rx.stop()
 
 
 def sink(rx: Receiver, **settings: Any) -> WebhookSink:
