@@ -1,10 +1,14 @@
-"""Syslog sink for SIEMs: CEF, LEEF or JSON in RFC 5424/3164 messages over UDP, TCP or TLS.
+"""Syslog sink for SIEMs: CEF, LEEF or JSON in RFC 5424/3164 messages over UDP, TCP, TLS or
+RELP (optionally over TLS).
 
 The three parts: `SyslogSinkConfig`, the pure encoders in `formats` (the payload) and
-`syslog_framing` (header and RFC 6587 framing), and a byte transport from `transport`. A batch
-is encoded whole and written in one go; a connection failure makes the whole batch retryable,
-an event that cannot be encoded is rejected alone (after the others were written) so the
-worker dead-letters just that one.
+`syslog_framing` (header and RFC 6587 framing), and a byte transport from `transport`, or the
+RELP client from `relp`. Over UDP, TCP and TLS a batch is encoded whole and written in one go; a
+connection failure makes the whole batch retryable. Over RELP every message is a transaction the
+receiver answers: an event counts as delivered when all its messages were answered 200, and when
+the session breaks the ones answered are reported delivered, the others stay in the outbox. An
+event that cannot be encoded is rejected alone (after the others were sent) so the worker
+dead-letters just that one.
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.model import SEVERITIES, Event
 from bridge.net import client_tls_context, warn_tls_unverified
-from bridge.sinks.base import DestinationUnavailableError, PermanentDeliveryError, Sink, SinkConfig
+from bridge.sinks.base import (
+    DestinationUnavailableError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    Sink,
+    SinkConfig,
+)
 from bridge.sinks.formats.cef import CefConfig
 from bridge.sinks.formats.common import Oversize, utf8_size
 from bridge.sinks.formats.leef import LeefConfig
 from bridge.sinks.formats.payload import PayloadFormat, formatter
+from bridge.sinks.relp import RelpClient, RelpSendError, RelpUnavailableError
 from bridge.sinks.syslog_framing import (
     DEFAULT_SEVERITY_MAP,
     Framing,
@@ -43,7 +54,7 @@ log = structlog.get_logger(__name__)
 # work on most LANs and on loopback; raise it when you know your path and receiver.
 UDP_DEFAULT_MAX = 2048
 UDP_LIMIT = 65507  # the largest IPv4 UDP payload
-DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514, "relp": 2514}
 _TLS_ONLY = ("ca_bundle", "client_cert", "client_key", "client_key_password", "server_name")
 
 
@@ -55,8 +66,13 @@ class SyslogSinkConfig(SinkConfig):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535, description="514, or 6514 for tls")
-    protocol: Literal["udp", "tcp", "tls"] = "tcp"
-    # Stream framing (RFC 6587); ignored for UDP, where a datagram is a message.
+    protocol: Literal["udp", "tcp", "tls", "relp"] = "tcp"
+    # RELP over TLS (protocol: relp only; the TLS settings below then apply).
+    tls: bool = False
+    # RELP: transactions sent and not yet answered, at most; a broken session can leave at most
+    # this many messages stored but unanswered, hence sent again (duplicates, same event ids).
+    relp_window: int = Field(default=1024, ge=1, le=65_536)
+    # Stream framing (RFC 6587); ignored for UDP (a datagram is a message) and RELP (a frame is).
     framing: Framing = "octet_counting"
     format: PayloadFormat = "cef"
     rfc: Rfc = 5424
@@ -73,7 +89,8 @@ class SyslogSinkConfig(SinkConfig):
     sd_id: str = Field(default="bridge@32473", pattern=r'^[!-~]{1,32}$')
     cef: CefConfig = Field(default_factory=CefConfig)
     leef: LeefConfig = Field(default_factory=LeefConfig)
-    # TLS (RFC 5425). Verification is on unless `verify: false`, which is loudly reported.
+    # TLS (RFC 5425, or RELP with `tls: true`). Verification is on unless `verify: false`,
+    # which is loudly reported.
     ca_bundle: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -85,6 +102,7 @@ class SyslogSinkConfig(SinkConfig):
     max_message_size: int | None = Field(default=None, ge=480, le=1 << 24)
     oversize: Oversize = "truncate"
     connect_timeout: float = Field(default=10.0, gt=0)
+    # TCP/TLS: the longest a write may take; RELP: the longest wait for the next answer.
     write_timeout: float = Field(default=30.0, gt=0)
     connect_grace: float = Field(default=0.2, ge=0)
     # TCP/TLS: what the receiver's TCP has not acknowledged is always kept for a resend after
@@ -116,14 +134,22 @@ class SyslogSinkConfig(SinkConfig):
             severity_code(theirs)
         return value
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol == "tls" or (self.protocol == "relp" and self.tls)
+
     @model_validator(mode="after")
     def _consistent(self) -> SyslogSinkConfig:
-        if self.protocol != "tls":
+        if self.tls and self.protocol != "relp":
+            raise ValueError("tls applies to protocol: relp only (protocol: tls is TLS already)")
+        if "relp_window" in self.model_fields_set and self.protocol != "relp":
+            raise ValueError("relp_window applies to protocol: relp only")
+        if not self.uses_tls:
             for name in _TLS_ONLY:
                 if getattr(self, name) is not None:
-                    raise ValueError(f"{name} applies to protocol: tls only")
+                    raise ValueError(f"{name} applies to protocol: tls (or relp with tls) only")
             if not self.verify:
-                raise ValueError("verify applies to protocol: tls only")
+                raise ValueError("verify applies to protocol: tls (or relp with tls) only")
         if (self.client_key is None) != (self.client_cert is None):
             raise ValueError("client_cert and client_key go together")
         if self.protocol == "udp" and (self.max_message_size or 0) > UDP_LIMIT:
@@ -178,16 +204,22 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         payload = formatter(cfg.format, cfg.cef, cfg.leef)
         self._encode, self._fit = payload.encode, payload.fit
         self._limit = cfg.effective_max_message_size
-        self._stream = cfg.protocol != "udp"
+        self._stream = cfg.protocol in ("tcp", "tls")  # one byte stream; RELP frames messages
         self._frame_message = framer(self._stream, cfg.framing)
-        self._transport: TcpTransport | UdpTransport
+        self._transport: TcpTransport | UdpTransport | RelpClient
         if cfg.protocol == "udp":
             self._transport = UdpTransport(cfg.host, cfg.effective_port)
             return
         ctx = None
-        if cfg.protocol == "tls":
+        if cfg.uses_tls:
             ctx = cfg.ssl_context()
             self._warn_unverified()
+        if cfg.protocol == "relp":
+            self._transport = RelpClient(
+                cfg.host, cfg.effective_port, ssl_context=ctx, server_hostname=cfg.server_name,
+                connect_timeout=cfg.connect_timeout, ack_timeout=cfg.write_timeout,
+                window=cfg.relp_window)
+            return
         self._transport = TcpTransport(
             cfg.host, cfg.effective_port, ssl_context=ctx, server_hostname=cfg.server_name,
             connect_timeout=cfg.connect_timeout, write_timeout=cfg.write_timeout,
@@ -196,11 +228,11 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         )
 
     @property
-    def transport(self) -> TcpTransport | UdpTransport:
+    def transport(self) -> TcpTransport | UdpTransport | RelpClient:
         return self._transport
 
     def _warn_unverified(self) -> None:
-        if self.config.protocol == "tls" and not self.config.verify:
+        if self.config.uses_tls and not self.config.verify:
             warn_tls_unverified(self.name, self._target)
 
     @property
@@ -211,7 +243,7 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         self._warn_unverified()
         try:
             await self._transport.connect()
-        except TransportError as exc:
+        except (TransportError, RelpUnavailableError) as exc:
             raise DestinationUnavailableError(str(exc)) from None
 
     def messages(self, event: Event) -> list[tuple[str, int]]:
@@ -229,11 +261,20 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         return [(part, utf8_size(part)) for part in parts]
 
     def frame(self, events: Sequence[Event]) -> tuple[list[bytes], dict[str, str]]:
-        """The bytes to write for a batch (one chunk per datagram on UDP, one in all on a
-        stream), and the events that could not be encoded, with why: each event's `messages`,
-        framed (`syslog_framing.framer`), all of them or, when one cannot be, none."""
+        """The bytes to write for a batch (one chunk per message on UDP and RELP, one in all on
+        a stream), and the events that could not be encoded, with why: each event's
+        `messages`, framed (`syslog_framing.framer`), all of them or, when one cannot be, none."""
+        chunks, _, rejected = self._encode_batch(events)
+        return chunks, rejected
+
+    def _encode_batch(
+        self, events: Sequence[Event]
+    ) -> tuple[list[bytes], list[tuple[str, int]], dict[str, str]]:
+        """`frame`, and for each encoded event its id and the number of messages up to and
+        including its own (RELP acknowledges messages; the outbox, events)."""
         out: list[str] = []
         append = out.append
+        ends: list[tuple[str, int]] = []
         rejected: dict[str, str] = {}
         messages, frame = self.messages, self._frame_message
         for event in events:
@@ -244,16 +285,22 @@ class SyslogSink(Sink[SyslogSinkConfig]):
             except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
                 del out[done:]  # an event goes whole or not at all
                 rejected[event.id] = f"{type(exc).__name__}: {exc}"
+            else:
+                ends.append((event.id, len(out)))
         if not self._stream:
-            return [text.encode("utf-8") for text in out], rejected
-        return ([("".join(out)).encode("utf-8")] if out else []), rejected
+            return [text.encode("utf-8") for text in out], ends, rejected
+        return ([("".join(out)).encode("utf-8")] if out else []), ends, rejected
 
     async def send(self, events: Sequence[Event]) -> None:
-        chunks, rejected = self.frame(events)
+        chunks, ends, rejected = self._encode_batch(events)
         if chunks:
+            transport = self._transport
             try:
-                await self._transport.send(chunks)
-            except TransportError as exc:
+                if isinstance(transport, RelpClient):
+                    await self._send_relp(transport, chunks, ends)
+                else:
+                    await transport.send(chunks)
+            except (TransportError, RelpUnavailableError) as exc:
                 raise DestinationUnavailableError(str(exc)) from None
         if rejected:
             first = next(iter(rejected.items()))
@@ -262,6 +309,18 @@ class SyslogSink(Sink[SyslogSinkConfig]):
                 f"first {first[0]}: {first[1]}",
                 event_ids=list(rejected),
             )
+
+    @staticmethod
+    async def _send_relp(client: RelpClient, messages: list[bytes],
+                         ends: list[tuple[str, int]]) -> None:
+        """An event is delivered once every one of its messages was answered 200."""
+        try:
+            await client.send(messages)
+        except RelpSendError as exc:
+            delivered = [event_id for event_id, end in ends if end <= exc.acknowledged]
+            if exc.rejected:  # it answered, with an error: an attempt spent
+                raise RetryableDeliveryError(str(exc), delivered=delivered) from None
+            raise DestinationUnavailableError(str(exc), delivered=delivered) from None
 
     async def close(self) -> None:
         try:

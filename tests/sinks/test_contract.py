@@ -1,10 +1,12 @@
 """Every built-in sink runs the shared contract suites against its real receiver: the webhook
 sink against an aiohttp server, syslog against a TCP listener that parses RFC 5424 frames, the
-file sink against a file on disk, stdout against a stream. A new sink adds a harness here and
-the suites that apply (see CONTRIBUTING.md)."""
+file sink against a file on disk, stdout against a stream, syslog over RELP against a real
+rsyslogd `imrelp`. A new sink adds a harness here and the suites that apply (see
+CONTRIBUTING.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -22,6 +24,7 @@ from bridge.sinks.syslog import SyslogSinkConfig
 from bridge.sinks.teams import TeamsSinkConfig
 from bridge.sinks.webhook import WebhookSinkConfig
 from tests.support.receiver import Receiver
+from tests.support.rsyslogd import Rsyslogd
 from tests.support.service_receivers import (
     PagerDutyReceiver,
     ServiceReceiver,
@@ -37,6 +40,7 @@ from tests.support.sink_contract import (
     UnreachableContract,
     UnreachableHarness,
 )
+from tests.syslog.conftest import relp_rsyslogd_binary
 from tests.syslog.parsers import parse_5424
 from tests.syslog.receivers import StreamReceiver
 
@@ -237,6 +241,56 @@ class TestSyslogSink(SinkContract, UnreachableContract):
             self, harness: SinkHarness, store: Any) -> None:
         await super().test_through_the_outbox_worker_everything_arrives_once(harness, store)
         # Stream sinks write whole batches: nothing arrived twice either.
+        arrived = harness.arrived()
+        assert len(arrived) == len(set(arrived))
+
+
+# -- syslog over RELP -----------------------------------------------------------------------------
+
+
+class RelpHarness(UnreachableHarness):
+    """RFC 5424 with JSON payloads over RELP to a real rsyslogd `imrelp`, which answers each
+    message once it has written it; `arrived` reads its output back. Away is stopped (nothing
+    listens on the port), back is started again on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.daemon = Rsyslogd(relp_rsyslogd_binary(), workdir, relp=True)
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = SyslogSinkConfig.model_validate({
+            "type": "syslog", "name": "siem", "host": "127.0.0.1",
+            "port": self.daemon.ports["relp"], "protocol": "relp", "format": "json",
+            "connect_timeout": 2, "write_timeout": 5, "backoff_initial": 0.001,
+            "backoff_max": 0.01, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        return [json.loads(parse_5424(r["raw"]).msg)["id"] for r in self.daemon.records("relp")]
+
+    async def go_away(self) -> None:
+        await asyncio.to_thread(self.daemon.stop)
+
+    async def come_back(self) -> None:
+        await asyncio.to_thread(self.daemon.start)
+
+    async def close(self) -> None:
+        await self.go_away()
+
+
+class TestRelpSink(SinkContract, UnreachableContract):
+    @pytest.fixture
+    async def harness(self, tmp_path: Path) -> AsyncIterator[RelpHarness]:
+        h = RelpHarness(tmp_path / "rsyslog")
+        await h.come_back()
+        try:
+            yield h
+        finally:
+            await h.close()
+
+    async def test_through_the_outbox_worker_everything_arrives_once(
+            self, harness: SinkHarness, store: Any) -> None:
+        await super().test_through_the_outbox_worker_everything_arrives_once(harness, store)
+        # Each message was acknowledged by the receiver: nothing was sent twice.
         arrived = harness.arrived()
         assert len(arrived) == len(set(arrived))
 

@@ -2,7 +2,8 @@
 
 Inputs: UDP, TCP, TLS (gtls, client not authenticated) and mTLS (gtls, client certificate
 required, `x509/certvalid`), and with `relp=True` RELP (imrelp, package rsyslog-relp) plain and,
-with TLS files, over TLS (`relps`). Each input writes what it received to its own file. The
+with TLS files, over TLS (`relps`, client certificate required: imrelp with certificates
+authenticates both ends). Each input writes what it received to its own file. The
 RELP rulesets run without a queue (`queue.type="Direct"`): imrelp answers `rsp 200` once the
 message is handed on, so only then does the acknowledgement mean "written to the file", which
 is what tests that SIGKILL the receiver judge. With the
@@ -148,7 +149,7 @@ class Rsyslogd:
                 f'input(type="imrelp" address="127.0.0.1" port="{self.ports["relps"]}" '
                 f'ruleset="relps" maxDataSize="{self.max_message_size}" tls="on" '
                 f'tls.caCert="{self.tls.ca}" tls.myCert="{self.tls.cert}" '
-                f'tls.myPrivKey="{self.tls.key}")')
+                f'tls.myPrivKey="{self.tls.key}" tls.authMode="certvalid")')
         return "\n".join(lines) + "\n"
 
     @property

@@ -53,18 +53,30 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 def rsyslogd_binary() -> str:
     """The real receiver; missing fails under CI=true and skips elsewhere (tests/conftest)."""
     binary = require_binary("rsyslogd", "/usr/sbin/rsyslogd")
-    patterns = ("/usr/lib/*/rsyslog/lmnsd_gtls.so", "/usr/lib*/rsyslog/lmnsd_gtls.so")
-    if not any(glob.glob(pattern) for pattern in patterns):
-        message = "rsyslog-gnutls is not installed (the README test command installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+    _require_module("lmnsd_gtls", "rsyslog-gnutls")
     return binary
 
 
-def start_rsyslogd(folder: Path, certs: Certs) -> Rsyslogd:
-    daemon = Rsyslogd(rsyslogd_binary(), folder,
-                      tls=TlsFiles(certs.ca, certs.server_cert, certs.server_key))
+def _require_module(name: str, package: str) -> None:
+    patterns = (f"/usr/lib/*/rsyslog/{name}.so", f"/usr/lib*/rsyslog/{name}.so")
+    if not any(glob.glob(pattern) for pattern in patterns):
+        message = f"{package} is not installed (the README test command installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def relp_rsyslogd_binary() -> str:
+    """rsyslogd with its RELP input (imrelp, package rsyslog-relp); missing fails under CI."""
+    binary = rsyslogd_binary()
+    _require_module("imrelp", "rsyslog-relp")
+    return binary
+
+
+def start_rsyslogd(folder: Path, certs: Certs, *, relp: bool = False) -> Rsyslogd:
+    binary = relp_rsyslogd_binary() if relp else rsyslogd_binary()
+    daemon = Rsyslogd(binary, folder, tls=TlsFiles(certs.ca, certs.server_cert, certs.server_key),
+                      relp=relp)
     daemon.start()
     return daemon
 
@@ -83,7 +95,7 @@ def make_config(daemon: Rsyslogd, certs: Certs, protocol: str = "tcp", *,
         "port": daemon.ports[input_name or protocol], "hostname": HOSTNAME, "procid": PROCID,
         "connect_grace": 0.0,
     }
-    if protocol == "tls":
+    if protocol == "tls" or overrides.get("tls"):
         settings.update(ca_bundle=str(certs.ca), server_name="localhost")
     settings.update(overrides)
     return SyslogSinkConfig.model_validate(settings)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from bridge import metrics
+from bridge.sinks.relp import RelpClient
 from bridge.sinks.syslog import SyslogSink, SyslogSinkConfig
 from tests.syslog.conftest import Certs
 
@@ -36,10 +37,18 @@ def test_defaults() -> None:
     tls = config(protocol="tls")
     assert (tls.effective_port, tls.verify) == (6514, True)
     assert isinstance(tls.build(), SyslogSink)
+    relp = config(protocol="relp")
+    assert (relp.effective_port, relp.relp_window, relp.uses_tls) == (2514, 1024, False)
+    assert isinstance(relp.build().transport, RelpClient)
+    relps = config(protocol="relp", tls=True, server_name="siem.internal", relp_window=64)
+    assert (relps.uses_tls, relps.verify, relps.relp_window) == (True, True, 64)
 
 
 @pytest.mark.parametrize("overrides", [
     {"ca_bundle": "/x"}, {"server_name": "x"}, {"verify": False},  # TLS settings on tcp
+    {"protocol": "relp", "ca_bundle": "/x"},  # and on RELP without TLS
+    {"tls": True}, {"protocol": "tls", "tls": True},  # `tls` is for RELP
+    {"relp_window": 10}, {"protocol": "relp", "relp_window": 0},
     {"protocol": "tls", "client_cert": "/x"},  # a certificate without its key
     {"protocol": "udp", "max_message_size": 70000},
     {"max_message_size": 100},
