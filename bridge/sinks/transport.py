@@ -15,7 +15,7 @@ away. What "has" means, on Linux, comes from the kernel:
   it), but the buffer itself is bounded: a kernel advertises at least half its free space, so
   it holds at most about twice the largest window this receiver advertised (TCP_INFO
   `tcpi_snd_wnd`). The newest acknowledged bytes within that bound are kept too, up to
-  `resend_window_bytes` (all of it where the kernel does not report the window);
+  `resend_window_bytes` (that many where the kernel does not report the window);
 - a receiver that closed politely (FIN) read everything its TCP acknowledged: a socket closed
   with unread data sends RST instead, so after a FIN only the unacknowledged part is resent.
 
@@ -26,11 +26,11 @@ again on a new connection is kept under that connection's byte count: nothing is
 the receiver has not acknowledged. Duplicates are therefore bounded by what was in flight
 (unacknowledged, or in the receiver's socket buffer by the bound above); loss needs a receiver
 whose buffer outgrew that bound or `resend_window_bytes`, or a host that vanished with its
-kernel. For TLS
-the counts are ciphertext: each chunk records the ciphertext bytes written up to its end, a
-conservative map (a chunk counts only when its last record is acknowledged). Where the kernel
-cannot tell (not Linux) the window keeps the newest `resend_window_bytes` written within
-`resend_window_seconds` of the newest write.
+kernel. For TLS the counts are ciphertext: each chunk records the ciphertext bytes written up
+to its end, a conservative map (a chunk counts only when its last record is acknowledged).
+Where the kernel cannot tell (not Linux) the window keeps the newest `resend_window_bytes`
+written within `resend_window_seconds` of the newest write. What is kept lives in memory: a
+restart of the daemon while the receiver hangs forgets it.
 
 The one loss no TCP client can prevent is the receiver reading bytes (its kernel acknowledged
 them, its window reopened) and dying before it stored them; RELP (`bridge.sinks.relp`)
