@@ -387,8 +387,7 @@ def parse_config_offline(data: Any, source: str = "<config>") -> OfflineCheck:
     if problems:
         raise ConfigError(source, problems)
     model = config_model(environment=False)
-    files: dict[str, str] = {}
-    data = _placeholder_files(data, (model,), "", files)
+    files: dict[str, str] = {}  # YAML path -> the `*_file(s)` key a placeholder stood in for
     shapes: dict[str, int] = {}
     used: dict[str, str] = {}  # YAML path -> the variable a placeholder stood in for
 
@@ -396,15 +395,21 @@ def parse_config_offline(data: Any, source: str = "<config>") -> OfflineCheck:
         used[path] = var
         return PLACEHOLDER_SHAPES[shapes.get(path, 0)](var)
 
+    def file_placeholder(path: str, key: str) -> str:
+        files[path] = key
+        return PLACEHOLDER_SHAPES[shapes.get(path, 0)](key.removesuffix("_file"))
+
     while True:
         used.clear()
-        expanded = _expand(data, "", {}, problems, placeholder)
+        files.clear()
+        expanded = _expand(_placeholder_files(data, (model,), "", file_placeholder), "", {},
+                           problems, placeholder)
         problems += _component_problems(expanded)
         if problems:
             raise ConfigError(source, problems)
         config, found = _validate(model, expanded)
-        retry = [path for path, _ in found
-                 if path in used and shapes.get(path, 0) + 1 < len(PLACEHOLDER_SHAPES)]
+        retry = [path for path, _ in found if (path in used or path in files)
+                 and shapes.get(path, 0) + 1 < len(PLACEHOLDER_SHAPES)]
         if not retry:
             break
         for path in set(retry):
@@ -412,7 +417,8 @@ def parse_config_offline(data: Any, source: str = "<config>") -> OfflineCheck:
     if config is None or found:
         raise ConfigError(source, [
             f"{path}: {msg} (checked with a placeholder for ${{{used[path]}}})" if path in used
-            else f"{path}: {msg}" if path else msg for path, msg in found])
+            else f"{path}: {msg} (checked with a placeholder for {files[path]})"
+            if path in files else f"{path}: {msg}" if path else msg for path, msg in found])
     return OfflineCheck(config, tuple(
         [f"{path}: ${{{var}}}" for path, var in used.items()]
         + [f"{path}: {key}" for path, key in files.items()]))
@@ -426,33 +432,53 @@ def _models(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _placeholder_files(node: Any, models: tuple[type[BaseModel], ...], path: str,
-                       found: dict[str, str]) -> Any:
+                       placeholder: Placeholder) -> Any:
     """`node` with every `<name>_file` of a secret setting replaced by a placeholder for
-    `<name>` (the file is not read: it is where the secret lives, which an offline check has
-    not got). `models` are the config models `node` may be validated as."""
+    `<name>`, and every `<name>_files` list of a list-of-secrets setting `<name>s`
+    (`signing_secret_files` → `signing_secrets`) by one placeholder per file, after the
+    secrets given inline. No file is read: it is where the secret lives, which an offline
+    check has not got. `models` are the config models `node` may be validated as;
+    `placeholder(path, key)` says what stands at `path` for the file(s) of `key`."""
     if isinstance(node, list):
-        return [_placeholder_files(v, models, f"{path}[{i}]", found) for i, v in enumerate(node)]
+        return [_placeholder_files(v, models, f"{path}[{i}]", placeholder)
+                for i, v in enumerate(node)]
     if not isinstance(node, dict):
         return node
     out: dict[Any, Any] = {}
     for key, value in node.items():
+        if key in out:  # `<name>s` already filled, with its `<name>_files` placeholders
+            continue
         here = f"{path}.{key}" if path else str(key)
         name = key.removesuffix("_file") if isinstance(key, str) else None
         if (name and name != key and name not in node
                 and any(_is_secret(m, name) for m in models)):
-            found[f"{path}.{name}" if path else name] = key
-            out[name] = PLACEHOLDER_SHAPES[0](name)
+            out[name] = placeholder(f"{path}.{name}" if path else name, key)
+            continue
+        many = key.removesuffix("_files") + "s" if isinstance(key, str) else None
+        if (many and key.endswith("_files") and isinstance(value, list)
+                and any(_is_secret_list(m, many) for m in models)):
+            given = list(out.get(many, node.get(many)) or [])
+            field_path = f"{path}.{many}" if path else many
+            out[many] = given + [placeholder(f"{field_path}[{len(given) + i}]", key)
+                                 for i in range(len(value))]
             continue
         inner = tuple(m for model in models if isinstance(key, str)
                       and (info := model.model_fields.get(key)) is not None
                       for m in _models(info.annotation))
-        out[key] = _placeholder_files(value, inner, here, found)
+        out[key] = _placeholder_files(value, inner, here, placeholder)
     return out
 
 
 def _is_secret(model: type[BaseModel], name: str) -> bool:
     info = model.model_fields.get(name)
     return info is not None and info.annotation in (SecretStr, SecretStr | None)
+
+
+def _is_secret_list(model: type[BaseModel], name: str) -> bool:
+    """A `list[SecretStr]` setting (its items may carry validators: `Annotated[SecretStr, …]`)."""
+    info = model.model_fields.get(name)
+    args = get_args(info.annotation) if info is not None else ()
+    return len(args) == 1 and SecretStr in (args[0], *get_args(args[0]))
 
 
 MAX_CONFIG_VALUES = 100_000  # after alias expansion; a large real config has a few thousand
