@@ -164,6 +164,21 @@ class SilenceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkRef:
+    """A sink's own note about one of its keys, kept beside the outbox so that it survives a
+    crash and lives in whatever backend the state does: the Jira sink's item (or group) →
+    ticket mapping and its create intents (bridge/sinks/jira/). `value` is JSON the sink
+    defines; `state` its word for where the key stands ("intent", "open", "accepted"...),
+    filterable; `updated_at` when it was last written (an intent's age is judged by it)."""
+
+    sink: str
+    key: str
+    state: str
+    value: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SweepCommit:
     record: SweepRecord
     writes: Sequence[ItemWrite] = ()
@@ -298,6 +313,23 @@ class Store(ABC):
         """In one transaction: the deliveries (and muted rows) for the items an ended silence
         held back, and its `settled_at`. False, writing nothing, when it was settled already
         (or does not exist), so it is settled once."""
+
+    # -- a sink's own references (ticket keys, create intents)
+    @abstractmethod
+    async def sink_refs(self, sink: str, keys: Collection[str] | None = None, *,
+                        state: str | None = None, limit: int = 100) -> list[SinkRef]:
+        """A sink's refs in key order: those of `keys` when given, in `state` when given."""
+
+    @abstractmethod
+    async def put_sink_refs(self, refs: Sequence[SinkRef], *,
+                            silence: SilenceRecord | None = None) -> None:
+        """Create or replace these refs, in one transaction with `silence` when given (a
+        person's decision a sink learnt of, e.g. a Jira ticket closed as Won't Do, recorded
+        with what the sink now knows, or not at all); a `StoreError` if its id is taken."""
+
+    @abstractmethod
+    async def delete_sink_refs(self, sink: str, keys: Collection[str]) -> None:
+        """Forget these refs of a sink (absent ones are no error)."""
 
     # -- outbox
     @abstractmethod

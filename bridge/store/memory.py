@@ -34,6 +34,7 @@ from bridge.store.base import (
     MuteReason,
     QueueStats,
     SilenceRecord,
+    SinkRef,
     StateConfig,
     Store,
     StoreError,
@@ -153,6 +154,7 @@ class MemoryStore(Store):
         self._seqs = itertools.count(1)  # shared by every sink, never reused
         self._muted: list[tuple[float, Muted]] = []  # (recorded at, row), oldest first
         self._silences: dict[str, SilenceRecord] = {}
+        self._refs: dict[tuple[str, str], SinkRef] = {}
 
     def _usable(self) -> None:
         if not self._open:
@@ -266,6 +268,30 @@ class MemoryStore(Store):
         self._enqueue(outbox, now)
         self._muted.extend((now, m) for m in muted)
         return True
+
+    # -- a sink's own references
+
+    async def sink_refs(self, sink: str, keys: Collection[str] | None = None, *,
+                        state: str | None = None, limit: int = 100) -> list[SinkRef]:
+        self._usable()
+        wanted = None if keys is None else set(keys)
+        found = sorted((r for (s, k), r in self._refs.items() if s == sink
+                        and (wanted is None or k in wanted)
+                        and (state is None or r.state == state)), key=lambda r: r.key)
+        return _limited(found, limit)
+
+    async def put_sink_refs(self, refs: Sequence[SinkRef], *,
+                            silence: SilenceRecord | None = None) -> None:
+        self._usable()
+        if silence is not None:
+            await self.add_silence(silence)  # refused first: then nothing is written
+        for r in refs:
+            self._refs[(r.sink, r.key)] = r
+
+    async def delete_sink_refs(self, sink: str, keys: Collection[str]) -> None:
+        self._usable()
+        for key in keys:
+            self._refs.pop((sink, key), None)
 
     # -- what was not delivered, and why
 

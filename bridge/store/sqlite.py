@@ -39,6 +39,7 @@ from bridge.store.base import (
     MuteReason,
     QueueStats,
     SilenceRecord,
+    SinkRef,
     StateConfig,
     Store,
     StoreCorruptError,
@@ -424,6 +425,52 @@ class SQLiteStore(Store, StoreMaintenance):
                 return bool(claimed)
 
         return await self._run(tx, failing=f"settling silence {silence_id} failed")
+
+    # -- a sink's own references
+
+    async def sink_refs(self, sink: str, keys: Collection[str] | None = None, *,
+                        state: str | None = None, limit: int = 100) -> list[SinkRef]:
+        wanted = None if keys is None else orjson.dumps(sorted(keys)).decode()
+
+        def q(conn: sqlite3.Connection) -> list[SinkRef]:
+            rows = conn.execute(
+                "SELECT sink, key, state, value, updated_at FROM sink_refs WHERE sink = ?1 "
+                "AND (?2 IS NULL OR key IN (SELECT value FROM json_each(?2))) "
+                "AND (?3 IS NULL OR state = ?3) ORDER BY key LIMIT ?4",
+                (sink, wanted, state, limit)).fetchall()
+            return [SinkRef(r[0], r[1], r[2], r[3], _dt(r[4])) for r in rows]
+
+        return await self._run(q)
+
+    async def put_sink_refs(self, refs: Sequence[SinkRef], *,
+                            silence: SilenceRecord | None = None) -> None:
+        rows = [(r.sink, r.key, r.state, r.value, _ts(r.updated_at)) for r in refs]
+
+        def tx(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                if silence is not None:
+                    try:
+                        conn.execute(f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
+                                     "(?,?,?,?,?,?,?,?,?,?)", _silence_row(silence))
+                    except sqlite3.IntegrityError:
+                        raise StoreError(
+                            f"a silence with id {silence.id} exists already") from None
+                conn.executemany(
+                    "INSERT INTO sink_refs (sink, key, state, value, updated_at) "
+                    "VALUES (?,?,?,?,?) ON CONFLICT (sink, key) DO UPDATE SET "
+                    "state = excluded.state, value = excluded.value, "
+                    "updated_at = excluded.updated_at", rows)
+
+        await self._run(tx)
+
+    async def delete_sink_refs(self, sink: str, keys: Collection[str]) -> None:
+        wanted = orjson.dumps(sorted(keys)).decode()
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM sink_refs WHERE sink = ? AND key IN "
+                         "(SELECT value FROM json_each(?))", (sink, wanted))
+
+        await self._run(tx)
 
     # -- outbox
 

@@ -147,7 +147,7 @@ async def test_schema_version_is_recorded_and_journal_is_wal(store: SQLiteStore)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"items", "outbox", "dead_letters", "cursors", "sweeps", "muted",
-                          "silences", "sqlite_sequence"}
+                          "silences", "sink_refs", "sqlite_sequence"}
     finally:
         conn.close()
 

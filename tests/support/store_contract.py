@@ -34,6 +34,7 @@ from bridge.store.base import (
     Muted,
     Outcome,
     SilenceRecord,
+    SinkRef,
     Store,
     StoreCorruptError,
     StoreError,
@@ -115,6 +116,7 @@ class StoreContract:
             "counts": sorted(await store.item_counts()),
             "muted": await store.muted(limit=EVERYTHING),
             "silences": await store.silences(),
+            "refs": [await store.sink_refs(sink, limit=EVERYTHING) for sink in SINKS],
             "backend": await self.backend_state(store),
         }
 
@@ -322,6 +324,46 @@ class StoreContract:
         before = await self.everything(store)
         assert not await store.settle_silence("s-1", at, [(b, ["siem"])])  # once only
         assert not await store.settle_silence("nope", at, [(b, ["siem"])])
+        assert await self.everything(store) == before
+
+    # -- a sink's own references
+
+    async def test_sink_refs_are_kept_per_sink_and_outlive_the_process(
+            self, stores: StoreFactory) -> None:
+        s = stores()
+        await s.open()
+        intent = SinkRef("jira", "item-b", "intent", '{"label": "bridge-b"}', T0)
+        await s.put_sink_refs([intent, SinkRef("jira", "item-a", "open", '{"key": "SEC-1"}', T0),
+                               SinkRef("siem", "item-a", "x", "{}", T0)])
+        ticket = SinkRef("jira", "item-b", "open", '{"key": "SEC-2"}', T0 + timedelta(seconds=5))
+        await s.put_sink_refs([ticket])  # replaces the intent
+        await s.close()
+        s = stores()
+        await s.open()
+        try:
+            found = await s.sink_refs("jira")
+            assert [(r.key, r.state, r.value) for r in found] == [
+                ("item-a", "open", '{"key": "SEC-1"}'), ("item-b", "open", '{"key": "SEC-2"}')]
+            assert found[1] == ticket  # the time round-trips too
+            assert [r.key for r in await s.sink_refs("jira", ["item-b", "nope"])] == ["item-b"]
+            assert await s.sink_refs("jira", state="intent") == []
+            assert [r.key for r in await s.sink_refs("jira", limit=1)] == ["item-a"]
+            await s.delete_sink_refs("jira", ["item-a", "nope"])
+            assert [r.key for r in await s.sink_refs("jira")] == ["item-b"]
+            assert [r.sink for r in await s.sink_refs("siem")] == ["siem"]  # another sink's
+        finally:
+            await s.close()
+
+    async def test_a_sink_ref_and_its_silence_land_together_or_not_at_all(
+            self, store: Store) -> None:
+        accepted = SinkRef("jira", "item-a", "accepted", '{"key": "SEC-1"}', T0)
+        await store.put_sink_refs([accepted], silence=silence_record("s-1"))
+        assert await store.sink_refs("jira") == [accepted]
+        assert [x.id for x in await store.silences()] == ["s-1"]
+        before = await self.everything(store)
+        with pytest.raises(StoreError, match="exists already"):
+            await store.put_sink_refs([SinkRef("jira", "item-b", "accepted", "{}", T0)],
+                                      silence=silence_record("s-1"))
         assert await self.everything(store) == before
 
     @pytest.mark.parametrize("breakage", ["item_state", "cursor_value", "unencodable_event"])
