@@ -49,6 +49,7 @@ from bridge.silences import SilenceSettings
 from bridge.sinks.base import SinkConfig
 from bridge.sources.base import SourceConfig
 from bridge.store.memory import MemoryStateConfig
+from bridge.store.postgres import PostgresStateConfig
 from bridge.store.sqlite import SQLiteStateConfig
 
 
@@ -70,9 +71,10 @@ def _backend(value: Any) -> str:
 
 # One config model per state backend, each defined next to its store; a new backend (the
 # PostgreSQL issue) adds its model to both.
-STATE_BACKENDS = ("sqlite", "memory")
+STATE_BACKENDS = ("sqlite", "memory", "postgres")
 StateConfig = Annotated[
-    Annotated[SQLiteStateConfig, Tag("sqlite")] | Annotated[MemoryStateConfig, Tag("memory")],
+    Annotated[SQLiteStateConfig, Tag("sqlite")] | Annotated[MemoryStateConfig, Tag("memory")]
+    | Annotated[PostgresStateConfig, Tag("postgres")],
     Discriminator(_backend),
 ]
 

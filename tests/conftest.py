@@ -23,6 +23,7 @@ from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim, SimWorld
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from bridge.store.sqlite import SQLiteStore
+from tests.support.postgres import PG_DSN, PgSchema, drop_schema, new_schema_name, server_answers
 from tests.support.receiver import Receiver
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
@@ -165,3 +166,20 @@ async def receiver() -> AsyncIterator[Receiver]:
         yield rx
     finally:
         await rx.stop()
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PgSchema]:
+    """A schema of its own in the real PostgreSQL (tests/support/postgres.py), dropped after the
+    test; under CI=true a server that does not answer fails the test instead of skipping it."""
+    why = await server_answers(PG_DSN)
+    if why is not None:
+        message = f"PostgreSQL at {PG_DSN} does not answer ({why}); the README test command starts it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    target = PgSchema(PG_DSN, new_schema_name())
+    try:
+        yield target
+    finally:
+        await drop_schema(PG_DSN, target.schema)

@@ -104,7 +104,7 @@ def test_empty_file_is_all_defaults() -> None:
         (lambda d: d["sinks"][2].update(url="ftp://x"), "sinks[2].url: "),
         (lambda d: d["sinks"][0].update(fsync="always"), "sinks[0].fsync: "),
         (lambda d: d["sinks"][1].update(name="has space"), "sinks[1].name: "),
-        (lambda d: d["state"].update(backend="postgres"), "state.backend: "),
+        (lambda d: d["state"].update(backend="cassandra"), "state.backend: "),
         (lambda d: d["admin"].update(port=70000), "admin.port: "),
         (lambda d: d["routes"].update(sink=["events"]), "routes.sink: Extra inputs"),
     ],
@@ -575,6 +575,6 @@ def test_each_backend_has_its_own_settings(tmp_path: Path) -> None:
     data["state"] = {"backend": "memory", "path": "x.db"}  # a setting of another backend
     (problem,) = problems_of(data)
     assert problem.startswith("state.memory.path: Extra inputs are not permitted"), problem
-    data["state"] = {"backend": "postgres"}
+    data["state"] = {"backend": "cassandra"}
     assert problems_of(data) == [
-        "state.backend: unknown state backend 'postgres' (known: sqlite, memory)"]
+        "state.backend: unknown state backend 'cassandra' (known: sqlite, memory, postgres)"]

@@ -1,0 +1,629 @@
+"""The shared store: PostgreSQL through an asyncpg pool, for several replicas and for users
+who already run a database they trust.
+
+The same promises as the SQLite store (tests/support/store_contract.py runs against both), with
+one thing SQLite gets for free made explicit: **outbox sequence numbers are commit order**.
+PostgreSQL draws `bigserial` values when a row is inserted, not when its transaction commits, so
+two commits running side by side could make a row visible after a higher-numbered one was
+claimed and acknowledged; a worker claiming `after=` that higher number would never see it.
+Every transaction that writes outbox rows therefore takes one transaction-scoped advisory lock
+(`ORDER_LOCK`) just before drawing them and keeps it until it commits: whoever draws next waits
+for that commit, so any number still invisible is larger than every visible one.
+
+A connection that the server dropped (a restart, a failover) fails the call in hand as
+`StoreUnavailableError` — a sweep then fails as failed and resolves nothing, a delivery waits
+in the outbox — and the pool opens a new one for the next call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import msgspec
+from pydantic import Field, SecretStr, model_validator
+
+from bridge.components import SecretFields
+from bridge.diff import ItemWrite, StoredItem
+from bridge.model import Event, events_from_json
+from bridge.store.base import (
+    MUTED_KEPT,
+    DeadLetter,
+    Delivery,
+    ItemRecord,
+    Muted,
+    MuteReason,
+    QueueStats,
+    SilenceRecord,
+    SinkRef,
+    StateConfig,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    SweepCommit,
+    SweepRecord,
+    UndecodableDeliveries,
+    commit_refused,
+    event_or_none,
+    snapshot_severity,
+)
+from bridge.store.postgres.errors import DRIVER_ERRORS, store_error
+from bridge.store.postgres.schema import migrate, quote_ident
+
+T = TypeVar("T")
+Conn: TypeAlias = asyncpg.Connection
+
+# Taken (transaction-scoped) by every transaction that draws outbox sequence numbers.
+ORDER_LOCK = "bridge.outbox-order"
+SCHEMA_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+def describe_dsn(dsn: str) -> str:
+    """Where a DSN points, without its password: `postgresql host:port/database`."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return f"postgresql {host}{port}{parts.path or '/'}"
+    except ValueError:
+        return "postgresql"
+
+
+class PostgresStateConfig(SecretFields, StateConfig):
+    """`state: {backend: postgres, dsn: ${BRIDGE_PG_DSN}}` (or `dsn_file:`), shared by every
+    replica. `schema` keeps bridge's tables apart from anything else in that database."""
+
+    backend: Literal["postgres"] = "postgres"
+    dsn: SecretStr | None = None
+    db_schema: str = Field(default="bridge", alias="schema", pattern=SCHEMA_PATTERN)
+    pool_min: int = Field(default=1, ge=0, le=100)
+    pool_max: int = Field(default=10, ge=1, le=100)
+    # Seconds any one statement may run before the server cancels it (then: unavailable).
+    statement_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Seconds to wait for a connection (to the server, or a free one from the pool).
+    connect_timeout: float = Field(default=10.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _needs_dsn(self) -> PostgresStateConfig:
+        if self.dsn is None:
+            raise ValueError("set dsn (e.g. ${BRIDGE_PG_DSN}) or dsn_file")
+        if self.pool_min > self.pool_max:
+            raise ValueError("pool_min must not exceed pool_max")
+        return self
+
+    def build(self) -> PostgresStore:
+        assert self.dsn is not None
+        return PostgresStore(self.dsn.get_secret_value(), schema=self.db_schema,
+                             pool_min=self.pool_min, pool_max=self.pool_max,
+                             statement_timeout=self.statement_timeout,
+                             connect_timeout=self.connect_timeout)
+
+    def describe(self) -> str:
+        assert self.dsn is not None
+        return f"{describe_dsn(self.dsn.get_secret_value())} schema {self.db_schema}"
+
+
+def _limit(limit: int) -> int | None:
+    """SQL's LIMIT as every store reads it: a negative one is no limit."""
+    return None if limit < 0 else limit
+
+
+class PostgresStore(Store):
+    def __init__(self, dsn: str, *, schema: str = "bridge", pool_min: int = 1,
+                 pool_max: int = 10, statement_timeout: float = 30.0,
+                 connect_timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.where = f"{describe_dsn(dsn)} schema {schema}"
+        self._pool_min, self._pool_max = pool_min, pool_max
+        self._statement_ms = max(1, round(statement_timeout * 1000))
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._order_key = 0
+
+    # -- lifecycle
+
+    async def connect(self) -> asyncpg.Connection:
+        """One connection of its own, outside the pool, set up like the pool's (the leases of
+        bridge/store/postgres/units.py hold theirs for as long as they own something)."""
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(
+                self.dsn, timeout=self._connect_timeout, server_settings=self._settings())
+        except DRIVER_ERRORS as exc:
+            raise store_error(f"cannot reach the state database {self.where}: {exc}", exc) from None
+        return conn
+
+    def _settings(self) -> dict[str, str]:
+        return {"search_path": quote_ident(self.schema),
+                "statement_timeout": str(self._statement_ms),
+                "application_name": "bridge"}
+
+    async def open(self) -> None:
+        conn = await self.connect()
+        try:
+            await migrate(conn, self.schema, self.where)
+            self._order_key = int(await conn.fetchval(
+                "SELECT hashtextextended($1, 0)", f"{ORDER_LOCK}:{self.schema}"))
+        except DRIVER_ERRORS as exc:
+            raise store_error(f"cannot prepare the state database {self.where}: {exc}",
+                              exc) from None
+        finally:
+            await conn.close()
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self._pool_min, max_size=self._pool_max,
+                timeout=self._connect_timeout, server_settings=self._settings())
+        except DRIVER_ERRORS as exc:
+            raise store_error(f"cannot reach the state database {self.where}: {exc}", exc) from None
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await pool.close()
+            except DRIVER_ERRORS:  # the server went away meanwhile: nothing left to close
+                pool.terminate()
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]], *, tx: bool = False,
+                   failing: str = "") -> T:
+        """`fn` on a pooled connection (in one transaction with `tx`); a driver or server
+        error comes out as the StoreError it means, as "{failing}: {error}"."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailableError(f"state store {self.where} is not open")
+        try:
+            async with pool.acquire(timeout=self._connect_timeout) as conn:
+                if not tx:
+                    return await fn(conn)
+                async with conn.transaction():
+                    return await fn(conn)
+        except StoreError:
+            raise
+        except DRIVER_ERRORS as exc:
+            raise store_error(f"{failing or f'state store {self.where}'}: {exc}", exc) from exc
+
+    async def _ordered(self, conn: Conn) -> None:
+        """Hold the outbox order lock until this transaction ends (see the module doc)."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._order_key)
+
+    async def order_lock_key(self) -> int:
+        """The advisory lock key that orders outbox commits (for tests and operators)."""
+        return self._order_key
+
+    # -- sweeps and item state
+
+    async def load_items(self, scope: str, kinds: Collection[str]
+                         ) -> dict[tuple[str, str], StoredItem]:
+        kinds = list(kinds)
+        if not kinds:
+            return {}
+
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT kind, key, state, tracked, counter, misses, first_seen FROM items "
+                "WHERE scope = $1 AND kind = ANY($2::text[])", scope, kinds))
+
+        return {(r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+                for r in await self._run(q)}
+
+    async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
+                             ) -> dict[tuple[str, str], str]:
+        idents = list(idents)
+        if not idents:
+            return {}
+
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT i.kind, i.key, i.snapshot FROM items i JOIN unnest($2::text[], "
+                "$3::text[]) AS w (kind, key) ON i.kind = w.kind AND i.key = w.key "
+                "WHERE i.scope = $1", scope, [k for k, _ in idents], [k for _, k in idents]))
+
+        return {(r[0], r[1]): r[2] for r in await self._run(q)}
+
+    async def load_cursor(self, scope: str) -> dict[str, str]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch("SELECT name, value FROM cursors WHERE scope = $1",
+                                         scope))
+
+        return {r[0]: r[1] for r in await self._run(q)}
+
+    async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
+                           deliveries: Sequence[tuple[Event, Sequence[str]]],
+                           muted: Sequence[Muted] = ()) -> None:
+        rows = _Rows.of(scope, writes, deliveries, muted)
+
+        async def tx(conn: Conn) -> None:
+            await rows.write(conn, self)
+
+        await self._run(tx, tx=True, failing=f"state commit failed for {scope}")
+
+    async def commit_sweep(self, commit: SweepCommit) -> int:
+        r = commit.record
+        rows = _Rows.of(r.scope, commit.writes, commit.deliveries, commit.muted)
+        names, values = list(commit.cursor), list(commit.cursor.values())
+
+        async def tx(conn: Conn) -> int:
+            await rows.write_items(conn)
+            await conn.execute(
+                "INSERT INTO cursors (scope, name, value) SELECT $1, n, v FROM "
+                "unnest($2::text[], $3::text[]) AS c (n, v) "
+                "ON CONFLICT (scope, name) DO UPDATE SET value = excluded.value",
+                r.scope, names, values)
+            sweep_id: int = await conn.fetchval(
+                "INSERT INTO sweeps (scope, source, started_at, finished_at, outcome, "
+                "items_seen, events, requests, notes, error) VALUES "
+                "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) RETURNING id",
+                r.scope, r.source, r.started_at, r.finished_at, r.outcome, r.items_seen,
+                r.events, r.requests, json.dumps(list(r.notes)), r.error)
+            # The last 1,000 per scope (ids are shared by all scopes: count this scope's).
+            await conn.execute(
+                "DELETE FROM sweeps WHERE scope = $1 AND id < (SELECT id FROM sweeps "
+                "WHERE scope = $1 ORDER BY id DESC LIMIT 1 OFFSET 999)", r.scope)
+            await conn.execute(
+                "DELETE FROM muted WHERE scope = $1 AND recorded_at < $2 AND (silence_id IS "
+                "NULL OR silence_id NOT IN (SELECT id FROM silences WHERE settled_at IS NULL))",
+                r.scope, datetime.now(UTC) - MUTED_KEPT)
+            await rows.write_muted(conn)
+            await rows.write_outbox(conn, self)  # last: the order lock is held until COMMIT
+            return sweep_id
+
+        return await self._run(tx, tx=True, failing=f"state commit failed for {r.scope}")
+
+    # -- what was not delivered, and why
+
+    async def muted(self, scope: str | None = None, *, silence_id: str | None = None,
+                    reason: MuteReason | None = None, limit: int = 100) -> list[Muted]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                f"SELECT {_MUTED_COLUMNS} FROM muted WHERE ($1::text IS NULL OR scope = $1) "
+                "AND ($2::text IS NULL OR silence_id = $2) AND ($3::text IS NULL OR "
+                "reason = $3) ORDER BY seq DESC LIMIT $4", scope, silence_id, reason,
+                _limit(limit)))
+
+        return [Muted(*r) for r in await self._run(q)]
+
+    async def muted_counts(self, scope: str, reason: MuteReason
+                           ) -> dict[str, dict[tuple[str, str], int]]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT sink, kind, severity, COUNT(*) FROM muted WHERE scope = $1 AND "
+                "reason = $2 GROUP BY sink, kind, severity", scope, reason))
+
+        out: dict[str, dict[tuple[str, str], int]] = {}
+        for sink, kind, severity, n in await self._run(q):
+            out.setdefault(sink, {})[(kind, severity)] = n
+        return out
+
+    # -- silences
+
+    async def add_silence(self, silence: SilenceRecord) -> None:
+        async def q(conn: Conn) -> None:
+            try:
+                await conn.execute(
+                    f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
+                    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *_silence_row(silence))
+            except asyncpg.UniqueViolationError:
+                raise StoreError(f"a silence with id {silence.id} exists already") from None
+
+        await self._run(q)
+
+    async def silences(self, *, unsettled: bool = False) -> list[SilenceRecord]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE NOT $1 OR settled_at IS NULL "
+                "ORDER BY created_at DESC, id", unsettled))
+
+        return [SilenceRecord(*r) for r in await self._run(q)]
+
+    async def expire_silence(self, silence_id: str, at: datetime) -> SilenceRecord | None:
+        async def tx(conn: Conn) -> SilenceRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = $1 FOR UPDATE", silence_id)
+            if row is None:
+                return None
+            silence = SilenceRecord(*row)
+            if silence.ends_at > at:
+                silence = replace(silence, ends_at=at, expired_at=at)
+                await conn.execute("UPDATE silences SET ends_at = $2, expired_at = $2 "
+                                   "WHERE id = $1", silence_id, at)
+            return silence
+
+        return await self._run(tx, tx=True)
+
+    async def settle_silence(self, silence_id: str, at: datetime,
+                             deliveries: Sequence[tuple[Event, Sequence[str]]],
+                             muted: Sequence[Muted] = ()) -> bool:
+        rows = _Rows.of("silence " + silence_id, [], deliveries, muted)
+
+        async def tx(conn: Conn) -> bool:
+            status = await conn.execute("UPDATE silences SET settled_at = $2 WHERE id = $1 "
+                                        "AND settled_at IS NULL", silence_id, at)
+            if status != "UPDATE 1":
+                return False
+            await rows.write(conn, self)
+            return True
+
+        return await self._run(tx, tx=True, failing=f"settling silence {silence_id} failed")
+
+    # -- a sink's own references
+
+    async def sink_refs(self, sink: str, keys: Collection[str] | None = None, *,
+                        state: str | None = None, limit: int = 100) -> list[SinkRef]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT sink, key, state, value, updated_at FROM sink_refs WHERE sink = $1 "
+                "AND ($2::text[] IS NULL OR key = ANY($2::text[])) AND ($3::text IS NULL OR "
+                "state = $3) ORDER BY key LIMIT $4",
+                sink, None if keys is None else sorted(keys), state, _limit(limit)))
+
+        return [SinkRef(*r) for r in await self._run(q)]
+
+    async def put_sink_refs(self, refs: Sequence[SinkRef], *,
+                            silence: SilenceRecord | None = None) -> None:
+        latest = {(r.sink, r.key): (r.sink, r.key, r.state, r.value, r.updated_at) for r in refs}
+
+        async def tx(conn: Conn) -> None:
+            if silence is not None:
+                try:
+                    async with conn.transaction():  # a savepoint: the error is ours to word
+                        await conn.execute(
+                            f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
+                            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *_silence_row(silence))
+                except asyncpg.UniqueViolationError:
+                    raise StoreError(f"a silence with id {silence.id} exists already") from None
+            await conn.execute(
+                "INSERT INTO sink_refs (sink, key, state, value, updated_at) SELECT * FROM "
+                "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) "
+                "ON CONFLICT (sink, key) DO UPDATE SET state = excluded.state, "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                *_columns(list(latest.values()), 5))
+
+        await self._run(tx, tx=True)
+
+    async def delete_sink_refs(self, sink: str, keys: Collection[str]) -> None:
+        async def q(conn: Conn) -> None:
+            await conn.execute("DELETE FROM sink_refs WHERE sink = $1 AND key = ANY($2::text[])",
+                               sink, list(keys))
+
+        await self._run(q)
+
+    # -- outbox
+
+    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT seq, attempts, event_id, body FROM outbox WHERE sink = $1 AND seq > $2 "
+                "ORDER BY seq LIMIT $3", sink, after, _limit(limit)))
+
+        rows = await self._run(q)
+        if not rows:
+            return []
+        try:  # bodies are JSON objects: joined with commas they make one array, one decode
+            events = events_from_json("[" + ",".join(r[3] for r in rows) + "]")
+        except msgspec.MsgspecError:
+            UndecodableDeliveries.check(sink, [(r[0], r[2], r[3]) for r in rows])
+            raise
+        return [Delivery(r[0], sink, event, r[1]) for r, event in zip(rows, events, strict=True)]
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        async def q(conn: Conn) -> None:
+            await conn.execute("DELETE FROM outbox WHERE sink = $1 AND seq = ANY($2::bigint[])",
+                               sink, list(seqs))
+
+        await self._run(q)
+
+    async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        async def q(conn: Conn) -> None:
+            await conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = $3 "
+                               "WHERE sink = $1 AND seq = ANY($2::bigint[])",
+                               sink, list(seqs), error[:2000])
+
+        await self._run(q)
+
+    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+        async def q(conn: Conn) -> None:
+            # One statement: the rows leave the outbox and become dead letters together.
+            await conn.execute(
+                "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = ANY($2::bigint[]) "
+                "RETURNING seq, sink, event_id, body, attempts) INSERT INTO dead_letters "
+                "(seq, sink, event_id, body, attempts, error, failed_at) SELECT seq, sink, "
+                "event_id, body, attempts + 1, $3, $4 FROM gone",
+                sink, list(seqs), error[:2000], datetime.now(UTC))
+
+        await self._run(q)
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT seq, sink, event_id, body, attempts, error, failed_at FROM dead_letters "
+                "WHERE ($1::text IS NULL OR sink = $1) ORDER BY seq LIMIT $2",
+                sink, _limit(limit)))
+
+        return [DeadLetter(r[0], r[1], r[2], event_or_none(r[3]), r[4], r[5], r[6])
+                for r in await self._run(q)]
+
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+        async def tx(conn: Conn) -> int:
+            await self._ordered(conn)
+            status: str = await conn.execute(
+                "WITH gone AS (DELETE FROM dead_letters WHERE ($1::text IS NULL OR sink = $1) "
+                "AND ($2::bigint[] IS NULL OR seq = ANY($2::bigint[])) "
+                "RETURNING seq, sink, event_id, body) INSERT INTO outbox (sink, event_id, body, "
+                "created_at) SELECT sink, event_id, body, $3 FROM gone ORDER BY seq",
+                sink, None if seqs is None else list(seqs), datetime.now(UTC))
+            return int(status.rsplit(" ", 1)[-1])
+
+        return await self._run(tx, tx=True)
+
+    async def queue_stats(self) -> list[QueueStats]:
+        async def q(conn: Conn) -> tuple[list[Any], list[Any]]:
+            pending = await conn.fetch(
+                "SELECT sink, COUNT(*), MIN(created_at) FROM outbox GROUP BY sink")
+            dead = await conn.fetch("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink")
+            return list(pending), list(dead)
+
+        pending_rows, dead_rows = await self._run(q)
+        pending = {r[0]: (r[1], r[2]) for r in pending_rows}
+        dead = {r[0]: r[1] for r in dead_rows}
+        return [QueueStats(sink, pending.get(sink, (0, None))[0],
+                           pending.get(sink, (0, None))[1], dead.get(sink, 0))
+                for sink in sorted(set(pending) | set(dead))]
+
+    # -- inspection
+
+    async def list_items(self, scope: str | None = None, state: str | None = None,
+                         limit: int = 100, *, scopes: Collection[str] | None = None,
+                         kinds: Collection[str] | None = None, since: datetime | None = None,
+                         severities: Collection[str] | None = None) -> list[ItemRecord]:
+        def listed(values: Collection[str] | None) -> list[str] | None:
+            return None if values is None else sorted(values)
+
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT scope, kind, key, state, tracked, counter, misses, first_seen, "
+                "changed_at, resolved_at, snapshot FROM items WHERE ($1::text IS NULL OR "
+                "scope = $1) AND ($2::text IS NULL OR state = $2) AND ($3::text[] IS NULL OR "
+                "scope = ANY($3::text[])) AND ($4::text[] IS NULL OR kind = ANY($4::text[])) "
+                "AND ($5::timestamptz IS NULL OR changed_at >= $5) AND ($6::text[] IS NULL OR "
+                "severity = ANY($6::text[])) ORDER BY changed_at DESC, scope, kind, key "
+                "LIMIT $7", scope, state, listed(scopes), listed(kinds), since,
+                listed(severities), _limit(limit)))
+
+        return [ItemRecord(*r) for r in await self._run(q)]
+
+    async def item_counts(self) -> list[tuple[str, str, str, int]]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT scope, kind, state, COUNT(*) FROM items GROUP BY scope, kind, state"))
+
+        return [(r[0], r[1], r[2], r[3]) for r in await self._run(q)]
+
+    async def sweeps(self, scope: str | None = None, limit: int = 20, *,
+                     outcomes: Collection[str] | None = None) -> list[SweepRecord]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT id, scope, source, started_at, finished_at, outcome, items_seen, events, "
+                "requests, notes, error FROM sweeps WHERE ($1::text IS NULL OR scope = $1) "
+                "AND ($2::text[] IS NULL OR outcome = ANY($2::text[])) ORDER BY id DESC LIMIT $3",
+                scope, None if outcomes is None else sorted(outcomes), _limit(limit)))
+
+        return [SweepRecord(scope=r[1], source=r[2], started_at=r[3], finished_at=r[4],
+                            outcome=r[5], items_seen=r[6], events=r[7], requests=r[8],
+                            notes=tuple(json.loads(r[9])), error=r[10], id=r[0])
+                for r in await self._run(q)]
+
+    async def swept_scopes(self) -> dict[str, str]:
+        async def q(conn: Conn) -> list[Any]:
+            return list(await conn.fetch(
+                "SELECT DISTINCT ON (scope) scope, source FROM sweeps ORDER BY scope, id DESC"))
+
+        return {r[0]: r[1] for r in await self._run(q)}
+
+
+_MUTED_COLUMNS = ("event_id, type, source, vendor, scope, kind, key, title, severity, "
+                  "occurred_at, sink, reason, silence_id")
+_SILENCE_COLUMNS = ("id, matchers, starts_at, ends_at, author, reason, origin, created_at, "
+                    "expired_at, settled_at")
+
+
+def _silence_row(s: SilenceRecord) -> tuple[Any, ...]:
+    return (s.id, s.matchers, s.starts_at, s.ends_at, s.author, s.reason, s.origin,
+            s.created_at, s.expired_at, s.settled_at)
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column: what `unnest($1::t[], $2::t[], …)` takes, so a batch of
+    any size is one statement and one round trip."""
+    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Item writes, outbox rows and muted rows, encoded before the transaction starts."""
+
+    scope: str
+    full: list[tuple[Any, ...]]
+    partial: list[tuple[Any, ...]]
+    outbox: list[tuple[str, str, str]]
+    muted: list[tuple[Any, ...]]
+    now: datetime
+
+    @classmethod
+    def of(cls, scope: str, writes: Sequence[ItemWrite],
+           deliveries: Sequence[tuple[Event, Sequence[str]]], muted: Sequence[Muted] = ()
+           ) -> _Rows:
+        try:
+            outbox = [(sink, e.id, body) for e, sinks in deliveries if sinks
+                      for body in (e.to_json(),) for sink in sinks]
+        except TypeError as exc:  # orjson's JSONEncodeError: a value JSON cannot hold
+            raise commit_refused(scope, f"an event cannot be encoded: {exc}") from exc
+        # One row per item and statement (PostgreSQL refuses to upsert a row twice in one
+        # statement): the last write of an item wins, as it would written one by one.
+        full = {(w.kind, w.key): (w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+                                  w.first_seen, w.changed_at, w.resolved_at, w.snapshot,
+                                  snapshot_severity(w.snapshot))
+                for w in writes if w.snapshot is not None}
+        partial = {(w.kind, w.key): (w.kind, w.key, w.state, w.misses, w.counter, w.changed_at,
+                                     w.resolved_at)
+                   for w in writes if w.snapshot is None}
+        return cls(scope, list(full.values()), list(partial.values()), outbox,
+                   [(m.event_id, m.type, m.source, m.vendor, m.scope, m.kind, m.key, m.title,
+                     m.severity, m.occurred_at, m.sink, m.reason, m.silence_id) for m in muted],
+                   datetime.now(UTC))
+
+    async def write(self, conn: Conn, store: PostgresStore) -> None:
+        await self.write_items(conn)
+        await self.write_muted(conn)
+        await self.write_outbox(conn, store)
+
+    async def write_items(self, conn: Conn) -> None:
+        if self.full:
+            await conn.execute(
+                "INSERT INTO items (scope, kind, key, state, tracked, counter, misses, "
+                "first_seen, changed_at, resolved_at, snapshot, severity) SELECT $1, * FROM "
+                "unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
+                "$7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], "
+                "$11::text[], $12::text[]) ON CONFLICT (scope, kind, key) DO UPDATE SET "
+                "state = excluded.state, tracked = excluded.tracked, counter = excluded.counter, "
+                "misses = excluded.misses, changed_at = excluded.changed_at, "
+                "resolved_at = excluded.resolved_at, snapshot = excluded.snapshot, "
+                "severity = excluded.severity",
+                self.scope, *_columns(self.full, 11))
+        if self.partial:
+            # A miss count is not a change: changed_at moves only when the state does.
+            await conn.execute(
+                "UPDATE items i SET changed_at = CASE WHEN i.state = w.state THEN i.changed_at "
+                "ELSE w.changed_at END, state = w.state, misses = w.misses, counter = w.counter, "
+                "resolved_at = COALESCE(w.resolved_at, i.resolved_at) FROM unnest($2::text[], "
+                "$3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], "
+                "$8::timestamptz[]) AS w (kind, key, state, misses, counter, changed_at, "
+                "resolved_at) WHERE i.scope = $1 AND i.kind = w.kind AND i.key = w.key",
+                self.scope, *_columns(self.partial, 7))
+
+    async def write_muted(self, conn: Conn) -> None:
+        if self.muted:
+            await conn.execute(
+                f"INSERT INTO muted ({_MUTED_COLUMNS}, recorded_at) SELECT {_MUTED_COLUMNS}, "
+                "$14 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+                "$6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], "
+                f"$11::text[], $12::text[], $13::text[]) WITH ORDINALITY AS m ({_MUTED_COLUMNS}"
+                ", n) ORDER BY n",
+                *_columns(self.muted, 13), self.now)
+
+    async def write_outbox(self, conn: Conn, store: PostgresStore) -> None:
+        """The outbox rows, numbered in the order given, under the order lock: call it last
+        in a transaction, so the lock is held no longer than it takes to commit."""
+        if not self.outbox:
+            return
+        await store._ordered(conn)
+        await conn.execute(
+            "INSERT INTO outbox (sink, event_id, body, created_at) SELECT o.sink, o.event_id, "
+            "o.body, $4 FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
+            "AS o (sink, event_id, body, n) ORDER BY o.n",
+            *_columns(self.outbox, 3), self.now)
+
