@@ -15,6 +15,11 @@ Semantics (Alertmanager's):
   joining a group that already went out wait for the next `group_interval` tick; a group is
   forgotten once it is empty and a `group_interval` has passed.
 - a message carries at most `max_batch` events; a bigger group goes as several digests.
+- a route may set `group_by`, `group_wait`, `group_interval` and `max_batch` for the events it
+  sends to a sink (bridge/routing.py, inherited by its child routes field by field); they
+  override the sink's, and the route is part of the group: two routes never share a group, as
+  in Alertmanager. The worker learns each row's `GroupRule` from the route tree when it claims
+  the row, so a restart re-forms the same groups from the same rows and config.
 - one item's events never overtake each other: an event waits while an earlier event of its
   item is still pending anywhere else, and one plan puts an item in one message only.
 - the storm guard (`max_events_per_minute`) counts the events sent in the last minute; what a
@@ -29,7 +34,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field, field_validator
@@ -66,17 +71,64 @@ class GroupingSettings(BaseModel):
     @field_validator("group_by")
     @classmethod
     def _known_group_fields(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or ():
-            if name not in GROUPABLE and not (name.startswith("attributes.") and len(name) > 11):
-                known = ", ".join(sorted(GROUPABLE))
-                raise ValueError(f"unknown event field {name!r} (known: {known}, "
-                                 "attributes.<name>)")
-        return value
+        return check_group_by(value)
 
     @property
     def grouping(self) -> bool:
         """Does the worker hold rows for digests or the storm guard at all?"""
         return self.group_by is not None or self.max_events_per_minute is not None
+
+    def rule(self, route: RouteGrouping | None = None) -> GroupRule:
+        """How the events of one route are grouped at this sink: what the route sets, the
+        sink's settings for the rest."""
+        if route is None:
+            return GroupRule(None, None if self.group_by is None else tuple(self.group_by),
+                             self.group_wait, self.group_interval, self.max_batch)
+        by = route.group_by if route.group_by is not None else self.group_by
+        return GroupRule(route.route, None if by is None else tuple(by),
+                         _first(route.group_wait, self.group_wait),
+                         _first(route.group_interval, self.group_interval),
+                         route.max_batch if route.max_batch is not None else self.max_batch)
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def check_group_by(value: list[str] | None) -> list[str] | None:
+    """ValueError unless every name is an event field a group may be keyed on (what a sink's
+    and a route's `group_by` accept)."""
+    for name in value or ():
+        if name not in GROUPABLE and not (name.startswith("attributes.") and len(name) > 11):
+            known = ", ".join(sorted(GROUPABLE))
+            raise ValueError(f"unknown event field {name!r} (known: {known}, "
+                             "attributes.<name>)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGrouping:
+    """What a route (and the routes above it) set of the grouping settings, for the sinks it
+    chose; None is "the sink's". `route` names the route: its name, or its place in the tree
+    (`routes.routes[1]`)."""
+
+    route: str
+    group_by: tuple[str, ...] | None = None
+    group_wait: float | None = None
+    group_interval: float | None = None
+    max_batch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRule:
+    """How one event is grouped at one sink (`GroupingSettings.rule`): `route` is None where
+    the sink's own settings apply; `group_by` None sends each event as itself."""
+
+    route: str | None
+    group_by: tuple[str, ...] | None
+    group_wait: float
+    group_interval: float
+    max_batch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +137,7 @@ class Digest:
 
     group: GroupKey
     events: tuple[Event, ...]
+    route: str | None = None  # the route whose grouping formed it; None: the sink's
 
     @property
     def id(self) -> str:
@@ -94,8 +147,11 @@ class Digest:
 
     @property
     def key(self) -> str:
-        """Stable for the group across digests (PagerDuty's dedup_key for the group)."""
-        return "group-" + _digest_of(f"{name}={value}" for name, value in self.group)
+        """Stable for the group across digests (PagerDuty's dedup_key for the group). A
+        route's group is another group than the sink's (or another route's) with the same
+        values, so the route is part of its key."""
+        parts = [f"{name}={value}" for name, value in self.group]
+        return "group-" + _digest_of(parts if self.route is None else [self.route, *parts])
 
     @property
     def label(self) -> str:
@@ -159,9 +215,14 @@ class DigestSink(ABC):
     async def send_summary(self, summary: StormSummary) -> None: ...
 
 
+# A group inside the worker: the route whose rule formed it (None: the sink's) and its values.
+_Key = tuple[str | None, GroupKey]
+
+
 @dataclass(slots=True)
 class _Group:
     key: GroupKey
+    rule: GroupRule
     opened_at: float
     flushed_at: float | None = None
     seqs: list[int] = field(default_factory=list)
@@ -188,14 +249,20 @@ class Plan:
 
 
 class Grouper:
-    """The rows a worker holds, their groups, the storm pool and the guard's window."""
+    """The rows a worker holds, their groups, the storm pool and the guard's window.
 
-    def __init__(self, settings: GroupingSettings) -> None:
+    `rule_of` says how an event is grouped (the route tree's say, `GroupingSettings.rule`);
+    without it every event follows the sink's settings."""
+
+    def __init__(self, settings: GroupingSettings,
+                 rule_of: Callable[[Event], GroupRule] | None = None) -> None:
         self.settings = settings
+        own = settings.rule()
+        self._rule_of = rule_of or (lambda _event: own)
         self.cursor = 0  # highest seq claimed
         self._rows: dict[int, Delivery] = {}  # pending, in seq order
-        self._group_of: dict[int, GroupKey] = {}
-        self._groups: dict[GroupKey, _Group] = {}
+        self._group_of: dict[int, _Key] = {}
+        self._groups: dict[_Key, _Group] = {}
         self._storm: list[int] = []  # set aside for the next summary
         self._storm_since: float | None = None
         self._sent: deque[tuple[float, int]] = deque()  # (when, events) of the last minute
@@ -214,20 +281,21 @@ class Grouper:
         return len(self._storm)
 
     def add(self, rows: Sequence[Delivery], now: float) -> None:
-        by = self.settings.group_by
         for row in rows:
             self.cursor = max(self.cursor, row.seq)
             if row.seq in self._rows:
                 continue
             self._rows[row.seq] = row
-            key: GroupKey = (tuple((f, row.event.field_value(f)) for f in by)
-                             if by is not None else (("seq", row.seq),))
+            rule = self._rule_of(row.event)
+            values: GroupKey = (tuple((f, row.event.field_value(f)) for f in rule.group_by)
+                                if rule.group_by is not None else (("seq", row.seq),))
+            key: _Key = (rule.route, values)
             self._group_of[row.seq] = key
             group = self._groups.get(key)
             if group is None:
-                group = self._groups[key] = _Group(key, opened_at=now)
+                group = self._groups[key] = _Group(values, rule, opened_at=now)
             elif not group.seqs and (group.flushed_at is None or now >= group.flushed_at
-                                     + self.settings.group_interval):
+                                     + group.rule.group_interval):
                 group.opened_at, group.flushed_at = now, None  # gone quiet: a new group
             group.seqs.append(row.seq)
 
@@ -308,35 +376,38 @@ class Grouper:
                 self._rows[row.seq] = Delivery(row.seq, row.sink, row.event, row.attempts + 1)
 
     # -- internals
-    def _due_at(self, group: _Group) -> float:
-        if self.settings.group_by is None:
+    @staticmethod
+    def _due_at(group: _Group) -> float:
+        rule = group.rule
+        if rule.group_by is None:
             return group.opened_at  # no grouping: every event is due at once
         if group.flushed_at is None:
-            return group.opened_at + self.settings.group_wait
-        return group.flushed_at + self.settings.group_interval
+            return group.opened_at + rule.group_wait
+        return group.flushed_at + rule.group_interval
 
     def _expire(self, now: float) -> None:
         """Forget empty groups whose interval has passed (without grouping, each event is its
         own group: forgotten as soon as it is empty)."""
-        ungrouped = self.settings.group_by is None
         for key in [k for k, g in self._groups.items() if not g.seqs and (
-                ungrouped or g.flushed_at is None
-                or now >= g.flushed_at + self.settings.group_interval)]:
+                g.rule.group_by is None or g.flushed_at is None
+                or now >= g.flushed_at + g.rule.group_interval)]:
             del self._groups[key]
 
     def _going_out(self, now: float, *, force: bool) -> list[Delivery]:
         """Rows of due groups, in seq order, none overtaking an earlier event of its item."""
         storm = set(self._storm)
-        grouped = self.settings.group_by is not None
         held: set[str] = set()
-        item_group: dict[str, GroupKey] = {}
+        item_message: dict[str, _Key | None] = {}
         going: list[Delivery] = []
         for seq, row in self._rows.items():
             uid = row.event.item_uid
             key = self._group_of[seq]
+            group = self._groups[key]
             ready = seq not in storm and uid not in held and (
-                force or now >= self._due_at(self._groups[key]))
-            if ready and grouped and item_group.setdefault(uid, key) != key:
+                force or now >= self._due_at(group))
+            # Ungrouped rows all go in one message (the singles, in order per item).
+            message = key if group.rule.group_by is not None else None
+            if ready and item_message.setdefault(uid, message) != message:
                 ready = False  # one message per item per plan: their order is then safe
             if ready:
                 going.append(row)
@@ -350,17 +421,18 @@ class Grouper:
         self._storm.extend(r.seq for r in rows)
 
     def _messages(self, going: Sequence[Delivery]) -> list[Message]:
-        by_group: dict[GroupKey, list[Delivery]] = {}
+        by_group: dict[_Key, list[Delivery]] = {}
         for row in going:
             by_group.setdefault(self._group_of[row.seq], []).append(row)
         singles: list[Delivery] = []
         digests: list[Message] = []
-        size = self.settings.max_batch
         for key, rows in by_group.items():
-            if len(rows) == 1 or self.settings.group_by is None:
+            rule = self._groups[key].rule
+            if len(rows) == 1 or rule.group_by is None:
                 singles.extend(rows)
                 continue
-            for start in range(0, len(rows), size):
-                chunk = rows[start:start + size]
-                digests.append(Message(chunk, Digest(key, tuple(r.event for r in chunk))))
+            for start in range(0, len(rows), rule.max_batch):
+                chunk = rows[start:start + rule.max_batch]
+                digests.append(Message(chunk, Digest(key[1], tuple(r.event for r in chunk),
+                                                     rule.route)))
         return ([Message(singles)] if singles else []) + digests

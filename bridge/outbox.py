@@ -24,6 +24,7 @@ from bridge import metrics
 from bridge.grouping import DigestSink, Grouper, GroupingSettings, Message, StormSummary
 from bridge.health import SinkState, SinkVerdict
 from bridge.net import backoff_delay
+from bridge.routing import RouteConfig, grouping_rules
 from bridge.secrets import redact
 from bridge.sinks.base import (
     DeliveryError,
@@ -56,7 +57,8 @@ class SinkWorker:
 
     idle_poll = 5.0
 
-    def __init__(self, sink: Sink[SinkConfig], store: Store, on_status: StatusCallback | None = None) -> None:
+    def __init__(self, sink: Sink[SinkConfig], store: Store, on_status: StatusCallback | None = None,
+                 routes: RouteConfig | None = None) -> None:
         self.sink = sink
         self.store = store
         self.config = sink.config
@@ -78,9 +80,12 @@ class SinkWorker:
         self.summarised = 0
         self.grouper: Grouper | None = None
         self._flushing = False  # draining: groups do not wait (see `drain`)
+        # `routes`: the route tree, whose routes may set grouping for the events they send.
+        rules = (grouping_rules(routes, self.name, self.config) if routes is not None
+                 and isinstance(self.config, GroupingSettings) else None)
         if (isinstance(sink, DigestSink) and isinstance(self.config, GroupingSettings)
-                and self.config.grouping):
-            self.grouper = Grouper(self.config)
+                and (self.config.grouping or rules is not None)):
+            self.grouper = Grouper(self.config, rules)
 
     @property
     def name(self) -> str:

@@ -63,7 +63,8 @@ class Pipeline:
         the scopes it shares with it keep theirs (`HttpContext.inherited`)."""
         p = cls(config, store, health, http=HttpContext(inherited=buckets or {}))
         for sink_config in config.sinks:
-            p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_verdict)
+            p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_verdict,
+                                                     config.routes)
         for source_config in config.sources:
             p.sources[source_config.name] = source_config.build(p.http)
         return p

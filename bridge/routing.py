@@ -4,12 +4,17 @@ The root matches every event. A matching route tries its children in order; the 
 that matches wins unless it says `continue: true`, which lets later siblings match too. When no
 child matches, the route itself is the result. A route without `sinks` inherits its parent's.
 Routing is a pure function of (event, tree), so `bridge routes test` can explain every step.
+
+A route may also set how its events are grouped into digests at the sinks it chooses
+(`group_by`, `group_wait`, `group_interval`, `max_batch`; bridge/grouping.py). As in
+Alertmanager, each is inherited by child routes unless they set their own, and overrides the
+sink's setting; the route that chose a sink is part of the group, so two routes never share one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +23,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from bridge.baseline import Baseline
 from bridge.components import StrictModel
+from bridge.grouping import GroupingSettings, GroupRule, RouteGrouping, check_group_by
 from bridge.model import SEVERITY_RANK, Event, JSONScalar
 
 Op = Literal["eq", "ne", "in", "not_in", "regex", "not_regex", "gte", "gt", "lte", "lt"]
@@ -77,6 +83,23 @@ class RouteConfig(StrictModel):
     # The first-sweep baseline for the sinks this route sends to (bridge/baseline.py), over
     # the source's and the sinks' own; inherited by child routes like `sinks`.
     baseline: Baseline | None = None
+    # Digests of the events this route sends (Alertmanager's grouping, bridge/grouping.py):
+    # over the sinks' own settings, each inherited by child routes; unset is "inherited".
+    group_by: list[str] | None = None
+    group_wait: float | None = Field(default=None, ge=0)
+    group_interval: float | None = Field(default=None, gt=0)
+    max_batch: int | None = Field(default=None, ge=1, le=1000)
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_fields(cls, value: list[str] | None) -> list[str] | None:
+        return check_group_by(value)
+
+    @property
+    def grouping(self) -> dict[str, Any]:
+        """The grouping settings this route sets itself."""
+        return {name: getattr(self, name) for name in GROUPING_FIELDS
+                if getattr(self, name) is not None}
 
     @field_validator("match")
     @classmethod
@@ -99,6 +122,40 @@ class RouteConfig(StrictModel):
             yield f"{path}.sinks[{i}]", sink
         for i, child in enumerate(self.routes):
             yield from child.sink_references(f"{path}.routes[{i}]")
+
+
+GROUPING_FIELDS = ("group_by", "group_wait", "group_interval", "max_batch")
+
+
+def grouped_sinks(tree: RouteConfig) -> set[str]:
+    """The sinks some route (or a route above it) sets grouping for: their workers group."""
+    found: set[str] = set()
+
+    def visit(node: RouteConfig, inherited: list[str], grouped: bool) -> None:
+        sinks = node.sinks if node.sinks is not None else inherited
+        grouped = grouped or bool(node.grouping)
+        if grouped:
+            found.update(sinks)
+        for child in node.routes:
+            visit(child, sinks, grouped)
+
+    visit(tree, [], False)
+    return found
+
+
+def grouping_rules(tree: RouteConfig, sink: str, settings: GroupingSettings
+                   ) -> Callable[[Event], GroupRule] | None:
+    """How the worker of `sink` groups each event: by the route that sent it there, over the
+    sink's `settings`. None when no route sets grouping for this sink (the sink's own apply)."""
+    if sink not in grouped_sinks(tree):
+        return None
+    own = settings.rule()
+
+    def rule_of(event: Event) -> GroupRule:
+        grouping = route(tree, event).groupings.get(sink)
+        return own if grouping is None else settings.rule(grouping)
+
+    return rule_of
 
 
 def check_matcher(name: str, matcher: Matcher) -> None:
@@ -171,6 +228,8 @@ class Decision:
     steps: tuple[Step, ...]
     # Sink -> the baseline mode the route that chose it sets (only where one does).
     baselines: Mapping[str, Baseline] = field(default_factory=dict)
+    # Sink -> the grouping the route that chose it sets (only where one does).
+    groupings: Mapping[str, RouteGrouping] = field(default_factory=dict)
 
 
 def _label(route: RouteConfig, path: str) -> str:
@@ -181,8 +240,9 @@ def _describe(field: str, matcher: Matcher) -> str:
     return f"{field} {matcher.op} {matcher.value!r}"
 
 
-# A matching leaf of the tree: (its label, its sinks, its baseline mode).
-Result = tuple[str, list[str], Baseline | None]
+# A matching leaf of the tree: (its label, its sinks, its baseline mode, the grouping it sets
+# or inherits).
+Result = tuple[str, list[str], Baseline | None, RouteGrouping | None]
 
 
 def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision:
@@ -190,7 +250,8 @@ def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision
     steps: list[Step] = []
 
     def visit(node: RouteConfig, path: str, inherited: list[str],
-              inherited_baseline: Baseline | None) -> list[Result]:
+              inherited_baseline: Baseline | None,
+              inherited_grouping: Mapping[str, Any]) -> list[Result]:
         if explain:
             failed = [
                 f"{_describe(f, m)} but {f} is {event.field_value(f)!r}"
@@ -210,21 +271,35 @@ def route(tree: RouteConfig, event: Event, *, explain: bool = False) -> Decision
             label = _label(node, path)
         sinks = node.sinks if node.sinks is not None else inherited
         baseline = node.baseline if node.baseline is not None else inherited_baseline
+        own = node.grouping
+        grouping = {**inherited_grouping, **own} if own else inherited_grouping
         found: list[Result] = []
         for i, child in enumerate(node.routes):
-            hits = visit(child, f"{path}.routes[{i}]", sinks, baseline)
+            hits = visit(child, f"{path}.routes[{i}]", sinks, baseline, grouping)
             found += hits
             if hits and not child.continue_:
                 break
-        return found or [(label, sinks, baseline)]
+        # A group is known by its route's name, or its place in the tree when unnamed.
+        return found or [(label, sinks, baseline,
+                          _route_grouping(node.name or path, grouping) if grouping else None)]
 
-    results = visit(tree, "routes", [], None)
+    results = visit(tree, "routes", [], None, {})
     sinks: list[str] = []
     baselines: dict[str, Baseline] = {}
-    for _, names, mode in results:
+    groupings: dict[str, RouteGrouping] = {}
+    for _, names, mode, grouping in results:
         for n in names:
             if n not in sinks:
                 sinks.append(n)
                 if mode is not None:
                     baselines[n] = mode
-    return Decision(tuple(sinks), tuple(p for p, _, _ in results), tuple(steps), baselines)
+                if grouping is not None:
+                    groupings[n] = grouping
+    return Decision(tuple(sinks), tuple(r[0] for r in results), tuple(steps), baselines,
+                    groupings)
+
+
+def _route_grouping(route: str, settings: Mapping[str, Any]) -> RouteGrouping:
+    by = settings.get("group_by")
+    return RouteGrouping(route, None if by is None else tuple(by), settings.get("group_wait"),
+                         settings.get("group_interval"), settings.get("max_batch"))

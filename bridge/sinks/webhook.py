@@ -166,8 +166,8 @@ class WebhookRequests(RequestBuilder):
 
     def digest(self, digest: Digest) -> Request:
         document = {"type": "digest", "id": digest.id, "group": dict(digest.group),
-                    "group_key": digest.key, "count": len(digest.events),
-                    "events": [e.to_dict() for e in digest.events]}
+                    "group_key": digest.key, "route": digest.route,
+                    "count": len(digest.events), "events": [e.to_dict() for e in digest.events]}
         return self._signed(digest.id, _json(document), json_body=True)
 
     def summary(self, summary: StormSummary) -> Request:
