@@ -28,6 +28,7 @@ from bridge.config import (
     plaintext_urls,
 )
 from bridge.durations import parse_moment, parse_time
+from bridge.grouping import GroupingSettings
 from bridge.logging import configure_logging
 from bridge.model import SEVERITIES, Event, EventType, normalize_severity, utcnow
 from bridge.routing import Matcher, check_matcher, match_value, route
@@ -182,6 +183,14 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
         print(f"{'MATCH' if step.matched else 'skip ':5}  {step.path}: {step.why}")
     print(f"chosen: {', '.join(decision.routes)}")
     print(f"sinks: {', '.join(decision.sinks) or '(none: event would be dropped)'}")
+    for sink in config.sinks:  # digests a route sets (bridge/grouping.py), as the sink applies
+        grouping = decision.groupings.get(sink.name)
+        if grouping is not None and isinstance(sink, GroupingSettings):
+            rule = sink.rule(grouping)
+            by = "off" if rule.group_by is None else f"[{', '.join(rule.group_by)}]"
+            print(f"grouping at {sink.name}: route {rule.route}, group_by {by}, group_wait "
+                  f"{rule.group_wait:g}s, group_interval {rule.group_interval:g}s, max_batch "
+                  f"{rule.max_batch}")
     return 0
 
 

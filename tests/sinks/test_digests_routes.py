@@ -6,9 +6,11 @@ the outbox rows, so a restart re-forms the same groups: nothing lost, nothing se
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from bridge.grouping import Digest, Grouper, GroupingSettings, GroupRule
@@ -19,6 +21,7 @@ from bridge.sinks.webhook import WebhookSinkConfig
 from bridge.store.base import Delivery
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import make_event
+from tests.support.daemon import run_cli
 from tests.support.receiver import Receiver
 from tests.support.sink_contract import commit
 from tests.support.waiting import wait_until
@@ -174,3 +177,22 @@ async def test_a_restart_re_forms_a_routes_groups_from_the_outbox(
     assert await asyncio.wait_for(SinkWorker(hook(receiver), store, routes=routes).drain(),
                                   20) == 0
     assert len(receiver.received) == 1 and await depth(store) == 0
+
+
+async def test_routes_test_says_how_the_chosen_route_groups_at_each_sink(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": {"path": str(tmp_path / "bridge.db")}, "sources": [],
+        "sinks": [{"name": "hook", "type": "webhook", "url": "https://hooks.example.test/in",
+                   "group_interval": 600},
+                  {"name": "archive", "type": "file", "path": str(tmp_path / "out.jsonl")}],
+        "routes": {"sinks": ["hook", "archive"], "routes": [
+            {"name": "paging", "match": {"severity": ">= high"},
+             "group_by": ["severity", "tenant"], "group_wait": 10}]}}))
+    code, out, err = await run_cli("routes", "test", "--config", str(config),
+                                   "--event", '{"severity": "critical"}')
+    assert code == 0, err
+    # The file sink sends no digests: nothing is said of it.
+    assert [line for line in out.splitlines() if line.startswith("grouping")] == [
+        "grouping at hook: route paging, group_by [severity, tenant], group_wait 10s, "
+        "group_interval 600s, max_batch 50"]
