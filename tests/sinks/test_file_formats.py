@@ -130,7 +130,7 @@ def test_cef_and_leef_lines_are_the_syslog_payload(tmp_path: Path, fmt: str,
             leef = parse_leef(line)
             assert leef.delimiter == settings_.get("leef", {}).get("delimiter", "\t")
             assert leef.attributes == expect.leef_attributes(e)
-            assert leef.vendor == settings_.get("leef", {}).get("vendor", "bridge")
+            assert leef.vendor == settings_.get("leef", {}).get("vendor", expect.device_name(e))
 
 
 @settings(max_examples=60, deadline=None)

@@ -44,7 +44,8 @@ def check_payload(text: str, event: Event, fmt: str, *,
         assert cef.extensions == expect.cef_extensions(event, cef_extra)
     elif fmt == "leef":
         leef = parse_leef(text)
-        assert (leef.vendor, leef.product, leef.device_version) == ("bridge", "bridge", "0.1.0")
+        name = expect.device_name(event)
+        assert (leef.vendor, leef.product, leef.device_version) == (name, name, "0.1.0")
         assert leef.event_id == expect.leef_header_text(f"{event.kind}:{event.type.value}")
         assert leef.attributes == expect.leef_attributes(event)
     else:

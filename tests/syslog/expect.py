@@ -71,9 +71,26 @@ def is_ip(text: str) -> bool:
     return True
 
 
+# Issue 21: the header names the originating vendor's device (SIEMs pick parsers by it); an
+# unknown vendor names itself, an event without one names bridge.
+DEVICES = {"scanorbit": "ScanOrbit", "aether365": "Aether365", "ayliea": "Ayliea"}
+
+
+def device_name(event: Event) -> str:
+    return DEVICES.get(event.vendor) or event.vendor or "bridge"
+
+
+# Where each source puts an address, a host, a user, a URL (Aether365 keeps Graph's camelCase).
+IPS = ("ip", "ip_address", "ipAddress")
+HOSTS = ("host", "resource_name", "certificate_primaryDomain")
+USERS = ("user", "user_principal_name", "userPrincipalName")
+URLS = ("url", "help_url")
+
+
 def cef_header(event: Event) -> dict[str, str]:
+    name = header_text(cut(device_name(event), 63))
     return {
-        "version": "0", "vendor": "bridge", "product": "bridge", "device_version": "0.1.0",
+        "version": "0", "vendor": name, "product": name, "device_version": "0.1.0",
         "signature": header_text(cut(f"{event.kind}:{event.type.value}", 1023)),
         "name": header_text(cut(event.title, 512)),
         "severity": str(SCORES[event.severity]),
@@ -88,11 +105,10 @@ def cef_extensions(event: Event, extra: Mapping[str, str] | None = None) -> list
     for key, value in (("msg", event.title), ("reason", event.reason)):
         if value:
             ext.append((key, cut(value, 1023)))
-    src = first(event, "ip", "ip_address")
+    src = first(event, *IPS)
     if src is not None and is_ip(src):
         ext.append(("src", src))
-    for key, names in (("dhost", ("host", "resource_name")),
-                       ("duser", ("user", "user_principal_name"))):
+    for key, names in (("dhost", HOSTS), ("duser", USERS), ("request", URLS)):
         value = first(event, *names)
         if value is not None:
             ext.append((key, cut(value, 1023)))
@@ -102,11 +118,16 @@ def cef_extensions(event: Event, extra: Mapping[str, str] | None = None) -> list
             ext.append((key, cut(value, 1023)))
     customs = [("source", event.source), ("tenant", event.tenant),
                ("vendorSeverity", event.vendor_severity), ("status", event.status),
-               ("itemKey", event.key), ("itemUid", event.item_uid)]
+               ("AWS Account", first(event, "aws_account_number")),
+               ("Cloud Region", first(event, "region", "resource_region"))]
     for i, (label, value) in enumerate(customs, start=1):
         if value:
             ext += [(f"cs{i}Label", label), (f"cs{i}", cut(value, 4000))]
     ext += [("cn1Label", "transitionCounter"), ("cn1", str(event.counter))]
+    for i, (label, value) in enumerate((("itemKey", event.key), ("itemUid", event.item_uid)),
+                                       start=1):
+        if value:
+            ext += [(f"flexString{i}Label", label), (f"flexString{i}", cut(value, 1023))]
     return ext
 
 
@@ -125,11 +146,14 @@ def leef_attributes(event: Event) -> list[tuple[str, str]]:
              ("vendorSeverity", event.vendor_severity), ("status", event.status),
              ("reason", event.reason), ("counter", str(event.counter))]
     attrs += [(k, v) for k, v in plain if v]
-    src = first(event, "ip", "ip_address")
+    src = first(event, *IPS)
     if src is not None and is_ip(src):
         attrs.append(("src", src))
-    for key, names in (("identHostName", ("host", "resource_name")),
-                       ("usrName", ("user", "user_principal_name"))):
+    for key, names in (("identHostName", HOSTS), ("usrName", USERS), ("url", URLS),
+                       ("accountName", ("account_name",)),
+                       ("resource", ("resource_resourceId", "resource_id")),
+                       ("awsAccount", ("aws_account_number",)),
+                       ("region", ("region", "resource_region"))):
         value = first(event, *names)
         if value is not None:
             attrs.append((key, value))

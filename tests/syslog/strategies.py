@@ -86,7 +86,7 @@ PATHS = sorted({*EVENT_FIELDS, "attributes.ip", "attributes.ip_address", "attrib
 paths = st.one_of(st.sampled_from(PATHS), st.lists(st.sampled_from(PATHS), min_size=1, max_size=3))
 # CEF keys with their own byte limits, address and integer syntax, and keys of our own.
 CEF_KEYS = ["msg", "reason", "src", "dst", "dvc", "dhost", "duser", "request", "cnt", "dpt",
-            "spt", "dvchost", "app", "proto", "outcome", "fileHash", "flexString1Label", "acmeKey"]
+            "spt", "dvchost", "app", "proto", "outcome", "fileHash", "acmeKey"]
 LEEF_KEYS = ["src", "title", "usrName", "identHostName", "eventType", "counter", "acmeKey"]
 caps = st.one_of(st.none(), st.integers(16, 600))
 labels = st.text(_chars, min_size=1, max_size=40)
@@ -106,16 +106,18 @@ def events_with_paths(draw: st.DrawFn) -> Event:
 def cef_configs(draw: st.DrawFn) -> CefConfig:
     customs = st.builds(CustomField, label=labels, path=st.sampled_from(PATHS))
     return CefConfig(
-        vendor=draw(labels), product=draw(labels), version=draw(labels),
+        vendor=draw(st.none() | labels), product=draw(st.none() | labels),
+        version=draw(labels),
         fields=draw(st.dictionaries(st.sampled_from(CEF_KEYS), paths, max_size=8)),
         cs=draw(st.lists(customs, max_size=6)), cn=draw(st.lists(customs, max_size=3)),
-        max_field_length=draw(caps))
+        flex=draw(st.lists(customs, max_size=2)), max_field_length=draw(caps))
 
 
 @st.composite
 def leef_configs(draw: st.DrawFn) -> LeefConfig:
     return LeefConfig(
-        vendor=draw(labels), product=draw(labels), version=draw(labels),
+        vendor=draw(st.none() | labels), product=draw(st.none() | labels),
+        version=draw(labels),
         delimiter=draw(delimiters),
         fields=draw(st.dictionaries(st.sampled_from(LEEF_KEYS), paths, max_size=8)),
         max_field_length=draw(caps))

@@ -56,17 +56,18 @@ def test_cef_escapes_every_special_character() -> None:
     e = event(title="a|b\\c=d\ne\rf", key="x=y\\z|w\nv\rq")
     text = encode_cef(e, DEFAULT_CEF)
     assert "|a\\|b\\\\c=d e f|" in text  # header: \| and \\, line breaks become spaces
-    assert " cs5=x\\=y\\\\z|w\\nv\\rq " in text  # extension: \= \\ \n \r, pipes stay
-    assert parse_cef(text).get("cs5") == "x=y\\z|w\nv\rq"
+    assert " flexString1=x\\=y\\\\z|w\\nv\\rq " in text  # extension: \= \\ \n \r, pipes stay
+    assert parse_cef(text).get("flexString1") == "x=y\\z|w\nv\rq"
 
 
 def test_cef_lengths_follow_the_spec_and_cut_whole_characters() -> None:
     e = event(title=TEN_KB_2, key=TEN_KB_3, status=TEN_KB_ESC,
-              attributes={"host": TEN_KB_ESC, "user": TEN_KB_2})
+              attributes={"host": TEN_KB_ESC, "user": TEN_KB_2, "region": TEN_KB_3})
     cef = parse_cef(encode_cef(e, DEFAULT_CEF))
     assert cef.name == "a" + "é" * 255  # 511 bytes: the next é would make 513 > 512
     assert cef.get("msg") == "a" + "é" * 511  # exactly 1023 bytes
-    assert cef.get("cs5") == "ab" + "中" * 1332  # 3998 bytes <= 4000
+    assert cef.get("cs6") == "ab" + "中" * 1332  # 3998 bytes <= 4000
+    assert cef.get("flexString1") == "ab" + "中" * 340  # 1022 bytes <= 1023
     assert cef.get("cs4") == TEN_KB_ESC[:4000]  # limits count unescaped bytes
     assert cef.get("dhost") == TEN_KB_ESC[:1023]
     assert len(cef.get("duser") or "") == 512  # "a" + 511 é = 1023 bytes
@@ -131,7 +132,7 @@ def test_leef_delimiter_forms() -> None:
 def test_leef_never_lets_the_delimiter_into_a_value() -> None:
     e = event(title="a^b\tc\\d\ne", key="^^")
     text = encode_leef(e, LeefConfig(delimiter="^"))
-    assert text.startswith("LEEF:2.0|bridge|bridge|0.1.0|finding:new|^|devTime=")
+    assert text.startswith("LEEF:2.0|ScanOrbit|ScanOrbit|0.1.0|finding:new|^|devTime=")
     assert "title=a\\x5eb\\tc\\\\d\\ne^" in text
     leef = parse_leef(text)
     assert leef.get("title") == "a^b\tc\\d\ne" and leef.get("itemKey") == "^^"
@@ -143,7 +144,7 @@ def test_leef_header_holds_no_tab() -> None:
     """Not even with a tab delimiter: only the attributes' delimiters are raw tabs."""
     for delimiter, shown in (("\t", "x09"), ("^", "^")):
         text = encode_leef(event(kind="a\tb"), LeefConfig(delimiter=delimiter, vendor="V\tX"))
-        assert text.startswith(f"LEEF:2.0|V X|bridge|0.1.0|a b:new|{shown}|devTime=")
+        assert text.startswith(f"LEEF:2.0|V X|ScanOrbit|0.1.0|a b:new|{shown}|devTime=")
         assert parse_leef(text).event_id == "a b:new"
 
 

@@ -71,9 +71,9 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
 def test_rfc3164_is_what_cef_collectors_expect() -> None:
     e = event()
     text = message(e, rfc=3164)
-    assert text.startswith("<163>Feb 29 23:59:58 bridge-test CEF:0|bridge|bridge|0.1.0|")
+    assert text.startswith("<163>Feb 29 23:59:58 bridge-test CEF:0|ScanOrbit|ScanOrbit|0.1.0|")
     leef = message(e, rfc=3164, format="leef")
-    assert leef.startswith("<163>Feb 29 23:59:58 bridge-test LEEF:2.0|bridge|")
+    assert leef.startswith("<163>Feb 29 23:59:58 bridge-test LEEF:2.0|ScanOrbit|")
     legacy = parse_3164(message(e, rfc=3164, format="json", app_name="siem-bridge"), tagged=True)
     assert legacy.tag == "siem-bridge" and legacy.msg.startswith('{"id":')
 

@@ -76,15 +76,19 @@ def paths_of(value: str | list[str]) -> tuple[str, ...]:
 
 
 class CustomField(StrictModel):
-    """A CEF custom field (`cs1`/`cs1Label`...): what it means and where its value comes from."""
+    """A CEF custom field (`cs1`/`cs1Label`...): what it means and where its value comes from
+    (one path, or several meaning "the first one that has a value")."""
 
     label: str = Field(min_length=1, max_length=1023)
-    path: str
+    path: str | list[str]
 
     @field_validator("path")
     @classmethod
-    def _path(cls, value: str) -> str:
-        compile_path(value)
+    def _path(cls, value: str | list[str]) -> str | list[str]:
+        if not paths_of(value):
+            raise ValueError("path must name at least one field")
+        for path in paths_of(value):
+            compile_path(path)
         return value
 
 
@@ -100,9 +104,17 @@ def check_field_map(fields: FieldMap, reserved: frozenset[str]) -> FieldMap:
     return fields
 
 
-# Where the sources put an address, a host and a user, in the order to try them.
+# Where the sources put an address, a host, a user... in the order to try them. Each source's
+# attribute names are listed (Aether365 keeps Microsoft Graph's camelCase `userPrincipalName`,
+# `ipAddress`): `tests/siem/test_field_map.py` runs every source kind through the default
+# encoders and fails when an attribute with a standard key does not land in it.
 CANDIDATES: Mapping[str, list[str]] = {
-    "ip": ["attributes.ip", "attributes.ip_address"],
-    "host": ["attributes.host", "attributes.resource_name"],
-    "user": ["attributes.user", "attributes.user_principal_name"],
+    "ip": ["attributes.ip", "attributes.ip_address", "attributes.ipAddress"],
+    "host": ["attributes.host", "attributes.resource_name", "attributes.certificate_primaryDomain"],
+    "user": ["attributes.user", "attributes.user_principal_name", "attributes.userPrincipalName"],
+    "url": ["attributes.url", "attributes.help_url"],
+    "account": ["attributes.aws_account_number"],
+    "account_name": ["attributes.account_name"],
+    "region": ["attributes.region", "attributes.resource_region"],
+    "resource": ["attributes.resource_resourceId", "attributes.resource_id"],
 }

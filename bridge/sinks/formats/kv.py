@@ -27,11 +27,12 @@ class KvEncoder(ABC):
 
     def __init__(self, specs: Sequence[Spec], sep: str, value: Escaping,
                  escape_name: Callable[[str], str], implementation: Implementation,
-                 head: tuple[str, int, str]) -> None:
-        """`head`: the header before the `kind:type` field, that field's byte limit, and
+                 head: tuple[Callable[[str], str], int, str]) -> None:
+        """`head`: the header before the `kind:type` field (made from the event's vendor: the
+        device it names, see `bridge.sinks.formats.device`), that field's byte limit, and
         what follows it."""
         self._head = head
-        self._heads: dict[tuple[str, str], str] = {}
+        self._heads: dict[tuple[str, str, str], str] = {}
         self._text = implementation.builder(specs, sep, value.escape)
         # Keys are unique, so a prefix names its spec: `pairs` reads the text builder's output.
         self._specs = {text_prefix(spec, sep, value.escape): spec for spec in specs}
@@ -43,16 +44,16 @@ class KvEncoder(ABC):
         self.escape_name = escape_name
 
     def head(self, event: Event) -> str:
-        """The header up to and with the `kind:type` field: constant per (kind, type), so
-        cached."""
-        kind, etype = event.kind, event.type
-        cached = self._heads.get((kind, etype))
+        """The header up to and with the `kind:type` field: constant per (vendor, kind, type),
+        so cached."""
+        vendor, kind, etype = event.vendor, event.kind, event.type
+        cached = self._heads.get((vendor, kind, etype))
         if cached is None:
             if len(self._heads) > 1024:
                 self._heads.clear()
             before, limit, after = self._head
             field = self.escape_name(truncate_utf8(f"{kind}:{etype}", limit))
-            cached = self._heads[(kind, etype)] = f"{before}{field}{after}"
+            cached = self._heads[(vendor, kind, etype)] = f"{before(vendor)}{field}{after}"
         return cached
 
     def body(self, event: Event) -> str:

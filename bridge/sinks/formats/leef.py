@@ -18,6 +18,7 @@ from bridge.model import Event
 from bridge.sinks.formats.builders import COMPILED, Implementation, Spec
 from bridge.sinks.formats.cef import HEADER_ESCAPES as CEF_HEADER_ESCAPES
 from bridge.sinks.formats.common import UNLIMITED, KvRecord, Oversize, PerConfig
+from bridge.sinks.formats.device import device
 from bridge.sinks.formats.fields import CANDIDATES, FieldMap, check_field_map
 from bridge.sinks.formats.kv import KvEncoder, field_specs
 from bridge.version import __version__
@@ -46,15 +47,20 @@ def _default_fields() -> FieldMap:
         "vendorSeverity": "vendor_severity", "status": "status", "reason": "reason",
         "counter": "counter", "src": list(CANDIDATES["ip"]),
         "identHostName": list(CANDIDATES["host"]), "usrName": list(CANDIDATES["user"]),
+        # LEEF 2.0 predefined keys, then ours where LEEF has none (LEEF allows custom keys).
+        "url": list(CANDIDATES["url"]), "accountName": list(CANDIDATES["account_name"]),
+        "resource": list(CANDIDATES["resource"]), "awsAccount": list(CANDIDATES["account"]),
+        "region": list(CANDIDATES["region"]),
     }
 
 
 class LeefConfig(StrictModel):
     """LEEF 2.0 settings. `devTime`/`devTimeFormat`, `externalId` (event id), `sev` (1-10) and
-    `cat` (item kind) are always set; `fields` maps further attributes to dotted paths."""
+    `cat` (item kind) are always set; `fields` maps further attributes to dotted paths.
+    Vendor/Product default to the event's vendor (`bridge.sinks.formats.device`)."""
 
-    vendor: str = Field(default="bridge", min_length=1)
-    product: str = Field(default="bridge", min_length=1)
+    vendor: str | None = Field(default=None, min_length=1)
+    product: str | None = Field(default=None, min_length=1)
     version: str = Field(default=__version__, min_length=1)
     # One character, or its hex form (`x09`, `0x5E`) as the LEEF header itself allows.
     delimiter: str = "\t"
@@ -100,8 +106,11 @@ class LeefEncoder(KvEncoder):
         cap = cfg.max_field_length or UNLIMITED
         delim = cfg.delimiter
         shown = delim if delim.isprintable() and delim != " " else f"x{ord(delim):02X}"
-        prefix = "LEEF:2.0|" + "|".join(
-            header(v) for v in (cfg.vendor, cfg.product, cfg.version)) + "|"
+        version = header(cfg.version)
+
+        def prefix(event_vendor: str) -> str:
+            names = device(event_vendor, cfg.vendor, cfg.product)
+            return "LEEF:2.0|" + "|".join(header(v) for v in names) + f"|{version}|"
         self._time: tuple[datetime, str] = (datetime.min, "")
         specs = [
             Spec("externalId", ("id",), cap, required=True),
