@@ -6,7 +6,24 @@ item ids or URLs.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_children: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """`metric.labels(*labels)`, looked up once: on the hot path (a count per request, per
+    delivered batch) `labels()` validates and locks on every call. Label values are bounded
+    (see above), so the cache is too. A child is never removed from its metric here."""
+    key = (id(metric), labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]
 
 SWEEPS = Counter("bridge_sweeps_total", "Sweeps by source and outcome", ["source", "outcome"])
 SWEEP_SECONDS = Histogram(

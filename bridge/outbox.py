@@ -374,7 +374,7 @@ class SinkWorker:
 
     def _count_delivered(self, count: int) -> None:
         self.delivered += count
-        metrics.DELIVERIES.labels(self.name, "ok").inc(count)
+        metrics.child(metrics.DELIVERIES, self.name, "ok").inc(count)
 
     async def _record_outcomes(self) -> None:
         """Write the outcomes a failing store could not take: those rows were already

@@ -163,7 +163,8 @@ class Pipeline:
         try:
             async with self._scope_lock(scope):
                 result = await run_sweep(source, scope, self.store, self.dispatch,
-                                         keep_events=self.keep_events)
+                                         keep_events=self.keep_events,
+                                         on_commit=self._wake_workers)
         except StoreCorruptError as exc:
             log.critical("state_store_corrupt", error=str(exc),
                          hint="stopping: retrying cannot help and writing could make it worse")
@@ -185,9 +186,14 @@ class Pipeline:
         self.health.sweep_finished(scope, source=source.name, complete=r.outcome == "complete",
                                    skipped=r.outcome == "skipped", error=r.error, notes=r.notes)
         if r.events:
-            for worker in self.workers.values():
-                worker.wake()
+            self._wake_workers()
         return result
+
+    def _wake_workers(self) -> None:
+        """Events were committed: the sink workers deliver them now, while a large sweep goes
+        on committing its next chunks, rather than after its last page."""
+        for worker in self.workers.values():
+            worker.wake()
 
     def start(self) -> None:
         """Start sink workers and the sweep schedule (first sweeps run right away)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
@@ -96,10 +96,14 @@ class _Run:
 
     def __init__(self, source: Source[SourceConfig], scope: str, store: Store,
                  dispatch: Dispatch, now: datetime, keep_events: bool,
-                 baseline: BaselineState, muting: Muting, seen: ScopeProgress) -> None:
+                 baseline: BaselineState, muting: Muting, seen: ScopeProgress,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self.source, self.scope, self.store, self.dispatch = source, scope, store, dispatch
         self.now, self.keep_events, self.baseline = now, keep_events, baseline
-        self.muting, self.seen = muting, seen
+        self.muting, self.seen, self.on_commit = muting, seen, on_commit
+        # The chunk being committed while the next pages are diffed: at most one, so chunks
+        # commit in order and a failed commit stops the sweep at the next chunk or at `finish`.
+        self._committing: tuple[asyncio.Future[None], list[Event], list[Muted]] | None = None
         self.differ: Differ | None = None
         self.kept: list[Event] = []
         self.kept_deliveries: list[Routed] = []
@@ -124,11 +128,16 @@ class _Run:
         return self.differ
 
     async def abandon(self) -> None:
-        """The sweep died before finishing: don't leave the state load dangling."""
+        """The sweep died before finishing: don't leave the state load dangling (a chunk
+        already handed to the store commits whole or not at all, whatever happens here)."""
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
             with contextlib.suppress(BaseException):
                 await self._loading
+        if self._committing is not None:
+            committing, self._committing = self._committing[0], None
+            with contextlib.suppress(BaseException):
+                await committing
 
     async def emit(self, items: Sequence[Item]) -> None:
         """A page arrived: enrich the unknown, diff, and commit a chunk when enough piled up."""
@@ -145,13 +154,27 @@ class _Run:
         if len(differ.writes) >= CHUNK:
             writes, events = differ.take()
             deliveries, muted = self._dispatch(events)
-            await self.store.commit_chunk(self.scope, writes, deliveries, muted)
+            await self._settle()
+            self._committing = (asyncio.ensure_future(
+                self.store.commit_chunk(self.scope, writes, deliveries, muted)), events, muted)
+
+    async def _settle(self) -> None:
+        """Wait for the chunk in flight; its events count (and the sinks are told) once it
+        is on disk. A failed commit raises here: the sweep fails and nothing after it commits."""
+        if self._committing is not None:
+            (committing, events, muted), self._committing = self._committing, None
+            await committing
             self._count(events, muted)
+            if events and self.on_commit is not None:
+                self.on_commit()
 
     def _count(self, events: list[Event], muted: list[Muted]) -> None:
         """Count events once they are committed (a failed commit emitted nothing)."""
+        by_type: dict[str, int] = {}
         for event in events:
-            metrics.EVENTS.labels(self.source.name, event.type.value).inc()
+            by_type[event.type] = by_type.get(event.type, 0) + 1
+        for type_, count in by_type.items():
+            metrics.child(metrics.EVENTS, self.source.name, type_).inc(count)
         self.muted_count += len(muted)
 
     def _dispatch(self, events: list[Event]) -> tuple[list[Routed], list[Muted]]:
@@ -201,6 +224,7 @@ class _Run:
 
     async def finish(self, sweep: Sweep, record: SweepRecord) -> SweepRecord:
         differ = await self._differ()
+        await self._settle()
         snapshots = await self.store.load_snapshots(self.scope, differ.absentees(sweep.kinds))
         differ.finish(sweep.kinds, snapshots)
         writes, events = differ.take()
@@ -234,24 +258,28 @@ async def run_sweep(
     *,
     now: datetime | None = None,
     keep_events: bool = False,
+    on_commit: Callable[[], None] | None = None,
 ) -> SweepResult:
-    """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep."""
+    """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep.
+    `on_commit` is called after each chunk that committed events (sink workers can start
+    delivering while the sweep goes on)."""
     requests_before = source.requests
     with progress.sweeping(scope, source.name, lambda: source.requests - requests_before) as seen:
-        result = await _sweep(source, scope, store, dispatch, now, keep_events, seen)
+        result = await _sweep(source, scope, store, dispatch, now, keep_events, seen, on_commit)
         seen.note = result.record.error or (result.record.notes[0] if result.record.notes else "")
         seen.outcome = result.record.outcome
     return result
 
 
 async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatch: Dispatch,
-                 now: datetime | None, keep_events: bool, seen: ScopeProgress) -> SweepResult:
+                 now: datetime | None, keep_events: bool, seen: ScopeProgress,
+                 on_commit: Callable[[], None] | None) -> SweepResult:
     started = utcnow()
     clock = time.monotonic()
     cursor = await store.load_cursor(scope)
     run = _Run(source, scope, store, dispatch, now or started, keep_events,
                await baseline_state(store, scope, cursor),
-               await load_muting(store, dispatch.silences), seen)
+               await load_muting(store, dispatch.silences), seen, on_commit)
     run.start()
     requests_before = source.requests
     try:
