@@ -77,3 +77,43 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
     finally:
         await conn.close()
+
+
+class Server:
+    """The real server's cluster (Debian's `pg_ctlcluster`), stopped and started by tests that
+    need it gone for a while. `stop` is immediate: what a crash or a pod eviction does (the
+    next start recovers from the WAL); the server is always started again by `outage`."""
+
+    def __init__(self, pg_ctlcluster: str, version: str, name: str) -> None:
+        self.pg_ctlcluster, self.version, self.name = pg_ctlcluster, version, name
+
+    @classmethod
+    def on_port(cls, pg_ctlcluster: str, port: int = 5432) -> Server | None:
+        import subprocess
+
+        listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True,
+                                text=True, check=False).stdout
+        for line in listed.splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2] == str(port):
+                return cls(pg_ctlcluster, fields[0], fields[1])
+        return None
+
+    async def _ctl(self, action: str, *extra: str) -> None:
+        import asyncio
+
+        proc = await asyncio.create_subprocess_exec(
+            self.pg_ctlcluster, self.version, self.name, action, *extra,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_ctlcluster {action} failed: {out.decode(errors='replace')}")
+
+    @asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """The server down for the block (immediately: no checkpoint, connections cut)."""
+        await self._ctl("stop", "-m", "immediate")
+        try:
+            yield
+        finally:
+            await self._ctl("start")

@@ -7,6 +7,7 @@ value the column refuses) refused that one statement and is a bare `StoreError`.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import asyncpg
 
@@ -56,3 +57,26 @@ def store_error(message: str, exc: BaseException) -> StoreError:
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
     asyncio.TimeoutError)
+
+
+class OneLineDriverWarnings(logging.Filter):
+    """asyncpg's pool logs its attempts to reopen connections while the server is away with a
+    whole traceback each time; the daemon's log keeps one line per event, so the exception
+    becomes the end of the message (`sweep_not_committed` and `sink_store_failed` already say
+    what it means for the work)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_driver_tracebacks() -> None:
+    """Install `OneLineDriverWarnings` on asyncpg's pool logger (once)."""
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineDriverWarnings) for f in pool_log.filters):
+        pool_log.addFilter(OneLineDriverWarnings())

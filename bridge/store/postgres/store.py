@@ -52,7 +52,7 @@ from bridge.store.base import (
     event_or_none,
     snapshot_severity,
 )
-from bridge.store.postgres.errors import DRIVER_ERRORS, store_error
+from bridge.store.postgres.errors import DRIVER_ERRORS, quiet_driver_tracebacks, store_error
 from bridge.store.postgres.schema import migrate, quote_ident
 
 T = TypeVar("T")
@@ -144,6 +144,7 @@ class PostgresStore(Store):
                 "application_name": "bridge"}
 
     async def open(self) -> None:
+        quiet_driver_tracebacks()
         conn = await self.connect()
         try:
             await migrate(conn, self.schema, self.where)

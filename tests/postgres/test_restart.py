@@ -1,0 +1,98 @@
+"""PostgreSQL restarting under a running `bridge run` (a real process, the real server stopped
+and started on this machine): sweeps meanwhile fail as *failed* and resolve nothing, deliveries
+wait in the outbox, `/readyz` says why, and once the server is back the pool reconnects and
+everything the vendor changed meanwhile arrives, once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.sim.common import RunningSim
+from bridge.sim.scanorbit import ScanOrbitWorld, make_app
+from tests.conftest import SIM_SCANORBIT_KEY, base_config, require_binary, scanorbit_source
+from tests.support.daemon import DaemonProcess
+from tests.support.postgres import PgSchema, Server
+from tests.support.waiting import wait_until
+
+DEADLINE = 60.0  # generous: a healthy run meets each condition in a second or two
+
+
+@pytest.fixture
+def server() -> Server:
+    found = Server.on_port(require_binary("pg_ctlcluster"))
+    if found is None:
+        pytest.fail("no PostgreSQL cluster on port 5432 (pg_lsclusters)")
+    return found
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[ScanOrbitWorld, RunningSim]]:
+    w = ScanOrbitWorld(api_keys={SIM_SCANORBIT_KEY}, seed=9, rate_limit=100_000)
+    async with RunningSim(make_app(w), shutdown_timeout=0.2) as sim:
+        yield w, sim
+
+
+def delivered(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+async def readyz(admin: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{admin}/readyz") as response:
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def test_a_restart_mid_run_fails_sweeps_holds_deliveries_and_loses_nothing(
+        tmp_path: Path, pg: PgSchema, server: Server,
+        world: tuple[ScanOrbitWorld, RunningSim]) -> None:
+    w, sim = world
+    findings = [w.add_finding()["id"] for _ in range(6)]
+    cfg = base_config(tmp_path, [scanorbit_source(sim.url, interval=1, full_resweep_interval=0,
+                                                  resolve_after_misses=1)],
+                      state=pg.config(connect_timeout=2, statement_timeout=5))
+    cfg["log"] = {"format": "json"}
+    cfg["admin"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
+    cfg["sinks"][0].update(backoff_initial=0.05, backoff_max=0.5)
+    events = tmp_path / "events.jsonl"
+    daemon = await DaemonProcess(cfg, tmp_path).start()
+    try:
+        admin = await daemon.admin_url(DEADLINE)
+        await wait_until(lambda: len(delivered(events)) >= 6, DEADLINE, "the first sweep")
+        async with server.outage():
+            mark = daemon.mark()
+            w.resolve(findings[0])
+            added = w.add_finding()["id"]
+            await daemon.wait_log("sweep_not_committed", DEADLINE, since=mark)
+            await daemon.wait_log("sink_store_failed", DEADLINE, since=mark)
+
+            async def says_why() -> dict[str, Any] | None:
+                body = await readyz(admin)
+                return body if any("state store" in r for r in body["reasons"]) else None
+
+            body = await wait_until(says_why, DEADLINE, "/readyz naming the state store")
+            scope = next(iter(body["sources"].values()))
+            assert "state store" in scope["error"] and "127.0.0.1" in scope["error"]
+            assert len(delivered(events)) == 6  # nothing resolved or created meanwhile
+        # The server is back: the same process carries on without a restart.
+        await wait_until(lambda: {(e["type"], e["key"]) for e in delivered(events)} >= {
+            ("resolved", findings[0]), ("new", added)}, DEADLINE, "the changes delivered")
+        got = delivered(events)
+        assert Counter(e["type"] for e in got) == {"new": 7, "resolved": 1}, got
+        assert len({e["id"] for e in got}) == len(got)  # no event sent twice
+        assert not [e for e in got if e["type"] == "resolved" and e["key"] != findings[0]]
+        lines = daemon.log_lines(mark)
+        assert not [ln for ln in lines if ln.get("event") == "state_store_corrupt"]
+        assert "Traceback" not in daemon.logs()
+        assert (await readyz(admin))["store"]["ok"]
+    finally:
+        code = await daemon.stop()
+    assert code == 0, daemon.logs()[-3000:]
