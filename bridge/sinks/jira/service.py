@@ -1,0 +1,467 @@
+"""The Jira sink: one ticket per item (or per `group_by` group) that follows the item's life.
+
+- `new` creates the ticket (through the ledger's intent, see ledger.py);
+- `changed` comments what changed (and moves the priority with the severity);
+- `resolved` moves the ticket into a status of the *done* category (the configured transition,
+  or any into that category, found per ticket since workflows differ per project), filling the
+  screen's required fields from `resolve_fields`, with the reason as the transition's comment;
+- `reopened` moves it back into a *to-do* status and says why; unless a person closed it with
+  a resolution of `human_resolutions` (Won't Do…): then the bridge comments, records the item
+  as *accepted* (and, with `accepted_silence`, a silence of its `reopened` events, listed with
+  the others), and tells Jira nothing more until the item's tracked fields change.
+
+Delivery goes through the kit's `deliver_per_item` (an item's events in order, items at once,
+`concurrency` of them); with `group_by`, events of one group also take the group's lock, so two
+items joining at once never open two tickets. Errors map onto the sink contract: 429 and 503
+are throttling (Retry-After honoured), other 5xx and lost answers are retried by the outbox
+worker, 401/403 make the destination unavailable without spending attempts, and a 400 is
+dead-lettered with Jira's own `errorMessages`/`errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from bridge.durations import parse_duration
+from bridge.model import SEVERITY_RANK, Event, EventType, utcnow
+from bridge.sinks.base import (
+    DeliveryError,
+    DestinationUnavailableError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    Sink,
+    ThrottledError,
+)
+from bridge.sinks.delivery import deliver_per_item
+from bridge.sinks.jira.client import IssueState, JiraClient, JiraFailure, Transition
+from bridge.sinks.jira.config import JiraSinkConfig
+from bridge.sinks.jira.ledger import Ledger, Ticket, group_values, identity
+from bridge.sinks.jira.render import Renderer
+from bridge.store.base import SilenceRecord, Store
+from bridge.store.memory import MemoryStore
+
+log = structlog.get_logger(__name__)
+
+
+class StartupCheckFailed(DestinationUnavailableError):
+    """A startup check failed: the sink is not ready (its /readyz entry says which check and
+    why), spends no attempts, and checks again every `probe_interval`."""
+
+
+class TicketLost(Exception):
+    """The ticket was deleted or moved by a person: handled (recreated or marked gone), and
+    nothing more is to be done for this event."""
+
+
+def delivery_error(failure: JiraFailure) -> DeliveryError:
+    """What a Jira answer means for the outbox worker (see bridge/sinks/base.py)."""
+    text = f"Jira {failure}"
+    status = failure.status
+    if status is None:
+        return DestinationUnavailableError(text)
+    if status in (401, 403):
+        return DestinationUnavailableError(f"{text} (check the credentials and the account's "
+                                           "permissions)")
+    if status == 429 or (status == 503 and failure.retry_after is not None):
+        return ThrottledError(text, retry_after=failure.retry_after)
+    if status >= 500 or status == 408:
+        return RetryableDeliveryError(text, retry_after=failure.retry_after)
+    return PermanentDeliveryError(text)
+
+
+class JiraSink(Sink[JiraSinkConfig]):
+    def __init__(self, config: JiraSinkConfig, store: Store | None = None) -> None:
+        super().__init__(config)
+        self.store = store
+        self.render = Renderer(config)
+        self.client: JiraClient | None = None
+        self.ledger: Ledger | None = None
+        self._ready = False
+        self._project_id = ""
+        self._issue_type_id = ""
+        self._field_ids: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._silence_for = (parse_duration(config.accepted_silence)
+                             if config.accepted_silence else None)
+
+    def use_store(self, store: Store) -> None:
+        """The state store the ledger lives in (the daemon's; bound before `open`)."""
+        self.store = store
+
+    # -- startup
+
+    async def open(self) -> None:
+        if self.store is None:  # `bridge sinks test`: nothing may be written to the state
+            self.store = MemoryStore("jira-test")
+            await self.store.open()
+        if self.client is None:
+            self.client = JiraClient(self.config)
+        self.ledger = Ledger(self.store, self.name, horizon=self.config.search_horizon)
+        if not self._ready:
+            await self._check(self.client)
+            self._ready = True
+
+    async def _check(self, client: JiraClient) -> None:
+        """One clear line per check; the first that fails stops the sink (not ready)."""
+        cfg = self.config
+        info = await self._checked("server", client.server_info())
+        deployment = "cloud" if info.get("deploymentType") == "Cloud" else "datacenter"
+        if deployment != cfg.deployment:
+            self._fail("server", f"{cfg.origin} is Jira {info.get('deploymentType')}, but the "
+                                 f"sink says deployment: {cfg.deployment}")
+        self._ok("server", f"Jira {info.get('deploymentType')} {info.get('version', '')}")
+        me = await self._checked("auth", client.myself())
+        self._ok("auth", f"signed in as {me.get('displayName') or me.get('name') or '?'}")
+        project = await self._checked("project", client.project(cfg.project))
+        self._project_id = str(project.get("id"))
+        types = {str(t.get("name")): str(t.get("id")) for t in project.get("issueTypes") or []}
+        if cfg.issue_type not in types:
+            self._fail("issue_type", f"project {cfg.project} has no issue type "
+                                     f"{cfg.issue_type!r} (it has: {', '.join(sorted(types))})")
+        self._issue_type_id = types[cfg.issue_type]
+        self._ok("project", f"{cfg.project} with issue type {cfg.issue_type}")
+        names = set(await self._checked("priorities", client.priorities()))
+        missing = sorted({p for p in cfg.priorities.values() if p not in names})
+        if missing:
+            wrong = ", ".join(f"{s} → {p!r}" for s, p in cfg.priorities.items() if p in missing)
+            self._fail("priorities", f"no such priority in Jira: {wrong} (Jira has: "
+                                     f"{', '.join(sorted(names))})")
+        self._ok("priorities", "every severity maps onto a Jira priority")
+        if cfg.custom_fields:
+            ids = await self._checked("fields", client.fields())
+            unknown = sorted(n for n in cfg.custom_fields if n not in ids)
+            if unknown:
+                self._fail("fields", f"no such field in Jira: {', '.join(unknown)}")
+            self._field_ids = {n: ids[n] for n in cfg.custom_fields}
+            self._ok("fields", ", ".join(f"{n} = {i}" for n, i in self._field_ids.items()))
+
+    async def _checked(self, check: str, call: Any) -> Any:
+        try:
+            return await call
+        except JiraFailure as failure:
+            self._fail(check, str(failure))
+
+    def _ok(self, check: str, detail: str) -> None:
+        log.info("jira_check", sink=self.name, check=check, ok=True, detail=detail)
+
+    def _fail(self, check: str, detail: str) -> Any:
+        log.error("jira_check", sink=self.name, check=check, ok=False, detail=detail)
+        raise StartupCheckFailed(f"Jira startup check {check} failed: {detail}")
+
+    async def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self._ready = False
+
+    # -- delivery
+
+    async def send(self, events: Sequence[Event]) -> None:
+        await deliver_per_item(events, self._deliver_one, concurrency=self.config.concurrency)
+
+    async def _deliver_one(self, event: Event) -> None:
+        ref, label = identity(event, self.config.group_by)
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        try:
+            async with lock:
+                if event.type is EventType.SUMMARY:
+                    await self._ensure(event, ref, label)
+                elif self.config.group_by is None:
+                    await self._item(event, ref, label)
+                else:
+                    await self._group(event, ref, label)
+        except TicketLost:
+            pass  # told in the log, and the ledger says what became of it
+        except JiraFailure as failure:
+            raise delivery_error(failure) from None
+        finally:
+            if not lock.locked() and self._locks.get(ref) is lock:
+                del self._locks[ref]
+
+    @property
+    def _api(self) -> JiraClient:
+        assert self.client is not None, "the sink is not open"
+        return self.client
+
+    @property
+    def _ledger(self) -> Ledger:
+        assert self.ledger is not None, "the sink is not open"
+        return self.ledger
+
+    # -- one ticket per item
+
+    async def _item(self, event: Event, ref: str, label: str) -> None:
+        ticket = await self._ledger.get(ref)
+        if ticket is None and event.type is EventType.RESOLVED:
+            return  # never ticketed (a baseline, a silence): nothing to close
+        if ticket is None or ticket.state == "intent":
+            ticket, created = await self._ensure(event, ref, label, ticket)
+            if created:
+                return  # the new ticket tells the item as it stands
+        if ticket.state == "gone":
+            log.info("jira_ticket_gone", sink=self.name, ref=ref, event_id=event.id)
+            return
+        if ticket.state == "accepted":
+            if event.type is EventType.CHANGED:
+                await self._reconsider(ticket, event)
+            return  # a person's decision: nothing more until the tracked fields change
+        assert ticket.key is not None
+        if event.type is EventType.NEW:
+            return  # a replay: the ticket exists
+        if event.type is EventType.CHANGED:
+            await self._on_missing(ticket, event, self._api.comment(
+                ticket.key, self.render.changed(event)))
+            if self.config.update_priority and "severity" in event.changes:
+                await self._on_missing(ticket, event, self._api.update(
+                    ticket.key, {"priority": {"name": self._priority(event.severity)}}))
+        elif event.type is EventType.RESOLVED:
+            await self._resolve(ticket, event, self.render.resolved(event))
+        elif event.type is EventType.REOPENED:
+            await self._reopen(ticket, event, self.render.reopened(event))
+
+    async def _ensure(self, event: Event, ref: str, label: str, ticket: Ticket | None = None,
+                      *, values: dict[str, Any] | None = None,
+                      items: dict[str, dict[str, Any]] | None = None,
+                      summary: str | None = None, description: str | None = None
+                      ) -> tuple[Ticket, bool]:
+        """The ticket of `ref`: settled from a pending intent, or created now (True)."""
+        if ticket is None:
+            ticket = await self._ledger.get(ref)
+        if ticket is not None and ticket.state == "intent":
+            found = await self._ledger.settle(ticket, self._api.search_label)
+            if found is not None:
+                log.info("jira_intent_settled", sink=self.name, label=label, key=found.key)
+                return found, False
+        elif ticket is not None:
+            return ticket, False
+        intent = await self._ledger.intend(ref, label, values=values, items=items)
+        fields = self._fields(event, label, summary, description)
+        try:
+            issue_id, key = await self._api.create(fields)
+        except JiraFailure as failure:
+            if failure.status is not None and 400 <= failure.status < 500 \
+                    and failure.status not in (408, 409):
+                await self._ledger.forget(intent)  # refused: nothing was created
+            raise
+        ticket = await self._ledger.created(intent, key, issue_id)
+        log.info("jira_ticket_created", sink=self.name, key=key, label=label,
+                 event_id=event.id)
+        return ticket, True
+
+    def _priority(self, severity: str) -> str:
+        return self.config.priorities[severity]
+
+    def _fields(self, event: Event, label: str, summary: str | None,
+                description: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "project": {"id": self._project_id},
+            "issuetype": {"id": self._issue_type_id},
+            "summary": summary if summary is not None else self.render.summary(event),
+            "description": (description if description is not None
+                            else self.render.description(event, label)),
+            "labels": [*self.config.labels, label],
+            "priority": {"name": self._priority(event.severity)},
+        }
+        for name, value in self.render.custom_values(event).items():
+            fields[self._field_ids[name]] = value
+        return fields
+
+    async def _on_missing(self, ticket: Ticket, event: Event, call: Any) -> Any:
+        """Run a call on the ticket; a ticket a person deleted (404) is recreated if
+        configured, else marked gone; either way this event's work is over (`TicketLost`)."""
+        try:
+            return await call
+        except JiraFailure as failure:
+            if not failure.missing:
+                raise
+        await self._lost(ticket, event, "deleted")
+        raise TicketLost
+
+    async def _lost(self, ticket: Ticket, event: Event, how: str) -> None:
+        log.warning("jira_ticket_missing", sink=self.name, key=ticket.key, how=how,
+                    recreate=self.config.recreate_missing)
+        if self.config.recreate_missing:
+            await self._ledger.forget(ticket)
+            if event.type is not EventType.RESOLVED:
+                await self._ensure(event, ticket.ref, ticket.label, values=ticket.values,
+                                   items=ticket.items)
+            return
+        await self._ledger.save(replace(ticket, state="gone", since=utcnow()))
+
+    async def _state(self, ticket: Ticket, event: Event) -> IssueState:
+        """The ticket's status and transitions; a ticket moved to another project (Jira
+        answers its old key with the new one) counts as lost, like a deleted one."""
+        assert ticket.key is not None
+        state: IssueState = await self._on_missing(ticket, event, self._api.state(ticket.key))
+        if state is not None and (state.project != self.config.project
+                                  or state.key != ticket.key):
+            await self._lost(ticket, event, f"moved to {state.key}")
+            raise TicketLost
+        return state
+
+    async def _resolve(self, ticket: Ticket, event: Event, comment: str) -> None:
+        assert ticket.key is not None
+        state = await self._state(ticket, event)
+        if state.category == "done":
+            if not ticket.done:  # closed by a person first: say why it is over anyway
+                await self._api.comment(ticket.key, comment)
+        else:
+            transition = self._pick(state, "done", self.config.resolve_transition)
+            await self._api.transition(ticket.key, transition.id,
+                                       self._transition_fields(transition), comment)
+        await self._ledger.save(replace(ticket, done=True, since=utcnow()))
+
+    async def _reopen(self, ticket: Ticket, event: Event, comment: str, *,
+                      overrule: bool = False) -> None:
+        """Back to a to-do status; a person's closing resolution is respected (the item
+        accepted) unless `overrule` (the item changed since that decision)."""
+        assert ticket.key is not None
+        state = await self._state(ticket, event)
+        if state.category != "done":
+            await self._api.comment(ticket.key, comment)  # reopened by a person already
+        elif state.resolution in self.config.human_resolutions and not overrule:
+            await self._accept(ticket, event, state.resolution)
+            return
+        else:
+            transition = self._pick(state, "new", self.config.reopen_transition)
+            await self._api.transition(ticket.key, transition.id, {}, comment)
+        await self._ledger.save(replace(ticket, done=False, since=utcnow()))
+
+    def _pick(self, state: IssueState, category: str, name: str | None) -> Transition:
+        for t in state.transitions:
+            if (name is not None and t.name == name) or (name is None and t.category == category):
+                return t
+        wanted = f"transition {name!r}" if name else f"a transition into the {category} category"
+        offered = ", ".join(f"{t.name} → {t.category}" for t in state.transitions) or "none"
+        raise PermanentDeliveryError(f"Jira {state.key} (status {state.status}) offers no "
+                                     f"{wanted}; it offers: {offered}")
+
+    def _transition_fields(self, transition: Transition) -> dict[str, Any]:
+        """The configured `resolve_fields` this transition's screen takes (those with allowed
+        values go by name), and a clear refusal for a required one not configured."""
+        out: dict[str, Any] = {}
+        for fid, meta in transition.fields.items():
+            if fid in self.config.resolve_fields:
+                value = self.config.resolve_fields[fid]
+                out[fid] = {"name": value} if meta.get("allowedValues") and \
+                    isinstance(value, str) else value
+            elif meta.get("required"):
+                raise PermanentDeliveryError(
+                    f"Jira transition {transition.name!r} requires the field {fid!r}: set it "
+                    f"in resolve_fields")
+        return out
+
+    # -- a person's decision
+
+    async def _accept(self, ticket: Ticket, event: Event, resolution: str) -> None:
+        assert ticket.key is not None
+        by = await self._api.closed_by(ticket.key)
+        await self._api.comment(ticket.key, self.render.accepted(event, resolution, by))
+        silence = self._silence(ticket, event, resolution, by)
+        await self._ledger.save(replace(ticket, state="accepted", done=True, since=utcnow(),
+                                        resolution=resolution,
+                                        silence=silence.id if silence else None), silence)
+        log.info("jira_item_accepted", sink=self.name, key=ticket.key, resolution=resolution,
+                 by=by, silence=silence.id if silence else None)
+
+    def _silence(self, ticket: Ticket, event: Event, resolution: str,
+                 by: str) -> SilenceRecord | None:
+        """The acceptance as a silence of the item's (or group's) `reopened` events."""
+        if self._silence_for is None:
+            return None
+        from bridge.silences import new_silence, parse_matchers
+
+        if self.config.group_by is None:
+            pinned: dict[str, Any] = {"scope": event.scope, "kind": event.kind, "key": event.key}
+        else:
+            pinned = dict(ticket.values)
+        matchers = parse_matchers({**{k: {"op": "eq", "value": v} for k, v in pinned.items()},
+                                   "type": {"op": "eq", "value": EventType.REOPENED.value}})
+        return new_silence(matchers, reason=f"Jira {ticket.key} closed as {resolution}",
+                           author=by or "jira", duration=None,
+                           ends_at=utcnow() + self._silence_for, origin=f"jira:{self.name}")
+
+    async def _reconsider(self, ticket: Ticket, event: Event) -> None:
+        """The tracked fields of an accepted item changed: the decision was about what it was,
+        so the ticket reopens (saying what changed) and the acceptance ends."""
+        assert ticket.key is not None
+        resumed = replace(ticket, state="ticket", resolution=None, silence=None)
+        await self._reopen(resumed, event,
+                           self.render.changed_after_acceptance(event, ticket.resolution or ""),
+                           overrule=True)
+        if ticket.silence is not None and self.store is not None:
+            await self.store.expire_silence(ticket.silence, utcnow())
+
+    # -- one ticket per group
+
+    async def _group(self, event: Event, ref: str, label: str) -> None:
+        assert self.config.group_by is not None
+        uid = event.item_uid
+        row = {"title": event.title, "severity": event.severity, "kind": event.kind,
+               "key": event.key, "link": self.render.present.link(event),
+               "state": "resolved" if event.type is EventType.RESOLVED else "active"}
+        ticket = await self._ledger.get(ref)
+        if ticket is None and event.type is EventType.RESOLVED:
+            return
+        if ticket is None or ticket.state == "intent":
+            values = group_values(event, self.config.group_by)
+            items = {**(ticket.items if ticket else {}), uid: row}
+            ticket, created = await self._ensure(
+                event, ref, label, ticket, values=values, items=items,
+                summary=self.render.group_summary(values, event),
+                description=self.render.group_description(values, items, label))
+            if created:
+                return
+        if ticket.state == "gone":
+            return
+        items = {**ticket.items, uid: row}
+        if ticket.state == "accepted":
+            if event.type is EventType.CHANGED:
+                await self._reconsider(replace(ticket, items=items), event)
+            else:
+                await self._ledger.save(replace(ticket, items=items))
+            return
+        assert ticket.key is not None
+        was_known = uid in ticket.items and ticket.items[uid].get("state") == row["state"]
+        if event.type is EventType.NEW and was_known:
+            return  # a replay
+        updated = replace(ticket, items=items, since=utcnow())
+        active = updated.active_items
+        if event.type is EventType.RESOLVED:
+            if active == 0:
+                await self._describe(updated, event)
+                await self._resolve(updated, event, self.render.resolved(
+                    event, last_of=len(items)))
+                return
+            comment = self.render.item_resolved(event, active)
+        elif event.type is EventType.CHANGED:
+            comment = self.render.item_changed(event)
+        elif ticket.done:  # an item returns to (or joins) a group whose ticket is closed
+            await self._describe(updated, event)
+            await self._reopen(updated, event, self.render.item_joined(event))
+            return
+        else:
+            comment = self.render.item_joined(event)
+        await self._on_missing(updated, event, self._api.comment(ticket.key, comment))
+        await self._describe(updated, event)
+        await self._ledger.save(updated)
+
+    async def _describe(self, ticket: Ticket, event: Event) -> None:
+        assert ticket.key is not None
+        fields: dict[str, Any] = {"description": self.render.group_description(
+            ticket.values, ticket.items, ticket.label)}
+        if self.config.update_priority:
+            worst = max((i for i in ticket.items.values() if i.get("state") == "active"),
+                        key=lambda i: _rank(i.get("severity")), default=None)
+            if worst is not None:
+                fields["priority"] = {"name": self._priority(worst["severity"])}
+        await self._on_missing(ticket, event, self._api.update(ticket.key, fields))
+
+
+def _rank(severity: object) -> int:
+    return SEVERITY_RANK.get(str(severity), 0)
