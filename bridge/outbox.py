@@ -62,6 +62,9 @@ class SinkWorker:
         self.sink = sink
         self.store = store
         self.config = sink.config
+        use_store = getattr(sink, "use_store", None)
+        if callable(use_store):  # a sink keeping references of its own there (Jira's tickets)
+            use_store(store)
         self._wake = asyncio.Event()
         self._on_status = on_status
         self._opened = False
