@@ -7,6 +7,10 @@ expected source scope is stale. A single stale scope or an unhealthy sink is rep
 an orchestrator that restarts or unroutes the pod cannot fix a dead Jira or an expired vendor
 key, and restarting would only stall every healthy sink and source with it.
 
+A coverage check that is broken (bridge/sources/coverage.py: an account the vendor cannot
+scan, scans that stopped, a missing licence or API scope) is degraded too: the process works,
+but a vendor is not seeing part of the estate, which would otherwise look like "no findings".
+
 A rejected config reload (SIGHUP with an invalid file) is degraded too, not unready: the
 previous config keeps running. Error strings are redacted on the way in, because `/readyz`
 output ends up in probe logs and dashboards.
@@ -20,8 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import structlog
+
 from bridge import metrics
 from bridge.secrets import redact
+from bridge.sources.coverage import Check
+
+log = structlog.get_logger(__name__)
 
 MIN_STALE_AFTER = 300.0
 
@@ -37,6 +46,8 @@ class _Scope:
     skipped: bool | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Coverage checks by name, as last reported (bridge/sources/coverage.py).
+    coverage: dict[str, Check] = field(default_factory=dict)
 
     @property
     def stale_after(self) -> float | None:
@@ -163,6 +174,30 @@ class Health:
             if complete or skipped:
                 entry.last_ok_at = when
 
+    def coverage(self, scope: str, source: str, checks: Sequence[Check]) -> None:
+        """A source's coverage checks for `scope` after a sweep: a broken one becomes a
+        degraded reason; each sets the gauge; a change of verdict is logged once."""
+        current = {c.name: replace(c, detail=redact(c.detail)) for c in checks}
+        with self._lock:
+            entry = self._scopes.get(scope)
+            if entry is None:
+                entry = self._scopes[scope] = _Scope(source, None, self._clock())
+            before, entry.coverage = entry.coverage, current
+        for name, check in current.items():
+            metrics.SOURCE_COVERAGE.labels(source, scope, name).set(int(check.ok))
+            old = before.get(name)
+            if old is None and check.ok:
+                continue  # a check that starts healthy is not news
+            if old is None or old.ok != check.ok:
+                (log.info if check.ok else log.warning)(
+                    "source_coverage_restored" if check.ok else "source_coverage_broken",
+                    source=source, scope=scope, check=name, detail=check.detail or None)
+        for name in before.keys() - current.keys():
+            metrics.SOURCE_COVERAGE.remove(source, scope, name)
+            if not before[name].ok:
+                log.info("source_coverage_restored", source=source, scope=scope, check=name,
+                         detail="no longer watched")
+
     def expect_sink(self, name: str) -> None:
         """A configured sink; one that survives a reload keeps its verdict and queue."""
         with self._lock:
@@ -227,6 +262,9 @@ class Health:
                     since = f"{last:.0f} s ago" if last is not None else "never"
                     why = f"source {s.source} scope {scope}: stale, last complete sweep {since}"
                     warnings.append(why + (f" (last error: {s.error})" if s.error else ""))
+                broken = [c for c in s.coverage.values() if not c.ok]
+                warnings += [f"source {s.source} scope {scope}: coverage: "
+                             f"{c.detail or c.name}" for c in broken]
                 sources[scope] = {
                     "source": s.source,
                     "interval": s.interval,
@@ -238,6 +276,8 @@ class Health:
                     "skipped": s.skipped,
                     "error": s.error,
                     "notes": list(s.notes),
+                    "coverage": {c.name: {"ok": c.ok, "detail": c.detail or None}
+                                 for c in s.coverage.values()},
                 }
             if expected and stale == expected:
                 blocking.append(f"every source scope is stale ({stale} of {expected})")

@@ -100,3 +100,7 @@ EVENTS_SUMMARISED = Counter(
 STORM_GUARD_ENGAGED = Counter(
     "bridge_storm_guard_engaged_total",
     "Times the storm guard began setting events aside for a summary", ["sink"])
+SOURCE_COVERAGE = Gauge(
+    "bridge_source_coverage",
+    "1 while a source sees what a coverage check watches (an account, a scan type, a threat "
+    "category, an API scope), 0 while it is a blind spot", ["source", "scope", "check"])

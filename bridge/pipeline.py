@@ -185,6 +185,7 @@ class Pipeline:
         r = result.record
         self.health.sweep_finished(scope, source=source.name, complete=r.outcome == "complete",
                                    skipped=r.outcome == "skipped", error=r.error, notes=r.notes)
+        self.health.coverage(scope, source.name, source.coverage.of(scope))
         if r.events:
             self._wake_workers()
         return result

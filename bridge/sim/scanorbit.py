@@ -144,6 +144,26 @@ class ScanOrbitWorld(SimWorld):
         self.revoked.discard(key)
         self.api_keys.add(key)
 
+    # -- accounts ---------------------------------------------------------------------------
+
+    def set_account(self, account_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a connected account (`status="error", lastError="AccessDenied..."`)."""
+        account = next(a for a in self.accounts if a["id"] == account_id)
+        account.update(fields, updatedAt=self.timeline.stamp())
+        return account
+
+    def delete_account(self, account_id: str) -> None:
+        """The account is disconnected: gone from `/accounts`, and its findings and scans
+        keep `awsAccountId: null` (the reference's "null if account was deleted")."""
+        self.accounts = [a for a in self.accounts if a["id"] != account_id]
+        for finding in self.findings.values():
+            if finding["awsAccountId"] == account_id:
+                finding["awsAccountId"] = None
+        for scan in (*self.scans_recent, *self.scans_active):
+            if scan["awsAccountId"] == account_id:
+                scan.update(awsAccountId=None, hasKey=False)
+        self.touch()
+
     # -- resources --------------------------------------------------------------------------
 
     def add_resource(self, service: str = "ec2", **overrides: Any) -> dict[str, Any]:

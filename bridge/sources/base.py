@@ -19,6 +19,7 @@ from bridge.components import ComponentConfig
 from bridge.diff import ChangeRule
 from bridge.http import HttpConfig, HttpContext, VendorError
 from bridge.model import Item, Sweep
+from bridge.sources.coverage import SOURCE_HEALTH, Coverage, health_items
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +39,10 @@ class SourceConfig(ComponentConfig):
     # What each sink gets of a scope's first sweep (bridge/baseline.py): deliver | summary |
     # suppress; unset, each sink's kind decides (summary for ticketing and chat, else deliver).
     baseline: Baseline | None = None
+    # Also sweep coverage checks as `source_health` items (bridge/sources/coverage.py): a
+    # blind spot is then a `new` event routed like a finding, `resolved` when it recovers.
+    # Off, coverage still shows in /readyz, the metric and the log.
+    coverage_events: bool = False
     http: HttpConfig = Field(default_factory=HttpConfig)
 
     def build(self, http: HttpContext) -> Source[Any]:
@@ -51,6 +56,8 @@ class Source(ABC, Generic[C]):
     """One configured vendor connection, possibly covering several scopes (tenants)."""
 
     vendor: ClassVar[str]
+    # The vendor's own name for people (titles of `source_health` items).
+    display_name: ClassVar[str] = ""
     # Every item kind this source can produce: the stored state a sweep is diffed against.
     item_kinds: ClassVar[tuple[str, ...]]
     # Per-kind overrides of `tracked_fields`, where a kind changes in its own way.
@@ -58,6 +65,20 @@ class Source(ABC, Generic[C]):
 
     def __init__(self, config: C) -> None:
         self.config = config
+        # What this source can tell about its own blind spots, per scope (see `coverage`).
+        self.coverage = Coverage()
+
+    def health_kinds(self) -> tuple[str, ...]:
+        """`(source_health,)` when coverage is swept as items, else nothing."""
+        return (SOURCE_HEALTH,) if self.config.coverage_events else ()
+
+    def health_items(self, scope: str, tenant: str | None = None) -> list[Item]:
+        """The scope's coverage checks as `source_health` items (empty when not configured)."""
+        if not self.config.coverage_events:
+            return []
+        return health_items(self.coverage.of(scope),
+                            tenant=self.config.tenant if tenant is None else tenant,
+                            vendor=self.display_name or self.vendor)
 
     @property
     def name(self) -> str:

@@ -5,6 +5,11 @@ by id, and call the sweep incomplete when `total` moves between pages or the uni
 not match it; one immediate retry usually gets a clean pass. `/scans/recent` is a cheap probe:
 findings only change when a scan completes, so an unchanged latest scan skips the sweep (with a
 full re-sweep every `full_resweep_interval` anyway, for status changes made by people).
+A finding's `awsAccountId` is ScanOrbit's UUID of the connected account, not the AWS account
+number a SIEM knows: each full sweep reads `GET /accounts` once and attaches the 12-digit
+`aws_account_number` and `account_name` (a finding of a deleted account, `awsAccountId: null`,
+gets neither). The same answer is the source's coverage check: an account not `ok`, or with a
+`lastError`, is an account ScanOrbit is not seeing (bridge/sources/coverage.py).
 Each finding is read on its own (`bridge.sources.rows`): one we cannot read is skipped and
 leaves the sweep incomplete, instead of losing its page and every page after it.
 """
@@ -22,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from bridge.http import HttpContext, VendorClient, VendorError, url_path, validate
 from bridge.model import Item, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
+from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
 from bridge.sources.rows import ROW_ERRORS, to_items
 
@@ -45,8 +51,11 @@ class ScanOrbitConfig(SourceConfig):
     drift_retries: int = Field(default=1, ge=0, le=5)
     # Pages requested ahead of the one being diffed (all paced by the rate limiter).
     prefetch: int = Field(default=3, ge=0, le=10)
-    # Fetch `GET /findings/{id}` (resource, certificate) for up to this many new findings a sweep.
+    # Fetch `GET /findings/{id}` (resource, certificate) for up to this many new findings a
+    # sweep (the budget is the sweep's, however many pages the new findings arrive in).
     enrich_new: int = Field(default=0, ge=0)
+    # Read `GET /accounts` once a full sweep: account numbers and names, and coverage.
+    accounts: bool = True
 
     def build(self, http: HttpContext) -> ScanOrbitSource:
         return ScanOrbitSource(self, http)
@@ -84,6 +93,22 @@ class _Scans(BaseModel):
     data: list[_Scan]
 
 
+class _Account(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1)
+    name: str | None = None
+    awsAccountId: str | None = None  # here, the 12-digit AWS account number
+    status: str | None = None
+    lastError: str | None = None
+
+
+class _Accounts(BaseModel):
+    data: list[Any]  # each account is read on its own
+
+
+HEALTHY_ACCOUNT = ("ok", "active")
+
+
 _ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDetectedAt")
 _NESTED = (("resource", ("name", "service", "region", "resourceId")),
            ("certificate", ("primaryDomain", "notAfter")))
@@ -91,7 +116,8 @@ _NESTED = (("resource", ("name", "service", "region", "resourceId")),
 
 class ScanOrbitSource(Source[ScanOrbitConfig]):
     vendor = "scanorbit"
-    item_kinds = (KIND,)
+    display_name = "ScanOrbit"
+    item_kinds = (KIND, SOURCE_HEALTH)
 
     def __init__(self, config: ScanOrbitConfig, http: HttpContext) -> None:
         super().__init__(config)
@@ -103,6 +129,13 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             limit_scope=config.org or config.name,
             default_per_minute=80.0,  # documented: 100/min per organization
         )
+        # The current sweep's accounts by ScanOrbit id, and what is left of its enrichment.
+        self._accounts: dict[str, _Account] = {}
+        self._enrich_left = config.enrich_new
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (KIND, *self.health_kinds())
 
     @property
     def requests(self) -> int:
@@ -126,6 +159,13 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                     for f in fields:
                         if isinstance(obj.get(f), str):
                             attrs[f"{nested}_{f}"] = obj[f]
+        account_id = raw.get("awsAccountId")
+        account = self._accounts.get(account_id) if isinstance(account_id, str) else None
+        if account is not None:
+            if account.awsAccountId:
+                attrs["aws_account_number"] = account.awsAccountId
+            if account.name:
+                attrs["account_name"] = account.name
         inactive = status in self.config.inactive_statuses
         return Item(
             kind=KIND,
@@ -156,17 +196,51 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         due = time.time() - last_full >= self.config.full_resweep_interval
         if latest is not None and latest == cursor.get("last_scan_id") and not due:
             return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",))
+        self._enrich_left = self.config.enrich_new
+        account_note = await self._read_accounts(scope) if self.config.accounts else None
         walk = await with_drift_retries(
             lambda: self._walk(emit), self.config.drift_retries,
             lambda spoiled: log.info("scanorbit_drift_retry", source=self.name, notes=spoiled.notes))
-        complete, notes = walk.complete, walk.notes
+        complete, notes = walk.complete, list(walk.notes)
+        if account_note:
+            notes.append(account_note)
         new_cursor: dict[str, str] = {}
         if complete:
             new_cursor["last_full_sweep_at"] = str(time.time())
             if latest is not None:
                 new_cursor["last_scan_id"] = latest
-        return Sweep(scope=scope, items=(), kinds={KIND: complete}, cursor=new_cursor,
-                     notes=tuple(notes))
+        kinds = {KIND: complete}
+        health = self.health_items(scope)
+        if health:
+            await emit(health)
+            kinds[SOURCE_HEALTH] = True
+        return Sweep(scope=scope, items=(), kinds=kinds, cursor=new_cursor, notes=tuple(notes))
+
+    async def _read_accounts(self, scope: str) -> str | None:
+        """One `GET /accounts`: the accounts findings are attached to, and the accounts
+        coverage. Returns a note when it could not be read (findings then go without account
+        numbers; the last coverage verdict stands)."""
+        try:
+            body = await self.client.get_json("/accounts")
+            listed = validate(_Accounts, body, "GET /accounts")
+        except VendorError as exc:
+            if exc.fails_sweep:
+                raise
+            log.warning("scanorbit_accounts_failed", source=self.name, error=str(exc))
+            self._accounts = {}
+            return f"accounts: {exc}; findings carry no account numbers this sweep"
+        accounts: dict[str, _Account] = {}
+        unreadable = 0
+        for row in listed.data:
+            try:
+                account = _Account.model_validate(row)
+            except ROW_ERRORS:
+                unreadable += 1
+                continue
+            accounts[account.id] = account
+        self._accounts = accounts
+        self.coverage.report(scope, "accounts", [_account_check(a) for a in accounts.values()])
+        return f"accounts: {unreadable} unreadable account row(s) skipped" if unreadable else None
 
     async def _latest_scan(self) -> str | None:
         try:
@@ -194,9 +268,11 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                               on_rows=emit, prefetch=self.config.prefetch)
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
-        """Add resource and certificate facts to up to `enrich_new` new findings."""
+        """Add resource and certificate facts to new findings, `enrich_new` a sweep in all."""
         out = list(items)
-        for i, item in enumerate(out[: self.config.enrich_new]):
+        budget = min(self._enrich_left, len(out))
+        self._enrich_left -= budget
+        for i, item in enumerate(out[:budget]):
             try:
                 body = await self.client.get_json(url_path("findings", item.key))
             except VendorError as exc:
@@ -213,3 +289,16 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                 except ROW_ERRORS:
                     continue  # the listed finding stands, without the detail
         return out
+
+
+def _account_check(account: _Account) -> Check:
+    """An account ScanOrbit can scan is `ok` without a `lastError`; anything else is a blind
+    spot: its findings stop changing while the bridge reports "nothing new"."""
+    status = (account.status or "").lower()
+    number = account.awsAccountId or account.id
+    subject = f"{account.name} ({number})" if account.name else number
+    ok = status in HEALTHY_ACCOUNT and not account.lastError
+    detail = "" if ok else (f"ScanOrbit is not scanning AWS account {subject}: status "
+                            f"{account.status or 'unknown'}"
+                            + (f", last error: {account.lastError}" if account.lastError else ""))
+    return Check("accounts", "account", number, ok, detail)

@@ -48,7 +48,7 @@ async def test_first_sweep_emits_new_for_each_open_finding(scanorbit: SimPair, h
     result = await harness.sweep()
 
     assert result.record.outcome == "complete"
-    assert result.record.requests == 1 + 3  # scan probe + 3 pages of 100
+    assert result.record.requests == 2 + 3  # scan probe, accounts, 3 pages of 100
     assert {e.key for e in result.events} == open_ids
     assert set(types(result)) == {"new"}
     event = next(e for e in result.events if e.key == min(open_ids))
@@ -253,7 +253,7 @@ async def test_new_findings_are_enriched_when_configured(tmp_path: Path, scanorb
         result = await h.sweep()
     enriched = [e for e in result.events if "resource_name" in e.attributes]
     assert len(enriched) == 3
-    assert result.record.requests == 2 + 3
+    assert result.record.requests == 3 + 3  # scan probe, accounts, one page, 3 enrichments
 
 
 async def test_routes_select_sinks(tmp_path: Path, scanorbit: SimPair) -> None:

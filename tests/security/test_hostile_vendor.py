@@ -275,7 +275,7 @@ async def test_a_poison_value_is_repaired_and_blocks_nothing(
     async with harness(tmp_path, vendor.url) as h:
         first = await h.sweep()
         assert first.record.outcome == "complete", first.record
-        assert first.record.requests == 1 + 3  # the scan probe and every page
+        assert first.record.requests == 2 + 3  # the scan probe, the accounts and every page
         assert len(first.events) == FINDINGS + 1
         assert await h.deliver() == {"events": 0}  # nothing left undelivered
         gone = [f["id"] for f in vendor.world.ordered()[-3:]]
@@ -313,7 +313,7 @@ async def test_a_finding_that_cannot_be_read_is_skipped_alone_and_resolves_nothi
         with capture_logs() as logs:
             attacked = await resolves_nothing(h, vendor, "incomplete", arm, calm)
     for result in attacked:
-        assert result.record.requests == 1 + 3  # the later pages were read
+        assert result.record.requests == 2 + 3  # the later pages were read
         assert f"{broken}: data.40.status" in result.record.notes[0]
     events = [e for e in logs if e["event"] == "vendor_items_skipped"]
     assert [e["ids"] for e in events] == [[broken]] * 3
@@ -358,7 +358,8 @@ async def test_a_vendor_id_cannot_step_into_another_path(
     assert result.record.outcome == "complete"
     paths = [s.raw_path for s in vendor.seen]
     assert "/api/v1/findings/..%2F..%2F..%2Fadmin%2Fkeys%3Fall%3D1%23" in paths
-    assert all(p.startswith(("/api/v1/findings", "/api/v1/scans/recent")) for p in paths), paths
+    assert all(p.startswith(("/api/v1/findings", "/api/v1/scans/recent", "/api/v1/accounts"))
+               for p in paths), paths
     assert not any(p.split("?")[0].endswith(("/findings/..", "/findings/%2E%2E")) for p in paths)
     events = {e.key: e for e in result.events}
     assert "resource_name" in events[traversal].attributes  # enriched by its own path
