@@ -1,0 +1,93 @@
+"""`group_by`: one Jira ticket per group of items, listing them in a table; items joining or
+resolving comment and rewrite the table; the ticket resolves with its last item and reopens
+when one returns. Against the strict fake Jira, with a real SQLite ledger."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.model import Event, EventType
+from bridge.sinks.jira.config import JiraSinkConfig
+from bridge.sinks.jira.ledger import identity
+from bridge.sinks.jira.service import JiraSink
+from bridge.store.sqlite import SQLiteStore
+from tests.core._helpers import make_event
+from tests.support.fake_jira import FakeIssue, FakeJira
+
+pytestmark = pytest.mark.timeout(60)
+GROUP_BY = ["scope", "attributes.test_id"]
+
+
+def event(key: str, type_: EventType, counter: int, test: str = "T1", **kw: Any) -> Event:
+    return make_event(key, type_=type_, counter=counter, attributes={"test_id": test}, **kw)
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[tuple[JiraSink, FakeJira]]:
+    fake = await FakeJira(mode="datacenter").start()
+    store = SQLiteStore(tmp_path / "bridge.db")
+    await store.open()
+    s = JiraSinkConfig.model_validate({
+        "name": "jira", "type": "jira", "url": fake.url, "deployment": "datacenter",
+        "token": fake.token, "project": fake.project, "group_by": GROUP_BY}).build()
+    s.use_store(store)
+    await s.open()
+    try:
+        yield s, fake
+    finally:
+        await s.close()
+        await store.close()
+        await fake.stop()
+    assert fake.violations == []
+
+
+def group_ticket(fake: FakeJira, e: Event) -> FakeIssue:
+    return fake.ticket(identity(e, GROUP_BY)[1])
+
+
+async def test_a_group_has_one_ticket_that_follows_its_items(
+        sink: tuple[JiraSink, FakeJira]) -> None:
+    s, fake = sink
+    a, b = event("a", EventType.NEW, 1, severity="medium"), event("b", EventType.NEW, 1)
+    await s.send([a, b])  # two items of a new group at once: still one create
+    ticket = group_ticket(fake, a)
+    assert len(fake.tickets()) == 1 and fake.count("POST /rest/api/2/issue") == 1
+    assert "finding a" in ticket.fields["description"]
+    assert "finding b" in ticket.fields["description"]
+    assert ticket.fields["priority"] == {"name": "High"}  # the worst active item's
+    assert "Item joined" in ticket.comments[-1]
+
+    await s.send([event("c", EventType.NEW, 1, test="T2")])  # another group, another ticket
+    assert len(fake.tickets()) == 2
+
+    await s.send([event("a", EventType.RESOLVED, 2, severity="medium", reason="test passed")])
+    assert ticket.status == "To Do" and "1 still active" in ticket.comments[-1]
+    assert "|resolved|" in ticket.fields["description"]
+
+    await s.send([event("b", EventType.RESOLVED, 2, reason="test passed in scan 7")])
+    assert (ticket.status, ticket.resolution) == ("Done", "Done")
+    assert "test passed in scan 7" in ticket.comments[-1]
+    assert "last active item of 2" in ticket.comments[-1]
+
+    await s.send([event("a", EventType.REOPENED, 3, severity="medium")])
+    assert ticket.status == "To Do" and "Item returned" in ticket.comments[-1]
+    assert len(fake.tickets()) == 2 and fake.count("POST /rest/api/2/issue") == 2
+    assert fake.count("GET /rest/api/2/search") == 0
+
+
+async def test_a_group_closed_as_wont_do_stays_closed(sink: tuple[JiraSink, FakeJira]) -> None:
+    s, fake = sink
+    a = event("a", EventType.NEW, 1)
+    await s.send([a, event("a", EventType.RESOLVED, 2)])
+    ticket = group_ticket(fake, a)
+    fake.close_as(ticket.key, "Duplicate", by="Sam")  # a person's later decision
+    await s.send([event("a", EventType.REOPENED, 3)])
+    assert (ticket.status, ticket.resolution) == ("Done", "Duplicate")
+    assert "not reopened" in ticket.comments[-1]
+    assert s.store is not None
+    [silence] = await s.store.silences()
+    assert '"attributes.test_id"' in silence.matchers and silence.author == "Sam"
