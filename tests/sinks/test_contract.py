@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +19,13 @@ import pytest
 
 from bridge.sinks.base import Sink, SinkConfig
 from bridge.sinks.file import FileSink, FileSinkConfig, StdoutSink, StdoutSinkConfig
+from bridge.sinks.jira import JiraSinkConfig
 from bridge.sinks.pagerduty import PagerDutySinkConfig
 from bridge.sinks.slack import SlackSinkConfig
 from bridge.sinks.syslog import SyslogSinkConfig
 from bridge.sinks.teams import TeamsSinkConfig
 from bridge.sinks.webhook import WebhookSinkConfig
+from tests.support.fake_jira import FakeJira
 from tests.support.receiver import Receiver
 from tests.support.rsyslogd import Rsyslogd
 from tests.support.service_receivers import (
@@ -176,6 +179,63 @@ class TestTeamsSink(ServiceContracts):
 
 class TestPagerDutySink(ServiceContracts):
     receiver_type, preset = PagerDutyReceiver, "pagerduty"
+
+
+# -- Jira: against the strict fake Jira ------------------------------------------------------------
+
+
+class JiraHarness(UnreachableHarness, PerEventHarness):
+    """The Jira sink against the fake Jira (tests/support/fake_jira.py). An event arrived when
+    a create or comment carrying its id was accepted (every ticket text names its event)."""
+
+    secret = "contract-jira-token-0123456789"
+
+    def __init__(self) -> None:
+        self.fake = FakeJira(mode="cloud", token=self.secret)
+        self.port = 0
+
+    async def start(self) -> None:
+        await self.fake.start(self.port)
+        self.port = int(self.fake.url.rsplit(":", 1)[1])
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = JiraSinkConfig.model_validate({
+            "type": "jira", "name": "jira", "url": f"http://127.0.0.1:{self.port}",
+            "email": self.fake.email, "api_token": self.secret, "project": self.fake.project,
+            "backoff_initial": 0.001, "backoff_max": 0.01, "timeout": 5, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        return [m.group(1) for _, text in self.fake.journal
+                for m in re.finditer(r"event ([0-9a-f]{32})", text)]
+
+    def fail(self, event_id: str) -> None:
+        self.fake.answers[event_id] = 503
+
+    def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
+        self.fake.answers[event_id] = 400
+        self.fake.echo_auth = echo_secret
+
+    async def go_away(self) -> None:
+        await self.fake.stop()
+
+    async def come_back(self) -> None:
+        await self.start()
+
+    async def close(self) -> None:
+        await self.fake.stop()
+        assert self.fake.violations == []
+
+
+class TestJiraSink(SinkContract, UnreachableContract, PerEventContract, SecretContract):
+    @pytest.fixture
+    async def harness(self) -> AsyncIterator[JiraHarness]:
+        h = JiraHarness()
+        await h.start()
+        try:
+            yield h
+        finally:
+            await h.close()
 
 
 # -- syslog over TCP ------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ What it serves (REST v2 in both modes, and v3 where Cloud needs it):
 Auth: Cloud takes Basic email:API-token, Data Center a Bearer personal access token; anything
 else is a 401. Errors have Jira's body `{"errorMessages": [...], "errors": {field: msg}}`.
 
-Faults: `throttle` (429 + Retry-After), `fail` (a status for the next requests),
+Faults: `throttle` (429 + Retry-After), `fail` (a status for the next requests), `answers`
+(a status for writes whose body contains a string, e.g. an event id),
 `drop_creates` (commit the create, then drop the connection without answering), `hold_creates`
 (commit the create, then answer only once `release()` is called: the window in which a test
 kills the bridge), `latency` per request. People: `close_as` (a person resolves a ticket with
@@ -105,6 +106,14 @@ class FakeJira:
     fail: list[int] = field(default_factory=list)  # statuses for the next requests
     drop_creates: int = 0
     hold_creates: bool = False
+    # A write whose body contains one of these strings is answered with its status (400:
+    # Jira's field error; 5xx: its server error), quoting the caller's credential in the
+    # answer when `echo_auth`, as careless services do.
+    answers: dict[str, int] = field(default_factory=dict)
+    echo_auth: bool = False
+    # Every accepted write that carries text (create, comment, transition comment), in order:
+    # (issue key, text).
+    journal: list[tuple[str, str]] = field(default_factory=list)
 
     issues: dict[str, FakeIssue] = field(default_factory=dict)
     moved: dict[str, str] = field(default_factory=dict)
@@ -210,8 +219,23 @@ class FakeJira:
             # for everything but Cloud's search, so anything else here is a mistake of ours.
             self.violations.append(f"{request.method} {request.path}: REST v3 is only used "
                                    "for Cloud's search")
+        if self.answers and request.method in ("POST", "PUT"):
+            raw = (await request.read()).decode(errors="replace")
+            for marker, status in self.answers.items():
+                if marker in raw:
+                    said = f"Refused (credential: {self._credential(request)})" \
+                        if self.echo_auth else "Refused."
+                    if status >= 500:
+                        return jira_error(status, [said])
+                    return jira_error(status, [], {"description": said})
         response: web.StreamResponse = await handler(request)
         return response
+
+    def _credential(self, request: web.Request) -> str:
+        given = request.headers.get("Authorization", "")
+        if given.startswith("Basic "):
+            return base64.b64decode(given[6:]).decode(errors="replace")
+        return given
 
     def _authenticated(self, request: web.Request) -> bool:
         given = request.headers.get("Authorization", "")
@@ -338,6 +362,7 @@ class FakeJira:
         issue = FakeIssue(issue_id, f"{self.project}-{number}", self.project, fields,
                           time.monotonic())
         self.issues[issue.key] = issue
+        self.journal.append((issue.key, str(fields.get("description") or "")))
         answer = {"id": str(issue_id), "key": issue.key, "self": f"{self.url}/rest/api/2/"
                                                                   f"issue/{issue_id}"}
         if self.drop_creates > 0:
@@ -399,6 +424,7 @@ class FakeJira:
         if not isinstance(text, str) or not text.strip():
             return jira_error(400, [], {"comment": "Comment body can not be empty!"})
         issue.comments.append(text)
+        self.journal.append((issue.key, text))
         return web.json_response({"id": str(len(issue.comments)), "body": text}, status=201)
 
     # -- workflow
@@ -463,6 +489,7 @@ class FakeJira:
             if not isinstance(text, str) or not text.strip():
                 return jira_error(400, [], {"comment": "Comment body can not be empty!"})
             issue.comments.append(text)
+            self.journal.append((issue.key, text))
         self._move_to(issue, target, resolution, "bridge bot")
         return web.Response(status=204)
 

@@ -61,8 +61,8 @@ class Renderer:
         link = self.present.link(event)
         if link is not None:
             lines += ["", f"[Open in {wiki(event.vendor)}|{link}]"]
-        lines += ["", f"_Opened by bridge. The label {label} ties this ticket to the item: "
-                      "keep it._"]
+        lines += ["", f"_Opened by bridge (event {event.id}). The label {label} ties this "
+                      "ticket to the item: keep it._"]
         return truncate("\n".join(lines), DESCRIPTION_CHARS)
 
     def custom_values(self, event: Event) -> dict[str, Any]:
@@ -130,9 +130,12 @@ class Renderer:
         return self._finish(lines, event)
 
     def _finish(self, lines: list[str], event: Event) -> str:
+        """The comment with its console link, and the bridge event it tells (so an operator
+        can follow an event from its sweep to the ticket)."""
         link = self.present.link(event)
         if link is not None:
             lines.append(f"[Open in {wiki(event.vendor)}|{link}]")
+        lines.append(f"{{color:#97a0af}}bridge event {event.id}{{color}}")
         return truncate("\n".join(lines), COMMENT_CHARS)
 
     # -- groups
@@ -142,7 +145,8 @@ class Renderer:
         return one_line(f"[bridge] {told or event.kind}", SUMMARY_CHARS)
 
     def group_description(self, values: Mapping[str, object],
-                          items: Mapping[str, Mapping[str, Any]], label: str) -> str:
+                          items: Mapping[str, Mapping[str, Any]], label: str,
+                          event: Event) -> str:
         lines = ["h3. " + wiki(" / ".join(f"{k} = {v}" for k, v in values.items())), "",
                  "||Item||Severity||Kind||Key||State||"]
         ranked = sorted(items.values(), key=lambda i: (i.get("state") != "active",
@@ -155,6 +159,6 @@ class Renderer:
             cell = f"[{title}|{link}]" if link else title
             lines.append(f"|{cell}|{wiki(row.get('severity', ''))}|{wiki(row.get('kind', ''))}|"
                          f"{wiki(row.get('key', ''))}|{wiki(row.get('state', ''))}|")
-        lines += ["", f"_Opened by bridge for a group of items. The label {label} ties this "
+        lines += ["", f"_Kept by bridge (last: event {event.id}). The label {label} ties this "
                       "ticket to the group: keep it._"]
         return truncate("\n".join(lines), DESCRIPTION_CHARS)

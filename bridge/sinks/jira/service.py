@@ -162,6 +162,8 @@ class JiraSink(Sink[JiraSinkConfig]):
     # -- delivery
 
     async def send(self, events: Sequence[Event]) -> None:
+        if not self._ready:  # the worker opens first; a direct caller may not
+            await self.open()
         await deliver_per_item(events, self._deliver_one, concurrency=self.config.concurrency)
 
     async def _deliver_one(self, event: Event) -> None:
@@ -414,7 +416,7 @@ class JiraSink(Sink[JiraSinkConfig]):
             ticket, created = await self._ensure(
                 event, ref, label, ticket, values=values, items=items,
                 summary=self.render.group_summary(values, event),
-                description=self.render.group_description(values, items, label))
+                description=self.render.group_description(values, items, label, event))
             if created:
                 return
         if ticket.state == "gone":
@@ -454,7 +456,7 @@ class JiraSink(Sink[JiraSinkConfig]):
     async def _describe(self, ticket: Ticket, event: Event) -> None:
         assert ticket.key is not None
         fields: dict[str, Any] = {"description": self.render.group_description(
-            ticket.values, ticket.items, ticket.label)}
+            ticket.values, ticket.items, ticket.label, event)}
         if self.config.update_priority:
             worst = max((i for i in ticket.items.values() if i.get("state") == "active"),
                         key=lambda i: _rank(i.get("severity")), default=None)
