@@ -37,6 +37,13 @@ FAST_HTTP: dict[str, Any] = {"rate_limit_per_minute": 60_000, "backoff_initial":
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` (long scenario runs: chaos, receivers killed again and again) run
+    first, so with `-n 2` they overlap each other and the short tests fill the gaps, instead
+    of one of them starting last and the suite waiting on it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """Path of a real component; under CI=true its absence fails the test, never skips it."""
     for candidate in (name, *candidates):

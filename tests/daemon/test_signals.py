@@ -168,6 +168,7 @@ async def limited_vendor() -> AsyncIterator[Vendor]:
         yield Vendor(world, sim, key)
 
 
+@pytest.mark.slow
 async def test_reload_bursts_keep_the_rate_limit_buckets(
     tmp_path: Path, limited_vendor: Vendor, start_daemon: StartDaemon
 ) -> None:
@@ -188,12 +189,13 @@ async def test_reload_bursts_keep_the_rate_limit_buckets(
     assert avoidable_429s(world) == [], daemon.logs()[-3000:]
 
 
+@pytest.mark.slow
 async def test_a_reload_waiting_for_a_rate_limited_sweep_says_so(
     tmp_path: Path, vendor: Vendor, start_daemon: StartDaemon, notify_socket: NotifySocket
 ) -> None:
-    for _ in range(40):
+    for _ in range(20):
         vendor.world.add_finding()
-    # One request a second and 4 findings a page: the first sweep takes about ten seconds.
+    # One request a second and 4 findings a page: the first sweep takes about six seconds.
     slow = {"rate_limit_per_minute": 60, "burst": 1, "timeout": 5}
     config = daemon_config(tmp_path, vendor, interval=3600, page_size=4, prefetch=0, http=slow)
     daemon = await start_daemon(config, grace=30.0, env={"NOTIFY_SOCKET": notify_socket.path})

@@ -64,6 +64,7 @@ async def muted(path: Path, *args: str) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.slow
 async def test_suppress_delivers_nothing_then_only_what_is_new(
         tmp_path: Path, vendor: Vendor, receiver: Receiver) -> None:
     vendor.world.bulk_add(ESTATE)

@@ -55,6 +55,7 @@ def silence_body(**extra: Any) -> dict[str, Any]:
             **extra}
 
 
+@pytest.mark.slow
 async def test_a_silence_across_a_restart_then_its_expiry(
         tmp_path: Path, vendor: Vendor, receiver: Receiver) -> None:
     world, token = vendor.world, random_secret("adm_", 32)

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
@@ -27,6 +29,7 @@ async def items(config: Path, *args: str) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.slow
 async def test_items_by_source_kind_severity_and_since(
         tmp_path: Path, vendor: Vendor, aether365: AetherPair) -> None:
     world, sim = aether365

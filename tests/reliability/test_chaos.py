@@ -27,6 +27,8 @@ import pytest
 from tests.conftest import IN_CI
 from tests.support.chaos import ChaosReport, ChaosSettings, run_chaos, write_figures
 
+pytestmark = pytest.mark.slow  # long scenario runs: scheduled first (tests/conftest.py)
+
 LONG = os.environ.get("BRIDGE_CHAOS_LONG", "") == "1"
 CI_SEEDS = (20261125, 4)
 

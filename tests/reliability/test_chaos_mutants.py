@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.chaos import ChaosSettings, run_chaos
 
+pytestmark = pytest.mark.slow  # long scenario runs: scheduled first (tests/conftest.py)
+
 SITECUSTOMIZE = textwrap.dedent('''
     import os
 

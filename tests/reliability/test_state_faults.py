@@ -35,7 +35,8 @@ from tests.support.daemon import DaemonProcess, run_cli
 from tests.support.limited import LimitedDaemon, file_size_limit
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.timeout(300)
+# Long scenario runs: scheduled first (tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # How long a condition may take before it is a failure. Generous on purpose: these wait for
 # real processes on a machine that may be loaded (CI on 2 busy cores); a healthy run meets

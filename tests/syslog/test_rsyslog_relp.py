@@ -30,6 +30,8 @@ from tests.syslog.conftest import Certs, make_config, start_rsyslogd, wait_recor
 from tests.syslog.events import event
 from tests.syslog.parsers import parse_5424
 
+pytestmark = pytest.mark.slow  # long scenario runs: scheduled first (tests/conftest.py)
+
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
 WINDOW = 50
 BATCH = 100
