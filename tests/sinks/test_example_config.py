@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from bridge.config import parse_config
+from bridge.sinks.jira import JiraSinkConfig
 from bridge.sinks.pagerduty import PagerDutySinkConfig
 from bridge.sinks.slack import SlackSinkConfig
 from bridge.sinks.teams import TeamsSinkConfig
@@ -24,7 +25,8 @@ ENV = {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/abcdefghijkl
        "TEAMS_WORKFLOW_URL": "https://x.logic.azure.com/workflows/1?sig=abcdefghijklmnopqrst",
        "PAGERDUTY_ROUTING_KEY": "R" + "0" * 31, "SOAR_TOKEN": "soar-token-0123456789",
        "SOAR_PASSWORD": "soar-password-0123", "SOAR_API_KEY": "soar-api-key-0123",
-       "SOAR_WEBHOOK_SECRET": WHSEC, "SOAR_WEBHOOK_SECRET_OLD": WHSEC}
+       "SOAR_WEBHOOK_SECRET": WHSEC, "SOAR_WEBHOOK_SECRET_OLD": WHSEC,
+       "JIRA_API_TOKEN": "jira-api-token-0123456789"}
 
 
 def commented_sinks(text: str) -> list[dict[str, Any]]:
@@ -66,13 +68,14 @@ def expand(node: Any) -> Any:
 
 def test_the_commented_presets_validate() -> None:
     sinks = commented_sinks(EXAMPLE.read_text())
-    assert [s["type"] for s in sinks] == ["slack", "teams", "pagerduty"]
+    assert [s["type"] for s in sinks] == ["slack", "teams", "pagerduty", "jira"]
     config = parse_config({"sinks": sinks}, env=ENV)
-    slack, teams, pagerduty = config.sinks
+    slack, teams, pagerduty, jira = config.sinks
     assert isinstance(slack, SlackSinkConfig) and slack.group_by == ["source", "severity"]
     assert isinstance(teams, TeamsSinkConfig) and teams.max_events_per_minute == 60
     assert isinstance(pagerduty, PagerDutySinkConfig)
     assert pagerduty.max_events_per_minute is None
+    assert isinstance(jira, JiraSinkConfig) and jira.project == "SEC"
 
 
 def test_the_commented_webhook_options_validate() -> None:
