@@ -310,6 +310,19 @@ async def _state_sweeps(args: argparse.Namespace, config: BridgeConfig, store: S
             print(printable(redact(f"  #{r['id']} {r['started']} {r['outcome']}: {why}")))
 
 
+async def _state_summarised(args: argparse.Namespace, store: Store) -> None:
+    """Events a storm summary carried instead of sending them one by one (bridge/grouping.py):
+    kept whole beside the dead letters, `bridge dlq replay --kind summarised` sends them."""
+    rows = [{"seq": d.seq, "sink": d.sink, "summary": d.summary or "",
+             "at": d.failed_at.isoformat(timespec="seconds"),
+             "occurred": d.event.occurred_at.isoformat(timespec="seconds") if d.event else "",
+             "scope": d.event.scope if d.event else "", "type": d.event.type.value if d.event
+             else "?", "severity": d.event.severity if d.event else "",
+             "title": d.event.title if d.event else "(undecodable)", "event": d.event_id}
+            for d in await store.dead_letters(args.sink, args.limit, summarised=True)]
+    _print_rows(rows, args.json)
+
+
 async def _state_muted(args: argparse.Namespace, store: Store) -> None:
     """Events sinks were not sent, and why: a first-sweep baseline or a silence."""
     rows = [{"occurred": m.occurred_at.isoformat(timespec="seconds"), "sink": m.sink,
@@ -330,6 +343,8 @@ def cmd_state(args: argparse.Namespace) -> int:
             await _state_sweeps(args, config, store)
         elif args.what == "muted":
             await _state_muted(args, store)
+        elif args.what == "summarised":
+            await _state_summarised(args, store)
         elif args.what == "check":
             problems = await maintenance(store).check()
             for p in problems:
@@ -426,18 +441,23 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
 
     async def go(store: Store) -> int:
+        # Dead letters, and the events storm summaries carried (`summary` names the summary).
+        kind = args.kind or ("dead" if args.what == "replay" and not args.seq else "all")
+        summarised = {"dead": False, "summarised": True, "all": None}[kind]
         if args.what == "list":
             rows = [
                 {"seq": d.seq, "sink": d.sink, "event": d.event_id,
                  "type": d.event.type.value if d.event else "?",
                  "title": d.event.title if d.event else "(undecodable)",
-                 "attempts": d.attempts, "error": d.error}
-                for d in await store.dead_letters(args.sink, args.limit)
+                 "attempts": d.attempts, "summary": d.summary or "", "error": d.error}
+                for d in await store.dead_letters(args.sink, args.limit, summarised=summarised)
             ]
             _print_rows(rows, args.json)
         else:
-            n = await store.replay(args.sink, args.seq or None)
-            print(f"replayed {n} dead letter(s); a running daemon delivers them shortly")
+            n = await store.replay(args.sink, args.seq or None, summarised=summarised)
+            what = {"dead": "dead letter(s)", "summarised": "summarised event(s)",
+                    "all": "dead letter(s) and summarised event(s)"}[kind]
+            print(f"replayed {n} {what}; a running daemon delivers them shortly")
         return 0
 
     return asyncio.run(_with_store(config, go))
@@ -501,8 +521,11 @@ def parser() -> argparse.ArgumentParser:
         "state", help="inspect the state store",
         description="items: stored items, the most recently changed first. sweeps: per scope, "
         "the last complete sweep and why the sweeps since were not complete. muted: events "
-        "sinks were not sent (a first-sweep baseline, a silence), newest first."))
-    state.add_argument("what", choices=["items", "sweeps", "muted", "check", "backup"])
+        "sinks were not sent (a first-sweep baseline, a silence), newest first. summarised: "
+        "events a sink's storm guard sent in a summary instead of one by one."))
+    state.add_argument("what", choices=["items", "sweeps", "muted", "summarised", "check",
+                                        "backup"])
+    state.add_argument("--sink", help="summarised: only this sink's")
     state.add_argument("--scope")
     state.add_argument("--source", help="only the scopes of this source")
     state.add_argument("--state", choices=["active", "resolved"])
@@ -560,6 +583,9 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("what", choices=["list", "replay"])
     dlq.add_argument("--sink")
     dlq.add_argument("--seq", type=int, nargs="*", help="replay only these")
+    dlq.add_argument("--kind", choices=["dead", "summarised", "all"],
+                     help="dead letters, events storm summaries carried, or both (default: "
+                     "both for list and for replay --seq; dead letters for a plain replay)")
     dlq.add_argument("--limit", type=int, default=100)
     dlq.add_argument("--json", action="store_true")
     dlq.set_defaults(fn=cmd_dlq)

@@ -36,10 +36,12 @@ from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from bridge.model import SEVERITY_RANK, Event, JSONScalar
+from bridge.model import SEVERITY_RANK, Event, EventType, JSONScalar, utcnow
+from bridge.sinks.base import Sink
 from bridge.store.base import Delivery
 
 STORM_WINDOW = 60.0  # the guard counts events per minute
@@ -50,23 +52,39 @@ GROUPABLE = frozenset({"type", "source", "vendor", "scope", "tenant", "kind", "s
 GroupKey = tuple[tuple[str, JSONScalar], ...]
 
 
-class GroupingSettings(BaseModel):
-    """Digest and storm-guard settings of a sink (mixed into the config of sinks that can send
-    digests). Grouping is off unless `group_by` is set; `group_by: []` puts every event into
-    one group, as in Alertmanager."""
+class StormGuardSettings(BaseModel):
+    """The storm guard of a sink (mixed into its config): every sink can have one, since a
+    summary is rendered by the sink itself (a digest sink's own message, or `summary_event`
+    through any sink's format: a CEF line, a JSON line)."""
+
+    # At most this many events a minute; the excess is summarised. Off by default (the chat
+    # presets turn it on).
+    max_events_per_minute: int | None = Field(default=None, ge=1)
+    summary_interval: float = Field(default=60.0, gt=0)
+    summary_top: int = Field(default=10, ge=1, le=100)
+    # Rows held in memory while they wait; when full, the waiting groups (and the summary) go
+    # out early rather than hold more (a 100k-finding first sweep must not sit in memory).
+    group_buffer: int = Field(default=10_000, ge=10, le=1_000_000)
+
+    @property
+    def grouping(self) -> bool:
+        """Does the worker hold rows for digests or the storm guard at all?"""
+        return self.max_events_per_minute is not None
+
+    def rule(self, route: RouteGrouping | None = None) -> GroupRule:
+        """Without digests every event is sent as itself."""
+        return UNGROUPED
+
+
+class GroupingSettings(StormGuardSettings):
+    """Digest and storm-guard settings of a sink that can send digests (`DigestSink`).
+    Grouping is off unless `group_by` is set; `group_by: []` puts every event into one group,
+    as in Alertmanager."""
 
     group_by: list[str] | None = None
     group_wait: float = Field(default=30.0, ge=0)
     group_interval: float = Field(default=300.0, gt=0)
     max_batch: int = Field(default=50, ge=1, le=1000)
-    # Storm guard: at most this many events a minute; the excess is summarised. Off by default
-    # (the chat presets turn it on).
-    max_events_per_minute: int | None = Field(default=None, ge=1)
-    summary_interval: float = Field(default=60.0, gt=0)
-    summary_top: int = Field(default=10, ge=1, le=100)
-    # Rows held in memory while they wait; when full, the waiting groups go out early rather
-    # than hold more (a 100k-finding first sweep must not sit in memory).
-    group_buffer: int = Field(default=10_000, ge=10, le=1_000_000)
 
     @field_validator("group_by")
     @classmethod
@@ -75,7 +93,6 @@ class GroupingSettings(BaseModel):
 
     @property
     def grouping(self) -> bool:
-        """Does the worker hold rows for digests or the storm guard at all?"""
         return self.group_by is not None or self.max_events_per_minute is not None
 
     def rule(self, route: RouteGrouping | None = None) -> GroupRule:
@@ -129,6 +146,9 @@ class GroupRule:
     group_wait: float
     group_interval: float
     max_batch: int
+
+
+UNGROUPED = GroupRule(None, None, 0.0, 1.0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +216,45 @@ class StormSummary:
         return max(self.events, key=lambda e: SEVERITY_RANK[e.severity])
 
 
+STORM_KIND = "storm"
+
+
+def summary_event(summary: StormSummary) -> Event:
+    """A storm summary as one event (`type: summary`, kind `storm`), for sinks without a
+    message of their own for it: their format renders it like any event (a CEF or LEEF line,
+    a JSON line), so a SIEM or an archive sees the storm where it sees events. Counts are in
+    `attributes` (total, per severity, per source); the most severe events in brief and every
+    summarised event id in `raw`. Its id is the summary's: sent again after a crash, it is the
+    same event."""
+    worst = summary.worst
+    shown = ", ".join(f"{n} {s}" for s, n in summary.by_severity.items())
+    return Event(
+        id=summary.id, type=EventType.SUMMARY, source="bridge", vendor="bridge",
+        scope=summary.sink, kind=STORM_KIND, key=summary.id,
+        title=f"Event storm: {len(summary.events)} events summarised (over "
+              f"{summary.limit}/minute): {shown}",
+        severity=worst.severity, occurred_at=utcnow(), counter=1,
+        reason=f"storm guard: more than {summary.limit} events a minute for sink "
+               f"{summary.sink}; the excess is summarised, each event listed by bridge state "
+               "summarised",
+        attributes={"total": len(summary.events), "limit_per_minute": summary.limit,
+                    **{f"severity_{s}": n for s, n in summary.by_severity.items()},
+                    **{f"source_{s}": n for s, n in summary.by_source.items()}},
+        raw={"top": [{"id": e.id, "type": e.type.value, "source": e.source,
+                      "scope": e.scope, "kind": e.kind, "key": e.key, "title": e.title,
+                      "severity": e.severity} for e in summary.top],
+             "event_ids": [e.id for e in summary.events]},
+    )
+
+
+async def send_summary(sink: Sink[Any], summary: StormSummary) -> None:
+    """Deliver a storm summary: a digest sink's own message, any other sink's `summary_event`."""
+    if isinstance(sink, DigestSink):
+        await sink.send_summary(summary)
+    else:
+        await sink.send([summary_event(summary)])
+
+
 def _digest_of(parts: Iterable[str]) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -254,7 +313,7 @@ class Grouper:
     `rule_of` says how an event is grouped (the route tree's say, `GroupingSettings.rule`);
     without it every event follows the sink's settings."""
 
-    def __init__(self, settings: GroupingSettings,
+    def __init__(self, settings: StormGuardSettings,
                  rule_of: Callable[[Event], GroupRule] | None = None) -> None:
         self.settings = settings
         own = settings.rule()

@@ -21,7 +21,15 @@ from typing import Literal
 import structlog
 
 from bridge import metrics
-from bridge.grouping import DigestSink, Grouper, GroupingSettings, Message, StormSummary
+from bridge.grouping import (
+    DigestSink,
+    Grouper,
+    GroupingSettings,
+    Message,
+    StormGuardSettings,
+    StormSummary,
+    send_summary,
+)
 from bridge.health import SinkState, SinkVerdict
 from bridge.net import backoff_delay
 from bridge.routing import RouteConfig, grouping_rules
@@ -76,18 +84,20 @@ class SinkWorker:
         # Outcomes the receiver already decided that the store could not record yet (a full
         # disk, an I/O error): written again before anything else, never answered by a resend.
         self._unacked: list[Delivery] = []
-        # seqs, event ids, why, and whether they were summarised (not refused)
-        self._unburied: list[tuple[list[int], list[str], str, bool]] = []
+        # seqs, event ids, why, and the storm summary that carried them (None: refused)
+        self._unburied: list[tuple[list[int], list[str], str, str | None]] = []
         self.delivered = 0
         self.dead = 0
         self.summarised = 0
         self.grouper: Grouper | None = None
         self._flushing = False  # draining: groups do not wait (see `drain`)
         # `routes`: the route tree, whose routes may set grouping for the events they send.
+        # Digests need a `DigestSink`; the storm guard alone works with any sink.
         rules = (grouping_rules(routes, self.name, self.config) if routes is not None
+                 and isinstance(sink, DigestSink)
                  and isinstance(self.config, GroupingSettings) else None)
-        if (isinstance(sink, DigestSink) and isinstance(self.config, GroupingSettings)
-                and (self.config.grouping or rules is not None)):
+        if isinstance(self.config, StormGuardSettings) and (self.config.grouping
+                                                             or rules is not None):
             self.grouper = Grouper(self.config, rules)
 
     @property
@@ -257,12 +267,12 @@ class SinkWorker:
     async def _send_message(self, grouper: Grouper, message: Message) -> bool:
         """Send one planned message; True when every event of it was accepted or refused."""
         rows = message.rows
-        assert isinstance(self.sink, DigestSink)
         with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in rows]):
             try:
                 if message.digest is None:
                     await self.sink.send([d.event for d in rows])
-                else:
+                else:  # only a digest sink's grouper forms digests
+                    assert isinstance(self.sink, DigestSink)
                     await self.sink.send_digest(message.digest)
             except RetryableDeliveryError as exc:
                 if exc.delivered and message.digest is None:
@@ -304,17 +314,16 @@ class SinkWorker:
         return True
 
     @property
-    def config_grouping(self) -> GroupingSettings:
-        assert isinstance(self.config, GroupingSettings)
+    def config_grouping(self) -> StormGuardSettings:
+        assert isinstance(self.config, StormGuardSettings)
         return self.config
 
     async def _send_summary(self, grouper: Grouper, rows: list[Delivery]) -> None:
-        assert isinstance(self.sink, DigestSink)
         limit = self.config_grouping.max_events_per_minute or 0
         summary = StormSummary(self.name, tuple(d.event for d in rows), limit,
                                self.config_grouping.summary_top)
         try:
-            await self.sink.send_summary(summary)
+            await send_summary(self.sink, summary)
         except RetryableDeliveryError as exc:
             await self._grouped_retry(grouper, rows, str(exc), exc.retry_after, trouble_of(exc))
             return
@@ -336,7 +345,7 @@ class SinkWorker:
                     by_source=summary.by_source)
         await self._bury([d.seq for d in rows], [d.event.id for d in rows],
                          f"summarised: storm guard ({limit} events/minute) sent them in "
-                         f"summary {summary.id} of {len(rows)} events", summarised=True)
+                         f"summary {summary.id} of {len(rows)} events", summary=summary.id)
         if self._failures:
             log.info("sink_recovered", after_failures=self._failures)
         self._failures = 0
@@ -472,18 +481,18 @@ class SinkWorker:
         self._failures = 0
 
     async def _bury(self, seqs: Sequence[int], event_ids: Sequence[str], error: str, *,
-                    summarised: bool = False) -> None:
-        """Dead-letter these rows (or, `summarised`, record that a storm summary carried them);
-        if the store cannot take it now, it is written again (by `_record_outcomes`) before
-        anything else is claimed, and never resent meanwhile."""
-        self._unburied.append((list(seqs), list(event_ids), error, summarised))
+                    summary: str | None = None) -> None:
+        """Dead-letter these rows (or record that the storm `summary` carried them); if the
+        store cannot take it now, it is written again (by `_record_outcomes`) before anything
+        else is claimed, and never resent meanwhile."""
+        self._unburied.append((list(seqs), list(event_ids), error, summary))
         await self._record_outcomes()
 
     async def _write_burial(self, seqs: Sequence[int], event_ids: Sequence[str], error: str,
-                            summarised: bool) -> None:
+                            summary: str | None) -> None:
         # Receivers echo requests (headers included) in error bodies: never store a secret.
-        await self.store.bury(self.name, seqs, redact(error))
-        if summarised:  # accepted in a summary: visible beside the dead letters, not counted
+        await self.store.bury(self.name, seqs, redact(error), summary=summary)
+        if summary is not None:  # accepted in a summary: listed apart, not a dead letter
             self.summarised += len(seqs)
             metrics.EVENTS_SUMMARISED.labels(self.name).inc(len(seqs))
             metrics.DELIVERIES.labels(self.name, "summarised").inc(len(seqs))

@@ -20,6 +20,7 @@ from typing import Literal, TextIO
 
 from pydantic import Field
 
+from bridge.grouping import StormGuardSettings
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
 from bridge.sinks.formats.cef import CefConfig
@@ -29,7 +30,7 @@ from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.textsafe import printable
 
 
-class FileSinkConfig(SinkConfig):
+class FileSinkConfig(SinkConfig, StormGuardSettings):
     type: Literal["file"]
     path: Path
     # "batch": fsync after every batch, so an acknowledged event is on disk; "never": leave it

@@ -23,6 +23,7 @@ from typing import Literal
 import structlog
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bridge.grouping import StormGuardSettings
 from bridge.model import SEVERITIES, Event
 from bridge.net import client_tls_context, warn_tls_unverified
 from bridge.sinks.base import (
@@ -58,7 +59,7 @@ DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514, "relp": 2514}
 _TLS_ONLY = ("ca_bundle", "client_cert", "client_key", "client_key_password", "server_name")
 
 
-class SyslogSinkConfig(SinkConfig):
+class SyslogSinkConfig(SinkConfig, StormGuardSettings):
     """Where and how to send: transport, syslog flavour, payload format and TLS settings."""
 
     type: Literal["syslog"]

@@ -223,6 +223,11 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """An event that left a sink's queue without being delivered by itself: refused or out of
+    attempts (a dead letter), or carried by a storm summary (`summary` is then that summary's
+    id, bridge/grouping.py). Both keep the event whole, so either can be replayed one by one;
+    only dead letters are failures."""
+
     seq: int
     sink: str
     event_id: str
@@ -230,6 +235,7 @@ class DeadLetter:
     attempts: int
     error: str
     failed_at: datetime
+    summary: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +243,8 @@ class QueueStats:
     sink: str
     depth: int
     oldest_created_at: datetime | None
-    dead: int
+    dead: int  # dead letters, not counting the summarised events
+    summarised: int = 0  # events storm summaries carried (`DeadLetter.summary`)
 
 
 class Store(ABC):
@@ -348,15 +355,23 @@ class Store(ABC):
         """A retryable failure: count the attempt, keep the rows."""
 
     @abstractmethod
-    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
-        """Move to dead letters (non-retryable, or out of attempts)."""
+    async def bury(self, sink: str, seqs: Sequence[int], error: str, *,
+                   summary: str | None = None) -> None:
+        """Move to dead letters (non-retryable, or out of attempts); with `summary`, record
+        them as carried by that storm summary instead (summarised, not failed)."""
 
     @abstractmethod
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]: ...
+    async def dead_letters(self, sink: str | None = None, limit: int = 100, *,
+                           summarised: bool | None = None) -> list[DeadLetter]:
+        """In seq order; `summarised` True: only what storm summaries carried, False: only
+        dead letters, None: both."""
 
     @abstractmethod
-    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
-        """Put dead letters back at the end of their sink's queue, attempts reset."""
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None, *,
+                     summarised: bool | None = False) -> int:
+        """Put dead letters back at the end of their sink's queue, attempts reset. `seqs` and
+        `summarised` (as for `dead_letters`) choose which; by default the summarised events
+        stay: replaying all of them at once would be the flood their summary prevented."""
 
     @abstractmethod
     async def queue_stats(self) -> list[QueueStats]: ...

@@ -123,6 +123,7 @@ class _Dead:
     attempts: int
     error: str
     failed_at: float
+    summary: str | None = None
 
 
 class MemoryStateConfig(StateConfig):
@@ -346,28 +347,33 @@ class MemoryStore(Store):
                 p.attempts += 1
                 p.last_error = error[:2000]
 
-    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+    async def bury(self, sink: str, seqs: Sequence[int], error: str, *,
+                   summary: str | None = None) -> None:
         self._usable()
         pending, now = self._outbox.get(sink, {}), time.time()
         for seq in seqs:
             if (p := pending.pop(seq, None)) is not None:
                 self._dead[seq] = _Dead(seq, sink, p.event_id, p.body, p.attempts + 1,
-                                        error[:2000], now)
+                                        error[:2000], now, summary)
 
-    def _dead_of(self, sink: str | None) -> list[_Dead]:
-        return sorted((d for d in self._dead.values() if sink is None or d.sink == sink),
+    def _dead_of(self, sink: str | None, summarised: bool | None = None) -> list[_Dead]:
+        return sorted((d for d in self._dead.values() if (sink is None or d.sink == sink)
+                       and (summarised is None or (d.summary is not None) == summarised)),
                       key=lambda d: d.seq)
 
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    async def dead_letters(self, sink: str | None = None, limit: int = 100, *,
+                           summarised: bool | None = None) -> list[DeadLetter]:
         self._usable()
         return [DeadLetter(d.seq, d.sink, d.event_id, event_or_none(d.body), d.attempts, d.error,
-                           datetime.fromtimestamp(d.failed_at, UTC))
-                for d in _limited(self._dead_of(sink), limit)]
+                           datetime.fromtimestamp(d.failed_at, UTC), d.summary)
+                for d in _limited(self._dead_of(sink, summarised), limit)]
 
-    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None, *,
+                     summarised: bool | None = False) -> int:
         self._usable()
         wanted = set(seqs) if seqs is not None else None
-        chosen = [d for d in self._dead_of(sink) if wanted is None or d.seq in wanted]
+        chosen = [d for d in self._dead_of(sink, summarised)
+                  if wanted is None or d.seq in wanted]
         for d in chosen:
             del self._dead[d.seq]
         self._enqueue([(d.sink, d.event_id, d.body) for d in chosen], time.time())
@@ -376,16 +382,19 @@ class MemoryStore(Store):
     async def queue_stats(self) -> list[QueueStats]:
         self._usable()
         dead: dict[str, int] = {}
+        summarised: dict[str, int] = {}
         for d in self._dead.values():
-            dead[d.sink] = dead.get(d.sink, 0) + 1
+            counts = dead if d.summary is None else summarised
+            counts[d.sink] = counts.get(d.sink, 0) + 1
         stats = []
-        for sink in sorted({s for s, rows in self._outbox.items() if rows} | set(dead)):
+        for sink in sorted({s for s, rows in self._outbox.items() if rows} | set(dead)
+                           | set(summarised)):
             pending = self._outbox.get(sink, {})
             oldest = min((p.created_at for p in pending.values()), default=None)
             stats.append(QueueStats(
                 sink, len(pending),
                 datetime.fromtimestamp(oldest, UTC) if oldest is not None else None,
-                dead.get(sink, 0)))
+                dead.get(sink, 0), summarised.get(sink, 0)))
         return stats
 
     # -- inspection

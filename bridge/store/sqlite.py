@@ -531,45 +531,51 @@ class SQLiteStore(Store, StoreMaintenance):
 
         await self._run(tx)
 
-    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+    async def bury(self, sink: str, seqs: Sequence[int], error: str, *,
+                   summary: str | None = None) -> None:
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.executemany(
-                    "INSERT INTO dead_letters (seq, sink, event_id, body, attempts, error, failed_at) "
-                    "SELECT seq, sink, event_id, body, attempts + 1, ?, ? FROM outbox "
-                    "WHERE seq = ? AND sink = ?",
-                    [(error[:2000], now, s, sink) for s in seqs],
+                    "INSERT INTO dead_letters (seq, sink, event_id, body, attempts, error, "
+                    "failed_at, summary) SELECT seq, sink, event_id, body, attempts + 1, ?, ?, ? "
+                    "FROM outbox WHERE seq = ? AND sink = ?",
+                    [(error[:2000], now, summary, s, sink) for s in seqs],
                 )
                 conn.executemany("DELETE FROM outbox WHERE seq = ? AND sink = ?",
                                  [(s, sink) for s in seqs])
 
         await self._run(tx)
 
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        def q(conn: sqlite3.Connection) -> list[tuple[int, str, str, str, int, str, float]]:
+    async def dead_letters(self, sink: str | None = None, limit: int = 100, *,
+                           summarised: bool | None = None) -> list[DeadLetter]:
+        def q(conn: sqlite3.Connection
+              ) -> list[tuple[int, str, str, str, int, str, float, str | None]]:
             return conn.execute(
-                "SELECT seq, sink, event_id, body, attempts, error, failed_at FROM dead_letters "
-                "WHERE (? IS NULL OR sink = ?) ORDER BY seq LIMIT ?",
-                (sink, sink, limit),
+                "SELECT seq, sink, event_id, body, attempts, error, failed_at, summary "
+                "FROM dead_letters WHERE (? IS NULL OR sink = ?) AND (? IS NULL OR "
+                "(summary IS NOT NULL) = ?) ORDER BY seq LIMIT ?",
+                (sink, sink, summarised, summarised, limit),
             ).fetchall()
 
         return [
             DeadLetter(seq, s, event_id, event_or_none(body), attempts, error,
-                       datetime.fromtimestamp(failed_at, UTC))
-            for seq, s, event_id, body, attempts, error, failed_at in await self._run(q)
+                       datetime.fromtimestamp(failed_at, UTC), summary)
+            for seq, s, event_id, body, attempts, error, failed_at, summary
+            in await self._run(q)
         ]
 
-    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None, *,
+                     summarised: bool | None = False) -> int:
         now = time.time()
 
         def tx(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
                 rows = conn.execute(
                     "SELECT seq, sink, event_id, body FROM dead_letters WHERE (? IS NULL OR sink = ?) "
-                    "ORDER BY seq",
-                    (sink, sink),
+                    "AND (? IS NULL OR (summary IS NOT NULL) = ?) ORDER BY seq",
+                    (sink, sink, summarised, summarised),
                 ).fetchall()
                 if seqs is not None:
                     wanted = set(seqs)
@@ -589,15 +595,21 @@ class SQLiteStore(Store, StoreMaintenance):
                     "SELECT sink, COUNT(*), MIN(created_at) FROM outbox GROUP BY sink"
                 )
             }
-            dead = dict(conn.execute("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink").fetchall())
+            dead: dict[str, int] = {}
+            summarised: dict[str, int] = {}
+            for sink, carried, n in conn.execute(
+                    "SELECT sink, summary IS NOT NULL, COUNT(*) FROM dead_letters "
+                    "GROUP BY sink, summary IS NOT NULL"):
+                (summarised if carried else dead)[sink] = n
             return [
                 QueueStats(
                     sink,
                     pending.get(sink, (0, None))[0],
                     datetime.fromtimestamp(o, UTC) if (o := pending.get(sink, (0, None))[1]) else None,
                     dead.get(sink, 0),
+                    summarised.get(sink, 0),
                 )
-                for sink in sorted(set(pending) | set(dead))
+                for sink in sorted(set(pending) | set(dead) | set(summarised))
             ]
 
         return await self._run(q)

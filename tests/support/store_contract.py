@@ -4,7 +4,8 @@ store, the SQLite store and any later backend are held to the same promises:
 
 - one transaction per sweep and per chunk: a commit that fails changes nothing;
 - the outbox: claims in commit order per sink, `after=`, acks scoped to their sink, attempts
-  counted, dead letters filtered and limited, replays at the end with attempts reset;
+  counted, dead letters filtered and limited, replays at the end with attempts reset; the
+  events storm summaries carried kept beside the dead letters and apart from them;
 - queue stats, the sweep log (the last 1,000 per scope), item listing, cursors, snapshots;
 - a reopened store keeps its state, a closed one says so.
 
@@ -703,6 +704,35 @@ class StoreContract:
         assert replayed.event == ev
         await store.ack("siem", [replayed.seq])
         assert await store.queue_stats() == [] and await store.dead_letters() == []
+
+    async def test_summarised_events_are_kept_apart_from_the_dead_letters(
+            self, store: Store) -> None:
+        """What a storm summary carried (bridge/grouping.py) is listed beside the dead letters
+        with the summary's id, counted apart from them, and left alone by a plain replay (it
+        would be the flood the summary prevented) but replayable when asked for."""
+        evs = [make_event(f"k{i}") for i in range(5)]
+        await store.commit_sweep(commit_events(*[(e, ["siem"]) for e in evs]))
+        seqs = [d.seq for d in await store.claim("siem", 10)]
+        await store.bury("siem", seqs[:1], "rejected: 400")
+        await store.bury("siem", seqs[1:4], "summarised: storm guard", summary="sm-1")
+        listed = await store.dead_letters()
+        assert [(d.seq, d.summary) for d in listed] == [
+            (seqs[0], None), (seqs[1], "sm-1"), (seqs[2], "sm-1"), (seqs[3], "sm-1")]
+        assert listed[1].event == evs[1] and listed[1].error == "summarised: storm guard"
+        assert [d.seq for d in await store.dead_letters(summarised=True)] == seqs[1:4]
+        assert [d.seq for d in await store.dead_letters("siem", summarised=False)] == seqs[:1]
+        assert await store.dead_letters("jira", summarised=True) == []
+        assert len(await store.dead_letters(limit=2, summarised=True)) == 2
+        (stats,) = await store.queue_stats()
+        assert (stats.depth, stats.dead, stats.summarised) == (1, 1, 3)
+        assert await store.replay("siem") == 1  # the dead letter only
+        assert [d.summary for d in await store.dead_letters()] == ["sm-1"] * 3
+        assert await store.replay(seqs=[seqs[2]], summarised=True) == 1
+        assert await store.replay(summarised=None) == 2
+        assert [d.event.key for d in await store.claim("siem", 10)] == ["k4", "k0", "k2", "k1",
+                                                                         "k3"]
+        assert await store.dead_letters() == []
+        assert [(s.dead, s.summarised) for s in await store.queue_stats()] == [(0, 0)]
 
     async def test_queue_stats(self, store: Store) -> None:
         assert await store.queue_stats() == []
