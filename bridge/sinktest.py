@@ -63,8 +63,11 @@ def _destination(config: SinkConfig) -> str:
     if "path" in settings:
         return f"appended to {settings['path']}"
     if "host" in settings and "port" in settings:
-        return (f"sent to {settings['host']}:{settings['port']} over "
-                f"{settings.get('protocol', 'the network')} (syslog has no answer)")
+        protocol = settings.get("protocol", "the network")
+        # RELP is the one syslog transport with an answer: the send returned, so it was rsp 200.
+        answer = ("the receiver acknowledged it" if str(protocol).startswith("relp")
+                  else "syslog has no answer")
+        return f"sent to {settings['host']}:{settings['port']} over {protocol} ({answer})"
     return f"written by the {config.type} sink"
 
 

@@ -121,22 +121,25 @@ async def test_chat_and_paging_services(tmp_path: Path, kind: str,
 @pytest.fixture(scope="module")
 def rsyslog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rsyslogd]:
     daemon = Rsyslogd(require_binary("rsyslogd", "/usr/sbin/rsyslogd"),
-                      tmp_path_factory.mktemp("rsyslog"))
+                      tmp_path_factory.mktemp("rsyslog"), relp=True)
     daemon.start()
     yield daemon
     daemon.stop()
 
 
-@pytest.mark.parametrize("protocol", ["tcp", "udp"])
-async def test_syslog_into_rsyslogd(tmp_path: Path, rsyslog: Rsyslogd, protocol: str) -> None:
+@pytest.mark.parametrize(("protocol", "answer"), [
+    ("tcp", "syslog has no answer"), ("udp", "syslog has no answer"),
+    ("relp", "the receiver acknowledged it"),  # RELP's rsp 200 is an answer
+])
+async def test_syslog_into_rsyslogd(tmp_path: Path, rsyslog: Rsyslogd, protocol: str,
+                                    answer: str) -> None:
     port = rsyslog.ports[protocol]
     path = config_with(tmp_path, {"name": "siem", "type": "syslog", "host": "127.0.0.1",
                                   "port": port, "protocol": protocol, "format": "cef"})
     code, out, err = await sinks_test(path, "siem")
     assert code == 0, err
     event_id = out[0].split(", id ")[1].split(":")[0]
-    assert out[1] == (f"delivered: sent to 127.0.0.1:{port} over {protocol} "
-                      "(syslog has no answer)")
+    assert out[1] == f"delivered: sent to 127.0.0.1:{port} over {protocol} ({answer})"
     records = await wait_until(
         lambda: [r for r in rsyslog.records(protocol) if event_id in json.dumps(r)], 15,
         f"the test event in rsyslogd's {protocol} output")
