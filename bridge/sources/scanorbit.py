@@ -25,7 +25,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bridge.http import HttpContext, VendorClient, VendorError, url_path, validate
-from bridge.model import Item, Sweep, json_scalar, normalize_severity
+from bridge.model import Item, JSONScalar, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
 from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
@@ -151,7 +151,11 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
 
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         status = finding.status.lower()
-        attrs = {k: json_scalar(v) for k in _ATTRIBUTES if (v := raw.get(k)) is not None}
+        attrs: dict[str, JSONScalar] = {}
+        for k in _ATTRIBUTES:  # a plain loop: 100k findings a sweep, mostly string values
+            v = raw.get(k)
+            if v is not None:
+                attrs[k] = v if type(v) is str else json_scalar(v)
         if "resource" in raw or "certificate" in raw:  # only enriched findings have these
             for nested, fields in _NESTED:
                 obj = raw.get(nested)
