@@ -264,7 +264,10 @@ async def test_errors_map_onto_the_sink_contract(fake: FakeJira, store: SQLiteSt
         with pytest.raises(ThrottledError) as throttled:
             await sink.send([lifecycle("a")[0]])
         assert throttled.value.retry_after == 7
-        assert await store.sink_refs("jira") == []  # a 429 created nothing: no intent left
+        await sink.send([lifecycle("a")[0]])  # a 429 created nothing: no search needed
+        assert len(fake.tickets()) == 1
+        assert fake.count("GET /rest/api/3/search/jql") + fake.count(
+            "GET /rest/api/2/search") == 0
         fake.fail = [500]
         with pytest.raises(RetryableDeliveryError) as failed:
             await sink.send([lifecycle("b")[0]])

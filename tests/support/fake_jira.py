@@ -184,6 +184,7 @@ class FakeJira:
             r.add_post(f"{base}/search", self._search)
             r.add_get(f"{base}/search/jql", self._search_jql)
             r.add_post(f"{base}/search/jql", self._search_jql)
+        app.router.add_get("/_fake/stats", self._stats)  # not Jira's: for the benchmark
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", port, reuse_address=True)
@@ -202,6 +203,9 @@ class FakeJira:
         route = request.match_info.route.resource
         name = f"{request.method} {route.canonical if route is not None else request.path}"
         self.requests[name] = self.requests.get(name, 0) + 1
+        if request.path.startswith("/_fake/"):
+            response: web.StreamResponse = await handler(request)
+            return response
         if self.latency:
             await asyncio.sleep(self.latency)
         if not self._authenticated(request):
@@ -228,8 +232,14 @@ class FakeJira:
                     if status >= 500:
                         return jira_error(status, [said])
                     return jira_error(status, [], {"description": said})
-        response: web.StreamResponse = await handler(request)
+        response = await handler(request)
         return response
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"requests": dict(self.requests), "tickets": len(self.issues),
+                                  "labels": len({x for i in self.issues.values()
+                                                 for x in i.labels}),
+                                  "violations": self.violations})
 
     def _credential(self, request: web.Request) -> str:
         given = request.headers.get("Authorization", "")

@@ -18,7 +18,7 @@ finds its ticket here, without a search.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -88,35 +88,76 @@ class Ticket:
 
 
 class Ledger:
+    """The sink's entries, read for a whole batch at once and written back in as few
+    transactions as the promise allows: intents are written *before* their creates (one
+    transaction for the batch's), ticket keys and state changes are staged and written by
+    `flush` before the batch is reported delivered (one transaction). A crash in between
+    leaves intents, which `settle` resolves: safe, and cheap on the path without crashes."""
+
     def __init__(self, store: Store, sink: str, *, horizon: float,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self.sink = sink
         self.horizon = horizon
         self.clock = clock
+        self._cache: dict[str, Ticket | None] = {}
+        self._staged: dict[str, Ticket | None] = {}  # None: forget it
+
+    async def load(self, refs: Collection[str]) -> None:
+        """Read these entries in one query (what a batch's events will ask for)."""
+        wanted = [r for r in refs if r not in self._cache]
+        if not wanted:
+            return
+        found = {r.key: Ticket.of(r) for r in
+                 await self.store.sink_refs(self.sink, wanted, limit=-1)}
+        for ref in wanted:
+            self._cache[ref] = found.get(ref)
 
     async def get(self, ref: str) -> Ticket | None:
-        found = await self.store.sink_refs(self.sink, [ref])
-        return Ticket.of(found[0]) if found else None
+        if ref not in self._cache:
+            await self.load([ref])
+        return self._cache[ref]
+
+    def stage(self, ticket: Ticket) -> None:
+        """Remember a change, written by the next `flush` (before the batch is acknowledged)."""
+        self._cache[ticket.ref] = self._staged[ticket.ref] = ticket
+
+    def stage_forget(self, ticket: Ticket) -> None:
+        self._cache[ticket.ref] = self._staged[ticket.ref] = None
+
+    async def flush(self) -> None:
+        """Write what was staged, in one transaction, and forget the batch's cache."""
+        staged, self._staged = self._staged, {}
+        self._cache.clear()
+        keep = [t.to_ref(self.sink) for t in staged.values() if t is not None]
+        drop = [ref for ref, t in staged.items() if t is None]
+        if keep:
+            await self.store.put_sink_refs(keep)
+        if drop:
+            await self.store.delete_sink_refs(self.sink, drop)
 
     async def save(self, ticket: Ticket, silence: SilenceRecord | None = None) -> None:
+        """Write one entry now (with the silence a person's decision makes, together)."""
+        self._staged.pop(ticket.ref, None)
         await self.store.put_sink_refs([ticket.to_ref(self.sink)], silence=silence)
+        self._cache[ticket.ref] = ticket
 
-    async def forget(self, ticket: Ticket) -> None:
-        await self.store.delete_sink_refs(self.sink, [ticket.ref])
+    async def intend(self, wanted: Sequence[tuple[str, str]]) -> list[Ticket]:
+        """Write intents to create these (ref, label) tickets, in one transaction, before
+        any of the creates is sent."""
+        now = self.clock()
+        intents = [Ticket(ref, label, "intent", now) for ref, label in wanted]
+        if intents:
+            for t in intents:
+                self._staged.pop(t.ref, None)
+                self._cache[t.ref] = t
+            await self.store.put_sink_refs([t.to_ref(self.sink) for t in intents])
+        return intents
 
-    async def intend(self, ref: str, label: str, *, values: dict[str, Any] | None = None,
-                     items: dict[str, dict[str, Any]] | None = None) -> Ticket:
-        """Write the intent to create, before the create is sent."""
-        intent = Ticket(ref, label, "intent", self.clock(), values=values or {},
-                        items=items or {})
-        await self.save(intent)
-        return intent
-
-    async def created(self, intent: Ticket, key: str, issue_id: str | None) -> Ticket:
+    def created(self, intent: Ticket, key: str, issue_id: str | None, **changes: Any) -> Ticket:
         ticket = replace(intent, state="ticket", key=key, id=issue_id, since=self.clock(),
-                         searches=0)
-        await self.save(ticket)
+                         searches=0, **changes)
+        self.stage(ticket)
         return ticket
 
     async def settle(self, intent: Ticket,
@@ -135,7 +176,7 @@ class Ledger:
         if keys:
             # Two would mean someone else created one too; the oldest is the one we keep.
             key = min(keys, key=_issue_number)
-            return await self.created(intent, key, None)
+            return self.created(intent, key, None)
         if intent.searches < 1:
             await self.save(replace(intent, searches=intent.searches + 1))
             raise ThrottledError(

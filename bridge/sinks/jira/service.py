@@ -86,6 +86,9 @@ class JiraSink(Sink[JiraSinkConfig]):
         self._issue_type_id = ""
         self._field_ids: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Intents this process wrote whose create it has not sent, or Jira refused outright:
+        # they need no search (after a restart every intent is searched for).
+        self._unsent: set[str] = set()
         self._silence_for = (parse_duration(config.accepted_silence)
                              if config.accepted_silence else None)
 
@@ -101,7 +104,8 @@ class JiraSink(Sink[JiraSinkConfig]):
             await self.store.open()
         if self.client is None:
             self.client = JiraClient(self.config)
-        self.ledger = Ledger(self.store, self.name, horizon=self.config.search_horizon)
+        if self.ledger is None:
+            self.ledger = Ledger(self.store, self.name, horizon=self.config.search_horizon)
         if not self._ready:
             await self._check(self.client)
             self._ready = True
@@ -154,17 +158,35 @@ class JiraSink(Sink[JiraSinkConfig]):
         raise StartupCheckFailed(f"Jira startup check {check} failed: {detail}")
 
     async def close(self) -> None:
+        """The worker closes the sink after every failure; the startup checks are not run
+        again for that (they passed for this config), only the connections are new."""
         if self.client is not None:
             self.client.close()
             self.client = None
-        self._ready = False
 
     # -- delivery
 
     async def send(self, events: Sequence[Event]) -> None:
         if not self._ready:  # the worker opens first; a direct caller may not
             await self.open()
-        await deliver_per_item(events, self._deliver_one, concurrency=self.config.concurrency)
+        ledger = self._ledger
+        first: dict[str, tuple[str, Event]] = {}
+        for e in events:
+            ref, label = identity(e, self.config.group_by)
+            first.setdefault(ref, (label, e))
+        await ledger.load(first)
+        # The intents of every ticket this batch may create, in one transaction, before any
+        # create is sent; the keys Jira answers are written (one transaction) before the
+        # batch is reported delivered, whatever happens to it.
+        wanted = [(ref, label) for ref, (label, e) in first.items()
+                  if await ledger.get(ref) is None and e.type is not EventType.RESOLVED]
+        await ledger.intend(wanted)
+        self._unsent.update(ref for ref, _ in wanted)
+        try:
+            await deliver_per_item(events, self._deliver_one,
+                                   concurrency=self.config.concurrency)
+        finally:
+            await ledger.flush()
 
     async def _deliver_one(self, event: Event) -> None:
         ref, label = identity(event, self.config.group_by)
@@ -231,29 +253,38 @@ class JiraSink(Sink[JiraSinkConfig]):
                       items: dict[str, dict[str, Any]] | None = None,
                       summary: str | None = None, description: str | None = None
                       ) -> tuple[Ticket, bool]:
-        """The ticket of `ref`: settled from a pending intent, or created now (True)."""
+        """The ticket of `ref`: the ledger's, settled from a pending intent, or created now
+        (True). An intent this process wrote and whose create it never sent (or Jira
+        definitely refused) needs no search: only one whose create may have reached Jira
+        does."""
         if ticket is None:
             ticket = await self._ledger.get(ref)
-        if ticket is not None and ticket.state == "intent":
+        if ticket is not None and ticket.state != "intent":
+            return ticket, False
+        if ticket is not None and ref not in self._unsent:
             found = await self._ledger.settle(ticket, self._api.search_label)
             if found is not None:
                 log.info("jira_intent_settled", sink=self.name, label=label, key=found.key)
                 return found, False
-        elif ticket is not None:
-            return ticket, False
-        intent = await self._ledger.intend(ref, label, values=values, items=items)
+            ticket = None
+        if ticket is None:
+            [ticket] = await self._ledger.intend([(ref, label)])
         fields = self._fields(event, label, summary, description)
+        self._unsent.discard(ref)  # from here on, Jira may have it
         try:
             issue_id, key = await self._api.create(fields)
         except JiraFailure as failure:
-            if failure.status is not None and 400 <= failure.status < 500 \
+            if failure.status == 429:  # throttled before anything was done
+                self._unsent.add(ref)
+            elif failure.status is not None and 400 <= failure.status < 500 \
                     and failure.status not in (408, 409):
-                await self._ledger.forget(intent)  # refused: nothing was created
+                self._ledger.stage_forget(ticket)  # refused: nothing was created
             raise
-        ticket = await self._ledger.created(intent, key, issue_id)
+        created = self._ledger.created(ticket, key, issue_id, values=values or ticket.values,
+                                       items=items or ticket.items)
         log.info("jira_ticket_created", sink=self.name, key=key, label=label,
                  event_id=event.id)
-        return ticket, True
+        return created, True
 
     def _priority(self, severity: str) -> str:
         return self.config.priorities[severity]
@@ -288,12 +319,12 @@ class JiraSink(Sink[JiraSinkConfig]):
         log.warning("jira_ticket_missing", sink=self.name, key=ticket.key, how=how,
                     recreate=self.config.recreate_missing)
         if self.config.recreate_missing:
-            await self._ledger.forget(ticket)
+            self._ledger.stage_forget(ticket)
             if event.type is not EventType.RESOLVED:
                 await self._ensure(event, ticket.ref, ticket.label, values=ticket.values,
                                    items=ticket.items)
             return
-        await self._ledger.save(replace(ticket, state="gone", since=utcnow()))
+        self._ledger.stage(replace(ticket, state="gone", since=utcnow()))
 
     async def _state(self, ticket: Ticket, event: Event) -> IssueState:
         """The ticket's status and transitions; a ticket moved to another project (Jira
@@ -316,7 +347,7 @@ class JiraSink(Sink[JiraSinkConfig]):
             transition = self._pick(state, "done", self.config.resolve_transition)
             await self._api.transition(ticket.key, transition.id,
                                        self._transition_fields(transition), comment)
-        await self._ledger.save(replace(ticket, done=True, since=utcnow()))
+        self._ledger.stage(replace(ticket, done=True, since=utcnow()))
 
     async def _reopen(self, ticket: Ticket, event: Event, comment: str, *,
                       overrule: bool = False) -> None:
@@ -332,7 +363,7 @@ class JiraSink(Sink[JiraSinkConfig]):
         else:
             transition = self._pick(state, "new", self.config.reopen_transition)
             await self._api.transition(ticket.key, transition.id, {}, comment)
-        await self._ledger.save(replace(ticket, done=False, since=utcnow()))
+        self._ledger.stage(replace(ticket, done=False, since=utcnow()))
 
     def _pick(self, state: IssueState, category: str, name: str | None) -> Transition:
         for t in state.transitions:
@@ -426,7 +457,7 @@ class JiraSink(Sink[JiraSinkConfig]):
             if event.type is EventType.CHANGED:
                 await self._reconsider(replace(ticket, items=items), event)
             else:
-                await self._ledger.save(replace(ticket, items=items))
+                self._ledger.stage(replace(ticket, items=items))
             return
         assert ticket.key is not None
         was_known = uid in ticket.items and ticket.items[uid].get("state") == row["state"]
@@ -451,7 +482,7 @@ class JiraSink(Sink[JiraSinkConfig]):
             comment = self.render.item_joined(event)
         await self._on_missing(updated, event, self._api.comment(ticket.key, comment))
         await self._describe(updated, event)
-        await self._ledger.save(updated)
+        self._ledger.stage(updated)
 
     async def _describe(self, ticket: Ticket, event: Event) -> None:
         assert ticket.key is not None
