@@ -25,8 +25,11 @@ Semantics (Alertmanager's):
 - the storm guard (`max_events_per_minute`) counts the events sent in the last minute; what a
   plan would send beyond it is set aside and, once per `summary_interval`, collapses into one
   summary message (counts by severity and source, the `summary_top` most severe items). Those
-  events are acknowledged as *summarised*: recorded beside the dead letters with that reason,
-  where `bridge dlq list` shows them and `bridge dlq replay` can still send them one by one.
+  events are acknowledged as *summarised*: kept whole beside the dead letters with the
+  summary's id (`Store.bury(summary=)`), listed by `bridge state summarised` and `bridge dlq
+  list`, and sent one by one by `bridge dlq replay --kind summarised`. Any sink can have the
+  guard: a `DigestSink` words the summary itself, any other sink gets it as one event
+  (`summary_event`) in its own format.
 """
 
 from __future__ import annotations

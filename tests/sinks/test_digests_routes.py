@@ -6,6 +6,8 @@ the outbox rows, so a restart re-forms the same groups: nothing lost, nothing se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from bridge.grouping import Digest, Grouper, GroupingSettings, GroupRule
+from bridge.grouping import Digest, Grouper, GroupingSettings, GroupRule, RouteGrouping
 from bridge.model import EventType
 from bridge.outbox import SinkWorker
 from bridge.routing import RouteConfig, grouped_sinks, grouping_rules, route
+from bridge.sinks.syslog import SyslogSinkConfig
 from bridge.sinks.webhook import WebhookSinkConfig
 from bridge.store.base import Delivery
 from bridge.store.sqlite import SQLiteStore
@@ -196,3 +199,24 @@ async def test_routes_test_says_how_the_chosen_route_groups_at_each_sink(tmp_pat
     assert [line for line in out.splitlines() if line.startswith("grouping")] == [
         "grouping at hook: route paging, group_by [severity, tenant], group_wait 10s, "
         "group_interval 600s, max_batch 50"]
+
+
+def test_the_example_configs_commented_route_grouping_and_storm_guard_validate() -> None:
+    """Commented text is not validated by loading the file: uncommented here, so the
+    documentation cannot drift from what routes and sinks accept."""
+    text = (Path(__file__).resolve().parents[2] / "config" / "bridge.example.yaml").read_text()
+    block = text.split("    # - name: chat-per-tenant\n", 1)[1].split("\n\n", 1)[0]
+    lines = ["- name: chat-per-tenant"] + [ln[6:] for ln in block.splitlines()
+                                           if ln.startswith("    #   ")]
+    (child,) = yaml.safe_load("\n".join(lines))
+    routes = tree({"sinks": ["archive"], "routes": [child]})
+    event = dataclasses.replace(make_event("a", tenant="contoso"), source="aether365")
+    grouping = route(routes, event).groupings
+    assert grouping["chat"] == RouteGrouping("chat-per-tenant", ("tenant", "severity"), 60, 600,
+                                             20)
+    siem = text.split("  - name: siem\n", 1)[1].split("\n\n", 1)[0]
+    guard = {k: v for ln in siem.splitlines() if re.match(r"^    # (max_events|summary_)", ln)
+             for k, v in yaml.safe_load(ln[6:].split("#")[0]).items()}
+    assert guard == {"max_events_per_minute": 5000, "summary_interval": 60, "summary_top": 10}
+    assert SyslogSinkConfig.model_validate({"name": "siem", "type": "syslog", "host": "siem",
+                                            **guard}).grouping
