@@ -8,7 +8,7 @@ models) keeps the hot path of a 100k-item sweep cheap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -175,6 +175,10 @@ class Event:
     changes: Mapping[str, tuple[JSONScalar, JSONScalar]] = field(default_factory=dict)
     attributes: Mapping[str, JSONScalar] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # The JSON this event was decoded from (its outbox row's body, `events_from_bodies`):
+    # `to_json` returns it instead of encoding the event a second time. Not an init field, so
+    # `dataclasses.replace` (a changed copy) never carries a stale one along.
+    encoded: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def item_uid(self) -> str:
@@ -216,13 +220,17 @@ class Event:
             "status": self.status,
             "reason": self.reason,
             "counter": self.counter,
-            "occurred_at": self.occurred_at.isoformat(),
+            "occurred_at": _isoformat(self.occurred_at),
             "changes": {k: list(v) for k, v in self.changes.items()},
             "attributes": self.attributes,
             "raw": self.raw,
         }
 
     def to_json(self) -> str:
+        """`to_dict` as compact JSON: encoded once per event on its way to the outbox, and
+        what a sink reads back (`encoded`) rather than encoding it again."""
+        if self.encoded is not None:
+            return self.encoded
         return orjson.dumps(self.to_dict(), default=str).decode()
 
     @classmethod
@@ -240,3 +248,31 @@ _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
 def events_from_json(array: str | bytes) -> list[Event]:
     """A JSON array of `Event.to_dict` objects, decoded in one call."""
     return _EVENTS_DECODER.decode(array)
+
+
+def events_from_bodies(bodies: Sequence[str]) -> list[Event]:
+    """Each `Event.to_json` text decoded, and kept as the event's `encoded` form: the bytes
+    of the outbox row are the bytes a JSON sink sends. Raises `msgspec.MsgspecError` for a
+    body that does not decode."""
+    decode = _EVENT_DECODER.decode
+    events = []
+    for body in bodies:
+        event = decode(body)
+        event.encoded = body
+        events.append(event)
+    return events
+
+
+# The events of one sweep share one `occurred_at` (the sweep's start): its ISO text is made
+# once, not once per event.
+_last_iso: tuple[datetime, str] = (datetime.min, datetime.min.isoformat())
+
+
+def _isoformat(moment: datetime) -> str:
+    global _last_iso
+    last, text = _last_iso
+    if moment is last:
+        return text
+    text = moment.isoformat()
+    _last_iso = (moment, text)
+    return text
