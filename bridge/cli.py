@@ -335,6 +335,14 @@ async def _state_muted(args: argparse.Namespace, store: Store) -> None:
 
 def cmd_state(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.what in ("migrate", "leases"):  # PostgreSQL: moving there, replicas sharing it
+        from bridge.store.postgres.commands import SpecError, state_command
+
+        try:
+            return asyncio.run(state_command(args.what, config, args.from_store,
+                                             args.to_store, as_json=args.json))
+        except SpecError as exc:
+            raise UsageError(f"state {args.what}: {exc}") from None
 
     async def go(store: Store) -> int:
         if args.what == "items":
@@ -522,9 +530,15 @@ def parser() -> argparse.ArgumentParser:
         description="items: stored items, the most recently changed first. sweeps: per scope, "
         "the last complete sweep and why the sweeps since were not complete. muted: events "
         "sinks were not sent (a first-sweep baseline, a silence), newest first. summarised: "
-        "events a sink's storm guard sent in a summary instead of one by one."))
+        "events a sink's storm guard sent in a summary instead of one by one. migrate: copy "
+        "the whole state between stores (--from sqlite:PATH --to postgres, or back). leases: "
+        "which replica owns each source scope and sink (PostgreSQL)."))
     state.add_argument("what", choices=["items", "sweeps", "muted", "summarised", "check",
-                                        "backup"])
+                                        "backup", "migrate", "leases"])
+    state.add_argument("--from", dest="from_store", metavar="STORE",
+                       help="migrate: copy from sqlite:PATH or postgres (the config's state:)")
+    state.add_argument("--to", dest="to_store", metavar="STORE",
+                       help="migrate: into this empty store, sqlite:PATH or postgres")
     state.add_argument("--sink", help="summarised: only this sink's")
     state.add_argument("--scope")
     state.add_argument("--source", help="only the scopes of this source")

@@ -28,6 +28,7 @@ from bridge.pipeline import Pipeline
 from bridge.silences import SilenceService
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
+from bridge.store.units import coordinate
 from bridge.store_metrics import StoreMetrics
 from bridge.sweep import SweepResult
 
@@ -126,8 +127,9 @@ class Daemon:
         try:
             await self.open()
             try:
+                await coordinate(self.store)  # several replicas share the work (PostgreSQL)
                 self.admin = await self._start_admin(self.config.admin)
-            except ConfigError:
+            except (ConfigError, StoreError):
                 await self.store.close()
                 raise
         except BaseException:

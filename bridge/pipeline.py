@@ -25,6 +25,7 @@ from bridge.outbox import SinkWorker
 from bridge.silences import load_muting, settle
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreCorruptError, StoreError
+from bridge.store.units import ownership_of, scope_unit
 from bridge.sweep import Dispatch, SweepResult, run_sweep
 
 log = structlog.get_logger(__name__)
@@ -161,6 +162,13 @@ class Pipeline:
 
     async def _sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
         try:
+            units = ownership_of(self.store)  # several replicas: sweep only what we own
+            if units is not None and not await units.take(scope_unit(scope)):
+                owner = units.owner_of(scope_unit(scope)) or "another replica"
+                self.health.sweep_finished(scope, source=source.name, complete=False,
+                                           skipped=True, error=None,
+                                           notes=[f"swept by replica {owner}"])
+                return None
             async with self._scope_lock(scope):
                 result = await run_sweep(source, scope, self.store, self.dispatch,
                                          keep_events=self.keep_events,

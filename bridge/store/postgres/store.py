@@ -18,6 +18,8 @@ in the outbox — and the pool opens a new one for the next call.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,7 +55,9 @@ from bridge.store.base import (
     snapshot_severity,
 )
 from bridge.store.postgres.errors import DRIVER_ERRORS, quiet_driver_tracebacks, store_error
+from bridge.store.postgres.leases import Leases
 from bridge.store.postgres.schema import migrate, quote_ident
+from bridge.store.units import scope_unit, sink_unit
 
 T = TypeVar("T")
 Conn: TypeAlias = asyncpg.Connection
@@ -87,6 +91,11 @@ class PostgresStateConfig(SecretFields, StateConfig):
     statement_timeout: float = Field(default=30.0, gt=0, le=3600)
     # Seconds to wait for a connection (to the server, or a free one from the pool).
     connect_timeout: float = Field(default=10.0, gt=0, le=600)
+    # Several replicas (bridge/store/postgres/leases.py): seconds a replica owns a source
+    # scope or a sink without renewing; one that stalls or dies longer loses its units.
+    lease: float = Field(default=15.0, ge=1, le=3600)
+    # This replica's name in the leases (default: host name and process id; a pod's name).
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _needs_dsn(self) -> PostgresStateConfig:
@@ -101,7 +110,8 @@ class PostgresStateConfig(SecretFields, StateConfig):
         return PostgresStore(self.dsn.get_secret_value(), schema=self.db_schema,
                              pool_min=self.pool_min, pool_max=self.pool_max,
                              statement_timeout=self.statement_timeout,
-                             connect_timeout=self.connect_timeout)
+                             connect_timeout=self.connect_timeout, lease=self.lease,
+                             replica=self.replica_id)
 
     def describe(self) -> str:
         assert self.dsn is not None
@@ -116,7 +126,8 @@ def _limit(limit: int) -> int | None:
 class PostgresStore(Store):
     def __init__(self, dsn: str, *, schema: str = "bridge", pool_min: int = 1,
                  pool_max: int = 10, statement_timeout: float = 30.0,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, lease: float = 15.0,
+                 replica: str | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.where = f"{describe_dsn(dsn)} schema {schema}"
@@ -125,6 +136,11 @@ class PostgresStore(Store):
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
         self._order_key = 0
+        self.lease = lease
+        self.replica = replica or f"{socket.gethostname()}-{os.getpid()}"
+        # Set by `coordinate` (only `bridge run` shares the work): None, and this process
+        # owns every unit.
+        self.units: Leases | None = None
 
     # -- lifecycle
 
@@ -162,7 +178,20 @@ class PostgresStore(Store):
         except DRIVER_ERRORS as exc:
             raise store_error(f"cannot reach the state database {self.where}: {exc}", exc) from None
 
+    async def coordinate(self) -> Leases:
+        """Share the work with the other replicas on this database (bridge/store/postgres/
+        leases.py): from now on this store sweeps, delivers and commits only for the units
+        it holds a lease on."""
+        if self.units is None:
+            units = Leases(self, self.replica, self.lease)
+            await units.start()
+            self.units = units
+        return self.units
+
     async def close(self) -> None:
+        if self.units is not None:
+            await self.units.stop()
+            self.units = None
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -187,6 +216,15 @@ class PostgresStore(Store):
             raise
         except DRIVER_ERRORS as exc:
             raise store_error(f"{failing or f'state store {self.where}'}: {exc}", exc) from exc
+
+    async def run_sql(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """`fn` on a pooled connection, errors as StoreErrors (for the leases' own SQL)."""
+        return await self._run(fn)
+
+    async def _fence(self, conn: Conn, unit: str) -> None:
+        """Inside a write's transaction: refused unless this replica still owns `unit`."""
+        if self.units is not None:
+            await self.units.fence(conn, unit)
 
     async def _ordered(self, conn: Conn) -> None:
         """Hold the outbox order lock until this transaction ends (see the module doc)."""
@@ -239,6 +277,7 @@ class PostgresStore(Store):
         rows = _Rows.of(scope, writes, deliveries, muted)
 
         async def tx(conn: Conn) -> None:
+            await self._fence(conn, scope_unit(scope))
             await rows.write(conn, self)
 
         await self._run(tx, tx=True, failing=f"state commit failed for {scope}")
@@ -249,6 +288,7 @@ class PostgresStore(Store):
         names, values = list(commit.cursor), list(commit.cursor.values())
 
         async def tx(conn: Conn) -> int:
+            await self._fence(conn, scope_unit(r.scope))
             await rows.write_items(conn)
             await conn.execute(
                 "INSERT INTO cursors (scope, name, value) SELECT $1, n, v FROM "
@@ -396,6 +436,8 @@ class PostgresStore(Store):
     # -- outbox
 
     async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+        if self.units is not None and not await self.units.take(sink_unit(sink)):
+            return []  # another replica delivers for this sink
         async def q(conn: Conn) -> list[Any]:
             return list(await conn.fetch(
                 "SELECT seq, attempts, event_id, body FROM outbox WHERE sink = $1 AND seq > $2 "
@@ -420,43 +462,50 @@ class PostgresStore(Store):
 
     async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
         async def q(conn: Conn) -> None:
+            await self._fence(conn, sink_unit(sink))
             await conn.execute("UPDATE outbox SET attempts = attempts + 1, last_error = $3 "
                                "WHERE sink = $1 AND seq = ANY($2::bigint[])",
                                sink, list(seqs), error[:2000])
 
-        await self._run(q)
+        await self._run(q, tx=self.units is not None)
 
-    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+    async def bury(self, sink: str, seqs: Sequence[int], error: str, *,
+                   summary: str | None = None) -> None:
         async def q(conn: Conn) -> None:
+            await self._fence(conn, sink_unit(sink))
             # One statement: the rows leave the outbox and become dead letters together.
             await conn.execute(
                 "WITH gone AS (DELETE FROM outbox WHERE sink = $1 AND seq = ANY($2::bigint[]) "
                 "RETURNING seq, sink, event_id, body, attempts) INSERT INTO dead_letters "
-                "(seq, sink, event_id, body, attempts, error, failed_at) SELECT seq, sink, "
-                "event_id, body, attempts + 1, $3, $4 FROM gone",
-                sink, list(seqs), error[:2000], datetime.now(UTC))
+                "(seq, sink, event_id, body, attempts, error, failed_at, summary) SELECT seq, "
+                "sink, event_id, body, attempts + 1, $3, $4, $5 FROM gone",
+                sink, list(seqs), error[:2000], datetime.now(UTC), summary)
 
-        await self._run(q)
+        await self._run(q, tx=self.units is not None)
 
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+    async def dead_letters(self, sink: str | None = None, limit: int = 100, *,
+                           summarised: bool | None = None) -> list[DeadLetter]:
         async def q(conn: Conn) -> list[Any]:
             return list(await conn.fetch(
-                "SELECT seq, sink, event_id, body, attempts, error, failed_at FROM dead_letters "
-                "WHERE ($1::text IS NULL OR sink = $1) ORDER BY seq LIMIT $2",
-                sink, _limit(limit)))
+                "SELECT seq, sink, event_id, body, attempts, error, failed_at, summary FROM "
+                "dead_letters WHERE ($1::text IS NULL OR sink = $1) AND ($3::boolean IS NULL "
+                "OR (summary IS NOT NULL) = $3) ORDER BY seq LIMIT $2",
+                sink, _limit(limit), summarised))
 
-        return [DeadLetter(r[0], r[1], r[2], event_or_none(r[3]), r[4], r[5], r[6])
+        return [DeadLetter(r[0], r[1], r[2], event_or_none(r[3]), r[4], r[5], r[6], r[7])
                 for r in await self._run(q)]
 
-    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None) -> int:
+    async def replay(self, sink: str | None = None, seqs: Sequence[int] | None = None, *,
+                     summarised: bool | None = False) -> int:
         async def tx(conn: Conn) -> int:
             await self._ordered(conn)
             status: str = await conn.execute(
                 "WITH gone AS (DELETE FROM dead_letters WHERE ($1::text IS NULL OR sink = $1) "
-                "AND ($2::bigint[] IS NULL OR seq = ANY($2::bigint[])) "
-                "RETURNING seq, sink, event_id, body) INSERT INTO outbox (sink, event_id, body, "
-                "created_at) SELECT sink, event_id, body, $3 FROM gone ORDER BY seq",
-                sink, None if seqs is None else list(seqs), datetime.now(UTC))
+                "AND ($2::bigint[] IS NULL OR seq = ANY($2::bigint[])) AND ($4::boolean IS NULL "
+                "OR (summary IS NOT NULL) = $4) RETURNING seq, sink, event_id, body) "
+                "INSERT INTO outbox (sink, event_id, body, created_at) SELECT sink, event_id, "
+                "body, $3 FROM gone ORDER BY seq",
+                sink, None if seqs is None else list(seqs), datetime.now(UTC), summarised)
             return int(status.rsplit(" ", 1)[-1])
 
         return await self._run(tx, tx=True)
@@ -465,15 +514,20 @@ class PostgresStore(Store):
         async def q(conn: Conn) -> tuple[list[Any], list[Any]]:
             pending = await conn.fetch(
                 "SELECT sink, COUNT(*), MIN(created_at) FROM outbox GROUP BY sink")
-            dead = await conn.fetch("SELECT sink, COUNT(*) FROM dead_letters GROUP BY sink")
+            dead = await conn.fetch("SELECT sink, summary IS NOT NULL, COUNT(*) FROM "
+                                    "dead_letters GROUP BY sink, summary IS NOT NULL")
             return list(pending), list(dead)
 
         pending_rows, dead_rows = await self._run(q)
         pending = {r[0]: (r[1], r[2]) for r in pending_rows}
-        dead = {r[0]: r[1] for r in dead_rows}
+        dead: dict[str, int] = {}
+        summarised: dict[str, int] = {}
+        for sink, carried, n in dead_rows:
+            (summarised if carried else dead)[sink] = n
         return [QueueStats(sink, pending.get(sink, (0, None))[0],
-                           pending.get(sink, (0, None))[1], dead.get(sink, 0))
-                for sink in sorted(set(pending) | set(dead))]
+                           pending.get(sink, (0, None))[1], dead.get(sink, 0),
+                           summarised.get(sink, 0))
+                for sink in sorted(set(pending) | set(dead) | set(summarised))]
 
     # -- inspection
 

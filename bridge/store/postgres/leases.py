@@ -1,0 +1,275 @@
+"""Several `bridge run` replicas sharing one PostgreSQL: each work unit (a source scope, a sink;
+bridge/store/units.py) is owned by one replica at a time through a lease row, and every write
+made for a unit is fenced inside its own transaction.
+
+- **Leases** live in the `leases` table with an expiry on the database's clock. The owner renews
+  its leases every third of the lease time; a replica that stops renewing (killed, paused,
+  cut off) loses them when they expire, and another takes them over with a **new fencing
+  token** drawn from a sequence.
+- **Fencing**: a sweep's commit (and a sink's failure or dead letter) first checks, in its own
+  transaction, that its unit's lease row still names this replica with the token it acquired
+  and has not expired, and keeps that row share-locked until it commits. A replica paused past
+  its lease (SIGSTOP, a long GC, a partition) that wakes up mid-sweep finds another token there:
+  its commit is refused and rolled back, never applied over the new owner's work. A takeover
+  waits for a commit that passed the check, so the two never overlap.
+- **Spreading**: each replica heartbeats in `replicas`; its fair share is
+  ceil(units / live replicas). It takes free or expired units up to its share and hands back
+  units beyond it (not the one it took most recently), so units spread when replicas join and
+  move when one leaves.
+- **Local view**: this replica treats a lease as its own only until a safety margin before the
+  database would let it expire (measured from before the renewal was sent, on the monotonic
+  clock, which keeps running while a process is stopped), so it stops working on a unit
+  before anyone else can start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+from prometheus_client import Counter, Gauge
+
+from bridge.store.base import StoreUnavailableError
+from bridge.store.postgres.errors import DRIVER_ERRORS, store_error
+
+if TYPE_CHECKING:
+    from bridge.store.postgres.store import PostgresStore
+
+log = structlog.get_logger(__name__)
+
+UNIT_OWNED = Gauge("bridge_unit_owned",
+                   "1 while this replica owns the work unit (a source scope or a sink)", ["unit"])
+LEASES_LOST = Counter("bridge_leases_lost_total",
+                      "Leases this replica lost before handing them back (it stalled or was cut "
+                      "off past the lease time)")
+FENCED = Counter("bridge_fenced_writes_total",
+                 "Writes refused because this replica's lease on their unit had moved on")
+
+MARGIN = 0.25  # of the lease time: stop working on a unit this long before it could move
+
+
+class LeaseLostError(StoreUnavailableError):
+    """A write for a unit this replica no longer owns: refused, nothing written. Another
+    replica owns the unit now and does (or redoes) the work."""
+
+
+@dataclass
+class _Held:
+    token: int
+    valid_until: float  # monotonic
+    acquired: float  # monotonic
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """One unit as `bridge state leases` shows it."""
+
+    unit: str
+    owner: str | None
+    token: int
+    expires_in: float | None  # seconds; negative: expired; None: never owned
+    acquired_at: Any
+
+
+class Leases:
+    """This replica's side of the leases (see the module doc). `tick` is one round of
+    heartbeat, renewal and balancing; `run` repeats it every third of the lease."""
+
+    def __init__(self, store: PostgresStore, replica: str, lease: float) -> None:
+        self.store = store
+        self.replica = replica
+        self.lease = lease
+        self._held: dict[str, _Held] = {}
+        self._known: set[str] = set()  # units this replica can work on (registered)
+        self._owners: dict[str, str | None] = {}
+        self._share = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the pipeline, the outbox and the store ask
+
+    def owns(self, unit: str) -> bool:
+        held = self._held.get(unit)
+        return held is not None and time.monotonic() < held.valid_until
+
+    def owner_of(self, unit: str) -> str | None:
+        return self.replica if self.owns(unit) else self._owners.get(unit)
+
+    def held(self) -> list[str]:
+        return sorted(u for u in self._held if self.owns(u))
+
+    async def take(self, unit: str) -> bool:
+        if self.owns(unit):
+            return True
+        if unit not in self._known:
+            await self._register([unit])
+        self._drop(unit)  # expired locally: only a fresh acquisition counts
+        if len(self.held()) >= max(1, self._share):
+            return False
+        return await self._acquire(unit)
+
+    async def fence(self, conn: asyncpg.Connection, unit: str) -> None:
+        """In a write's transaction: refuse it unless this replica still holds `unit` with
+        the token it acquired; the lease row stays share-locked until the write commits."""
+        held = self._held.get(unit)
+        ok = held is not None and await conn.fetchval(
+            "SELECT true FROM leases WHERE unit = $1 AND owner = $2 AND token = $3 "
+            "AND expires_at > clock_timestamp() FOR SHARE", unit, self.replica, held.token)
+        if not ok:
+            FENCED.inc()
+            owner = await conn.fetchval("SELECT owner FROM leases WHERE unit = $1 AND "
+                                        "expires_at > clock_timestamp()", unit)
+            self._drop(unit)
+            raise LeaseLostError(
+                f"{unit} is no longer owned by replica {self.replica} (owner now: "
+                f"{owner or 'nobody'}); its write was refused and nothing was written")
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        await self._heartbeat()
+        self._task = asyncio.create_task(self.run(), name="leases")
+
+    async def stop(self) -> None:
+        """Hand every lease back (others take them at once instead of after expiry)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        units = list(self._held)
+        for unit in units:
+            self._drop(unit)
+        with contextlib.suppress(*DRIVER_ERRORS, StoreUnavailableError):
+            await self.store.run_sql(lambda conn: conn.execute(
+                "UPDATE leases SET owner = NULL, expires_at = '-infinity' WHERE owner = $1",
+                self.replica))
+            await self.store.run_sql(lambda conn: conn.execute(
+                "DELETE FROM replicas WHERE id = $1", self.replica))
+        if units:
+            log.info("leases_released", replica=self.replica, units=units)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.tick()
+            except StoreUnavailableError as exc:
+                log.warning("lease_renewal_failed", replica=self.replica, error=str(exc),
+                            held=self.held())
+
+    async def tick(self) -> None:
+        """Heartbeat, renew what is held, then take or hand back units to match the share."""
+        await self._heartbeat()
+        await self._renew()
+        rows = await self.store.run_sql(lambda conn: conn.fetch(
+            "SELECT (SELECT COUNT(*) FROM leases), (SELECT COUNT(*) FROM replicas WHERE "
+            "seen_at > clock_timestamp() - make_interval(secs => $1)), unit, owner FROM leases "
+            "WHERE expires_at > clock_timestamp()", self.lease))
+        total, live = await self._counts() if not rows else (rows[0][0], rows[0][1])
+        self._owners = {r[2]: r[3] for r in rows}
+        self._share = math.ceil(total / max(1, live))
+        held = self.held()
+        if len(held) > self._share:
+            # Hand back the surplus, keeping the units held longest (least churn).
+            newest = sorted(held, key=lambda u: self._held[u].acquired)[self._share:]
+            await self._release(newest)
+        for unit in sorted(self._known - set(self.held()) - set(self._owners)):
+            if len(self.held()) >= self._share:
+                break
+            await self._acquire(unit)
+
+    # -- the SQL
+
+    async def _counts(self) -> tuple[int, int]:
+        row = await self.store.run_sql(lambda conn: conn.fetchrow(
+            "SELECT (SELECT COUNT(*) FROM leases), (SELECT COUNT(*) FROM replicas WHERE "
+            "seen_at > clock_timestamp() - make_interval(secs => $1))", self.lease))
+        return int(row[0]), int(row[1])
+
+    async def _heartbeat(self) -> None:
+        await self.store.run_sql(lambda conn: conn.execute(
+            "INSERT INTO replicas (id, started_at, seen_at) VALUES ($1, clock_timestamp(), "
+            "clock_timestamp()) ON CONFLICT (id) DO UPDATE SET seen_at = clock_timestamp()",
+            self.replica))
+        # Replicas gone for a while are forgotten (their leases expired long ago).
+        await self.store.run_sql(lambda conn: conn.execute(
+            "DELETE FROM replicas WHERE seen_at < clock_timestamp() - make_interval(secs => $1)",
+            self.lease * 10))
+
+    async def _register(self, units: list[str]) -> None:
+        await self.store.run_sql(lambda conn: conn.execute(
+            "INSERT INTO leases (unit) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", units))
+        self._known.update(units)
+        if not self._share:
+            total, live = await self._counts()
+            self._share = math.ceil(total / max(1, live))
+
+    async def _acquire(self, unit: str) -> bool:
+        started = time.monotonic()
+        token = await self.store.run_sql(lambda conn: conn.fetchval(
+            "UPDATE leases SET owner = $2, token = nextval('fencing_tokens'), "
+            "expires_at = clock_timestamp() + make_interval(secs => $3), "
+            "acquired_at = clock_timestamp() WHERE unit = $1 AND (owner IS NULL OR owner = $2 "
+            "OR expires_at <= clock_timestamp()) RETURNING token", unit, self.replica,
+            self.lease))
+        if token is None:
+            return False
+        self._held[unit] = _Held(int(token), started + self.lease * (1 - MARGIN), started)
+        self._owners[unit] = self.replica
+        UNIT_OWNED.labels(unit).set(1)
+        log.info("lease_acquired", replica=self.replica, unit=unit, token=int(token))
+        return True
+
+    async def _renew(self) -> None:
+        if not self._held:
+            return
+        started = time.monotonic()
+        units = list(self._held)
+        tokens = [self._held[u].token for u in units]
+        renewed = {r[0] for r in await self.store.run_sql(lambda conn: conn.fetch(
+            "UPDATE leases l SET expires_at = clock_timestamp() + make_interval(secs => $4) "
+            "FROM unnest($2::text[], $3::bigint[]) AS h (unit, token) WHERE l.unit = h.unit "
+            "AND l.token = h.token AND l.owner = $1 AND l.expires_at > clock_timestamp() "
+            "RETURNING l.unit", self.replica, units, tokens, self.lease))}
+        for unit in units:
+            if unit in renewed:
+                self._held[unit].valid_until = started + self.lease * (1 - MARGIN)
+            else:
+                LEASES_LOST.inc()
+                log.warning("lease_lost", replica=self.replica, unit=unit,
+                            hint="this replica stalled or was cut off past its lease; "
+                            "another replica owns the unit now")
+                self._drop(unit)
+
+    async def _release(self, units: list[str]) -> None:
+        tokens = [self._held[u].token for u in units]
+        for unit in units:
+            self._drop(unit)
+        await self.store.run_sql(lambda conn: conn.execute(
+            "UPDATE leases l SET owner = NULL, expires_at = '-infinity' FROM unnest($2::text[], "
+            "$3::bigint[]) AS h (unit, token) WHERE l.unit = h.unit AND l.token = h.token "
+            "AND l.owner = $1", self.replica, units, tokens))
+        log.info("leases_handed_back", replica=self.replica, units=units, share=self._share)
+
+    def _drop(self, unit: str) -> None:
+        if self._held.pop(unit, None) is not None:
+            UNIT_OWNED.labels(unit).set(0)
+            self._owners.pop(unit, None)
+
+
+async def lease_rows(store: PostgresStore) -> list[LeaseRow]:
+    """Every unit and who owns it (what `bridge state leases` prints)."""
+    rows = await store.run_sql(lambda conn: conn.fetch(
+        "SELECT unit, owner, token, EXTRACT(EPOCH FROM (expires_at - clock_timestamp())), "
+        "acquired_at FROM leases ORDER BY unit"))
+    return [LeaseRow(r[0], r[1], r[2], None if r[3] is None or math.isinf(float(r[3]))
+                     else float(r[3]), r[4]) for r in rows]
+
+
+__all__ = ["DRIVER_ERRORS", "LeaseLostError", "LeaseRow", "Leases", "lease_rows", "store_error"]
