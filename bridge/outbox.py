@@ -113,11 +113,29 @@ class SinkWorker:
             try:
                 while not stop.is_set():
                     if not await self._step():
+                        await self._check_at_start()
                         await self._sleep(stop, self._idle_wait(), wakeable=True)
                     elif self._failures:
                         await self._sleep(stop, self._retry_delay, wakeable=False)
             finally:  # also when cancelled after the grace period
                 await self._close()
+
+    async def _check_at_start(self) -> None:
+        """A sink with startup checks (`checks_at_start`: Jira's sign-in, project, priorities)
+        is opened while its queue is empty, so /readyz names a failing check before anything
+        is queued; it is tried again at every idle look until it passes."""
+        if self._opened or not getattr(self.sink, "checks_at_start", False):
+            return
+        try:
+            await self.sink.open()
+        except DeliveryError as exc:
+            trouble = trouble_of(exc) if isinstance(exc, RetryableDeliveryError) else "failing"
+            self._retry_delay = self.idle_poll
+            log.error("sink_check_failed", error=str(exc))
+            self._report(trouble, str(exc))
+            return
+        self._opened = True
+        self._report("ok")
 
     async def drain(self, stop: asyncio.Event | None = None) -> int:
         """Deliver until the queue is empty, retrying with backoff; returns what is left

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
@@ -75,6 +75,10 @@ def delivery_error(failure: JiraFailure) -> DeliveryError:
 
 
 class JiraSink(Sink[JiraSinkConfig]):
+    # Opened (its startup checks run) while nothing is queued: /readyz says what is wrong
+    # before the first event needs a ticket (bridge/outbox.py).
+    checks_at_start: ClassVar[bool] = True
+
     def __init__(self, config: JiraSinkConfig, store: Store | None = None) -> None:
         super().__init__(config)
         self.store = store
