@@ -131,9 +131,10 @@ class Leases:
 
     # -- lifecycle
 
-    async def start(self) -> None:
+    async def start(self, *, renew: bool = True) -> None:
         await self._heartbeat()
-        self._task = asyncio.create_task(self.run(), name="leases")
+        if renew:
+            self._task = asyncio.create_task(self.run(), name="leases")
 
     async def stop(self) -> None:
         """Hand every lease back (others take them at once instead of after expiry)."""
@@ -206,9 +207,8 @@ class Leases:
         await self.store.run_sql(lambda conn: conn.execute(
             "INSERT INTO leases (unit) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", units))
         self._known.update(units)
-        if not self._share:
-            total, live = await self._counts()
-            self._share = math.ceil(total / max(1, live))
+        total, live = await self._counts()  # one more unit: a share of more
+        self._share = math.ceil(total / max(1, live))
 
     async def _acquire(self, unit: str) -> bool:
         started = time.monotonic()
@@ -266,10 +266,10 @@ class Leases:
 async def lease_rows(store: PostgresStore) -> list[LeaseRow]:
     """Every unit and who owns it (what `bridge state leases` prints)."""
     rows = await store.run_sql(lambda conn: conn.fetch(
-        "SELECT unit, owner, token, EXTRACT(EPOCH FROM (expires_at - clock_timestamp())), "
-        "acquired_at FROM leases ORDER BY unit"))
-    return [LeaseRow(r[0], r[1], r[2], None if r[3] is None or math.isinf(float(r[3]))
-                     else float(r[3]), r[4]) for r in rows]
+        "SELECT unit, owner, token, CASE WHEN isfinite(expires_at) THEN EXTRACT(EPOCH FROM "
+        "(expires_at - clock_timestamp())) END, acquired_at FROM leases ORDER BY unit"))
+    return [LeaseRow(r[0], r[1], r[2], None if r[3] is None else float(r[3]), r[4])
+            for r in rows]
 
 
 __all__ = ["DRIVER_ERRORS", "LeaseLostError", "LeaseRow", "Leases", "lease_rows", "store_error"]

@@ -178,13 +178,14 @@ class PostgresStore(Store):
         except DRIVER_ERRORS as exc:
             raise store_error(f"cannot reach the state database {self.where}: {exc}", exc) from None
 
-    async def coordinate(self) -> Leases:
+    async def coordinate(self, *, renew: bool = True) -> Leases:
         """Share the work with the other replicas on this database (bridge/store/postgres/
         leases.py): from now on this store sweeps, delivers and commits only for the units
-        it holds a lease on."""
+        it holds a lease on. `renew=False`: no background renewal, the caller runs
+        `Leases.tick` itself (a benchmark, a test standing in for a stalled replica)."""
         if self.units is None:
             units = Leases(self, self.replica, self.lease)
-            await units.start()
+            await units.start(renew=renew)
             self.units = units
         return self.units
 

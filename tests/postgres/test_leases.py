@@ -1,0 +1,116 @@
+"""Replicas sharing one PostgreSQL through leases (bridge/store/postgres/leases.py), store by
+store against the real server: units spread over the replicas and move when one leaves, and a
+replica that stalled past its lease has its late commit refused while the new owner's lands.
+The same with real `bridge run` processes is tests/postgres/test_failover.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from bridge.store.postgres import PostgresStore
+from bridge.store.postgres.leases import LeaseLostError, lease_rows
+from bridge.store.units import scope_unit, sink_unit
+from tests.core._helpers import SCOPE, item, make_event, sweep
+from tests.support.postgres import PgSchema
+from tests.support.store_contract import commit_events, run_sweep
+from tests.support.waiting import wait_until
+
+UNITS = [scope_unit(f"tenant-{i}") for i in range(5)] + [sink_unit("siem")]
+
+
+async def owners(store: PostgresStore) -> Counter[str | None]:
+    return Counter(r.owner for r in await lease_rows(store) if r.expires_in and r.expires_in > 0)
+
+
+async def test_units_spread_over_the_replicas_and_move_when_one_leaves(pg: PgSchema) -> None:
+    replicas = [pg.store(replica=f"r{i}", lease=1.5) for i in range(3)]
+    for store in replicas:
+        await store.open()
+        await store.coordinate()
+    try:
+        async def everyone_takes() -> Counter[str | None]:
+            for store in replicas:
+                assert store.units is not None
+                for unit in UNITS:
+                    await store.units.take(unit)
+            found = await owners(replicas[0])
+            return found if sorted(found.values()) == [2, 2, 2] else Counter()
+
+        # The first to start may take more than its share; the others' heartbeats make it
+        # hand the surplus back.
+        spread = await wait_until(everyone_takes, 30, "6 units spread 2/2/2")
+        assert set(spread) == {"r0", "r1", "r2"}
+        await replicas[2].close()  # leaves: hands its leases back at once
+
+        async def two_take_over() -> Counter[str | None]:
+            for store in replicas[:2]:
+                assert store.units is not None
+                for unit in UNITS:
+                    await store.units.take(unit)
+            found = await owners(replicas[0])
+            return found if sorted(found.values()) == [3, 3] else Counter()
+
+        assert set(await wait_until(two_take_over, 30, "6 units on the 2 left")) == {"r0", "r1"}
+    finally:
+        for store in replicas[:2]:
+            await store.close()
+
+
+async def test_a_replica_stalled_past_its_lease_cannot_commit(pg: PgSchema) -> None:
+    """`stalled` takes the scope and never renews (renew=False: what SIGSTOP does to a
+    process); once its lease expired `fresh` takes the scope over with a new token. The
+    stalled replica's late commit is refused, nothing of it written; the new owner's lands."""
+    stalled = pg.store(replica="stalled", lease=1)
+    fresh = pg.store(replica="fresh", lease=1)
+    await stalled.open()
+    await fresh.open()
+    try:
+        units = await stalled.coordinate(renew=False)
+        assert await units.take(scope_unit(SCOPE))
+        await run_sweep(stalled, sweep(item("a")))  # while it owns the scope: committed
+        taken = await fresh.coordinate(renew=False)
+        assert not await taken.take(scope_unit(SCOPE))  # owned, not expired yet
+        await wait_until(lambda: taken.take(scope_unit(SCOPE)), 10, "the lease expired")
+        (row,) = [r for r in await lease_rows(fresh) if r.unit == scope_unit(SCOPE)]
+        assert row.owner == "fresh" and row.token > 1
+        before = await stalled.sweeps()
+        with pytest.raises(LeaseLostError, match="no longer owned by replica stalled "
+                                                 r"\(owner now: fresh\)"):
+            await stalled.commit_sweep(commit_events((make_event("late"), ["siem"])))
+        with pytest.raises(LeaseLostError):
+            await stalled.commit_chunk(SCOPE, [], [(make_event("late"), ["siem"])])
+        assert await fresh.sweeps() == before and await fresh.claim("siem", 10) != []
+        assert [d.event.key for d in await fresh.claim("siem", 10)] == ["a"]
+        await fresh.commit_sweep(commit_events((make_event("b"), ["siem"])))
+        assert [d.event.key for d in await fresh.claim("siem", 10)] == ["a", "b"]
+        assert not units.owns(scope_unit(SCOPE))
+    finally:
+        await stalled.close()
+        await fresh.close()
+
+
+async def test_only_the_sink_owner_claims_its_deliveries(pg: PgSchema) -> None:
+    first, second = pg.store(replica="one", lease=5), pg.store(replica="two", lease=5)
+    await first.open()
+    await second.open()
+    try:
+        await first.commit_sweep(commit_events((make_event("a"), ["siem"])))  # uncoordinated
+        await first.coordinate(renew=False)
+        await second.coordinate(renew=False)
+        claimed = await asyncio.gather(first.claim("siem", 10), second.claim("siem", 10))
+        assert sorted(len(c) for c in claimed) == [0, 1]  # exactly one of them delivers
+        owner = first if claimed[0] else second
+        other = second if owner is first else first
+        (delivery,) = claimed[0] or claimed[1]
+        with pytest.raises(LeaseLostError):
+            await other.record_failure("siem", [delivery.seq], "503")
+        with pytest.raises(LeaseLostError):
+            await other.bury("siem", [delivery.seq], "400")
+        await owner.record_failure("siem", [delivery.seq], "503")
+        assert [d.attempts for d in await owner.claim("siem", 10)] == [1]
+    finally:
+        await first.close()
+        await second.close()
