@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bridge.baseline import summary_event
 from bridge.model import Event, EventType, utcnow
 from bridge.secrets import redact
 from bridge.silences import Silence
@@ -316,5 +317,22 @@ async def test_custom_fields_resolve_to_their_ids(fake: FakeJira, store: SQLiteS
         event = lifecycle()[0]
         await sink.send([event])
         assert fake.ticket(label_of(event)).fields["customfield_10100"] == 10
+    finally:
+        await sink.close()
+
+
+async def test_a_baseline_summary_is_one_informational_ticket(
+        fake: FakeJira, store: SQLiteStore) -> None:
+    sink = await opened(fake, store)
+    try:
+        summary = summary_event(scope="scanorbit", source="scanorbit", vendor="scanorbit",
+                                sink="jira", counts={("finding", "critical"): 40,
+                                                     ("finding", "low"): 2})
+        await sink.send([summary])
+        await sink.send([summary])  # a replayed commit sends the same summary
+        [ticket] = fake.tickets()
+        assert ticket.fields["summary"].startswith("[CRITICAL] Baseline of scanorbit: 42")
+        assert ticket.fields["priority"] == {"name": "Lowest"}
+        assert "|Severity critical|40|" in ticket.fields["description"]
     finally:
         await sink.close()

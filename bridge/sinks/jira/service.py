@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import structlog
@@ -51,6 +51,14 @@ log = structlog.get_logger(__name__)
 class StartupCheckFailed(DestinationUnavailableError):
     """A startup check failed: the sink is not ready (its /readyz entry says which check and
     why), spends no attempts, and checks again every `probe_interval`."""
+
+
+@dataclass
+class _Held:
+    """A ticket's lock and how many deliveries hold or await it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class TicketLost(Exception):
@@ -89,7 +97,8 @@ class JiraSink(Sink[JiraSinkConfig]):
         self._project_id = ""
         self._issue_type_id = ""
         self._field_ids: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One lock per ticket (item or group): two items of a group never create two tickets.
+        self._locks: dict[str, _Held] = {}
         # Intents this process wrote whose create it has not sent, or Jira refused outright:
         # they need no search (after a restart every intent is searched for).
         self._unsent: set[str] = set()
@@ -194,9 +203,10 @@ class JiraSink(Sink[JiraSinkConfig]):
 
     async def _deliver_one(self, event: Event) -> None:
         ref, label = identity(event, self.config.group_by)
-        lock = self._locks.setdefault(ref, asyncio.Lock())
+        held = self._locks.setdefault(ref, _Held())
+        held.users += 1
         try:
-            async with lock:
+            async with held.lock:
                 if event.type is EventType.SUMMARY:
                     await self._ensure(event, ref, label)
                 elif self.config.group_by is None:
@@ -208,7 +218,8 @@ class JiraSink(Sink[JiraSinkConfig]):
         except JiraFailure as failure:
             raise delivery_error(failure) from None
         finally:
-            if not lock.locked() and self._locks.get(ref) is lock:
+            held.users -= 1
+            if not held.users:  # nobody holds or awaits it: forget it
                 del self._locks[ref]
 
     @property
@@ -302,7 +313,9 @@ class JiraSink(Sink[JiraSinkConfig]):
             "description": (description if description is not None
                             else self.render.description(event, label)),
             "labels": [*self.config.labels, label],
-            "priority": {"name": self._priority(event.severity)},
+            # A baseline summary informs; it must not top anyone's queue at install time.
+            "priority": {"name": self._priority(
+                "info" if event.type is EventType.SUMMARY else event.severity)},
         }
         for name, value in self.render.custom_values(event).items():
             fields[self._field_ids[name]] = value
