@@ -55,6 +55,9 @@ log = structlog.get_logger(__name__)
 ErrorKind = Literal[
     "auth", "forbidden", "not_found", "client", "rate_limited", "server", "network", "decode",
     "schema", "tls", "redirect", "too_large",
+    # A 429 that is a plan's quota, not the per-minute rate: retrying before its reset is a
+    # retry storm, so it is not retried (the source backs off and reports it as coverage).
+    "quota",
 ]
 RETRYABLE_KINDS: frozenset[str] = frozenset({"rate_limited", "server", "network", "decode"})
 # Errors about the connection as configured rather than one request: they fail the whole sweep.
@@ -192,6 +195,11 @@ class ErrorScheme:
 
     def body_error(self, body: Any) -> bool:
         """True when a 2xx body is really an error (Aether365's `success: false`)."""
+        return False
+
+    def quota(self, code: str | None, message: str) -> bool:
+        """True when a 429 is a plan's quota rather than the rate limit (Aether365 answers
+        429 for both); the default scheme knows only rate limits."""
         return False
 
     def kind(self, status: int, code: str | None) -> ErrorKind:
@@ -446,6 +454,12 @@ class VendorClient:
                     self._repaired(path, result.repairs)
         else:
             decoded = True
+        if status == 429 and decoded:
+            code, message = self.errors.parse(status, body)
+            if self.errors.quota(code, message):
+                raise VendorError("quota", f"{self.vendor} GET {path}: HTTP 429"
+                                  + (f" {code}" if code else "") + f": {message or 'quota'}",
+                                  status=429, code=code, retry_after=retry_after)
         if status == 429:
             metrics.RATE_LIMITED.labels(self.vendor).inc()
             wait = (None if retry_after is None

@@ -9,7 +9,7 @@ why the bridge keys results by `test_id` and sweeps once per new completed scan.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from random import Random
@@ -30,6 +30,7 @@ from bridge.sim.common import (
     json_response,
     page_slice,
     rand_uuid,
+    retry_after_value,
     total_pages,
 )
 
@@ -88,6 +89,9 @@ class Tenant:
     sources: dict[str, str] = field(
         default_factory=lambda: dict.fromkeys(THREAT_CATEGORIES, "ok"))
     policies: dict[str, Record] = field(default_factory=dict)
+    # Seconds until the plan's quota resets while it is exhausted (every call answers 429
+    # "Plan limit reached"), else None.
+    quota_reset: float | None = None
 
 
 class Aether365World(SimWorld):
@@ -222,11 +226,15 @@ class Aether365World(SimWorld):
         return scan
 
     def run_scan(
-        self, tenant_id: str, *, scan_id: str | None = None, scan_type: str = "compliance"
+        self, tenant_id: str, *, scan_id: str | None = None, scan_type: str = "compliance",
+        only: Iterable[str] | None = None,
     ) -> Record:
-        """Complete a scan (the in-progress `scan_id`, else a new one) from the current tests."""
+        """Complete a scan (the in-progress `scan_id`, else a new one) from the current tests
+        (`only` these test ids: an exposure scan runs other tests than a compliance scan)."""
         scan = self._pending(tenant_id, scan_id, scan_type)
-        tests = self.tenants[tenant_id].tests.values()
+        wanted = None if only is None else set(only)
+        tests = [t for t in self.tenants[tenant_id].tests.values()
+                 if wanted is None or t["test_id"] in wanted]
         results = [self._result(scan["id"], test) for test in tests]
         counts = {r: sum(1 for x in results if x["result"] == r) for r in RESULTS}
         judged = counts["passed"] + counts["failed"]
@@ -245,8 +253,9 @@ class Aether365World(SimWorld):
         row.update(test)
         return row
 
-    def fail_scan(self, tenant_id: str, *, scan_id: str | None = None) -> Record:
-        scan = self._pending(tenant_id, scan_id, "compliance")
+    def fail_scan(self, tenant_id: str, *, scan_id: str | None = None,
+                  scan_type: str = "compliance") -> Record:
+        scan = self._pending(tenant_id, scan_id, scan_type)
         scan.update(status="failed", completed_at=self.timeline.stamp())
         self.touch()
         return scan
@@ -256,6 +265,15 @@ class Aether365World(SimWorld):
             if self.scans[scan_id]["status"] == "completed":
                 return self.scans[scan_id]
         return None
+
+    def exhaust_quota(self, tenant_id: str, reset_in: float = 3600.0) -> None:
+        """The plan's quota is used up: every call of the tenant answers 429 with
+        SCAN_PLAN_LIMIT_REACHED "Plan limit reached" (the reference's meaning of 429) and a
+        Retry-After of `reset_in`, until `restore_quota`."""
+        self.tenants[tenant_id].quota_reset = reset_in
+
+    def restore_quota(self, tenant_id: str) -> None:
+        self.tenants[tenant_id].quota_reset = None
 
     # -- threats and policies ---------------------------------------------------------------
 
@@ -399,6 +417,10 @@ class Aether365World(SimWorld):
         tenant_id = self.tokens[token]
         if tenant_id not in self.tenants:
             return self.error(404, "TENANT_NOT_FOUND", "Tenant does not exist")
+        reset = self.tenants[tenant_id].quota_reset
+        if reset is not None:
+            return self.error(429, "SCAN_PLAN_LIMIT_REACHED", "Plan limit reached",
+                              {"Retry-After": retry_after_value(reset)})
         return Principal(limit_key=f"token:{token}", tenant=tenant_id)
 
     def error_body(self, status: int, code: str, message: str) -> Record:

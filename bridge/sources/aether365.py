@@ -3,16 +3,25 @@
 Each API key is bound to one tenant and has its own 120 req/min, so each tenant is its own
 scope with its own rate-limit bucket. A sweep has three parts that succeed or fail on their own:
 
-- Compliance results change only when a scan completes. A one-row probe of the scan list finds
-  the latest completed scan; only a scan not swept before is paged through (200 rows a page,
-  `meta.totalPages` computed when missing). Results are keyed by `test_id` (result ids change
-  every scan). A test that passes, or is skipped (unless `skipped_resolves` is off), is resolved.
-  The swept scan id is the cursor, committed with the sweep, so a crash re-sweeps that scan.
+- Compliance results change only when a scan completes. One probe of the scan list finds the
+  latest completed scan of `scan_type` (default `compliance`: results are compared only
+  between scans of one type, so a tenant alternating compliance and exposure scans does not
+  churn); only a scan not swept before is paged through (200 rows a page,
+  `meta.totalPages` computed when missing). Its `score` is one `score` item per tenant,
+  `changed` when it drops by `score_drop_threshold` or crosses `score_floor`. Results are
+  keyed by `test_id` (result ids change every scan). A test that passes, or is skipped
+  (unless `skipped_resolves` is off), is resolved. The swept scan id is the cursor, committed
+  with the sweep, so a crash re-sweeps that scan.
 - Threat alerts are one snapshot with a `sources` verdict per category. A category that is not
   `ok` creates nothing and resolves nothing. `needsConsent`/`notLicensed` are configuration
   facts: noted and logged once, the category left alone, the sweep still complete. `error` (or
   anything unknown) is an outage: that category is incomplete.
 - Policies: non-compliant policies are posture items; becoming compliant resolves them.
+
+Coverage (bridge/sources/coverage.py): no completed scan within `max_scan_age`, a latest scan
+that ended `failed`, a threat category not `ok`, a tenant not connected, and the plan's quota
+(a 429 "Plan limit reached", told apart from the per-minute rate limit by its code: it backs
+off until its reset, with no request meanwhile, instead of retrying).
 
 Errors: `success: false` is an error even with HTTP 200. AUTH_* (and TENANT_NOT_FOUND) fail the
 sweep after one request — the poll interval is the backoff, so an operator sees one clear error
@@ -24,37 +33,44 @@ its kind incomplete, instead of costing the page or the snapshot it came in.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from bridge.components import NAME_PATTERN, SecretFields, StrictModel
+from bridge.diff import ChangeRule, drop_rule
 from bridge.http import (
     ErrorKind,
     ErrorScheme,
     HttpContext,
     VendorClient,
+    VendorError,
     credential_scope,
     url_path,
     validate,
 )
 from bridge.model import Item, JSONScalar, Severity, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
+from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.paging import Page, Pass, numbered, page_count, with_drift_retries
 from bridge.sources.rows import Unusable, skipped_note, to_items
 
 log = structlog.get_logger(__name__)
 
 TEST = "test_result"
+SCORE = "score"
 RISKY_USER = "risky_user"
 RISK_DETECTION = "risk_detection"
 SECURITY_ALERT = "security_alert"
 POLICY = "policy"
 THREAT_KINDS = (RISKY_USER, RISK_DETECTION, SECURITY_ALERT)
 MAX_PAGE = 200
+SCAN_PROBE = 20  # scans listed by the probe: enough to find the latest of the type
 CURSOR_SCAN = "last_scan_id"
 # Threat `sources` states that describe the tenant's setup rather than an outage.
 CONFIGURATION_STATES = {"needsConsent": "grant the consent in Aether365",
@@ -63,6 +79,11 @@ CONFIGURATION_STATES = {"needsConsent": "grant the consent in Aether365",
 
 class Aether365Errors(ErrorScheme):
     """`{success: false, error: {code, message}}`, with meaning carried by the code."""
+
+    def quota(self, code: str | None, message: str) -> bool:
+        """The reference lists 429 as "Plan limit reached" and its keys page as the rate
+        limit: the code (SCAN_PLAN_LIMIT_REACHED) or the message tells which."""
+        return "PLAN_LIMIT" in (code or "").upper() or "plan limit" in message.lower()
 
     def body_error(self, body: Any) -> bool:
         return isinstance(body, dict) and body.get("success") is False
@@ -75,6 +96,8 @@ class Aether365Errors(ErrorScheme):
             return "server"
         if word.startswith("RATE_LIMIT"):
             return "rate_limited"
+        if "PLAN_LIMIT" in word:
+            return "quota"
         if word == "VALIDATION_ERROR":
             return "client"
         return super().kind(status, code)
@@ -95,12 +118,21 @@ class Aether365Config(SourceConfig):
     api_key: SecretStr | None = None
     tenants: tuple[Aether365Tenant, ...] = ()
     compliance: bool = True
+    # One `score` item per tenant from the latest completed scan (needs `compliance`).
+    scores: bool = True
     threats: bool = True
     policies: bool = True
     page_size: int = Field(default=MAX_PAGE, ge=1, le=MAX_PAGE)
-    # Only scans of this type count (e.g. "compliance"); None = any completed scan. Set it when
-    # a tenant also runs other scan types: tests absent from such a scan would count as misses.
-    scan_type: str | None = None
+    # Only completed scans of this type are compared (a test absent from an exposure scan is
+    # not a fix of a compliance test); None = any type, only for tenants running one type.
+    scan_type: str | None = "compliance"
+    # Coverage: the latest completed scan older than this (seconds) is a blind spot.
+    max_scan_age: float = Field(default=8 * 86400.0, gt=0)
+    # Score item: `changed` on a drop of at least this many points, or crossing the floor.
+    score_drop_threshold: float = Field(default=5.0, ge=0)
+    score_floor: float | None = Field(default=None, ge=0, le=100)
+    # How long a plan-quota 429 without Retry-After keeps the tenant from being read.
+    quota_backoff: float = Field(default=3600.0, gt=0)
     # A skipped test resolves like a passed one; off: a skipped test is left as it was.
     skipped_resolves: bool = True
     drift_retries: int = Field(default=1, ge=0, le=5)
@@ -141,6 +173,7 @@ class _Scan(BaseModel):
     status: str
     scan_type: str | None = None
     completed_at: str | None = None
+    score: float | None = None
 
 
 class _Scans(_Envelope):
@@ -204,7 +237,9 @@ def _attrs(raw: Mapping[str, Any], names: Sequence[str]) -> dict[str, JSONScalar
 
 class Aether365Source(Source[Aether365Config]):
     vendor = "aether365"
-    item_kinds = (TEST, *THREAT_KINDS, POLICY)
+    display_name = "Aether365"
+    item_kinds = (TEST, SCORE, *THREAT_KINDS, POLICY, SOURCE_HEALTH)
+    kind_tracked_fields = {SCORE: ("attributes.score", "attributes.below_floor")}
 
     def __init__(self, config: Aether365Config, http: HttpContext) -> None:
         super().__init__(config)
@@ -223,6 +258,13 @@ class Aether365Source(Source[Aether365Config]):
             )
             self._tenants[scope] = _Tenant(scope, name, label, client)
         self._conditions = ConditionLog(config.name)
+        # Scope -> wall-clock time before which the plan's quota is exhausted.
+        self._quota_until: dict[str, float] = {}
+
+    @property
+    def change_rules(self) -> Mapping[str, ChangeRule]:
+        return {SCORE: drop_rule("attributes.score", self.config.score_drop_threshold,
+                                 also=("attributes.below_floor",))}
 
     @property
     def scopes(self) -> Sequence[str]:
@@ -231,7 +273,9 @@ class Aether365Source(Source[Aether365Config]):
     @property
     def kinds(self) -> tuple[str, ...]:
         cfg = self.config
-        return ((TEST,) * cfg.compliance + THREAT_KINDS * cfg.threats + (POLICY,) * cfg.policies)
+        return ((TEST,) * cfg.compliance + (SCORE,) * (cfg.compliance and cfg.scores)
+                + THREAT_KINDS * cfg.threats
+                + (POLICY,) * cfg.policies + self.health_kinds())
 
     @property
     def requests(self) -> int:
@@ -241,12 +285,25 @@ class Aether365Source(Source[Aether365Config]):
         return self._tenants[scope].client
 
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
+        sweep = await self._poll(scope, cursor)
+        health = self.health_items(scope, self._tenants[scope].label)
+        if not health:
+            return sweep
+        return replace(sweep, items=(*sweep.items, *health),
+                       kinds={**sweep.kinds, SOURCE_HEALTH: True})
+
+    async def _poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
         tenant = self._tenants[scope]
         parts = SweepParts(scope)
         cfg = self.config
+        until = self._quota_until.get(scope, 0.0)
+        if time.time() < until:
+            parts.incomplete(self.kinds, f"plan limit reached for tenant {tenant.name}: not "
+                                         f"read until {_moment(until)} (the quota's reset)")
+            return parts.build()
         plan: list[tuple[tuple[str, ...], str, Callable[[], Awaitable[None]]]] = []
         if cfg.compliance:
-            plan.append(((TEST,), "compliance results",
+            plan.append(((TEST, SCORE), "compliance results",
                          lambda: self._results(tenant, cursor, parts)))
         if cfg.threats:
             plan.append((THREAT_KINDS, "threat alerts", lambda: self._threats(tenant, parts)))
@@ -254,28 +311,59 @@ class Aether365Source(Source[Aether365Config]):
             plan.append(((POLICY,), "policies", lambda: self._policies(tenant, parts)))
         for n, (kinds, what, part) in enumerate(plan):
             error = await parts.attempt(kinds, what, part)
+            if error is not None and error.kind == "quota":
+                rest = [k for later in plan[n + 1 :] for k in later[0]]
+                self._quota(tenant, error, parts, rest)
+                return parts.build()
             if error is not None and error.code == "TENANT_NOT_CONNECTED":
                 rest = [k for later in plan[n + 1 :] for k in later[0]]
                 parts.incomplete(rest, f"tenant {tenant.name} is not connected (Microsoft consent "
                                        "not completed): nothing swept until it is")
                 self._conditions.report(scope, "tenant", "not connected", ok=False,
                                         error=str(error))
+                self.coverage.report(scope, "tenant", [Check(
+                    "tenant", "tenant_connected", "", False,
+                    f"Aether365 tenant {tenant.name} is not connected (Microsoft consent not "
+                    "completed): nothing is read")])
                 return parts.build()
         self._conditions.report(scope, "tenant", "connected", ok=True)
+        self.coverage.report(scope, "tenant", [Check("tenant", "tenant_connected", "", True)])
+        self.coverage.report(scope, "quota", [Check("quota", "plan_quota", "", True)])
         return parts.build()
+
+    def _quota(self, tenant: _Tenant, error: VendorError, parts: SweepParts,
+               rest: Sequence[str]) -> None:
+        """The plan's quota is spent: no request until its reset (Retry-After, else
+        `quota_backoff`), every part incomplete, and a coverage reason meanwhile."""
+        wait = error.retry_after if error.retry_after is not None else self.config.quota_backoff
+        until = time.time() + wait
+        self._quota_until[tenant.scope] = until
+        parts.incomplete(rest, f"plan limit reached for tenant {tenant.name}: not read until "
+                               f"{_moment(until)}")
+        log.warning("aether365_plan_limit", source=self.name, scope=tenant.scope,
+                    retry_after=wait, error=str(error))
+        self.coverage.report(tenant.scope, "quota", [Check(
+            "quota", "plan_quota", "", False,
+            f"Aether365 plan limit reached for tenant {tenant.name} (HTTP 429 Plan limit "
+            f"reached): nothing is read until {_moment(until)}")])
 
     # -- compliance results -----------------------------------------------------------------
 
     async def _results(self, tenant: _Tenant, cursor: Mapping[str, str],
                        parts: SweepParts) -> None:
-        params: dict[str, str | int] = {"status": "completed", "limit": 1}
+        # Newest first, every status: the latest completed scan to sweep, and whether scans
+        # have been failing since (coverage). The type is filtered here too, whatever the
+        # API does with the parameter.
+        params: dict[str, str | int] = {"limit": SCAN_PROBE}
         if self.config.scan_type:
             params["scan_type"] = self.config.scan_type
         body = await tenant.client.get_json("/tenants/me/scans", params)
         scans = validate(_Scans, body, "GET /tenants/me/scans")
         wanted = (self.config.scan_type or "").lower()
-        done = [s for s in scans.data if s.status.lower() == "completed"
-                and (not wanted or (s.scan_type or wanted).lower() == wanted)]
+        mine = [s for s in scans.data
+                if not wanted or (s.scan_type or wanted).lower() == wanted]
+        done = [s for s in mine if s.status.lower() == "completed"]
+        self._scan_coverage(tenant, mine, done[0] if done else None)
         if not done:
             parts.note(f"compliance: no completed {wanted + ' ' if wanted else ''}scan listed")
             return
@@ -288,8 +376,49 @@ class Aether365Source(Source[Aether365Config]):
                                notes=p.notes))
         parts.add(TEST, swept.rows.values(), swept.complete)
         parts.notes.extend(swept.notes)
+        if self.config.scores and scan.score is not None:
+            parts.add(SCORE, [self._score_item(tenant, scan, scan.score)], True)
         if swept.complete:
             parts.cursor[CURSOR_SCAN] = scan.id
+
+    def _score_item(self, tenant: _Tenant, scan: _Scan, score: float) -> Item:
+        """One item per tenant and scan type: the score of its latest completed scan."""
+        value = int(score) if score.is_integer() else score
+        floor = self.config.score_floor
+        below = floor is not None and score < floor
+        kind_of = scan.scan_type or "scan"
+        return Item(
+            kind=SCORE, key=kind_of, title=f"Aether365 {kind_of} score {value:g}%"
+            + (f" (below the floor of {floor:g}%)" if below else ""),
+            severity="high" if below else "info", active=True, tenant=tenant.label,
+            attributes={"score": value, "below_floor": below, "scan_id": scan.id,
+                        "scan_type": scan.scan_type, "scan_completed_at": scan.completed_at},
+        )
+
+    def _scan_coverage(self, tenant: _Tenant, scans: Sequence[_Scan],
+                       latest: _Scan | None) -> None:
+        """Scans that stopped (none completed within `max_scan_age`) or that fail are blind
+        spots: the results would otherwise just stay as they were."""
+        kind_of = self.config.scan_type or "any"
+        finished = next((s for s in scans if s.status.lower() in ("completed", "failed")), None)
+        failed = finished is not None and finished.status.lower() == "failed"
+        checks = [Check("scans", "scan_failed", kind_of, not failed,
+                        f"the latest Aether365 {kind_of} scan of tenant {tenant.name} "
+                        f"({finished.id if finished else ''}) failed" if failed else "")]
+        age = _age(latest.completed_at) if latest is not None else None
+        max_age = self.config.max_scan_age
+        if latest is None:
+            checks.append(Check("scans", "scan_age", kind_of, False,
+                                f"tenant {tenant.name} has no completed Aether365 {kind_of} "
+                                "scan: its compliance results are not seen"))
+        elif age is not None and age > max_age:
+            checks.append(Check("scans", "scan_age", kind_of, False,
+                                f"the latest completed Aether365 {kind_of} scan of tenant "
+                                f"{tenant.name} is {age / 86400:.1f} days old (max_scan_age "
+                                f"{max_age / 86400:g} days)"))
+        else:
+            checks.append(Check("scans", "scan_age", kind_of, True))
+        self.coverage.report(tenant.scope, "scans", checks)
 
     async def _scan_results(self, tenant: _Tenant, scan: _Scan) -> Pass[Item]:
         path = url_path("scans", scan.id, "results")
@@ -331,6 +460,14 @@ class Aether365Source(Source[Aether365Config]):
         body = await tenant.client.get_json("/tenants/me/threats")
         snapshot = validate(_Threats, body, "GET /tenants/me/threats")
         data: Mapping[str, Any] = body["data"]
+        self.coverage.report(tenant.scope, "threats", [
+            Check("threats", "threat_source", category, state == "ok",
+                  "" if state == "ok" else f"Aether365 threat source {category} of tenant "
+                  f"{tenant.name} is {state}"
+                  + (f" ({CONFIGURATION_STATES[state]})" if state in CONFIGURATION_STATES
+                     else ""))
+            for category in ("riskyUsers", "riskDetections", "securityAlerts")
+            for state in [snapshot.data.sources.get(category, "missing")]])
         for category, kind, to_item in (("riskyUsers", RISKY_USER, self._risky_user),
                                         ("riskDetections", RISK_DETECTION, self._detection),
                                         ("securityAlerts", SECURITY_ALERT, self._alert)):
@@ -455,3 +592,20 @@ def _signal(tenant: _Tenant, to_item: Callable[[_Tenant, Mapping[str, Any]], Ite
         return to_item(tenant, raw)
 
     return convert
+
+
+def _moment(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age(stamp: str | None) -> float | None:
+    """Seconds since an ISO 8601 time, or None when there is none we can read."""
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, time.time() - moment.timestamp())

@@ -142,7 +142,7 @@ async def test_a_tenant_added_later_gets_its_own_baseline(
         world.populate(tenant, tests=30, failing=12)
         world.run_scan(tenant)
     source = aether365_source(sim.url, tenants=("contoso",), baseline="suppress",
-                              policies=False, threats=False)
+                              policies=False, threats=False, scores=False)
     config = base_config(tmp_path, [source], log={"format": "json"})
     path = write_config(tmp_path, config)
     assert (await bridge("once", config=path))[0] == 0

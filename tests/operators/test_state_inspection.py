@@ -41,7 +41,8 @@ async def test_items_by_source_kind_severity_and_since(
     vendor.world.add_finding(severity="low")
     critical = vendor.world.add_finding(severity="critical")["id"]
     config = operator_config(tmp_path, vendor)
-    config["sources"].append(aether365_source(sim.url, tenants=("contoso",), policies=False))
+    config["sources"].append(aether365_source(sim.url, tenants=("contoso",), policies=False,
+                                              scores=False))
     path = write_config(tmp_path, config)
     code, _, err = await bridge("once", config=path)
     assert code == 0, err

@@ -22,7 +22,7 @@ from tests.support.harness import Harness
 Sim = tuple[Aether365World, RunningSim]
 T = "tenant-contoso"
 SCOPE = "aether365/contoso"
-ONLY_RESULTS: dict[str, Any] = {"threats": False, "policies": False}
+ONLY_RESULTS: dict[str, Any] = {"threats": False, "policies": False, "scores": False}
 ONLY_THREATS: dict[str, Any] = {"compliance": False, "policies": False}
 ONLY_POLICIES: dict[str, Any] = {"compliance": False, "threats": False}
 
@@ -315,7 +315,7 @@ async def test_each_tenant_is_its_own_scope_with_its_own_bucket(
     for tenant in ("tenant-contoso", "tenant-fabrikam"):
         world.set_test(tenant, "AE.1", "failed")
         world.run_scan(tenant)
-    cfg = config(tmp_path, sim.url, tenants=("contoso", "fabrikam"))
+    cfg = config(tmp_path, sim.url, tenants=("contoso", "fabrikam"), scores=False)
     async with Harness(cfg) as h:
         source = h.source()
         assert isinstance(source, Aether365Source)
@@ -340,7 +340,7 @@ async def test_revoked_key_one_clear_error_per_interval_then_recovers(
     key = SIM_AETHER365_KEYS["contoso"]
     world.set_test(T, "A", "failed")
     world.run_scan(T)
-    async with Harness(config(tmp_path, sim.url)) as h:
+    async with Harness(config(tmp_path, sim.url, scores=False)) as h:
         world.expire(key)
         with capture_logs() as logs:
             failed = [await h.sweep() for _ in range(3)]
