@@ -28,12 +28,14 @@ import asyncio
 import contextlib
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge
 
 from bridge.store.base import StoreUnavailableError
 from bridge.store.postgres.errors import DRIVER_ERRORS, store_error
@@ -45,10 +47,10 @@ log = structlog.get_logger(__name__)
 
 UNIT_OWNED = Gauge("bridge_unit_owned",
                    "1 while this replica owns the work unit (a source scope or a sink)", ["unit"])
-LEASES_LOST = Counter("bridge_leases_lost_total",
+LEASES_LOST = MetricCounter("bridge_leases_lost_total",
                       "Leases this replica lost before handing them back (it stalled or was cut "
                       "off past the lease time)")
-FENCED = Counter("bridge_fenced_writes_total",
+FENCED = MetricCounter("bridge_fenced_writes_total",
                  "Writes refused because this replica's lease on their unit had moved on")
 
 MARGIN = 0.25  # of the lease time: stop working on a unit this long before it could move
@@ -168,20 +170,30 @@ class Leases:
         """Heartbeat, renew what is held, then take or hand back units to match the share."""
         await self._heartbeat()
         await self._renew()
+        live = [r[0] for r in await self.store.run_sql(lambda conn: conn.fetch(
+            "SELECT id FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs "
+            "=> $1)", self.lease))]
         rows = await self.store.run_sql(lambda conn: conn.fetch(
-            "SELECT (SELECT COUNT(*) FROM leases), (SELECT COUNT(*) FROM replicas WHERE "
-            "seen_at > clock_timestamp() - make_interval(secs => $1)), unit, owner FROM leases "
-            "WHERE expires_at > clock_timestamp()", self.lease))
-        total, live = await self._counts() if not rows else (rows[0][0], rows[0][1])
-        self._owners = {r[2]: r[3] for r in rows}
-        self._share = math.ceil(total / max(1, live))
-        held = self.held()
-        if len(held) > self._share:
-            # Hand back the surplus, keeping the units held longest (least churn).
-            newest = sorted(held, key=lambda u: self._held[u].acquired)[self._share:]
-            await self._release(newest)
-        for unit in sorted(self._known - set(self.held()) - set(self._owners)):
-            if len(self.held()) >= self._share:
+            "SELECT unit, CASE WHEN expires_at > clock_timestamp() THEN owner END FROM leases"))
+        self._owners = {r[0]: r[1] for r in rows if r[1] is not None}
+        replicas = max(1, len(live))
+        self._share = math.ceil(len(rows) / replicas)
+        floor = len(rows) // replicas
+        counts = Counter({replica: 0 for replica in live})
+        counts.update(self._owners.values())
+        held = sorted(self.held(), key=lambda u: self._held[u].acquired)
+        surplus = held[self._share:]  # beyond the share: hand back, keeping the oldest
+        if not surplus and len(held) > floor and any(counts[r] < floor for r in live):
+            surplus = held[-1:]  # someone has less than the least share: make room for it
+        if surplus:
+            await self._release(surplus)
+            return  # not taking anything back in the same round
+        # While another replica has less than the least share, take no more than that least
+        # share: the units handed back for it are its to take.
+        starving = any(counts[r] < floor for r in live if r != self.replica)
+        limit = floor if starving else self._share
+        for unit in sorted(self._known - set(self._owners)):
+            if len(self.held()) >= limit:
                 break
             await self._acquire(unit)
 
