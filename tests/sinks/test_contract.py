@@ -7,6 +7,7 @@ CONTRIBUTING.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -50,36 +51,21 @@ from tests.syslog.receivers import StreamReceiver
 pytestmark = pytest.mark.timeout(60)
 
 
-# -- webhook --------------------------------------------------------------------------------------
+# -- HTTP sinks: the webhook and its presets -------------------------------------------------------
 
 
-class WebhookHarness(UnreachableHarness, PerEventHarness):
-    secret = "contract-bearer-0123456789abcdef"
+class HttpHarness(UnreachableHarness, PerEventHarness):
+    """An HTTP sink against a receiver in this process: unreachable is the receiver stopped,
+    back is the same receiver listening again on the same port. Subclasses name the receiver,
+    the sink's config and how the receiver is told to fail or refuse an event."""
 
-    def __init__(self) -> None:
-        self.receiver = Receiver()
-        self.port = 0
+    receiver: Receiver | ServiceReceiver
+    secret: str  # the credential the sink sends, which a refusal may echo
+    port = 0
 
     async def start(self) -> None:
         await self.receiver.start(self.port)
-        self.port = self.receiver.port
-
-    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
-        config = WebhookSinkConfig.model_validate({
-            "type": "webhook", "name": "hook", "url": f"http://127.0.0.1:{self.port}/hook",
-            "bearer_token": self.secret, "backoff_initial": 0.001, "backoff_max": 0.01,
-            "timeout": 5, **overrides})
-        return cast("Sink[SinkConfig]", config.build())
-
-    def arrived(self) -> list[str]:
-        return [r.id for r in self.receiver.received]
-
-    def fail(self, event_id: str) -> None:
-        self.receiver.answers[event_id] = 503
-
-    def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
-        self.receiver.answers[event_id] = 422
-        self.receiver.echo_auth = echo_secret
+        self.port = int(self.receiver.url.rsplit(":", 1)[1].split("/")[0])
 
     async def go_away(self) -> None:
         await self.receiver.stop()
@@ -91,37 +77,62 @@ class WebhookHarness(UnreachableHarness, PerEventHarness):
         await self.receiver.stop()
 
 
+@contextlib.asynccontextmanager
+async def running(harness: HttpHarness) -> AsyncIterator[HttpHarness]:
+    """A `harness` fixture's body: the receiver listens for the test, and is stopped after."""
+    await harness.start()
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+class WebhookHarness(HttpHarness):
+    secret = "contract-bearer-0123456789abcdef"
+
+    def __init__(self) -> None:
+        self.receiver = self.webhook = Receiver()
+
+    def sink(self, **overrides: Any) -> Sink[SinkConfig]:
+        config = WebhookSinkConfig.model_validate({
+            "type": "webhook", "name": "hook", "url": f"http://127.0.0.1:{self.port}/hook",
+            "bearer_token": self.secret, "backoff_initial": 0.001, "backoff_max": 0.01,
+            "timeout": 5, **overrides})
+        return cast("Sink[SinkConfig]", config.build())
+
+    def arrived(self) -> list[str]:
+        return [r.id for r in self.webhook.received]
+
+    def fail(self, event_id: str) -> None:
+        self.webhook.answers[event_id] = 503
+
+    def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
+        self.webhook.answers[event_id] = 422
+        self.webhook.echo_auth = echo_secret
+
+
 class TestWebhookSink(SinkContract, UnreachableContract, PerEventContract, SecretContract):
     @pytest.fixture
-    async def harness(self) -> AsyncIterator[WebhookHarness]:
-        h = WebhookHarness()
-        await h.start()
-        try:
+    async def harness(self) -> AsyncIterator[HttpHarness]:
+        async with running(WebhookHarness()) as h:
             yield h
-        finally:
-            await h.close()
 
 
 # -- Slack, Teams, PagerDuty: each against a receiver that follows the service's documents ---------
 
 
-class ServiceHarness(UnreachableHarness, PerEventHarness):
+class ServiceHarness(HttpHarness):
     """A preset against its service's receiver; `secret` is the preset's credential (the
     webhook URL's token, the routing key)."""
 
     def __init__(self, receiver: ServiceReceiver, preset: str) -> None:
-        self.receiver = receiver
+        self.receiver = self.service = receiver
         self.preset = preset
-        self.port = 0
-
-    async def start(self) -> None:
-        await self.receiver.start(self.port)
-        self.port = int(self.receiver.url.split(":")[2].split("/")[0])
-        self.secret = (PagerDutyReceiver.routing_key if self.preset == "pagerduty"
-                       else self.receiver.path)
+        self.secret = (PagerDutyReceiver.routing_key if preset == "pagerduty"
+                       else receiver.path)
 
     def sink(self, **overrides: Any) -> Sink[SinkConfig]:
-        url = f"http://127.0.0.1:{self.port}{self.receiver.path}"
+        url = f"http://127.0.0.1:{self.port}{self.service.path}"
         common = {"name": self.preset, "type": self.preset, "backoff_initial": 0.001,
                   "backoff_max": 0.01, "timeout": 5, "max_events_per_minute": None}
         model: type[SinkConfig]
@@ -135,24 +146,18 @@ class ServiceHarness(UnreachableHarness, PerEventHarness):
         return cast("Sink[SinkConfig]", config.build())
 
     def arrived(self) -> list[str]:
-        return self.receiver.arrived()
+        return self.service.arrived()
 
     def fail(self, event_id: str) -> None:
-        self.receiver.per_event[event_id] = 503
+        self.service.per_event[event_id] = 503
 
     def reject(self, event_id: str, *, echo_secret: bool = False) -> None:
-        self.receiver.per_event[event_id] = 400
-        self.receiver.echo_secret = echo_secret
-
-    async def go_away(self) -> None:
-        await self.receiver.stop()
-
-    async def come_back(self) -> None:
-        await self.start()
+        self.service.per_event[event_id] = 400
+        self.service.echo_secret = echo_secret
 
     async def close(self) -> None:
-        await self.receiver.stop()
-        assert self.receiver.violations == []  # every payload had the documented shape
+        await super().close()
+        assert self.service.violations == []  # every payload had the documented shape
 
 
 class ServiceContracts(SinkContract, UnreachableContract, PerEventContract, SecretContract):
@@ -160,13 +165,9 @@ class ServiceContracts(SinkContract, UnreachableContract, PerEventContract, Secr
     preset: str
 
     @pytest.fixture
-    async def harness(self) -> AsyncIterator[ServiceHarness]:
-        h = ServiceHarness(self.receiver_type(), self.preset)
-        await h.start()
-        try:
+    async def harness(self) -> AsyncIterator[HttpHarness]:
+        async with running(ServiceHarness(self.receiver_type(), self.preset)) as h:
             yield h
-        finally:
-            await h.close()
 
 
 class TestSlackSink(ServiceContracts):
