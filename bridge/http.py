@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -224,6 +225,14 @@ def _kind_for_status(status: int) -> ErrorKind:
     return "client"
 
 
+def _header_number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
 def env_proxy(url: str) -> str | None:
     """The proxy `HTTPS_PROXY`/`HTTP_PROXY` name for `url`, unless `NO_PROXY` exempts its host."""
     parts = urllib.parse.urlsplit(url)
@@ -357,6 +366,21 @@ class VendorClient:
             answer = await self._request(path, url, None)  # the Location carries its query
         return self._classify(path, answer)
 
+    def _follow_rate_headers(self, path: str, headers: Mapping[str, str]) -> None:
+        """`X-RateLimit-Remaining`/`-Reset`, where a vendor sends them (Ayliea does): with
+        no request left in the window, every caller of this scope waits for the reset instead
+        of spending a request on a 429. The reset is epoch seconds or, if small, a delta."""
+        remaining = _header_number(headers.get("X-RateLimit-Remaining"))
+        reset = _header_number(headers.get("X-RateLimit-Reset"))
+        if remaining is None or reset is None or remaining > 0:
+            return
+        wait = reset - time.time() if reset > 1e9 else reset
+        if wait > 0:
+            wait = min(wait, self.config.max_retry_after)
+            self.limiter.pause(wait)
+            log.debug("vendor_rate_window_spent", vendor=self.vendor, path=path,
+                      wait=round(wait, 3))
+
     def _follow(self, path: str, url: URL, answer: _Answer, hops: int) -> URL:
         """Where a redirect may take us, or the `redirect` error that fails the sweep."""
         where = f"{self.vendor} GET {path}: HTTP {answer.status} redirect"
@@ -393,6 +417,7 @@ class VendorClient:
             ) as resp:
                 status = resp.status
                 metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
+                self._follow_rate_headers(path, resp.headers)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 if 300 <= status < 400:  # never read: a redirect's body is not the answer
                     return _Answer(status, bytearray(), retry_after,

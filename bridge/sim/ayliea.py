@@ -1,7 +1,8 @@
 """Ayliea simulator: AI-security scores, recommendations and AI platform discovery.
 
 Follows vendor-docs/ayliea-api-overview.txt and VENDOR_NOTES: `X-API-Key` with scopes (a 403
-names the missing scope), 60 req/min per key with `X-RateLimit-*` headers on every answer,
+names the missing scope; an organization not on the Enterprise tier, the only one with API
+access, is refused with a 403 that says so), 60 req/min per key with `X-RateLimit-*` headers on every answer,
 `{"error": "message"}` errors, and recommendations paged by `limit`/`offset` with no total: the
 list ends at a short page, and an insert ahead of the offset shifts everything after it.
 The discovery shape is our guess; the vendor has not confirmed it.
@@ -9,6 +10,7 @@ The discovery shape is our guess; the vendor has not confirmed it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -94,6 +96,8 @@ class AylieaWorld(SimWorld):
         self.platforms: dict[str, Record] = {}
         self.scanned_at: str | None = None
         self._head_seq = 0
+        # The docs: "Availability: Enterprise tier only". Any other plan: every call is a 403.
+        self.plan = "enterprise"
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -199,6 +203,9 @@ class AylieaWorld(SimWorld):
         scopes = self.keys.get(key)
         if scopes is None:
             return self.error(401, "UNAUTHORIZED", "Invalid API key")
+        if self.plan != "enterprise":
+            return self.error(403, "FORBIDDEN", "API access is only available on the "
+                              f"Enterprise plan (current plan: {self.plan})")
         return Principal(limit_key=f"key:{key}", scopes=frozenset(scopes))
 
     def error_body(self, status: int, code: str, message: str) -> Record:
@@ -216,7 +223,9 @@ class AylieaWorld(SimWorld):
         limiter = self.limiter
         response.headers["X-RateLimit-Limit"] = str(limiter.limit)
         response.headers["X-RateLimit-Remaining"] = str(limiter.remaining(key))
-        response.headers["X-RateLimit-Reset"] = str(int(time.time() + limiter.reset_in(key)))
+        # Rounded up: a client that waits until the reset must find the window open.
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(time.time()
+                                                              + limiter.reset_in(key)))
 
     def drift(self, request: web.Request, count: int) -> None:
         for _ in range(count):

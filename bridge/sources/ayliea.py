@@ -14,8 +14,10 @@
   tolerantly: a list found somewhere unexpected, or rows without an identity, still create
   and change items but make the kind incomplete, so a guessed shape never resolves anything.
 
-A 403 names the scope the key lacks; the other parts still run. Rows are read one by one
-(`bridge.sources.rows`): a row we cannot read is skipped and leaves its kind incomplete.
+A 403 names the scope the key lacks (the other parts still run), or says the organisation's
+plan has no API access (Enterprise only, per the docs: nothing else is tried that sweep). Both
+are coverage reasons (bridge/sources/coverage.py), as they are blind spots, not outages. Rows
+are read one by one (`bridge.sources.rows`): a row we cannot read is skipped and leaves its kind incomplete.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bridge.http import (
 )
 from bridge.model import Item, Severity, Sweep, json_scalar
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
+from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.paging import Pass, by_offset, with_drift_retries
 from bridge.sources.rows import Unusable, skipped_note, to_items
 
@@ -54,6 +57,8 @@ PRIORITY_SEVERITY: dict[int, Severity] = {1: "critical", 2: "high", 3: "medium",
                                           5: "info"}
 GRADE_SEVERITY: dict[str, Severity] = {"A": "info", "B": "low", "C": "medium", "D": "high",
                                        "E": "critical", "F": "critical"}
+PLAN_HINT = ("the Ayliea organisation's plan does not include API access (Enterprise tier "
+             "only): nothing is seen until the plan changes")
 CURSOR_ASSESSMENTS = "assessments"
 CURSOR_FULL = "last_full_sweep_at"
 
@@ -149,7 +154,8 @@ def _identity(row: Any, name: str) -> str | None:
 
 class AylieaSource(Source[AylieaConfig]):
     vendor = "ayliea"
-    item_kinds = (RECOMMENDATION, SCORE, DISCOVERY)
+    display_name = "Ayliea"
+    item_kinds = (RECOMMENDATION, SCORE, DISCOVERY, SOURCE_HEALTH)
     kind_tracked_fields = {SCORE: ("attributes.grade", "attributes.overall_score")}
 
     def __init__(self, config: AylieaConfig, http: HttpContext) -> None:
@@ -167,7 +173,7 @@ class AylieaSource(Source[AylieaConfig]):
     def kinds(self) -> tuple[str, ...]:
         cfg = self.config
         return tuple(k for k, on in ((RECOMMENDATION, cfg.recommendations), (SCORE, cfg.scores),
-                                     (DISCOVERY, cfg.discovery)) if on)
+                                     (DISCOVERY, cfg.discovery)) if on) + self.health_kinds()
 
     @property
     def change_rules(self) -> Mapping[str, ChangeRule]:
@@ -181,6 +187,8 @@ class AylieaSource(Source[AylieaConfig]):
     def _explain(self, kind: str) -> Callable[[VendorError], str]:
         def explain(exc: VendorError) -> str:
             if exc.kind == "forbidden":
+                if _plan_refusal(exc):
+                    return f"{PLAN_HINT} ({exc})"
                 return f"API key lacks scope {SCOPES[kind]} ({exc})"
             return str(exc)
 
@@ -194,16 +202,39 @@ class AylieaSource(Source[AylieaConfig]):
         async def scores() -> None:
             assessments[0] = await self._scores(parts)
 
+        checks: list[Check] = []
+        before = {c.name: c for c in self.coverage.of(scope)}
+        plan_ok = True
         for kind, on, part in ((SCORE, cfg.scores, scores),
                                (RECOMMENDATION, cfg.recommendations,
                                 lambda: self._recommendations(cursor, assessments[0], parts)),
                                (DISCOVERY, cfg.discovery, lambda: self._discovery(parts))):
             if not on:
                 continue
+            if not plan_ok:
+                parts.incomplete((kind,), f"{kind}s: not read ({PLAN_HINT})")
+                continue
             error = await parts.attempt((kind,), f"{kind}s", part, self._explain(kind))
+            if error is not None and error.kind == "forbidden" and _plan_refusal(error):
+                plan_ok = False
+                continue
             missing = error is not None and error.kind == "forbidden"
             self._conditions.report(scope, SCOPES[kind], "missing" if missing else "ok",
                                     ok=not missing, error=str(error))
+            check = Check("access", "api_scope", SCOPES[kind], not missing,
+                          f"the Ayliea API key lacks scope {SCOPES[kind]}: {kind}s are not "
+                          "seen" if missing else "")
+            if error is None or missing:
+                checks.append(check)
+            elif check.name in before:  # another error says nothing about the scope
+                checks.append(before[check.name])
+        self._conditions.report(scope, "plan", "ok" if plan_ok else "no API access", ok=plan_ok)
+        checks.append(Check("access", "plan", "", plan_ok, "" if plan_ok else PLAN_HINT))
+        if plan_ok:
+            self.coverage.report(scope, "access", checks)
+        else:  # the scopes cannot be judged while the plan refuses everything
+            self.coverage.report(scope, "access", checks[-1:])
+        parts.add(SOURCE_HEALTH, self.health_items(scope), True)
         return parts.build()
 
     # -- scores -----------------------------------------------------------------------------
@@ -323,3 +354,10 @@ class AylieaSource(Source[AylieaConfig]):
         return Item(kind=DISCOVERY, key=str(ident), title=title,
                     severity=self.config.discovery_severity, active=True,
                     tenant=self.config.tenant, attributes=attrs, raw=raw)
+
+
+def _plan_refusal(exc: VendorError) -> bool:
+    """A 403 about the plan rather than a scope: the API is Enterprise-only (the docs), and a
+    key of another plan is refused whatever it asks for."""
+    text = str(exc).lower()
+    return "scope" not in text and ("plan" in text or "enterprise" in text or "tier" in text)
