@@ -27,7 +27,7 @@ from bridge.sinks.jira.ledger import identity
 from bridge.sinks.jira.service import JiraSink, StartupCheckFailed
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import make_event
-from tests.support.fake_jira import FakeJira
+from tests.support.fake_jira import FakeJira, Mode
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -241,8 +241,10 @@ async def _until_older(store: SQLiteStore, since: Any, seconds: float) -> None:
                      "the intent to pass the search horizon")
 
 
-async def test_cloud_search_walks_every_page_and_the_old_search_is_gone() -> None:
-    fake = await FakeJira(mode="cloud", page_cap=2).start()
+@pytest.mark.parametrize("mode", ["cloud", "datacenter"])
+async def test_the_label_search_walks_every_page(mode: Mode) -> None:
+    """Cloud pages by nextPageToken (its old /search answers 410), Data Center by startAt."""
+    fake = await FakeJira(mode=mode, page_cap=2).start()
     try:
         sink = jira_config(fake).build()
         await sink.open()
@@ -250,12 +252,35 @@ async def test_cloud_search_walks_every_page_and_the_old_search_is_gone() -> Non
         for n in range(5):
             await sink.client.create({"project": {"id": "10000"}, "issuetype": {"id": "10001"},
                                       "summary": f"dup {n}", "labels": ["bridge-same"]})
-        assert len(await sink.client.search_label("bridge-same")) == 5
-        assert fake.count("GET /rest/api/3/search/jql") == 3
+        found = await sink.client.search_label("bridge-same")
+        assert sorted(found) == sorted(t.key for t in fake.tickets())
+        route = "GET /rest/api/3/search/jql" if mode == "cloud" else "GET /rest/api/2/search"
+        assert fake.count(route) == 3
         await sink.close()
     finally:
         await fake.stop()
     assert fake.violations == []
+
+
+async def test_configured_transition_names_are_used_and_a_missing_one_is_refused(
+        fake: FakeJira, store: SQLiteStore) -> None:
+    sink = await opened(fake, store, resolve_transition="Close",
+                        reopen_transition="Back to To Do")
+    try:
+        new, _, resolved, reopened = lifecycle()
+        await sink.send([new, resolved, reopened])
+        ticket = fake.ticket(label_of(new))
+        assert [h["items"][0]["toString"] for h in ticket.history] == ["Done", "To Do"]
+    finally:
+        await sink.close()
+    sink = await opened(fake, store, resolve_transition="Ship it")
+    try:
+        new, _, resolved, _ = lifecycle("k2")
+        await sink.send([new])
+        with pytest.raises(PermanentDeliveryError, match="offers no transition 'Ship it'"):
+            await sink.send([resolved])
+    finally:
+        await sink.close()
 
 
 async def test_errors_map_onto_the_sink_contract(fake: FakeJira, store: SQLiteStore) -> None:
@@ -286,13 +311,15 @@ async def test_errors_map_onto_the_sink_contract(fake: FakeJira, store: SQLiteSt
 
 
 async def test_startup_checks_name_what_is_wrong(fake: FakeJira, store: SQLiteStore) -> None:
-    checks = [({"priorities": {"critical": "Blocker"}},
-               r"priorities failed: no such priority in Jira: critical → 'Blocker'"),
-              ({"issue_type": "Epic"}, "issue_type failed: project SEC has no issue type 'Epic'"),
-              ({"project": "NOPE"}, "project failed: .*No project could be found"),
-              ({"custom_fields": {"CVSS": "{{ severity }}"}}, "fields failed: .*CVSS"),
-              ({"deployment": "datacenter" if fake.mode == "cloud" else "cloud",
-                "email": "x@example.com", "api_token": "t", "token": "t"}, "server failed")]
+    other = "datacenter" if fake.mode == "cloud" else "cloud"
+    checks: list[tuple[dict[str, Any], str]] = [
+        ({"priorities": {"critical": "Blocker"}},
+         r"priorities failed: no such priority in Jira: critical → 'Blocker'"),
+        ({"issue_type": "Epic"}, "issue_type failed: project SEC has no issue type 'Epic'"),
+        ({"project": "NOPE"}, "project failed: .*No project could be found"),
+        ({"custom_fields": {"CVSS": "{{ severity }}"}}, "fields failed: .*CVSS"),
+        ({"deployment": other, "email": "x@example.com", "api_token": "t", "token": "t"},
+         "server failed")]
     for settings, problem in checks:
         sink = jira_config(fake, **settings).build()
         sink.use_store(store)
