@@ -31,7 +31,7 @@ from bridge.durations import parse_moment, parse_time
 from bridge.grouping import GroupingSettings
 from bridge.logging import configure_logging
 from bridge.model import SEVERITIES, Event, EventType, normalize_severity, utcnow
-from bridge.routing import Matcher, check_matcher, match_value, route
+from bridge.routing import Matcher, check_matcher, grouped_sinks, match_value, route
 from bridge.secrets import redact
 from bridge.store.base import Store, StoreError, SweepRecord, maintenance
 from bridge.store.display import item_rows
@@ -139,6 +139,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                   f"{'/'.join(e.type.value for e in SAMPLES)} event")
     print(f"  routes: default sinks {config.routes.sinks or []}, "
           f"{len(config.routes.routes)} top-level routes")
+    for sink in config.sinks:  # route grouping makes digests, which only some sinks send
+        if sink.name in grouped_sinks(config.routes) and not isinstance(sink, GroupingSettings):
+            print(f"warning: routes set grouping (group_by…) for sink {sink.name} ({sink.type}), "
+                  "which sends no digests: each event goes as itself")
     for component, path, host in plaintext_urls(config):  # a warning: the config still runs
         print(f"warning: {component} ({path}): plain http:// to {host}: credentials and "
               "findings would cross the network unencrypted; use https://")

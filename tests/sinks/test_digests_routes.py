@@ -182,7 +182,7 @@ async def test_a_restart_re_forms_a_routes_groups_from_the_outbox(
     assert len(receiver.received) == 1 and await depth(store) == 0
 
 
-async def test_routes_test_says_how_the_chosen_route_groups_at_each_sink(tmp_path: Path) -> None:
+async def test_routes_test_and_check_config_say_how_a_route_groups_at_each_sink(tmp_path: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(yaml.safe_dump({
         "state": {"path": str(tmp_path / "bridge.db")}, "sources": [],
@@ -195,10 +195,15 @@ async def test_routes_test_says_how_the_chosen_route_groups_at_each_sink(tmp_pat
     code, out, err = await run_cli("routes", "test", "--config", str(config),
                                    "--event", '{"severity": "critical"}')
     assert code == 0, err
-    # The file sink sends no digests: nothing is said of it.
+    # The file sink sends no digests: nothing is said of it here, and check-config warns.
     assert [line for line in out.splitlines() if line.startswith("grouping")] == [
         "grouping at hook: route paging, group_by [severity, tenant], group_wait 10s, "
         "group_interval 600s, max_batch 50"]
+    code, out, err = await run_cli("check-config", str(config))
+    assert code == 0, err
+    assert [line for line in out.splitlines() if line.startswith("warning")] == [
+        "warning: routes set grouping (group_by…) for sink archive (file), which sends no "
+        "digests: each event goes as itself"]
 
 
 def test_the_example_configs_commented_route_grouping_and_storm_guard_validate() -> None:
