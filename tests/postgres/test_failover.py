@@ -30,7 +30,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.postgres import PgSchema
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 DEADLINE = 60.0  # generous: a healthy run meets each condition within a few seconds
 LEASE = 2.0
 Vendors = list[tuple[ScanOrbitWorld, RunningSim]]

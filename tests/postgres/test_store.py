@@ -102,12 +102,21 @@ async def gate(pg: PgSchema, event: Event) -> AsyncIterator[asyncpg.Connection]:
             await conn.execute("SELECT pg_advisory_unlock($1)", GATE)
 
 
-async def waiting_on_a_lock(conn: asyncpg.Connection, n: int) -> bool:
-    """Whether `n` of the store's connections wait for a lock."""
-    found = await conn.fetchval(
-        "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'bridge' "
-        "AND datname = current_database() AND wait_event_type = 'Lock'")
-    return bool(found == n)
+async def held_at_gate(gate_conn: asyncpg.Connection) -> bool:
+    """Whether a transaction waits for the gate (a lock `gate_conn` holds): only this test's
+    commits can, whatever else runs on the server."""
+    found = await gate_conn.fetchval(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+    return bool(found == 1)
+
+
+async def waiting_behind_gate(gate_conn: asyncpg.Connection) -> bool:
+    """Whether a transaction waits for one that waits for the gate."""
+    found = await gate_conn.fetchval(
+        "SELECT COUNT(*) FROM pg_stat_activity b WHERE EXISTS (SELECT 1 FROM pg_stat_activity a "
+        "WHERE pg_backend_pid() = ANY(pg_blocking_pids(a.pid)) "
+        "AND a.pid = ANY(pg_blocking_pids(b.pid)))")
+    return bool(found == 1)
 
 
 async def test_outbox_numbers_are_commit_order_under_concurrent_commits(pg: PgSchema) -> None:
@@ -122,14 +131,14 @@ async def test_outbox_numbers_are_commit_order_under_concurrent_commits(pg: PgSc
     try:
         async with gate(pg, a) as conn:
             commit_a = asyncio.create_task(first.commit_sweep(commit_events((a, ["siem"]))))
-            await wait_until(lambda: waiting_on_a_lock(conn, 1), 10, "commit A held at the gate")
+            await wait_until(lambda: held_at_gate(conn), 10, "commit A held at the gate")
             # A's items, cursor and sweep record are written but, uncommitted, seen by nobody.
             assert await second.sweeps() == [] and await second.claim("siem", 10) == []
             commit_b = asyncio.create_task(second.commit_sweep(commit_events((b, ["siem"]))))
 
 
             async def b_waits_or_is_done() -> bool:
-                return commit_b.done() or await waiting_on_a_lock(conn, 2)
+                return commit_b.done() or await waiting_behind_gate(conn)
 
             await wait_until(b_waits_or_is_done, 10, "commit B waiting for A's order lock")
             # Had B committed now, with a number above A's, a worker could skip A's row.

@@ -6,11 +6,18 @@ The server is the one the README's test command starts (127.0.0.1:5432, trust au
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import pwd
+import shutil
+import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -79,41 +86,65 @@ async def drop_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-class Server:
-    """The real server's cluster (Debian's `pg_ctlcluster`), stopped and started by tests that
-    need it gone for a while. `stop` is immediate: what a crash or a pod eviction does (the
-    next start recovers from the WAL); the server is always started again by `outage`."""
+class PrivateServer:
+    """A PostgreSQL server of its own (initdb in a temporary directory, a free port), for a test
+    that stops and starts its server: the suite's shared server stays up for the tests running
+    beside it (pytest-xdist). As root, the server runs as the `postgres` user (it refuses
+    root). `stop` is immediate: what a crash or a pod eviction does; the next start recovers
+    from the WAL."""
 
-    def __init__(self, pg_ctlcluster: str, version: str, name: str) -> None:
-        self.pg_ctlcluster, self.version, self.name = pg_ctlcluster, version, name
+    def __init__(self, bindir: Path, root: Path, port: int) -> None:
+        self.bindir, self.root, self.port = bindir, root, port
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    @staticmethod
+    def find_bindir() -> Path | None:
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        return found[-1].parent if found else None
 
     @classmethod
-    def on_port(cls, pg_ctlcluster: str, port: int = 5432) -> Server | None:
-        import subprocess
+    async def create(cls, bindir: Path) -> PrivateServer:
+        root = Path(tempfile.mkdtemp(prefix="bridge-pg-"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = cls(bindir, root, port)
+        if os.geteuid() == 0:
+            entry = pwd.getpwnam("postgres")
+            os.chown(root, entry.pw_uid, entry.pw_gid)
+        await server._run("initdb", "-D", str(root / "data"), "-U", "postgres", "--auth=trust",
+                          "-E", "UTF8", "--no-sync", "--no-instructions")
+        await server.start()
+        return server
 
-        listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True,
-                                text=True, check=False).stdout
-        for line in listed.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and fields[2] == str(port):
-                return cls(pg_ctlcluster, fields[0], fields[1])
-        return None
-
-    async def _ctl(self, action: str, *extra: str) -> None:
-        import asyncio
-
+    async def _run(self, tool: str, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         proc = await asyncio.create_subprocess_exec(
-            self.pg_ctlcluster, self.version, self.name, action, *extra,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            *prefix, str(self.bindir / tool), *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=self.root)
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         if proc.returncode != 0:
-            raise RuntimeError(f"pg_ctlcluster {action} failed: {out.decode(errors='replace')}")
+            raise RuntimeError(f"{tool} {' '.join(args)} failed: {out.decode(errors='replace')}")
+
+    async def start(self) -> None:
+        await self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"),
+                        "-w", "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                        f"-k {self.root} -c fsync=off", "start")
+
+    async def stop(self) -> None:
+        await self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w",
+                        "stop")
 
     @asynccontextmanager
     async def outage(self) -> AsyncIterator[None]:
         """The server down for the block (immediately: no checkpoint, connections cut)."""
-        await self._ctl("stop", "-m", "immediate")
+        await self.stop()
         try:
             yield
         finally:
-            await self._ctl("start")
+            await self.start()
+
+    async def destroy(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            await self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
