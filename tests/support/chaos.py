@@ -49,6 +49,7 @@ from bridge.sim.faults import Fault
 from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.sim.scanorbit import make_app as make_scanorbit_app
 from tests.support.daemon import DaemonProcess, run_cli
+from tests.support.fake_jira import FakeJira
 from tests.support.ledger import Crash, ItemId, Ledger, Received, Truth, Verdict, judge
 from tests.support.service_receivers import (
     PagerDutyReceiver,
@@ -438,23 +439,32 @@ class PresetTargets:
         self.pagerduty = PagerDutyReceiver(routing_key=token(32))
         self.receivers: dict[str, ServiceReceiver] = {
             "chat": self.slack, "teams": self.teams, "oncall": self.pagerduty}
+        # Jira: one ticket per item, judged on the tickets it holds at the end.
+        self.jira = FakeJira(mode="cloud", token=token(24), search_lag=0.2)
+        self.jira_port = 0
 
     def secrets(self) -> dict[str, str]:
         return {"slack webhook path": self.slack.path, "teams workflow path": self.teams.path,
-                "pagerduty routing key": self.pagerduty.routing_key}
+                "pagerduty routing key": self.pagerduty.routing_key,
+                "jira api token": self.jira.token}
 
     async def start(self) -> None:
         for receiver in self.receivers.values():
             if receiver.runner is None:
                 await receiver.start(receiver.port)
+        if self.jira.runner is None:
+            await self.jira.start(self.jira_port)
+            self.jira_port = self.jira.port
 
     async def stop(self) -> None:
         for receiver in self.receivers.values():
             await receiver.stop()
+        await self.jira.stop()
 
     def set_outage(self, status: int | None) -> None:
         for receiver in self.receivers.values():
             receiver.outage = status
+        self.jira.outage = status
 
     def sinks(self, delivery: dict[str, Any]) -> list[dict[str, Any]]:
         common = {**delivery, "concurrency": 4, "timeout": 3, "max_events_per_minute": None}
@@ -466,6 +476,10 @@ class PresetTargets:
              "webhook_url": f"{base}:{self.teams.port}{self.teams.path}", **common},
             {"name": "oncall", "type": "pagerduty", "routing_key": self.pagerduty.routing_key,
              "url": f"{base}:{self.pagerduty.port}{self.pagerduty.path}", **common},
+            {"name": "tickets", "type": "jira", "url": f"{base}:{self.jira_port}",
+             "email": self.jira.email, "api_token": self.jira.token,
+             "project": self.jira.project, "search_horizon": 1.0, "probe_interval": 0.5,
+             **{k: v for k, v in common.items() if k != "max_events_per_minute"}},
         ]
 
     def judge(self, truth: list[Received]) -> list[str]:
@@ -490,6 +504,34 @@ class PresetTargets:
             problems.append(f"oncall: {len(wrong)} PagerDuty alert(s) do not end as their "
                             f"item did, e.g. {wrong[:3]}")
         return problems
+
+
+def judge_jira(jira: FakeJira, truth: list[Received]) -> list[str]:
+    """Per item the file sink heard of, exactly one ticket (by its dedupe label), and its
+    final status what the item's last event says: done when resolved, open otherwise; no
+    request Jira would have refused."""
+    problems = [f"tickets: Jira would have refused: {v}" for v in jira.violations[:5]]
+    last: dict[str, Received] = {}
+    for r in sorted(truth, key=lambda r: r.counter):
+        last[item_uid(r.scope, r.kind, r.key)] = r
+    tickets: dict[str, list[Any]] = {}
+    for ticket in jira.tickets():
+        for label in ticket.labels:
+            if label.startswith("bridge-"):
+                tickets.setdefault(label.removeprefix("bridge-"), []).append(ticket)
+    duplicated = [uid for uid, found in tickets.items() if len(found) > 1]
+    missing = [uid for uid in last if uid not in tickets]
+    unknown = [uid for uid in tickets if uid not in last]
+    wrong = [uid for uid, r in last.items() if uid in tickets and len(tickets[uid]) == 1
+             and (tickets[uid][0].category == "done") != (r.type == "resolved")]
+    for what, uids in (("item(s) have more than one ticket", duplicated),
+                       ("item(s) have no ticket", missing),
+                       ("ticket(s) belong to no item the file sink got", unknown),
+                       ("ticket(s) end in a status their item's last event contradicts",
+                        wrong)):
+        if uids:
+            problems.append(f"tickets: {len(uids)} {what}, e.g. {sorted(uids)[:3]}")
+    return problems
 
 
 def _arrived_in_order(sink: str, arrived: list[str], events: dict[str, Received]) -> list[str]:
@@ -640,6 +682,8 @@ class ChaosReport:
     secret_leaks: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    jira_tickets: int = 0  # judged one per item by `judge_jira`
+    jira_searches: int = 0  # label searches: create intents settled after crashes or outages
 
     @property
     def ok(self) -> bool:
@@ -664,6 +708,7 @@ class ChaosReport:
             "skipped_settled_states": v.skipped_states, "phantom_states": v.phantom_states,
             "id_mismatches": v.id_mismatches,
             "secret_leaks": len(self.secret_leaks), "seconds": round(self.seconds, 1),
+            "jira_tickets": self.jira_tickets, "jira_searches": self.jira_searches,
         }
 
     def summary(self) -> str:
@@ -682,7 +727,8 @@ class ChaosReport:
                  f"false resolved {f['false_resolved']}, wrong final state "
                  f"{f['wrong_final_state']}, skipped states {f['skipped_settled_states']}, "
                  f"phantom states {f['phantom_states']}, "
-                 f"secret leaks {f['secret_leaks']} [{f['seconds']} s]"]
+                 f"secret leaks {f['secret_leaks']} [{f['seconds']} s]",
+                 f"  jira: {f['jira_tickets']} tickets, {f['jira_searches']} label searches"]
         lines += [f"  problem: {p}" for p in [*self.problems, *self.secret_leaks,
                                               *self.verdict.problems][:40]]
         return "\n".join(lines)
@@ -1186,6 +1232,10 @@ class ChaosRun:
         self.report.verdict = judge(self.ledger, received, self.view.counters(), self.crashes,
                                     self.view.sweep_ends())
         self.report.problems += self.presets.judge(received["file"])
+        self.report.problems += judge_jira(self.presets.jira, received["file"])
+        self.report.jira_tickets = len(self.presets.jira.tickets())
+        self.report.jira_searches = sum(n for route, n in self.presets.jira.requests.items()
+                                        if "/search" in route)
         self.security_after_stop()
 
     async def replay_dead_letters(self) -> None:

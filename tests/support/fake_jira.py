@@ -106,6 +106,9 @@ class FakeJira:
     fail: list[int] = field(default_factory=list)  # statuses for the next requests
     drop_creates: int = 0
     hold_creates: bool = False
+    # While set, every request is answered with this status (the chaos runs' outages; a 429
+    # says Retry-After: 1).
+    outage: int | None = None
     # A write whose body contains one of these strings is answered with its status (400:
     # Jira's field error; 5xx: its server error), quoting the caller's credential in the
     # answer when `echo_auth`, as careless services do.
@@ -159,6 +162,10 @@ class FakeJira:
         self.hold_creates = False
         self._held.set()
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1]) if self.url else 0
+
     def count(self, route: str) -> int:
         return self.requests[route]
 
@@ -211,6 +218,9 @@ class FakeJira:
         if not self._authenticated(request):
             return jira_error(401, ["You are not authenticated. Authentication required to "
                                     "perform this operation."])
+        if self.outage is not None:
+            return jira_error(self.outage, [f"Scripted outage ({self.outage})."],
+                              headers={"Retry-After": "1"} if self.outage == 429 else None)
         if self.throttle:
             return jira_error(429, ["Rate limit exceeded."],
                               headers={"Retry-After": f"{self.throttle.pop(0):g}"})
