@@ -230,10 +230,9 @@ class AylieaSource(Source[AylieaConfig]):
                 checks.append(before[check.name])
         self._conditions.report(scope, "plan", "ok" if plan_ok else "no API access", ok=plan_ok)
         checks.append(Check("access", "plan", "", plan_ok, "" if plan_ok else PLAN_HINT))
-        if plan_ok:
-            self.coverage.report(scope, "access", checks)
-        else:  # the scopes cannot be judged while the plan refuses everything
-            self.coverage.report(scope, "access", checks[-1:])
+        if not plan_ok:  # the scopes cannot be judged while the plan refuses everything
+            checks[:-1] = [c for c in before.values() if c.check == "api_scope"]
+        self.coverage.report(scope, "access", checks)
         parts.add(SOURCE_HEALTH, self.health_items(scope), True)
         return parts.build()
 
