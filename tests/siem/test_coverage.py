@@ -7,6 +7,7 @@ Against the simulators over real HTTP, a real SQLite store, and the pipeline's o
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def health_events(result: SweepResult) -> list[tuple[str, str]]:
     return sorted((e.type.value, e.key) for e in result.events if e.kind == "source_health")
 
 
-def coverage_logs(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def coverage_logs(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str]]:
     return [(e["event"], e["check"]) for e in logs
             if e["event"].startswith("source_coverage_")]
 
