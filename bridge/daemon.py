@@ -28,7 +28,7 @@ from bridge.pipeline import Pipeline
 from bridge.silences import SilenceService
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
-from bridge.store.units import coordinate
+from bridge.store.units import coordinate, ownership_of
 from bridge.store_metrics import StoreMetrics
 from bridge.sweep import SweepResult
 
@@ -128,6 +128,8 @@ class Daemon:
             await self.open()
             try:
                 await coordinate(self.store)  # several replicas share the work (PostgreSQL)
+                if (units := ownership_of(self.store)) is not None:
+                    self.health.units = units.describe
                 self.admin = await self._start_admin(self.config.admin)
             except (ConfigError, StoreError):
                 await self.store.close()

@@ -111,6 +111,8 @@ class Health:
         self._config_error: str | None = None
         self._scopes: dict[str, _Scope] = {}
         self._sinks: dict[str, _Sink] = {}
+        # Several replicas (bridge/store/units.py): who owns which unit, shown as `units`.
+        self.units: Callable[[], dict[str, Any]] | None = None
 
     def stopping(self) -> None:
         """Shutdown began: stop taking traffic (a load balancer should look elsewhere)."""
@@ -309,4 +311,6 @@ class Health:
                 "sinks": sinks,
                 "reasons": blocking + warnings,
             }
+            if self.units is not None:
+                detail["units"] = self.units()
             return ok, detail

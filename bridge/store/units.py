@@ -9,7 +9,7 @@ is written, not only where the work is scheduled."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 def scope_unit(scope: str) -> str:
@@ -30,6 +30,9 @@ class UnitOwnership(Protocol):
 
     def owner_of(self, unit: str) -> str | None:
         """The replica that owned `unit` when last looked (None: unknown or free)."""
+
+    def describe(self) -> dict[str, Any]:
+        """For /readyz: this replica, the units it owns, and every unit's owner as last seen."""
 
 
 def ownership_of(store: object) -> UnitOwnership | None:

@@ -6,14 +6,20 @@ The same with real `bridge run` processes is tests/postgres/test_failover.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from bridge.config import parse_config
 from bridge.store.postgres import PostgresStore
+from bridge.store.postgres.commands import leases
 from bridge.store.postgres.leases import LeaseLostError, lease_rows
 from bridge.store.units import scope_unit, sink_unit
+from tests.conftest import base_config
 from tests.core._helpers import SCOPE, item, make_event, sweep
+from tests.support.daemon import run_cli
 from tests.support.postgres import PgSchema
 from tests.support.store_contract import commit_events, run_sweep
 from tests.support.waiting import wait_until
@@ -114,3 +120,26 @@ async def test_only_the_sink_owner_claims_its_deliveries(pg: PgSchema) -> None:
     finally:
         await first.close()
         await second.close()
+
+
+async def test_bridge_state_leases_shows_who_owns_what(tmp_path: Path, pg: PgSchema) -> None:
+    config = parse_config(base_config(tmp_path, [], state=pg.config()))
+    store = pg.store(replica="pod-a", lease=30)
+    await store.open()
+    try:
+        units = await store.coordinate(renew=False)
+        assert await units.take(scope_unit("tenant-1"))
+        said: list[str] = []
+        assert await leases(config, as_json=True, say=said.append) == 0
+        (row,) = json.loads(said[0])
+        assert (row["unit"], row["owner"]) == ("scope:tenant-1", "pod-a")
+        assert 0 < row["expires_in"] <= 30 and row["token"] >= 1
+        path = tmp_path / "bridge.yaml"
+        path.write_text(json.dumps(base_config(tmp_path, [], state=pg.config())))
+        code, out, err = await run_cli("state", "leases", "--config", str(path))
+        assert code == 0 and out.startswith("scope:tenant-1  owner=pod-a  token="), out + err
+    finally:
+        await store.close()
+    said.clear()
+    await leases(config, say=said.append)
+    assert said[0].startswith("scope:tenant-1  owner=(free)")  # handed back on close

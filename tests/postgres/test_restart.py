@@ -100,7 +100,14 @@ async def test_a_restart_mid_run_fails_sweeps_holds_deliveries_and_loses_nothing
         lines = daemon.log_lines(mark)
         assert not [ln for ln in lines if ln.get("event") == "state_store_corrupt"]
         assert "Traceback" not in daemon.logs()
-        assert (await readyz(admin))["store"]["ok"]
+        body = await readyz(admin)
+        assert body["store"]["ok"]
+        # The one replica owns every unit, and says so (/readyz, /metrics).
+        scope = next(iter(body["sources"]))
+        assert set(body["units"]["owned"]) == {f"scope:{scope}", "sink:events"}
+        async with aiohttp.ClientSession() as http, http.get(f"{admin}/metrics") as response:
+            metrics = await response.text()
+        assert 'bridge_unit_owned{unit="sink:events"} 1.0' in metrics
     finally:
         code = await daemon.stop()
     assert code == 0, daemon.logs()[-3000:]

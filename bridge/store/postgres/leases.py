@@ -102,6 +102,10 @@ class Leases:
     def owner_of(self, unit: str) -> str | None:
         return self.replica if self.owns(unit) else self._owners.get(unit)
 
+    def describe(self) -> dict[str, Any]:
+        return {"replica": self.replica, "lease": self.lease, "owned": self.held(),
+                "owners": {unit: self.owner_of(unit) for unit in sorted(self._known)}}
+
     def held(self) -> list[str]:
         return sorted(u for u in self._held if self.owns(u))
 
