@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bridge.config import parse_config
+from bridge.model import Event
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.ayliea import SCOPES, AylieaWorld, make_app
 from bridge.sim.common import RunningSim
@@ -36,7 +37,7 @@ async def test_alternating_compliance_and_exposure_scans_do_not_churn(
     async with Harness(cfg) as h:
         first = await h.sweep()
         assert sorted(e.key for e in first.events) == ["C.1", "C.2"]
-        seen = []
+        seen: list[Event] = []
         for _ in range(3):
             world.run_scan(T, scan_type="exposure", only=("X.1",))
             seen += (await h.sweep()).events
