@@ -91,3 +91,23 @@ async def test_a_group_closed_as_wont_do_stays_closed(sink: tuple[JiraSink, Fake
     assert s.store is not None
     [silence] = await s.store.silences()
     assert '"attributes.test_id"' in silence.matchers and silence.author == "Sam"
+
+
+async def test_a_group_without_a_value_is_accepted_without_a_silence(
+        sink: tuple[JiraSink, FakeJira]) -> None:
+    """A silence pinned to an empty group value would mute the reopened events of every item
+    without that attribute: the acceptance is then kept in the ledger only."""
+    s, fake = sink
+    a = make_event("a", type_=EventType.NEW, counter=1)  # no attributes.test_id
+    await s.send([a, make_event("a", type_=EventType.RESOLVED, counter=2)])
+    ticket = group_ticket(fake, a)
+    fake.close_as(ticket.key, "Won't Fix")
+    reopened = make_event("a", type_=EventType.REOPENED, counter=3)
+    await s.send([reopened])
+    assert ticket.status == "Done" and "not reopened" in ticket.comments[-1]
+    assert s.store is not None and await s.store.silences() == []
+    [ref] = await s.store.sink_refs("jira")
+    assert ref.state == "accepted"
+    comments = len(ticket.comments)
+    await s.send([reopened])  # still accepted: nothing more for Jira
+    assert len(ticket.comments) == comments

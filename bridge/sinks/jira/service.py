@@ -29,6 +29,7 @@ import structlog
 
 from bridge.durations import parse_duration
 from bridge.model import SEVERITY_RANK, Event, EventType, utcnow
+from bridge.silences import SilenceError, new_silence, parse_matchers
 from bridge.sinks.base import (
     DeliveryError,
     DestinationUnavailableError,
@@ -421,20 +422,31 @@ class JiraSink(Sink[JiraSinkConfig]):
 
     def _silence(self, ticket: Ticket, event: Event, resolution: str,
                  by: str) -> SilenceRecord | None:
-        """The acceptance as a silence of the item's (or group's) `reopened` events."""
+        """The acceptance as a silence of the item's (or group's) `reopened` events, or None
+        (ledger only) when it is off or the group cannot be pinned down: a group value that
+        is empty would make a silence of far more than this ticket."""
         if self._silence_for is None:
             return None
-        from bridge.silences import new_silence, parse_matchers
-
         if self.config.group_by is None:
             pinned: dict[str, Any] = {"scope": event.scope, "kind": event.kind, "key": event.key}
         else:
             pinned = dict(ticket.values)
-        matchers = parse_matchers({**{k: {"op": "eq", "value": v} for k, v in pinned.items()},
-                                   "type": {"op": "eq", "value": EventType.REOPENED.value}})
-        return new_silence(matchers, reason=f"Jira {ticket.key} closed as {resolution}",
-                           author=by or "jira", duration=None,
-                           ends_at=utcnow() + self._silence_for, origin=f"jira:{self.name}")
+        if not pinned or any(v in (None, "") for v in pinned.values()):
+            log.warning("jira_accepted_without_silence", sink=self.name, key=ticket.key,
+                        why="a group value is empty")
+            return None
+        try:
+            matchers = parse_matchers({
+                **{k: {"op": "eq", "value": v} for k, v in pinned.items()},
+                "type": {"op": "eq", "value": EventType.REOPENED.value}})
+            return new_silence(matchers, reason=f"Jira {ticket.key} closed as {resolution}",
+                               author=by or "jira", duration=None,
+                               ends_at=utcnow() + self._silence_for,
+                               origin=f"jira:{self.name}")
+        except SilenceError as exc:
+            log.warning("jira_accepted_without_silence", sink=self.name, key=ticket.key,
+                        why=str(exc))
+            return None
 
     async def _reconsider(self, ticket: Ticket, event: Event) -> None:
         """The tracked fields of an accepted item changed: the decision was about what it was,
