@@ -63,3 +63,19 @@ def test_the_dsn_can_be_a_mounted_secret_file(tmp_path: Path) -> None:
 def test_errors_name_the_yaml_path(tmp_path: Path, state: dict[str, Any], expected: str) -> None:
     (problem,) = problems_of(config_with(tmp_path, state))
     assert problem.startswith(expected), problem
+
+
+@pytest.mark.parametrize(("dsn", "expected"), [
+    ("postgresql://bridge:pw@db.internal:5432/bridge",
+     "postgresql://bridge:pw@db.internal:5432/bridge?sslmode=verify-full"),
+    ("postgresql://bridge@db.internal/bridge?application_name=x",
+     "postgresql://bridge@db.internal/bridge?application_name=x&sslmode=verify-full"),
+    ("postgresql://bridge@db.internal/bridge?sslmode=require",
+     "postgresql://bridge@db.internal/bridge?sslmode=require"),  # said explicitly: kept
+    ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://postgres@127.0.0.1:5432/test"),
+    ("postgresql://postgres@localhost/test", "postgresql://postgres@localhost/test"),
+])
+def test_a_remote_server_is_verified_by_default(tmp_path: Path, dsn: str, expected: str) -> None:
+    state = parse_config(config_with(tmp_path, {"backend": "postgres", "dsn": dsn})).state
+    store = state.build()
+    assert isinstance(store, PostgresStore) and store.dsn == expected

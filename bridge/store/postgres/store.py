@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -33,6 +33,7 @@ from pydantic import Field, SecretStr, model_validator
 from bridge.components import SecretFields
 from bridge.diff import ItemWrite, StoredItem
 from bridge.model import Event, events_from_json
+from bridge.net import is_loopback
 from bridge.store.base import (
     MUTED_KEPT,
     DeadLetter,
@@ -65,6 +66,23 @@ Conn: TypeAlias = asyncpg.Connection
 # Taken (transaction-scoped) by every transaction that draws outbox sequence numbers.
 ORDER_LOCK = "bridge.outbox-order"
 SCHEMA_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+def with_tls_default(dsn: str) -> str:
+    """`dsn` with `sslmode=verify-full` added when it names no `sslmode` and the server is not
+    on this machine: TLS with the server's certificate verified by default, as everywhere in
+    bridge (asyncpg's own default, `prefer`, falls back to plaintext and checks nothing). A
+    DSN that says `sslmode=` keeps what it says."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return dsn
+    if parts.scheme not in ("postgres", "postgresql") or "sslmode=" in parts.query:
+        return dsn
+    if is_loopback(parts.hostname or "localhost") or (parts.hostname or "").startswith("/"):
+        return dsn
+    query = f"{parts.query}&sslmode=verify-full" if parts.query else "sslmode=verify-full"
+    return urlunsplit(parts._replace(query=query))
 
 
 def describe_dsn(dsn: str) -> str:
@@ -107,7 +125,7 @@ class PostgresStateConfig(SecretFields, StateConfig):
 
     def build(self) -> PostgresStore:
         assert self.dsn is not None
-        return PostgresStore(self.dsn.get_secret_value(), schema=self.db_schema,
+        return PostgresStore(with_tls_default(self.dsn.get_secret_value()), schema=self.db_schema,
                              pool_min=self.pool_min, pool_max=self.pool_max,
                              statement_timeout=self.statement_timeout,
                              connect_timeout=self.connect_timeout, lease=self.lease,
