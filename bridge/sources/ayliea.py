@@ -5,8 +5,9 @@
   offset) is noticed instead of silently skipping a row (see `bridge.sources.paging`).
   `open`/`in_progress` are active, `completed`/`dismissed` resolve; priority (1 = highest) maps
   to severity by a configurable table. They change with assessments, so when `/scores` shows no
-  new assessment the list is not re-read, except every `full_resweep_interval` for status
-  changes made by people: an idle cycle costs one request.
+  new assessment the list is re-read for status changes made by people only every sweep while
+  that is cheap for the rate budget, else every `full_resweep_interval`
+  (bridge/sources/freshness.py): an idle cycle of a large estate costs one request.
 - Scores: one item per framework. Only a grade change or a drop of `overall_score` by at least
   `score_drop_threshold` (against the last reported value) is a `changed` event, with old and
   new values; rises and small wobbles are not (a `drop_rule`, see `bridge.diff`).
@@ -42,6 +43,7 @@ from bridge.http import (
 from bridge.model import Item, Severity, Sweep, json_scalar
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.coverage import SOURCE_HEALTH, Check
+from bridge.sources.freshness import full_read_cursor, full_read_due
 from bridge.sources.paging import Pass, by_offset, with_drift_retries
 from bridge.sources.rows import Unusable, skipped_note, to_items
 
@@ -60,7 +62,6 @@ GRADE_SEVERITY: dict[str, Severity] = {"A": "info", "B": "low", "C": "medium", "
 PLAN_HINT = ("the Ayliea organisation's plan does not include API access (Enterprise tier "
              "only): nothing is seen until the plan changes")
 CURSOR_ASSESSMENTS = "assessments"
-CURSOR_FULL = "last_full_sweep_at"
 
 
 class AylieaErrors(ErrorScheme):
@@ -83,6 +84,9 @@ class AylieaConfig(SourceConfig):
     page_overlap: int = Field(default=1, ge=0, le=10)
     drift_retries: int = Field(default=1, ge=0, le=5)
     full_resweep_interval: float = Field(default=3600.0, ge=0)
+    # Re-read recommendations every sweep while that costs at most this share of the requests
+    # one interval allows (bridge/sources/freshness.py); 0: only every full_resweep_interval.
+    resweep_budget_share: float = Field(default=0.1, ge=0, le=1)
     resolved_statuses: tuple[str, ...] = ("completed", "dismissed")
     priority_severity: dict[int, Severity] = Field(
         default_factory=lambda: dict(PRIORITY_SEVERITY))
@@ -269,17 +273,25 @@ class AylieaSource(Source[AylieaConfig]):
 
     async def _recommendations(self, cursor: Mapping[str, str], assessments: str | None,
                                parts: SweepParts) -> None:
-        last_full = float(cursor.get(CURSOR_FULL, "0") or 0)
-        due = time.time() - last_full >= self.config.full_resweep_interval
+        cfg = self.config
+        due = full_read_due(cursor, now=time.time(), full_resweep_interval=cfg.full_resweep_interval,
+                            interval=cfg.interval, per_minute=self.client.limiter.rate * 60,
+                            share=cfg.resweep_budget_share)
         if assessments is not None and assessments == cursor.get(CURSOR_ASSESSMENTS) and not due:
-            return  # no new assessment: stored recommendations are left alone
+            # Not read: nothing is said about recommendations (the kind is left out of the
+            # sweep), and the note says so rather than letting "complete" imply it.
+            parts.note("recommendations: not re-read (no new assessment; a full read is "
+                       "costly for the rate budget, so only every full_resweep_interval)")
+            return
+        requests_before = self.client.requests
         swept = await with_drift_retries(
             self._walk, self.config.drift_retries,
             lambda p: log.info("ayliea_drift_retry", source=self.name, notes=p.notes))
         parts.add(RECOMMENDATION, swept.rows.values(), swept.complete)
         parts.notes.extend(swept.notes)
         if swept.complete:
-            parts.cursor[CURSOR_FULL] = str(time.time())
+            parts.cursor.update(full_read_cursor(time.time(),
+                                                 self.client.requests - requests_before))
             if assessments is not None:
                 parts.cursor[CURSOR_ASSESSMENTS] = assessments
 

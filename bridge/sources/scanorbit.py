@@ -3,8 +3,9 @@
 Findings are listed newest first, so findings created mid-sweep shift later pages. We dedupe
 by id, and call the sweep incomplete when `total` moves between pages or the unique count does
 not match it; one immediate retry usually gets a clean pass. `/scans/recent` is a cheap probe:
-findings only change when a scan completes, so an unchanged latest scan skips the sweep (with a
-full re-sweep every `full_resweep_interval` anyway, for status changes made by people).
+findings only change when a scan completes, so an unchanged latest scan skips the sweep, except
+that snoozes and dismissals made by people need a re-read: every sweep while that is cheap for
+the rate budget, else every `full_resweep_interval` (bridge/sources/freshness.py).
 A finding's `awsAccountId` is ScanOrbit's UUID of the connected account, not the AWS account
 number a SIEM knows: each full sweep reads `GET /accounts` once and attaches the 12-digit
 `aws_account_number` and `account_name` (a finding of a deleted account, `awsAccountId: null`,
@@ -28,6 +29,7 @@ from bridge.http import HttpContext, VendorClient, VendorError, url_path, valida
 from bridge.model import Item, JSONScalar, Sweep, json_scalar, normalize_severity
 from bridge.sources.base import ItemSink, Source, SourceConfig
 from bridge.sources.coverage import SOURCE_HEALTH, Check
+from bridge.sources.freshness import full_read_cursor, full_read_due
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
 from bridge.sources.rows import ROW_ERRORS, to_items
 
@@ -48,6 +50,10 @@ class ScanOrbitConfig(SourceConfig):
     # Vendor statuses that mean "not a live problem"; each resolves with that reason.
     inactive_statuses: tuple[str, ...] = ("resolved", "snoozed", "ignored")
     full_resweep_interval: float = Field(default=3600.0, ge=0)
+    # Re-read every sweep, scan or not, while a full read costs at most this share of the
+    # requests one interval allows (bridge/sources/freshness.py); 0: only every
+    # full_resweep_interval.
+    resweep_budget_share: float = Field(default=0.1, ge=0, le=1)
     drift_retries: int = Field(default=1, ge=0, le=5)
     # Pages requested ahead of the one being diffed (all paced by the rate limiter).
     prefetch: int = Field(default=3, ge=0, le=10)
@@ -196,10 +202,13 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
 
     async def stream(self, scope: str, cursor: Mapping[str, str], emit: ItemSink) -> Sweep:
         latest = await self._latest_scan()
-        last_full = float(cursor.get("last_full_sweep_at", "0") or 0)
-        due = time.time() - last_full >= self.config.full_resweep_interval
+        cfg = self.config
+        due = full_read_due(cursor, now=time.time(), full_resweep_interval=cfg.full_resweep_interval,
+                            interval=cfg.interval, per_minute=self.client.limiter.rate * 60,
+                            share=cfg.resweep_budget_share)
         if latest is not None and latest == cursor.get("last_scan_id") and not due:
             return Sweep(scope=scope, items=(), kinds={}, notes=("no new completed scan",))
+        requests_before = self.client.requests
         self._enrich_left = self.config.enrich_new
         account_note = await self._read_accounts(scope) if self.config.accounts else None
         walk = await with_drift_retries(
@@ -210,7 +219,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             notes.append(account_note)
         new_cursor: dict[str, str] = {}
         if complete:
-            new_cursor["last_full_sweep_at"] = str(time.time())
+            new_cursor.update(full_read_cursor(time.time(), self.client.requests - requests_before))
             if latest is not None:
                 new_cursor["last_scan_id"] = latest
         kinds = {KIND: complete}

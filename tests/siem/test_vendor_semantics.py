@@ -10,12 +10,14 @@ from bridge.model import Event
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.ayliea import SCOPES, AylieaWorld, make_app
 from bridge.sim.common import RunningSim
+from bridge.sim.scanorbit import ScanOrbitWorld
 from tests.conftest import (
     SIM_AYLIEA_KEY,
     aether365_source,
     avoidable_429s,
     ayliea_source,
     base_config,
+    scanorbit_source,
 )
 from tests.support.harness import Harness
 
@@ -95,3 +97,43 @@ async def test_x_ratelimit_headers_pace_requests_below_the_limit(tmp_path: Path)
     assert result.record.requests >= 5  # scores and four pages: more than one window's worth
     assert avoidable_429s(world) == []
     assert len([e for e in result.events if e.kind == "recommendation"]) == 6
+
+
+# -- freshness from the rate budget -----------------------------------------------------------
+
+async def test_a_small_estate_sees_a_snooze_made_in_the_ui_within_one_interval(
+        tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim]) -> None:
+    """No scan ran, so the probe sees nothing new; a full read costs 3 of the 50 requests one
+    interval allows (5 %, under the default share of 10 %): it is re-read anyway."""
+    world, sim = scanorbit
+    ids = [world.add_finding()["id"] for _ in range(3)]
+    world.complete_scan()
+    cfg = parse_config(base_config(tmp_path, [scanorbit_source(
+        sim.url, interval=60, full_resweep_interval=3600,
+        http={"rate_limit_per_minute": 50, "burst": 50})]))
+    async with Harness(cfg) as h:
+        assert len((await h.sweep()).events) == 3
+        world.snooze(ids[0])  # in the vendor's UI: no scan
+        seen = await h.sweep()
+    assert seen.record.outcome == "complete"
+    assert [(e.type.value, e.key) for e in seen.events] == [("resolved", ids[0])]
+
+
+async def test_a_large_estate_waits_for_the_bound_and_says_what_it_did_not_read(
+        tmp_path: Path, ayliea: tuple[AylieaWorld, RunningSim]) -> None:
+    """Here a full read costs 4 of the 50 requests an interval allows, over a 5 % share: the
+    idle sweep reads the scores only, and its record says the recommendations were not read."""
+    world, sim = ayliea
+    world.set_score("ai-security", 70)
+    rec = world.add_recommendation()["id"]
+    for _ in range(5):
+        world.add_recommendation()
+    cfg = parse_config(base_config(tmp_path, [ayliea_source(
+        sim.url, interval=60, full_resweep_interval=3600, resweep_budget_share=0.05,
+        page_size=2, page_overlap=0, http={"rate_limit_per_minute": 50, "burst": 50})]))
+    async with Harness(cfg) as h:
+        await h.sweep()
+        world.set_status(rec, "completed")
+        idle = await h.sweep()
+    assert idle.record.requests == 1 and idle.events == ()
+    assert any("recommendations: not re-read" in n for n in idle.record.notes)

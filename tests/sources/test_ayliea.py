@@ -144,7 +144,8 @@ async def test_idle_cycles_cost_one_request_until_a_new_assessment(
     rec = world.add_recommendation()["id"]
     for _ in range(300):
         world.add_recommendation()
-    async with Harness(config(tmp_path, sim.url, full_resweep_interval=3600)) as h:
+    async with Harness(config(tmp_path, sim.url, full_resweep_interval=3600,
+                              resweep_budget_share=0)) as h:
         assert (await h.sweep()).record.requests == 1 + 4
         world.set_status(rec, "completed")  # by a person: seen at the next full re-sweep
         idle = await h.sweep()
