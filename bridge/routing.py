@@ -150,12 +150,30 @@ def grouping_rules(tree: RouteConfig, sink: str, settings: GroupingSettings
     if sink not in grouped_sinks(tree):
         return None
     own = settings.rule()
+    # Routing reads nothing of an event but the fields its matchers name: events equal in
+    # those get the same rule, so it is looked up once per combination (a bounded cache).
+    fields = sorted(_matched_fields(tree))
+    known: dict[tuple[JSONScalar, ...], GroupRule] = {}
 
     def rule_of(event: Event) -> GroupRule:
-        grouping = route(tree, event).groupings.get(sink)
-        return own if grouping is None else settings.rule(grouping)
+        values = tuple(event.field_value(f) for f in fields)
+        rule = known.get(values)
+        if rule is None:
+            grouping = route(tree, event).groupings.get(sink)
+            rule = own if grouping is None else settings.rule(grouping)
+            if len(known) >= RULES_CACHED:
+                known.clear()
+            known[values] = rule
+        return rule
 
     return rule_of
+
+
+RULES_CACHED = 4096
+
+
+def _matched_fields(node: RouteConfig) -> set[str]:
+    return set(node.match).union(*(_matched_fields(child) for child in node.routes))
 
 
 def check_matcher(name: str, matcher: Matcher) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bridge.grouping import Digest, Grouper, GroupingSettings, GroupRule, RouteGrouping
@@ -78,6 +81,27 @@ def test_what_a_route_leaves_unset_comes_from_the_sink() -> None:
     assert rules(make_event("a", severity="critical")) == GroupRule("r", ("tenant",), 7, 5, 9)
     assert rules(make_event("b", severity="low")) == sink.rule()  # not routed by "r"
     assert grouping_rules(tree(), "elsewhere", sink) is None
+
+
+@settings_(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["critical", "high", "low"]),
+                          st.sampled_from(["t1", "t2", ""]), st.sampled_from(["x", "test y"])),
+                min_size=1, max_size=30))
+def test_the_worker_gets_the_rule_the_route_tree_says_for_every_event(
+        fields: list[tuple[str, str, str]]) -> None:
+    """`grouping_rules` looks a rule up once per combination of the fields the matchers read:
+    whatever the events, it says what routing each one afresh says."""
+    routes = tree({"sinks": ["hook"], "group_wait": 5, "routes": [
+        {"name": "tests", "match": {"title": "=~ test.*"}, "group_by": []},
+        {"name": "paging", "match": {"severity": ">= high", "tenant": "t1"},
+         "group_by": ["tenant"], "continue": True},
+        {"match": {"tenant": ["t2"]}, "max_batch": 3}]})
+    sink = settings(group_by=["severity"], group_interval=30)
+    rules = grouping_rules(routes, "hook", sink)
+    assert rules is not None
+    for severity, tenant, title in fields * 2:  # each combination twice: cached the 2nd time
+        event = make_event("k", severity=severity, tenant=tenant, title=title)
+        assert rules(event) == sink.rule(route(routes, event).groupings.get("hook"))
 
 
 def test_a_route_grouping_on_an_unknown_field_names_its_path() -> None:
