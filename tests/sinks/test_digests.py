@@ -166,11 +166,15 @@ async def test_the_storm_guard_summarises_the_excess_visibly(
         e.id for e in events[10:]]
     assert summary.body["by_severity"] == {"critical": 12, "low": 13}
     assert [e["severity"] for e in summary.body["top"]] == ["critical"] * 5
-    # Nothing dropped: every summarised event is listed, with why, beside the dead letters.
+    # Nothing dropped: every summarised event is listed, with why and the summary's id,
+    # beside the dead letters and not counted as one.
     listed = await store.dead_letters(limit=100)
     assert sorted(d.event_id for d in listed) == sorted(e.id for e in events[10:])
     assert all(d.error.startswith("summarised: storm guard (10 events/minute)") for d in listed)
-    assert await depth(store) == 0 and worker.summarised == 25 and worker.dead == 0
+    assert {d.summary for d in listed} == {summary.id}
+    (stats,) = await store.queue_stats()
+    assert (stats.depth, stats.dead, stats.summarised) == (0, 0, 25)
+    assert worker.summarised == 25 and worker.dead == 0
     assert metric("bridge_events_summarised_total", "hook") - before == 25
     logged = log_stream.getvalue()
     assert '"event": "storm_guard_engaged"' in logged and '"event": "storm_summarised"' in logged
@@ -205,7 +209,8 @@ async def test_a_five_thousand_item_first_sweep_reaches_slack_as_a_handful_of_me
     assert sum(digests) + singles == 60  # the first minute's budget, then summaries
     assert await depth(store, "chat") == 0
     summarised = await store.dead_letters("chat", limit=10_000)
-    assert len(summarised) == 4940 and all(d.error.startswith("summarised") for d in summarised)
+    assert len(summarised) == 4940 and all(d.summary is not None for d in summarised)
+    assert await store.dead_letters("chat", summarised=False) == []
 
 
 def _events(n: int) -> list[Event]:
