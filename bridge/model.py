@@ -145,7 +145,11 @@ def event_id(scope: str, kind: str, key: str, transition: EventType, counter: in
 
 def item_uid(scope: str, kind: str, key: str) -> str:
     """Stable short id for an item across its whole life (Jira labels, PagerDuty dedup keys)."""
-    return hashlib.sha256("\x1f".join((scope, kind, key)).encode()).hexdigest()[:20]
+    # `surrogatepass`: the same bytes as UTF-8 for any valid text; an unpaired surrogate (no
+    # JSON decoder lets one through, but an event is made before any encoding) still hashes,
+    # and the encoders that meet it refuse the event, not its construction.
+    material = "\x1f".join((scope, kind, key)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(material).hexdigest()[:20]
 
 
 def utcnow() -> datetime:
@@ -179,10 +183,13 @@ class Event:
     # `to_json` returns it instead of encoding the event a second time. Not an init field, so
     # `dataclasses.replace` (a changed copy) never carries a stale one along.
     encoded: str | None = field(default=None, init=False, repr=False, compare=False)
+    # `item_uid(scope, kind, key)`, hashed once: when the event is made, or read back from
+    # the JSON it was decoded from (`to_dict` writes it), never again per sink or encoding.
+    item_uid: str = field(default="", init=False, repr=False, compare=False)
 
-    @property
-    def item_uid(self) -> str:
-        return item_uid(self.scope, self.kind, self.key)
+    def __post_init__(self) -> None:
+        if not self.item_uid:
+            self.item_uid = item_uid(self.scope, self.kind, self.key)
 
     @property
     def severity_score(self) -> int:
@@ -239,8 +246,8 @@ class Event:
 
 
 # Straight from JSON into `Event`s, typed and checked: about twice as fast as parsing into dicts
-# and building the dataclass from them, which mattered on the outbox's delivery path. Derived
-# fields of `to_dict` (`item_uid`, `severity_score`) are ignored.
+# and building the dataclass from them, which mattered on the outbox's delivery path. Of the
+# derived fields of `to_dict`, `item_uid` is kept (not hashed again), `severity_score` ignored.
 _EVENT_DECODER = msgspec.json.Decoder(Event)
 _EVENTS_DECODER = msgspec.json.Decoder(list[Event])
 

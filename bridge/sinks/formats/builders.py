@@ -223,7 +223,9 @@ def compiled_builder(specs: Sequence[Spec], sep: str, escape: Callable[[str], st
         for expr, _ in exprs[1:]:
             lines.append(f"    if v is None or v == '': v = {expr}")
         if not (len(exprs) == 1 and exprs[0][1]):
-            lines.append("    if v.__class__ is not str: v = _text(v)")
+            # A missing value (None) stays None, which `_text` would return: no call for
+            # the optional fields an event does not have, most of them.
+            lines.append("    if v.__class__ is not str and v is not None: v = _text(v)")
         indent = "    "
         if not spec.required:
             lines.append("    if v:")
