@@ -215,7 +215,8 @@ class FakeJira:
             return response
         if self.latency:
             await asyncio.sleep(self.latency)
-        if not self._authenticated(request):
+        # serverInfo answers anonymous callers too, as Jira does; everything else wants auth.
+        if not request.path.endswith("/serverInfo") and not self._authenticated(request):
             return jira_error(401, ["You are not authenticated. Authentication required to "
                                     "perform this operation."])
         if self.outage is not None:

@@ -162,7 +162,8 @@ class JiraSink(Sink[JiraSinkConfig]):
         try:
             return await call
         except JiraFailure as failure:
-            self._fail(check, str(failure))
+            # A refused sign-in is named as such, whichever request met it first.
+            self._fail("auth" if failure.status in (401, 403) else check, str(failure))
 
     def _ok(self, check: str, detail: str) -> None:
         log.info("jira_check", sink=self.name, check=check, ok=True, detail=detail)
