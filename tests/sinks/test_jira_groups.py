@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.model import Event, EventType
+from bridge.sinks.base import DestinationUnavailableError
 from bridge.sinks.jira.config import JiraSinkConfig
 from bridge.sinks.jira.ledger import identity
 from bridge.sinks.jira.service import JiraSink
@@ -111,3 +112,29 @@ async def test_a_group_without_a_value_is_accepted_without_a_silence(
     comments = len(ticket.comments)
     await s.send([reopened])  # still accepted: nothing more for Jira
     assert len(ticket.comments) == comments
+
+
+async def test_a_group_ticket_found_after_a_lost_create_still_knows_its_group(
+        sink: tuple[JiraSink, FakeJira]) -> None:
+    """The create's answer is lost; the ticket found later by its label must still list the
+    group's first item and know the group's values (its table, a later silence)."""
+    s, fake = sink
+    fake.drop_creates = 1
+    a, b = event("a", EventType.NEW, 1), event("b", EventType.NEW, 1)
+    with pytest.raises(DestinationUnavailableError):
+        await s.send([a])
+    assert s.store is not None
+    again = JiraSinkConfig.model_validate({
+        **s.config.model_dump(), "token": fake.token, "search_horizon": 0}).build()
+    again.use_store(s.store)  # a restarted bridge: it must search for the intent's ticket
+    try:
+        await again.send([a])  # found by its label, not created again
+        await again.send([b])
+    finally:
+        await again.close()
+    ticket = group_ticket(fake, a)
+    assert len(fake.tickets()) == 1
+    assert "finding a" in ticket.fields["description"]
+    assert "finding b" in ticket.fields["description"]
+    [ref] = await s.store.sink_refs("jira")
+    assert '"attributes.test_id":"T1"' in ref.value

@@ -82,6 +82,13 @@ class Ticket:
                    v.get("resolution"), v.get("silence"), v.get("values") or {},
                    v.get("items") or {})
 
+    @classmethod
+    def intent(cls, ref: str, label: str, values: dict[str, Any] | None = None,
+               items: dict[str, dict[str, Any]] | None = None) -> Ticket:
+        """An intent to create; a group's carries its values and first item, so a ticket
+        found by its label after a crash still knows its group."""
+        return cls(ref, label, "intent", utcnow(), values=values or {}, items=items or {})
+
     @property
     def active_items(self) -> int:
         return sum(1 for i in self.items.values() if i.get("state") == "active")
@@ -142,11 +149,11 @@ class Ledger:
         await self.store.put_sink_refs([ticket.to_ref(self.sink)], silence=silence)
         self._cache[ticket.ref] = ticket
 
-    async def intend(self, wanted: Sequence[tuple[str, str]]) -> list[Ticket]:
-        """Write intents to create these (ref, label) tickets, in one transaction, before
-        any of the creates is sent."""
+    async def intend(self, wanted: Sequence[Ticket]) -> list[Ticket]:
+        """Write intents to create these tickets (`Ticket.intent`), in one transaction,
+        before any of the creates is sent."""
         now = self.clock()
-        intents = [Ticket(ref, label, "intent", now) for ref, label in wanted]
+        intents = [replace(t, since=now) for t in wanted]
         if intents:
             for t in intents:
                 self._staged.pop(t.ref, None)

@@ -193,10 +193,10 @@ class JiraSink(Sink[JiraSinkConfig]):
         # The intents of every ticket this batch may create, in one transaction, before any
         # create is sent; the keys Jira answers are written (one transaction) before the
         # batch is reported delivered, whatever happens to it.
-        wanted = [(ref, label) for ref, (label, e) in first.items()
+        wanted = [self._intent(ref, label, e) for ref, (label, e) in first.items()
                   if await ledger.get(ref) is None and e.type is not EventType.RESOLVED]
         await ledger.intend(wanted)
-        self._unsent.update(ref for ref, _ in wanted)
+        self._unsent.update(t.ref for t in wanted)
         try:
             await deliver_per_item(events, self._deliver_one,
                                    concurrency=self.config.concurrency)
@@ -285,7 +285,7 @@ class JiraSink(Sink[JiraSinkConfig]):
                 return found, False
             ticket = None
         if ticket is None:
-            [ticket] = await self._ledger.intend([(ref, label)])
+            [ticket] = await self._ledger.intend([self._intent(ref, label, event)])
         fields = self._fields(event, label, summary, description)
         self._unsent.discard(ref)  # from here on, Jira may have it
         try:
@@ -465,9 +465,7 @@ class JiraSink(Sink[JiraSinkConfig]):
     async def _group(self, event: Event, ref: str, label: str) -> None:
         assert self.config.group_by is not None
         uid = event.item_uid
-        row = {"title": event.title, "severity": event.severity, "kind": event.kind,
-               "key": event.key, "link": self.render.present.link(event),
-               "state": "resolved" if event.type is EventType.RESOLVED else "active"}
+        row = self._row(event)
         ticket = await self._ledger.get(ref)
         if ticket is None and event.type is EventType.RESOLVED:
             return
@@ -513,6 +511,18 @@ class JiraSink(Sink[JiraSinkConfig]):
         await self._on_missing(updated, event, self._api.comment(ticket.key, comment))
         await self._describe(updated, event)
         self._ledger.stage(updated)
+
+    def _intent(self, ref: str, label: str, event: Event) -> Ticket:
+        if self.config.group_by is None or event.type is EventType.SUMMARY:
+            return Ticket.intent(ref, label)
+        return Ticket.intent(ref, label, group_values(event, self.config.group_by),
+                             {event.item_uid: self._row(event)})
+
+    def _row(self, event: Event) -> dict[str, Any]:
+        """A group item as its ticket's table shows it."""
+        return {"title": event.title, "severity": event.severity, "kind": event.kind,
+                "key": event.key, "link": self.render.present.link(event),
+                "state": "resolved" if event.type is EventType.RESOLVED else "active"}
 
     async def _describe(self, ticket: Ticket, event: Event) -> None:
         assert ticket.key is not None
