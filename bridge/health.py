@@ -111,6 +111,7 @@ class Health:
         self._config_error: str | None = None
         self._scopes: dict[str, _Scope] = {}
         self._sinks: dict[str, _Sink] = {}
+        self._paused: str | None = None  # why sweeps wait (bridge/backpressure.py)
         # Several replicas (bridge/store/units.py): who owns which unit, shown as `units`.
         self.units: Callable[[], dict[str, Any]] | None = None
 
@@ -200,6 +201,13 @@ class Health:
                 log.info("source_coverage_restored", source=source, scope=scope, check=name,
                          detail="no longer watched")
 
+    def sweeps_paused(self, reason: str | None) -> None:
+        """Back-pressure: sweeps wait for delivery (`reason`), or no longer (None). Degraded,
+        not unready: the process is doing its job, delivering; and scopes that go stale
+        meanwhile do not make it unready either."""
+        with self._lock:
+            self._paused = reason
+
     def expect_sink(self, name: str) -> None:
         """A configured sink; one that survives a reload keeps its verdict and queue."""
         with self._lock:
@@ -281,7 +289,9 @@ class Health:
                     "coverage": {c.name: {"ok": c.ok, "detail": c.detail or None}
                                  for c in s.coverage.values()},
                 }
-            if expected and stale == expected:
+            if self._paused is not None:
+                warnings.append(f"sweeps paused: {self._paused}")
+            elif expected and stale == expected:
                 blocking.append(f"every source scope is stale ({stale} of {expected})")
 
             sinks: dict[str, Any] = {}

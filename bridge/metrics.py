@@ -104,3 +104,7 @@ SOURCE_COVERAGE = Gauge(
     "bridge_source_coverage",
     "1 while a source sees what a coverage check watches (an account, a scan type, a threat "
     "category, an API scope), 0 while it is a blind spot", ["source", "scope", "check"])
+SWEEPS_PAUSED = Gauge(
+    "bridge_sweeps_paused",
+    "1 while sweeps wait for delivery: the outbox holds state.max_outbox_events or the "
+    "state's disk is under state.min_free_disk_bytes (nothing is dropped)")

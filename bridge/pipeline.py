@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bridge.backpressure import BackPressure
 from bridge.config import BridgeConfig
 from bridge.health import Health, SinkVerdict
 from bridge.http import HttpContext, TokenBucket
@@ -56,13 +57,16 @@ class Pipeline:
     # Called when the state store turns out corrupt or too new: the daemon stops (exit 1)
     # instead of writing to state it cannot trust.
     on_fatal: Callable[[str], None] | None = None
+    # Sweeps wait while the outbox is full or the disk low (bridge/backpressure.py).
+    backpressure: BackPressure | None = None
 
     @classmethod
     def build(cls, config: BridgeConfig, store: Store, health: Health, *,
               buckets: Mapping[str, TokenBucket] | None = None) -> Pipeline:
         """`buckets`: the rate-limit buckets of the pipeline this one replaces (a reload);
         the scopes it shares with it keep theirs (`HttpContext.inherited`)."""
-        p = cls(config, store, health, http=HttpContext(inherited=buckets or {}))
+        p = cls(config, store, health, http=HttpContext(inherited=buckets or {}),
+                backpressure=BackPressure(config.state))
         for sink_config in config.sinks:
             p.workers[sink_config.name] = SinkWorker(sink_config.build(), store, p._sink_verdict,
                                                      config.routes)
@@ -161,6 +165,8 @@ class Pipeline:
                 self.on_activity(True)
 
     async def _sweep(self, source: Source[SourceConfig], scope: str) -> SweepResult | None:
+        if await self._paused():
+            return None  # polled again at its next turn; nothing is lost meanwhile
         try:
             units = ownership_of(self.store)  # several replicas: sweep only what we own
             if units is not None and not await units.take(scope_unit(scope)):
@@ -203,6 +209,19 @@ class Pipeline:
         on committing its next chunks, rather than after its last page."""
         for worker in self.workers.values():
             worker.wake()
+
+    async def _paused(self) -> bool:
+        """Back-pressure: True while sweeps must wait for delivery. A store that cannot say
+        does not stop sweeps (the sweep itself will meet the store's trouble)."""
+        if self.backpressure is None:
+            return False
+        try:
+            reason = await self.backpressure.reason(self.store)
+        except StoreError as exc:
+            log.warning("backpressure_check_failed", error=str(exc))
+            return False
+        self.health.sweeps_paused(reason)
+        return reason is not None
 
     def start(self) -> None:
         """Start sink workers and the sweep schedule (first sweeps run right away)."""

@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 import msgspec
 import orjson
+from pydantic import Field
 
 from bridge.components import StrictModel
 from bridge.diff import ItemWrite, State, StoredItem
@@ -405,9 +406,19 @@ class StateConfig(StrictModel):
     `backend: Literal[...]` tag and its settings) and `bridge.config` puts them in the union."""
 
     backend: str
+    # Back-pressure (bridge/backpressure.py): sweeps pause, nothing dropped, while the outbox
+    # holds this many undelivered events (all sinks together; None: unbounded)...
+    max_outbox_events: int | None = Field(default=None, ge=1)
+    # ...or while the disk holding the state has less free space than this (bytes; 0: off;
+    # only backends whose state is a local file, see `disk_path`).
+    min_free_disk_bytes: int = Field(default=0, ge=0)
 
     def build(self) -> Store:
         raise NotImplementedError(f"{type(self).__name__} builds no store")
+
+    def disk_path(self) -> Path | None:
+        """A path on the disk the state lives on, for the free-disk floor; None: not local."""
+        return None
 
     def describe(self) -> str:
         """One line for `bridge check-config`: which backend, where."""

@@ -126,6 +126,9 @@ class SQLiteStateConfig(StateConfig):
     def describe(self) -> str:
         return f"sqlite {self.path}"
 
+    def disk_path(self) -> Path | None:
+        return self.path.parent
+
 
 class SQLiteStore(Store, StoreMaintenance):
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0) -> None:
