@@ -15,7 +15,7 @@ import pytest
 from bridge.baseline import summary_event
 from bridge.model import Event, EventType, utcnow
 from bridge.secrets import redact
-from bridge.silences import Silence
+from bridge.silences import SilenceService
 from bridge.sinks.base import (
     DestinationUnavailableError,
     PermanentDeliveryError,
@@ -144,8 +144,8 @@ async def test_a_person_closing_as_wont_do_is_respected_and_recorded_as_a_silenc
         await sink.send([resolved, reopened])
         assert (ticket.status, ticket.resolution) == ("Done", "Won't Do")
         assert "closed as *Won't Do* by Dana Reviewer: not reopened" in ticket.comments[-1]
-        [silence] = [Silence.of(s) for s in await store.silences()]
-        assert silence.record.author == "Dana Reviewer"
+        [silence] = await SilenceService(store).list()  # what `bridge silence list` shows
+        assert silence.record.author == "Dana Reviewer" and silence.record.origin == "jira:jira"
         assert f"Jira {ticket.key} closed as Won't Do" == silence.record.reason
         assert silence.matches(reopened) and not silence.matches(changed)
         assert not silence.matches(lifecycle("other")[3])
@@ -363,3 +363,18 @@ async def test_a_baseline_summary_is_one_informational_ticket(
         assert "|Severity critical|40|" in ticket.fields["description"]
     finally:
         await sink.close()
+
+
+async def test_a_redirect_is_never_followed(fake: FakeJira, store: SQLiteStore) -> None:
+    """The credentials must not travel to wherever Jira (or a proxy in front) points."""
+    elsewhere = await FakeJira(mode=fake.mode).start()
+    try:
+        fake.redirect = f"{elsewhere.url}/rest/api/2/serverInfo"
+        sink = jira_config(fake).build()
+        sink.use_store(store)
+        with pytest.raises(StartupCheckFailed, match="redirect, and the sink follows none"):
+            await sink.open()
+        await sink.close()
+        assert sum(elsewhere.requests.values()) == 0
+    finally:
+        await elsewhere.stop()

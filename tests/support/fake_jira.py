@@ -109,6 +109,8 @@ class FakeJira:
     # While set, every request is answered with this status (the chaos runs' outages; a 429
     # says Retry-After: 1).
     outage: int | None = None
+    # While set, every request is redirected there (a proxy's login page, a moved site).
+    redirect: str | None = None
     # A write whose body contains one of these strings is answered with its status (400:
     # Jira's field error; 5xx: its server error), quoting the caller's credential in the
     # answer when `echo_auth`, as careless services do.
@@ -219,6 +221,8 @@ class FakeJira:
         if not request.path.endswith("/serverInfo") and not self._authenticated(request):
             return jira_error(401, ["You are not authenticated. Authentication required to "
                                     "perform this operation."])
+        if self.redirect is not None:
+            raise web.HTTPFound(self.redirect)
         if self.outage is not None:
             return jira_error(self.outage, [f"Scripted outage ({self.outage})."],
                               headers={"Retry-After": "1"} if self.outage == 429 else None)

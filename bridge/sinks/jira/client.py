@@ -81,6 +81,9 @@ def _failure(doing: str, exc: Exception) -> JiraFailure:
         retry = parse_retry_after(response.headers.get("Retry-After")) if response is not None \
             else None
         return JiraFailure(doing, exc.status_code, jira_words(response), retry)
+    if isinstance(exc, requests.TooManyRedirects):
+        return JiraFailure(doing, None, "Jira answered with a redirect, and the sink follows "
+                                        "none (the credentials must not travel): check `url`")
     if isinstance(exc, requests.RequestException):
         return JiraFailure(doing, None, f"{type(exc).__name__}: no answer from Jira")
     raise exc
@@ -128,6 +131,7 @@ class JiraClient:
                               max_retries=0)
         self.jira._session.mount("https://", adapter)
         self.jira._session.mount("http://", adapter)
+        self.jira._session.max_redirects = 0  # never follow one (the kit's rule for sinks)
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency,
                                         thread_name_prefix=f"jira-{config.name}")
         self._server = config.url.rstrip("/")

@@ -29,6 +29,7 @@ import structlog
 
 from bridge.durations import parse_duration
 from bridge.model import SEVERITY_RANK, Event, EventType, utcnow
+from bridge.net import warn_tls_unverified
 from bridge.silences import SilenceError, new_silence, parse_matchers
 from bridge.sinks.base import (
     DeliveryError,
@@ -105,6 +106,8 @@ class JiraSink(Sink[JiraSinkConfig]):
         self._unsent: set[str] = set()
         self._silence_for = (parse_duration(config.accepted_silence)
                              if config.accepted_silence else None)
+        if not config.verify_tls:
+            warn_tls_unverified(f"sink {config.name}", config.origin)
 
     def use_store(self, store: Store) -> None:
         """The state store the ledger lives in (the daemon's; bound before `open`)."""
