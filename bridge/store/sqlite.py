@@ -281,10 +281,15 @@ class SQLiteStore(Store, StoreMaintenance):
                 f"FROM items WHERE scope = ? AND kind IN ({marks})",
                 (scope, *kinds),
             )
-            return {
-                (r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], _dt(r[6]))
-                for r in rows
-            }
+            # Items first seen by one sweep share its timestamp: parse each text once.
+            moments: dict[str, datetime] = {}
+            out: dict[tuple[str, str], StoredItem] = {}
+            for r in rows:
+                first_seen = moments.get(r[6])
+                if first_seen is None:
+                    first_seen = moments[r[6]] = _dt(r[6])
+                out[(r[0], r[1])] = StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], first_seen)
+            return out
 
         return await self._run(q)
 
