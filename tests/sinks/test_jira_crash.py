@@ -15,27 +15,30 @@ from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.store.sqlite import SQLiteStore
 from tests.conftest import base_config, scanorbit_source
 from tests.support.daemon import DaemonProcess
-from tests.support.fake_jira import FakeJira
+from tests.support.fake_jira import FakeJira, Mode
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 
 def config(tmp_path: Path, vendor: str, jira: FakeJira) -> dict[str, Any]:
-    sink = {"name": "jira", "type": "jira", "url": jira.url, "deployment": jira.mode,
-            "email": jira.email, "api_token": jira.token, "project": jira.project,
+    auth = ({"email": jira.email, "api_token": jira.token} if jira.mode == "cloud"
+            else {"token": jira.token})
+    sink = {"name": "jira", "type": "jira", "url": jira.url, "deployment": jira.mode, **auth,
+            "project": jira.project,
             "search_horizon": 0.5, "timeout": 30, "backoff_initial": 0.05, "backoff_max": 0.2,
             "probe_interval": 0.2}
     return base_config(tmp_path, [scanorbit_source(vendor, baseline="deliver")],
                        log={"format": "json"}, sinks=[sink], routes={"sinks": ["jira"]})
 
 
+@pytest.mark.parametrize("mode", ["cloud", "datacenter"])
 async def test_a_kill_between_jiras_create_and_our_commit_leaves_one_ticket_per_item(
-        tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim]) -> None:
+        tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim], mode: Mode) -> None:
     world, sim = scanorbit
     for i in range(3):
         world.add_finding(summary=f"bucket {i} is public", severity="high")
-    jira = await FakeJira(mode="cloud", search_lag=0.2, hold_creates=True).start()
+    jira = await FakeJira(mode=mode, search_lag=0.2, hold_creates=True).start()
     try:
         first = await DaemonProcess(config(tmp_path, sim.url, jira), tmp_path).start()
         try:
@@ -70,4 +73,6 @@ async def test_a_kill_between_jiras_create_and_our_commit_leaves_one_ticket_per_
     assert {(r.key, json.loads(r.value)["key"]) for r in refs} == {
         (label.removeprefix("bridge-"), t.key) for t in jira.tickets() for label in t.labels
         if label != "bridge"}
+    searches = sum(n for route, n in jira.requests.items() if "/search" in route)
+    assert searches >= 3  # each intent was settled by its label, not by a second create
     assert jira.violations == []
