@@ -18,7 +18,7 @@ from tests.support.daemon import DaemonProcess
 from tests.support.fake_jira import FakeJira, Mode
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]  # a killed daemon: scheduled first
 
 
 def config(tmp_path: Path, vendor: str, jira: FakeJira) -> dict[str, Any]:
