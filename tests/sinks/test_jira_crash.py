@@ -5,6 +5,9 @@ dedupe label once the search horizon has passed, and there is exactly one ticket
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,39 @@ def config(tmp_path: Path, vendor: str, jira: FakeJira) -> dict[str, Any]:
                        log={"format": "json"}, sinks=[sink], routes={"sinks": ["jira"]})
 
 
+def jira_queue(tmp_path: Path) -> tuple[int, list[str]]:
+    """(events waiting for the Jira sink, states of its ledger entries), read from the state
+    file while the daemon runs (WAL: a reader never waits)."""
+    db = sqlite3.connect(tmp_path / "state" / "bridge.db")
+    try:
+        (waiting,) = db.execute("SELECT COUNT(*) FROM outbox WHERE sink = 'jira'").fetchone()
+        states = [r[0] for r in db.execute("SELECT state FROM sink_refs WHERE sink = 'jira'")]
+    finally:
+        db.close()
+    return waiting, states
+
+
+async def kill_between_create_and_commit(tmp_path: Path, vendor: str, jira: FakeJira,
+                                         env: dict[str, str] | None = None) -> None:
+    """Run the bridge until Jira has committed three creates whose answers it holds, kill -9
+    it, then run it again until the Jira sink has nothing left to do."""
+    first = await DaemonProcess(config(tmp_path, vendor, jira), tmp_path, env=env).start()
+    try:
+        await wait_until(lambda: jira.created_while_held >= 3, 30,
+                         "Jira to commit the creates whose answers it holds")
+    finally:
+        await first.kill()
+    jira.release()  # the killed bridge never hears these answers
+    assert len(jira.tickets()) == 3
+    second = await DaemonProcess(config(tmp_path, vendor, jira), tmp_path, env=env).start()
+    try:
+        await wait_until(lambda: jira_queue(tmp_path) == (0, ["ticket"] * 3), 30,
+                         "the second run to deliver everything and settle its ledger")
+        assert await second.stop() == 0
+    finally:
+        await second.kill()
+
+
 @pytest.mark.parametrize("mode", ["cloud", "datacenter"])
 async def test_a_kill_between_jiras_create_and_our_commit_leaves_one_ticket_per_item(
         tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim], mode: Mode) -> None:
@@ -40,23 +76,7 @@ async def test_a_kill_between_jiras_create_and_our_commit_leaves_one_ticket_per_
         world.add_finding(summary=f"bucket {i} is public", severity="high")
     jira = await FakeJira(mode=mode, search_lag=0.2, hold_creates=True).start()
     try:
-        first = await DaemonProcess(config(tmp_path, sim.url, jira), tmp_path).start()
-        try:
-            await wait_until(lambda: jira.created_while_held >= 3, 30,
-                             "Jira to commit the creates whose answers it holds")
-        finally:
-            await first.kill()
-        jira.release()  # the killed bridge never hears these answers
-        assert len(jira.tickets()) == 3
-        mark = first.mark()
-        second = await DaemonProcess(config(tmp_path, sim.url, jira), tmp_path).start()
-        try:
-            await wait_until(lambda: len([line for line in second.log_lines(mark)
-                                          if line.get("event") == "jira_intent_settled"]) >= 3,
-                             30, "the second run to settle the three intents by label search")
-            assert await second.stop() == 0
-        finally:
-            await second.kill()
+        await kill_between_create_and_commit(tmp_path, sim.url, jira)
     finally:
         await jira.stop()
     assert len(jira.tickets()) == 3 and jira.count("POST /rest/api/2/issue") == 3
@@ -76,3 +96,34 @@ async def test_a_kill_between_jiras_create_and_our_commit_leaves_one_ticket_per_
     searches = sum(n for route, n in jira.requests.items() if "/search" in route)
     assert searches >= 3  # each intent was settled by its label, not by a second create
     assert jira.violations == []
+
+
+MUTANT = textwrap.dedent("""
+    import bridge.sinks.jira.ledger as ledger
+
+    async def settle(self, intent, search):  # a ledger that trusts no intent: create again
+        return None
+
+    ledger.Ledger.settle = settle
+""")
+
+
+async def test_a_bridge_that_ignores_its_intents_is_caught(
+        tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim]) -> None:
+    """The same run with the intents ignored (a sitecustomize in the daemon only) must end in
+    duplicate tickets: the test above would otherwise prove nothing."""
+    world, sim = scanorbit
+    for i in range(3):
+        world.add_finding(summary=f"bucket {i} is public", severity="high")
+    folder = tmp_path / "mutant"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(MUTANT)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(folder),
+                                                      os.environ.get("PYTHONPATH", "")) if p)}
+    jira = await FakeJira(search_lag=0.2, hold_creates=True).start()
+    try:
+        await kill_between_create_and_commit(tmp_path, sim.url, jira, env)
+    finally:
+        await jira.stop()
+    labels = [label for t in jira.tickets() for label in t.labels if label != "bridge"]
+    assert len(labels) == 6 and len(set(labels)) == 3  # every item ticketed twice
