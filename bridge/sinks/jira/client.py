@@ -15,7 +15,10 @@
 Create, comment, update and transition go through REST v2, which Cloud and Data Center both
 serve (and which takes wiki markup); the label search uses Cloud's `/rest/api/3/search/jql`
 (paged by `nextPageToken`; the old `/search` answers 410 there) or Data Center's
-`/rest/api/2/search` (paged by `startAt`).
+`/rest/api/2/search` (paged by `startAt`). The package's `enhanced_search_issues` knows
+`search/jql` but builds it under the client's REST version (2, chosen for wiki markup), so the
+search goes through the package's own session and error handling (`_get_json`) with the v3
+base: one client, one auth, one place where errors are read.
 """
 
 from __future__ import annotations
