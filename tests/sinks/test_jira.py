@@ -22,9 +22,10 @@ from bridge.sinks.base import (
     RetryableDeliveryError,
     ThrottledError,
 )
+from bridge.sinks.jira.checks import StartupCheckFailed
 from bridge.sinks.jira.config import JiraSinkConfig
 from bridge.sinks.jira.ledger import identity
-from bridge.sinks.jira.service import JiraSink, StartupCheckFailed
+from bridge.sinks.jira.service import JiraSink
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import make_event
 from tests.support.fake_jira import FakeJira, Mode

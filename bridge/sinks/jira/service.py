@@ -40,6 +40,7 @@ from bridge.sinks.base import (
     ThrottledError,
 )
 from bridge.sinks.delivery import deliver_per_item
+from bridge.sinks.jira.checks import Checks, JiraSetup
 from bridge.sinks.jira.client import IssueState, JiraClient, JiraFailure, Transition
 from bridge.sinks.jira.config import JiraSinkConfig
 from bridge.sinks.jira.ledger import Ledger, Ticket, group_values, identity
@@ -48,11 +49,6 @@ from bridge.store.base import SilenceRecord, Store
 from bridge.store.memory import MemoryStore
 
 log = structlog.get_logger(__name__)
-
-
-class StartupCheckFailed(DestinationUnavailableError):
-    """A startup check failed: the sink is not ready (its /readyz entry says which check and
-    why), spends no attempts, and checks again every `probe_interval`."""
 
 
 @dataclass
@@ -95,10 +91,7 @@ class JiraSink(Sink[JiraSinkConfig]):
         self.render = Renderer(config)
         self.client: JiraClient | None = None
         self.ledger: Ledger | None = None
-        self._ready = False
-        self._project_id = ""
-        self._issue_type_id = ""
-        self._field_ids: dict[str, str] = {}
+        self._setup: JiraSetup | None = None  # what the startup checks found
         # One lock per ticket (item or group): two items of a group never create two tickets.
         self._locks: dict[str, _Held] = {}
         # Intents this process wrote whose create it has not sent, or Jira refused outright:
@@ -123,57 +116,8 @@ class JiraSink(Sink[JiraSinkConfig]):
             self.client = JiraClient(self.config)
         if self.ledger is None:
             self.ledger = Ledger(self.store, self.name, horizon=self.config.search_horizon)
-        if not self._ready:
-            await self._check(self.client)
-            self._ready = True
-
-    async def _check(self, client: JiraClient) -> None:
-        """One clear line per check; the first that fails stops the sink (not ready)."""
-        cfg = self.config
-        info = await self._checked("server", client.server_info())
-        deployment = "cloud" if info.get("deploymentType") == "Cloud" else "datacenter"
-        if deployment != cfg.deployment:
-            self._fail("server", f"{cfg.origin} is Jira {info.get('deploymentType')}, but the "
-                                 f"sink says deployment: {cfg.deployment}")
-        self._ok("server", f"Jira {info.get('deploymentType')} {info.get('version', '')}")
-        me = await self._checked("auth", client.myself())
-        self._ok("auth", f"signed in as {me.get('displayName') or me.get('name') or '?'}")
-        project = await self._checked("project", client.project(cfg.project))
-        self._project_id = str(project.get("id"))
-        types = {str(t.get("name")): str(t.get("id")) for t in project.get("issueTypes") or []}
-        if cfg.issue_type not in types:
-            self._fail("issue_type", f"project {cfg.project} has no issue type "
-                                     f"{cfg.issue_type!r} (it has: {', '.join(sorted(types))})")
-        self._issue_type_id = types[cfg.issue_type]
-        self._ok("project", f"{cfg.project} with issue type {cfg.issue_type}")
-        names = set(await self._checked("priorities", client.priorities()))
-        missing = sorted({p for p in cfg.priorities.values() if p not in names})
-        if missing:
-            wrong = ", ".join(f"{s} → {p!r}" for s, p in cfg.priorities.items() if p in missing)
-            self._fail("priorities", f"no such priority in Jira: {wrong} (Jira has: "
-                                     f"{', '.join(sorted(names))})")
-        self._ok("priorities", "every severity maps onto a Jira priority")
-        if cfg.custom_fields:
-            ids = await self._checked("fields", client.fields())
-            unknown = sorted(n for n in cfg.custom_fields if n not in ids)
-            if unknown:
-                self._fail("fields", f"no such field in Jira: {', '.join(unknown)}")
-            self._field_ids = {n: ids[n] for n in cfg.custom_fields}
-            self._ok("fields", ", ".join(f"{n} = {i}" for n, i in self._field_ids.items()))
-
-    async def _checked(self, check: str, call: Any) -> Any:
-        try:
-            return await call
-        except JiraFailure as failure:
-            # A refused sign-in is named as such, whichever request met it first.
-            self._fail("auth" if failure.status in (401, 403) else check, str(failure))
-
-    def _ok(self, check: str, detail: str) -> None:
-        log.info("jira_check", sink=self.name, check=check, ok=True, detail=detail)
-
-    def _fail(self, check: str, detail: str) -> Any:
-        log.error("jira_check", sink=self.name, check=check, ok=False, detail=detail)
-        raise StartupCheckFailed(f"Jira startup check {check} failed: {detail}")
+        if self._setup is None:
+            self._setup = await Checks(self.config, self.client).run()
 
     async def close(self) -> None:
         """The worker closes the sink after every failure; the startup checks are not run
@@ -185,7 +129,7 @@ class JiraSink(Sink[JiraSinkConfig]):
     # -- delivery
 
     async def send(self, events: Sequence[Event]) -> None:
-        if not self._ready:  # the worker opens first; a direct caller may not
+        if self._setup is None:  # the worker opens first; a direct caller may not
             await self.open()
         ledger = self._ledger
         first: dict[str, tuple[str, Event]] = {}
@@ -311,9 +255,10 @@ class JiraSink(Sink[JiraSinkConfig]):
 
     def _fields(self, event: Event, label: str, summary: str | None,
                 description: str | None) -> dict[str, Any]:
+        assert self._setup is not None, "the sink is not open"
         fields: dict[str, Any] = {
-            "project": {"id": self._project_id},
-            "issuetype": {"id": self._issue_type_id},
+            "project": {"id": self._setup.project_id},
+            "issuetype": {"id": self._setup.issue_type_id},
             "summary": summary if summary is not None else self.render.summary(event),
             "description": (description if description is not None
                             else self.render.description(event, label)),
@@ -323,7 +268,7 @@ class JiraSink(Sink[JiraSinkConfig]):
                 "info" if event.type is EventType.SUMMARY else event.severity)},
         }
         for name, value in self.render.custom_values(event).items():
-            fields[self._field_ids[name]] = value
+            fields[self._setup.field_ids[name]] = value
         return fields
 
     async def _on_missing(self, ticket: Ticket, event: Event, call: Any) -> Any:
