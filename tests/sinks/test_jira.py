@@ -29,6 +29,7 @@ from bridge.sinks.jira.service import JiraSink
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import make_event
 from tests.support.fake_jira import FakeJira, Mode
+from tests.support.postgres import PgSchema
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -208,7 +209,7 @@ async def test_a_dropped_create_answer_makes_one_ticket(fake: FakeJira,
             await sink.send([new])
         assert waited.value.retry_after is not None and 0 < waited.value.retry_after <= 0.3
         fake_clock = intent.updated_at
-        await _until_older(store, fake_clock, 0.35)
+        await _until_older(fake_clock, 0.35)
         await sink.send([new, changed])
         assert len(fake.tickets()) == 1 and fake.count("POST /rest/api/2/issue") == 1
         [ref] = await store.sink_refs("jira")
@@ -237,7 +238,7 @@ async def test_an_intent_not_found_is_searched_twice_then_created(
         await sink.close()
 
 
-async def _until_older(store: SQLiteStore, since: Any, seconds: float) -> None:
+async def _until_older(since: Any, seconds: float) -> None:
     await wait_until(lambda: (utcnow() - since).total_seconds() > seconds, 5,
                      "the intent to pass the search horizon")
 
@@ -379,3 +380,34 @@ async def test_a_redirect_is_never_followed(fake: FakeJira, store: SQLiteStore) 
         assert sum(elsewhere.requests.values()) == 0
     finally:
         await elsewhere.stop()
+
+
+async def test_the_ledger_lives_in_postgresql_too(pg: PgSchema) -> None:
+    """The same ledger through the PostgreSQL store: a lost create settled by its label, the
+    life cycle without searches, and a Won't Do written with its silence in one transaction."""
+    fake = await FakeJira(mode="cloud", search_lag=0.1).start()
+    store = pg.store()
+    await store.open()
+    try:
+        fake.drop_creates = 1
+        sink = jira_config(fake, search_horizon=0.2).build()
+        sink.use_store(store)
+        new, changed, resolved, reopened = lifecycle()
+        with pytest.raises(DestinationUnavailableError):
+            await sink.send([new])
+        [intent] = await store.sink_refs("jira")
+        await _until_older(intent.updated_at, 0.25)
+        await sink.send([new, changed, resolved])
+        ticket = fake.ticket(label_of(new))
+        assert ticket.status == "Done" and fake.count("POST /rest/api/2/issue") == 1
+        fake.close_as(ticket.key, "Won't Do")
+        await sink.send([reopened])
+        [ref] = await store.sink_refs("jira")
+        assert ref.state == "accepted" and ticket.status == "Done"
+        [silence] = await store.silences()
+        assert silence.origin == "jira:jira"
+        await sink.close()
+    finally:
+        await store.close()
+        await fake.stop()
+    assert fake.violations == []
