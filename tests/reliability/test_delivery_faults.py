@@ -82,9 +82,10 @@ class RefusingStore(SQLiteStore):
         self._refuse("ack")
         await super().ack(sink, seqs)
 
-    async def bury(self, sink: str, seqs: Sequence[int], error: str) -> None:
+    async def bury(self, sink: str, seqs: Sequence[int], error: str, *,
+                   summary: str | None = None) -> None:
         self._refuse("bury")
-        await super().bury(sink, seqs, error)
+        await super().bury(sink, seqs, error, summary=summary)
 
 
 async def test_a_failing_store_does_not_stop_the_sink_worker(
