@@ -1,8 +1,8 @@
 """Digests and the storm guard: Alertmanager's aggregation groups, made durable by living on
 outbox rows.
 
-A sink worker whose sink can send digests (`DigestSink`) and whose config turns grouping on
-(`GroupingSettings`) hands every row it claims to a `Grouper` instead of sending it at once.
+A sink worker with grouping on (a digest sink's `group_by`, a route's, or any sink's storm
+guard) hands every row it claims to a `Grouper` instead of sending it at once.
 The grouper is the whole policy and does no I/O (time is an argument), so it is tested without
 a clock or a socket; the worker sends what `plan` says and acknowledges each event once the
 message carrying it was accepted. Nothing about a group is stored: the rows stay in the outbox
