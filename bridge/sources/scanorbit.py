@@ -135,8 +135,9 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
             limit_scope=config.org or config.name,
             default_per_minute=80.0,  # documented: 100/min per organization
         )
-        # The current sweep's accounts by ScanOrbit id, and what is left of its enrichment.
-        self._accounts: dict[str, _Account] = {}
+        # The current sweep's account attributes by ScanOrbit account id (computed once a
+        # sweep, not per finding), and what is left of its enrichment.
+        self._accounts: dict[str, dict[str, JSONScalar]] = {}
         self._enrich_left = config.enrich_new
 
     @property
@@ -169,13 +170,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                     for f in fields:
                         if isinstance(obj.get(f), str):
                             attrs[f"{nested}_{f}"] = obj[f]
-        account_id = raw.get("awsAccountId")
+        account_id = raw.get("awsAccountId")  # null: the account was deleted
         account = self._accounts.get(account_id) if isinstance(account_id, str) else None
-        if account is not None:
-            if account.awsAccountId:
-                attrs["aws_account_number"] = account.awsAccountId
-            if account.name:
-                attrs["account_name"] = account.name
+        if account:
+            attrs.update(account)
         inactive = status in self.config.inactive_statuses
         return Item(
             kind=KIND,
@@ -251,7 +249,9 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                 unreadable += 1
                 continue
             accounts[account.id] = account
-        self._accounts = accounts
+        self._accounts = {a.id: {k: v for k, v in (("aws_account_number", a.awsAccountId),
+                                                  ("account_name", a.name)) if v}
+                          for a in accounts.values()}
         self.coverage.report(scope, "accounts", [_account_check(a) for a in accounts.values()])
         return f"accounts: {unreadable} unreadable account row(s) skipped" if unreadable else None
 
