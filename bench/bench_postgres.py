@@ -130,8 +130,8 @@ async def failover(schema: str) -> dict[str, float]:
     from bridge.logging import LogConfig, configure_logging
     from bridge.sim.common import RunningSim
     from bridge.sim.scanorbit import ScanOrbitWorld, make_app
-    from bridge.store.postgres import PostgresStore
     from bridge.store.postgres.leases import lease_rows
+    from bridge.store.postgres.store import PostgresStore
 
     configure_logging(LogConfig(level="warning"))
     tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-failover-"))

@@ -10,7 +10,8 @@ import pytest
 
 from bridge.config import ConfigError, parse_config
 from bridge.secrets import redact
-from bridge.store.postgres import PostgresStateConfig, PostgresStore
+from bridge.store.postgres.config import PostgresStateConfig
+from bridge.store.postgres.store import PostgresStore
 
 DSN = "postgresql://bridge:s3cr3t-Pa55word@db.internal:5433/bridge"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.store.base import Store
-from bridge.store.postgres import PostgresStore
+from bridge.store.postgres.store import PostgresStore
 from tests.support.postgres import PgSchema
 from tests.support.store_contract import StoreContract, StoreFactory
 

@@ -23,8 +23,8 @@ import pytest
 from bridge.sim.common import RunningSim
 from bridge.sim.faults import Fault
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
-from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.leases import lease_rows
+from bridge.store.postgres.store import PostgresStore
 from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
 from tests.support.daemon import DaemonProcess
 from tests.support.postgres import PgSchema

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bridge.config import parse_config
-from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.commands import leases
 from bridge.store.postgres.leases import LeaseLostError, lease_rows
+from bridge.store.postgres.store import PostgresStore
 from bridge.store.units import scope_unit, sink_unit
 from tests.conftest import base_config
 from tests.core._helpers import SCOPE, item, make_event, sweep

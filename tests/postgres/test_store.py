@@ -14,8 +14,8 @@ import pytest
 
 from bridge.model import Event
 from bridge.store.base import StoreCorruptError, StoreUnavailableError, SweepCommit
-from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.schema import LATEST, migrations, quote_ident
+from bridge.store.postgres.store import PostgresStore
 from tests.core._helpers import SCOPE, item, make_event, sweep
 from tests.support.postgres import PgSchema
 from tests.support.store_contract import commit_events, record, run_sweep

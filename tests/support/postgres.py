@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from bridge.store.postgres import PostgresStore
 from bridge.store.postgres.schema import quote_ident
+from bridge.store.postgres.store import PostgresStore
 
 PG_DSN = os.environ.get("BRIDGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TABLES = ("items", "outbox", "dead_letters", "cursors", "sweeps", "muted", "silences",

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from bridge.config import BridgeConfig
 from bridge.store.base import Store, StoreError
+from bridge.store.postgres.config import PostgresStateConfig
 from bridge.store.postgres.leases import lease_rows
-from bridge.store.postgres.store import PostgresStateConfig, PostgresStore
+from bridge.store.postgres.store import PostgresStore
 from bridge.store.postgres.transfer import Copied, copy_state
 from bridge.store.sqlite import SQLiteStore
 from bridge.textsafe import printable
