@@ -248,3 +248,21 @@ async def test_ayliea_plan_refusal_and_missing_scope_say_which(
         assert health_events(healed) == [("resolved", "api_scope:recommendations:read"),
                                          ("resolved", "plan")]
         assert h.health.ready()[1]["status"] == "ready"
+
+
+async def test_aether365_tenant_not_connected_is_a_coverage_reason(
+        tmp_path: Path, aether365: tuple[Aether365World, RunningSim]) -> None:
+    world, sim = aether365
+    world.add_risky_user(T)
+    cfg = parse_config(base_config(tmp_path, [aether365_source(
+        sim.url, coverage_events=True, compliance=False)]))
+    async with Harness(cfg) as h:
+        running(h)
+        await h.sweep()
+        world.disconnect(T)
+        cut = await h.sweep()
+        assert cut.record.outcome == "incomplete"
+        assert health_events(cut) == [("new", "tenant_connected")]
+        assert any("not connected" in r for r in h.health.ready()[1]["reasons"])
+        world.reconnect(T)
+        assert health_events(await h.sweep()) == [("resolved", "tenant_connected")]
