@@ -60,6 +60,16 @@ async def test_units_spread_over_the_replicas_and_move_when_one_leaves(pg: PgSch
             return found if sorted(found.values()) == [3, 3] else Counter()
 
         assert set(await wait_until(two_take_over, 30, "6 units on the 2 left")) == {"r0", "r1"}
+        # A unit nobody can work on any more (a tenant removed everywhere) stops counting:
+        # once it is not wanted for 10 leases, the shares are those of the 6 units left.
+        async with pg.connection() as conn:
+            await conn.execute("INSERT INTO leases (unit, wanted_at) VALUES ('scope:gone', "
+                               "clock_timestamp() - interval '1 minute')")
+        assert replicas[0].units is not None
+        await replicas[0].units.tick()
+        described = replicas[0].units.describe()
+        assert described["owners"].keys() == set(UNITS)
+        assert (described["share"], len(described["owned"])) == (3, 3)  # 7 units: 4
     finally:
         for store in replicas[:2]:
             await store.close()

@@ -54,6 +54,8 @@ FENCED = MetricCounter("bridge_fenced_writes_total",
                  "Writes refused because this replica's lease on their unit had moved on")
 
 MARGIN = 0.25  # of the lease time: stop working on a unit this long before it could move
+# A unit counts in the shares while some replica said it can work on it within 10 leases.
+_WANTED = "wanted_at > clock_timestamp() - make_interval(secs => $1 * 10)"
 
 
 class LeaseLostError(StoreUnavailableError):
@@ -103,7 +105,8 @@ class Leases:
         return self.replica if self.owns(unit) else self._owners.get(unit)
 
     def describe(self) -> dict[str, Any]:
-        return {"replica": self.replica, "lease": self.lease, "owned": self.held(),
+        return {"replica": self.replica, "lease": self.lease, "share": self._share,
+                "owned": self.held(),
                 "owners": {unit: self.owner_of(unit) for unit in sorted(self._known)}}
 
     def held(self) -> list[str]:
@@ -174,11 +177,15 @@ class Leases:
         """Heartbeat, renew what is held, then take or hand back units to match the share."""
         await self._heartbeat()
         await self._renew()
+        known = sorted(self._known)
+        await self.store.run_sql(lambda conn: conn.execute(
+            "UPDATE leases SET wanted_at = clock_timestamp() WHERE unit = ANY($1::text[])", known))
         live = [r[0] for r in await self.store.run_sql(lambda conn: conn.fetch(
             "SELECT id FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs "
             "=> $1)", self.lease))]
         rows = await self.store.run_sql(lambda conn: conn.fetch(
-            "SELECT unit, CASE WHEN expires_at > clock_timestamp() THEN owner END FROM leases"))
+            "SELECT unit, CASE WHEN expires_at > clock_timestamp() THEN owner END FROM leases "
+            f"WHERE {_WANTED}", self.lease))
         self._owners = {r[0]: r[1] for r in rows if r[1] is not None}
         replicas = max(1, len(live))
         self._share = math.ceil(len(rows) / replicas)
@@ -205,8 +212,9 @@ class Leases:
 
     async def _counts(self) -> tuple[int, int]:
         row = await self.store.run_sql(lambda conn: conn.fetchrow(
-            "SELECT (SELECT COUNT(*) FROM leases), (SELECT COUNT(*) FROM replicas WHERE "
-            "seen_at > clock_timestamp() - make_interval(secs => $1))", self.lease))
+            f"SELECT (SELECT COUNT(*) FROM leases WHERE {_WANTED}), (SELECT COUNT(*) FROM "
+            "replicas WHERE seen_at > clock_timestamp() - make_interval(secs => $1))",
+            self.lease))
         return int(row[0]), int(row[1])
 
     async def _heartbeat(self) -> None:
@@ -221,7 +229,8 @@ class Leases:
 
     async def _register(self, units: list[str]) -> None:
         await self.store.run_sql(lambda conn: conn.execute(
-            "INSERT INTO leases (unit) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", units))
+            "INSERT INTO leases (unit) SELECT unnest($1::text[]) ON CONFLICT (unit) DO UPDATE "
+            "SET wanted_at = clock_timestamp()", units))
         self._known.update(units)
         total, live = await self._counts()  # one more unit: a share of more
         self._share = math.ceil(total / max(1, live))
