@@ -8,9 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from bridge.config import ConfigError, parse_config, parse_config_offline
 from tests.support.daemon import run_cli
+
+SINKS: list[dict[str, Any]] = [
+    {"name": "hook", "type": "webhook", "url": "https://hooks.example.test/in",
+     "signing_secret_files": ["/run/credentials/bridge/whsec-new"]},
+    {"name": "pd", "type": "pagerduty", "routing_key_file": "/run/credentials/bridge/pd"}]
 
 
 def write(tmp_path: Path, sinks: list[dict[str, Any]]) -> Path:
@@ -44,23 +51,17 @@ async def test_signing_secret_files_and_a_routing_key_file_are_not_read(
     assert not any("signing_secrets[0]" in line for line in lines)
 
 
-async def test_without_the_flag_the_files_are_read_and_their_faults_named(
-        tmp_path: Path) -> None:
-    path = write(tmp_path, [
-        {"name": "hook", "type": "webhook", "url": "https://hooks.example.test/in",
-         "signing_secret_files": ["/run/credentials/bridge/whsec-new"]},
-        {"name": "pd", "type": "pagerduty", "routing_key_file": "/run/credentials/bridge/pd"}])
-    code, _, err = await run_cli("check-config", str(path))
-    assert code == 2
-    assert "signing_secret_files[0]: cannot read /run/credentials/bridge/whsec-new" in err
-    assert "routing_key_file: cannot read /run/credentials/bridge/pd" in err
+def test_without_the_flag_the_files_are_read_and_their_faults_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sources": [], "sinks": SINKS, "routes": {"sinks": ["hook", "pd"]}})
+    problems = "\n".join(info.value.problems)
+    assert "signing_secret_files[0]: cannot read /run/credentials/bridge/whsec-new" in problems
+    assert "routing_key_file: cannot read /run/credentials/bridge/pd" in problems
 
 
-async def test_an_inline_secret_that_is_wrong_is_still_refused_offline(tmp_path: Path) -> None:
+def test_an_inline_secret_that_is_wrong_is_still_refused_offline() -> None:
     """Placeholders stand in for files, not for what the config itself says."""
-    path = write(tmp_path, [
-        {"name": "hook", "type": "webhook", "url": "https://hooks.example.test/in",
-         "signing_secrets": ["not-a-whsec-secret"],
-         "signing_secret_files": ["/run/credentials/bridge/whsec-new"]}])
-    code, _, err = await run_cli("check-config", "--no-env", str(path))
-    assert code == 2 and "sinks[0].signing_secrets[0]" in err
+    hook = {**SINKS[0], "signing_secrets": ["not-a-whsec-secret"]}
+    with pytest.raises(ConfigError) as info:
+        parse_config_offline({"sources": [], "sinks": [hook], "routes": {"sinks": ["hook"]}})
+    assert [p.split(":")[0] for p in info.value.problems] == ["sinks[0].signing_secrets[0]"]
