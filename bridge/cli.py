@@ -323,8 +323,10 @@ async def _state_summarised(args: argparse.Namespace, store: Store) -> None:
              "scope": d.event.scope if d.event else "", "type": d.event.type.value if d.event
              else "?", "severity": d.event.severity if d.event else "",
              "title": d.event.title if d.event else "(undecodable)", "event": d.event_id}
-            for d in await store.dead_letters(args.sink, args.limit, summarised=True)]
-    _print_rows(rows, args.json)
+            for d in await store.dead_letters(args.sink, -1 if args.summary else args.limit,
+                                              summarised=True)
+            if args.summary is None or d.summary == args.summary]
+    _print_rows(rows[:args.limit] if args.limit >= 0 else rows, args.json)
 
 
 async def _state_muted(args: argparse.Namespace, store: Store) -> None:
@@ -544,6 +546,8 @@ def parser() -> argparse.ArgumentParser:
     state.add_argument("--to", dest="to_store", metavar="STORE",
                        help="migrate: into this empty store, sqlite:PATH or postgres")
     state.add_argument("--sink", help="summarised: only this sink's")
+    state.add_argument("--summary", metavar="ID",
+                       help="summarised: only what this storm summary carried (sm-…)")
     state.add_argument("--scope")
     state.add_argument("--source", help="only the scopes of this source")
     state.add_argument("--state", choices=["active", "resolved"])

@@ -100,6 +100,10 @@ async def test_a_cef_file_gets_its_summary_as_a_cef_record(
 
 async def test_summarised_events_are_listed_and_a_plain_replay_leaves_them(
         store: SQLiteStore, tmp_path: Path) -> None:
+    earlier = make_event("earlier")  # carried by an earlier storm's summary
+    await commit(store, [earlier], "archive")
+    await store.bury("archive", [d.seq for d in await store.claim("archive", 1)],
+                     "summarised: an earlier storm", summary="sm-earlier")
     events = [make_event(f"k{i}") for i in range(8)]
     await commit(store, events, "archive")
     out = tmp_path / "events.jsonl"
@@ -120,13 +124,18 @@ async def test_summarised_events_are_listed_and_a_plain_replay_leaves_them(
         assert code == 0, err
         return json.loads(stdout)
 
-    listed = await cli("state", "summarised", "--sink", "archive")
-    assert [r["event"] for r in listed] == [e.id for e in events[3:]]
-    (summary_id,) = {r["summary"] for r in listed}
+    (summary_id,) = {d.summary for d in await store.dead_letters(summarised=True)} - {
+        "sm-earlier"}
+    # What one summary carried (the limit counts its events, not the earlier storm's).
+    listed = await cli("state", "summarised", "--sink", "archive", "--summary", summary_id,
+                       "--limit", "4")
+    assert [r["event"] for r in listed] == [e.id for e in events[3:7]]
+    assert {r["summary"] for r in listed} == {summary_id}
     assert summary_id.startswith("sm-") and listed[0]["title"] == events[3].title
     both = {r["event"]: r["summary"] for r in await cli("dlq", "list")}
-    assert both == {refused.id: "", **{e.id: summary_id for e in events[3:]}}
+    assert both == {refused.id: "", earlier.id: "sm-earlier",
+                    **{e.id: summary_id for e in events[3:]}}
     code, stdout, err = await run_cli("dlq", "replay", "--config", str(config))
     assert code == 0 and stdout.startswith("replayed 1 dead letter(s)"), err
-    assert len(await store.dead_letters(summarised=True)) == 5  # still there, not re-sent
+    assert len(await store.dead_letters(summarised=True)) == 6  # still there, not re-sent
     assert [d.event.key for d in await store.claim("archive", 10)] == ["refused"]
