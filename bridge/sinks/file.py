@@ -36,6 +36,9 @@ class FileSinkConfig(SinkConfig, StormGuardSettings):
     # "batch": fsync after every batch, so an acknowledged event is on disk; "never": leave it
     # to the OS (faster, may lose the tail on power loss, never on a process crash).
     fsync: Literal["batch", "never"] = "batch"
+    # Events per write (and fsync): a batch costs one fsync and one acknowledgement whatever
+    # its size, so a file takes a first sweep's backlog in batches of 1,000, not 100.
+    batch_size: int = Field(default=1_000, ge=1, le=10_000)
     # One record per line: JSON lines, or CEF/LEEF as a SIEM's file collector reads them.
     format: PayloadFormat = "json"
     cef: CefConfig = Field(default_factory=CefConfig)

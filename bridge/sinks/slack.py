@@ -17,20 +17,17 @@ allow about one message a second): throttled, retried then, spending no attempts
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator
 
-from bridge.baseline import Baseline
 from bridge.grouping import Digest, StormSummary
 from bridge.model import Event, EventType
-from bridge.sinks.http.config import HttpSinkConfig, secret_url
+from bridge.sinks.chat import ChatPresetConfig
 from bridge.sinks.http.present import (
     COLOURS,
     RESOLVED_COLOUR,
     Presenter,
-    PresetSettings,
     colour,
     headline,
     origin,
@@ -49,25 +46,10 @@ URL_CHARS = 3000
 TEXT_CHARS = 3000  # the notification text; Slack cuts far later (40,000), people far sooner
 
 
-class SlackSinkConfig(HttpSinkConfig, PresetSettings):
+class SlackSinkConfig(ChatPresetConfig):
     type: Literal["slack"]
-    # A scope's first sweep arrives as one summary, not as thousands of messages
-    # (bridge/baseline.py); a route or source may still say `baseline: deliver`.
-    default_baseline: ClassVar[Baseline] = "summary"
     secret_patterns = (r"https://hooks\.slack\.com/services/[A-Za-z0-9_/\-]+",)
-    # The incoming webhook's URL is its credential: from the environment or `webhook_url_file`.
-    webhook_url: SecretStr
-    # One message at a time keeps the channel in order and within Slack's one-a-second pace.
-    concurrency: int = Field(default=1, ge=1, le=256)
-    max_events_per_minute: int | None = Field(default=60, ge=1)
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _is_url(cls, value: SecretStr) -> SecretStr:
-        return secret_url(value, "Slack: Incoming Webhooks → Webhook URL")
-
-    def endpoint(self) -> str:
-        return self.webhook_url.get_secret_value()
+    url_hint = "Slack: Incoming Webhooks → Webhook URL"
 
     def request_builder(self) -> SlackMessages:
         return SlackMessages(self)

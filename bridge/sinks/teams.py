@@ -13,16 +13,14 @@ lists as many events as fit and counts the rest, and long texts are cut with "�
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator
 
-from bridge.baseline import Baseline
 from bridge.grouping import Digest, StormSummary
 from bridge.model import SEVERITY_RANK, Event, EventType
-from bridge.sinks.http.config import HttpSinkConfig, secret_url
-from bridge.sinks.http.present import Presenter, PresetSettings, headline, origin, truncate
+from bridge.sinks.chat import ChatPresetConfig
+from bridge.sinks.http.present import Presenter, headline, origin, truncate
 from bridge.sinks.http.service import Request
 from bridge.sinks.http.sink import RequestBuilder
 
@@ -38,25 +36,11 @@ STYLE = {"critical": "attention", "high": "attention", "medium": "warning", "low
          "info": "emphasis"}
 
 
-class TeamsSinkConfig(HttpSinkConfig, PresetSettings):
+class TeamsSinkConfig(ChatPresetConfig):
     type: Literal["teams"]
-    # A scope's first sweep arrives as one summary, not as thousands of messages
-    # (bridge/baseline.py); a route or source may still say `baseline: deliver`.
-    default_baseline: ClassVar[Baseline] = "summary"
     # The workflow's URL carries its signature (`sig=`): a credential.
     secret_patterns = (r"sig=[A-Za-z0-9%_\-]{16,}",)
-    webhook_url: SecretStr
-    concurrency: int = Field(default=1, ge=1, le=256)
-    max_events_per_minute: int | None = Field(default=60, ge=1)
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _is_url(cls, value: SecretStr) -> SecretStr:
-        return secret_url(value, "Teams: Workflows → 'When a Teams webhook request is "
-                                 "received' → HTTP POST URL")
-
-    def endpoint(self) -> str:
-        return self.webhook_url.get_secret_value()
+    url_hint = "Teams: Workflows → 'When a Teams webhook request is received' → HTTP POST URL"
 
     def request_builder(self) -> TeamsCards:
         return TeamsCards(self)
