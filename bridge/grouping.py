@@ -218,6 +218,11 @@ class StormSummary:
     def worst(self) -> Event:
         return max(self.events, key=lambda e: SEVERITY_RANK[e.severity])
 
+    @property
+    def listing(self) -> str:
+        """The command that lists every event the summary carried (its message says it)."""
+        return f"bridge state summarised --sink {self.sink} --summary {self.id}"
+
 
 STORM_KIND = "storm"
 
@@ -238,8 +243,8 @@ def summary_event(summary: StormSummary) -> Event:
               f"{summary.limit}/minute): {shown}",
         severity=worst.severity, occurred_at=utcnow(), counter=1,
         reason=f"storm guard: more than {summary.limit} events a minute for sink "
-               f"{summary.sink}; the excess is summarised, each event listed by bridge state "
-               "summarised",
+               f"{summary.sink}; the excess is summarised, each event listed by "
+               f"`{summary.listing}`",
         attributes={"total": len(summary.events), "limit_per_minute": summary.limit,
                     **{f"severity_{s}": n for s, n in summary.by_severity.items()},
                     **{f"source_{s}": n for s, n in summary.by_source.items()}},

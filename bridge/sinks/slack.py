@@ -117,8 +117,7 @@ class SlackMessages(RequestBuilder):
         blocks += self._listing(summary.top, room=MAX_BLOCKS - len(blocks) - 1,
                                 total=len(summary.events))
         blocks.append({"type": "context", "elements": [_mrkdwn(
-            f"Every summarised event is listed by `bridge dlq list --sink {summary.sink}`"
-            f" · summary {summary.id}")]})
+            f"Every summarised event is listed by `{summary.listing}`")]})
         return _message(title, COLOURS[summary.worst.severity], blocks)
 
     def _listing(self, events: tuple[Event, ...], room: int,

@@ -89,8 +89,7 @@ class TeamsCards(RequestBuilder):
                 {"type": "FactSet", "facts": counts},
                 _text("Most severe:", weight="Bolder")]
         return self._fitted(head, summary.top, len(summary.events),
-                            f"Every summarised event is listed by `bridge dlq list --sink "
-                            f"{summary.sink}` · summary {summary.id}")
+                            f"Every summarised event is listed by `{summary.listing}`")
 
     def _fitted(self, head: list[dict[str, Any]], events: tuple[Event, ...], total: int,
                 footer: str) -> Request:

@@ -60,6 +60,7 @@ def test_a_summary_event_carries_the_counts_the_top_items_and_every_id() -> None
     assert [t["key"] for t in event.raw["top"]] == ["k1", "k4"]
     assert event.raw["event_ids"] == [e.id for e in events]
     assert summary_event(summary).id == event.id  # sent again after a crash: the same event
+    assert event.reason.endswith(f"`bridge state summarised --sink siem --summary {summary.id}`")
 
 
 async def test_a_storm_into_a_json_lines_file_leaves_the_budget_and_one_summary_line(

@@ -174,6 +174,8 @@ async def test_slack_digest_of_a_thousand_events_fits_fifty_blocks(
     assert "<https://console.scanorbit.example/findings/k1|" in json.dumps(digest)
     assert "1000 events summarised" in summary["text"]
     assert "*CRITICAL*\n500" in texts(summary) and "*LOW*\n500" in texts(summary)
+    storm = StormSummary("slack", events, limit=60, top_n=10)
+    assert f"`bridge state summarised --sink slack --summary {storm.id}`" in texts(summary)[-1]
 
 
 async def test_slack_escapes_vendor_text_so_it_cannot_mention_or_link(
@@ -228,6 +230,9 @@ async def test_teams_digest_and_summary_fit_the_message_size(teams_rx: TeamsRece
     assert lines[0] == "2000 events: all events"
     assert any(t.startswith("… and ") and t.endswith(" more") for t in lines)
     assert "2000 events summarised" in texts(summary)[0]
+    storm = StormSummary("teams", events, limit=60, top_n=50)
+    assert texts(summary)[-1].endswith(
+        f"`bridge state summarised --sink teams --summary {storm.id}`")
 
 
 # -- PagerDuty ----------------------------------------------------------------------------------
