@@ -23,8 +23,11 @@ USER_AGENT = f"bridge/{__version__}"
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with full jitter (AWS architecture blog): spreads retries out."""
-    return random.uniform(0.0, min(maximum, initial * (2**attempt)))
+    """Exponential backoff with full jitter (AWS architecture blog): spreads retries out.
+
+    The exponent is capped: a receiver down for hours counts thousands of attempts, and
+    `2.0 ** 1024` overflows a float (which would kill the worker in its error handler)."""
+    return random.uniform(0.0, min(maximum, initial * (2.0 ** min(attempt, 64))))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -193,6 +193,12 @@ def test_backoff_delay_has_full_jitter_under_a_cap() -> None:
         assert len(set(delays)) > 1
 
 
+def test_backoff_delay_after_hours_of_failures_stays_under_its_cap() -> None:
+    """A receiver down for hours: thousands of attempts must not overflow the exponent."""
+    for attempt in (1_023, 1_024, 100_000):
+        assert 0.0 <= backoff_delay(attempt, 0.5, 15.0) <= 15.0
+
+
 async def test_internal_error_in_a_200_body_is_retried(
     http: HttpContext, aether: tuple[Aether365World, RunningSim, list[Any]]
 ) -> None:
