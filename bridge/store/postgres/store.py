@@ -21,7 +21,7 @@ import json
 import os
 import socket
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
 
@@ -46,13 +46,19 @@ from bridge.store.base import (
     SweepCommit,
     SweepRecord,
     UndecodableDeliveries,
-    commit_refused,
     event_or_none,
-    snapshot_severity,
 )
 from bridge.store.postgres.config import describe_dsn
 from bridge.store.postgres.errors import DRIVER_ERRORS, quiet_driver_tracebacks, store_error
 from bridge.store.postgres.leases import Leases
+from bridge.store.postgres.rows import (
+    MUTED_COLUMNS,
+    SILENCE_COLUMNS,
+    Rows,
+    columns,
+    hold_order_lock,
+    silence_row,
+)
 from bridge.store.postgres.schema import migrate, quote_ident
 from bridge.store.units import scope_unit, sink_unit
 
@@ -188,7 +194,7 @@ class PostgresStore(Store):
 
     async def _ordered(self, conn: Conn) -> None:
         """Hold the outbox order lock until this transaction ends (see the module doc)."""
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._order_key)
+        await hold_order_lock(conn, self._order_key)
 
     async def order_lock_key(self) -> int:
         """The advisory lock key that orders outbox commits (for tests and operators)."""
@@ -234,17 +240,17 @@ class PostgresStore(Store):
     async def commit_chunk(self, scope: str, writes: Sequence[ItemWrite],
                            deliveries: Sequence[tuple[Event, Sequence[str]]],
                            muted: Sequence[Muted] = ()) -> None:
-        rows = _Rows.of(scope, writes, deliveries, muted)
+        rows = Rows.of(scope, writes, deliveries, muted)
 
         async def tx(conn: Conn) -> None:
             await self._fence(conn, scope_unit(scope))
-            await rows.write(conn, self)
+            await rows.write(conn, self._order_key)
 
         await self._run(tx, tx=True, failing=f"state commit failed for {scope}")
 
     async def commit_sweep(self, commit: SweepCommit) -> int:
         r = commit.record
-        rows = _Rows.of(r.scope, commit.writes, commit.deliveries, commit.muted)
+        rows = Rows.of(r.scope, commit.writes, commit.deliveries, commit.muted)
         names, values = list(commit.cursor), list(commit.cursor.values())
 
         async def tx(conn: Conn) -> int:
@@ -270,7 +276,7 @@ class PostgresStore(Store):
                 "NULL OR silence_id NOT IN (SELECT id FROM silences WHERE settled_at IS NULL))",
                 r.scope, datetime.now(UTC) - MUTED_KEPT)
             await rows.write_muted(conn)
-            await rows.write_outbox(conn, self)  # last: the order lock is held until COMMIT
+            await rows.write_outbox(conn, self._order_key)  # last: the lock is held to COMMIT
             return sweep_id
 
         return await self._run(tx, tx=True, failing=f"state commit failed for {r.scope}")
@@ -281,7 +287,7 @@ class PostgresStore(Store):
                     reason: MuteReason | None = None, limit: int = 100) -> list[Muted]:
         async def q(conn: Conn) -> list[Any]:
             return list(await conn.fetch(
-                f"SELECT {_MUTED_COLUMNS} FROM muted WHERE ($1::text IS NULL OR scope = $1) "
+                f"SELECT {MUTED_COLUMNS} FROM muted WHERE ($1::text IS NULL OR scope = $1) "
                 "AND ($2::text IS NULL OR silence_id = $2) AND ($3::text IS NULL OR "
                 "reason = $3) ORDER BY seq DESC LIMIT $4", scope, silence_id, reason,
                 _limit(limit)))
@@ -306,8 +312,8 @@ class PostgresStore(Store):
         async def q(conn: Conn) -> None:
             try:
                 await conn.execute(
-                    f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
-                    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *_silence_row(silence))
+                    f"INSERT INTO silences ({SILENCE_COLUMNS}) VALUES "
+                    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *silence_row(silence))
             except asyncpg.UniqueViolationError:
                 raise StoreError(f"a silence with id {silence.id} exists already") from None
 
@@ -316,7 +322,7 @@ class PostgresStore(Store):
     async def silences(self, *, unsettled: bool = False) -> list[SilenceRecord]:
         async def q(conn: Conn) -> list[Any]:
             return list(await conn.fetch(
-                f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE NOT $1 OR settled_at IS NULL "
+                f"SELECT {SILENCE_COLUMNS} FROM silences WHERE NOT $1 OR settled_at IS NULL "
                 "ORDER BY created_at DESC, id", unsettled))
 
         return [SilenceRecord(*r) for r in await self._run(q)]
@@ -324,7 +330,7 @@ class PostgresStore(Store):
     async def expire_silence(self, silence_id: str, at: datetime) -> SilenceRecord | None:
         async def tx(conn: Conn) -> SilenceRecord | None:
             row = await conn.fetchrow(
-                f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = $1 FOR UPDATE", silence_id)
+                f"SELECT {SILENCE_COLUMNS} FROM silences WHERE id = $1 FOR UPDATE", silence_id)
             if row is None:
                 return None
             silence = SilenceRecord(*row)
@@ -339,14 +345,14 @@ class PostgresStore(Store):
     async def settle_silence(self, silence_id: str, at: datetime,
                              deliveries: Sequence[tuple[Event, Sequence[str]]],
                              muted: Sequence[Muted] = ()) -> bool:
-        rows = _Rows.of("silence " + silence_id, [], deliveries, muted)
+        rows = Rows.of("silence " + silence_id, [], deliveries, muted)
 
         async def tx(conn: Conn) -> bool:
             status = await conn.execute("UPDATE silences SET settled_at = $2 WHERE id = $1 "
                                         "AND settled_at IS NULL", silence_id, at)
             if status != "UPDATE 1":
                 return False
-            await rows.write(conn, self)
+            await rows.write(conn, self._order_key)
             return True
 
         return await self._run(tx, tx=True, failing=f"settling silence {silence_id} failed")
@@ -373,8 +379,8 @@ class PostgresStore(Store):
                 try:
                     async with conn.transaction():  # a savepoint: the error is ours to word
                         await conn.execute(
-                            f"INSERT INTO silences ({_SILENCE_COLUMNS}) VALUES "
-                            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *_silence_row(silence))
+                            f"INSERT INTO silences ({SILENCE_COLUMNS}) VALUES "
+                            "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)", *silence_row(silence))
                 except asyncpg.UniqueViolationError:
                     raise StoreError(f"a silence with id {silence.id} exists already") from None
             await conn.execute(
@@ -382,7 +388,7 @@ class PostgresStore(Store):
                 "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) "
                 "ON CONFLICT (sink, key) DO UPDATE SET state = excluded.state, "
                 "value = excluded.value, updated_at = excluded.updated_at",
-                *_columns(list(latest.values()), 5))
+                *columns(list(latest.values()), 5))
 
         await self._run(tx, tx=True)
 
@@ -538,107 +544,3 @@ class PostgresStore(Store):
                 "SELECT DISTINCT ON (scope) scope, source FROM sweeps ORDER BY scope, id DESC"))
 
         return {r[0]: r[1] for r in await self._run(q)}
-
-
-_MUTED_COLUMNS = ("event_id, type, source, vendor, scope, kind, key, title, severity, "
-                  "occurred_at, sink, reason, silence_id")
-_SILENCE_COLUMNS = ("id, matchers, starts_at, ends_at, author, reason, origin, created_at, "
-                    "expired_at, settled_at")
-
-
-def _silence_row(s: SilenceRecord) -> tuple[Any, ...]:
-    return (s.id, s.matchers, s.starts_at, s.ends_at, s.author, s.reason, s.origin,
-            s.created_at, s.expired_at, s.settled_at)
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows as one list per column: what `unnest($1::t[], $2::t[], …)` takes, so a batch of
-    any size is one statement and one round trip."""
-    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    """Item writes, outbox rows and muted rows, encoded before the transaction starts."""
-
-    scope: str
-    full: list[tuple[Any, ...]]
-    partial: list[tuple[Any, ...]]
-    outbox: list[tuple[str, str, str]]
-    muted: list[tuple[Any, ...]]
-    now: datetime
-
-    @classmethod
-    def of(cls, scope: str, writes: Sequence[ItemWrite],
-           deliveries: Sequence[tuple[Event, Sequence[str]]], muted: Sequence[Muted] = ()
-           ) -> _Rows:
-        try:
-            outbox = [(sink, e.id, body) for e, sinks in deliveries if sinks
-                      for body in (e.to_json(),) for sink in sinks]
-        except TypeError as exc:  # orjson's JSONEncodeError: a value JSON cannot hold
-            raise commit_refused(scope, f"an event cannot be encoded: {exc}") from exc
-        # One row per item and statement (PostgreSQL refuses to upsert a row twice in one
-        # statement): the last write of an item wins, as it would written one by one.
-        full = {(w.kind, w.key): (w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
-                                  w.first_seen, w.changed_at, w.resolved_at, w.snapshot,
-                                  snapshot_severity(w.snapshot))
-                for w in writes if w.snapshot is not None}
-        partial = {(w.kind, w.key): (w.kind, w.key, w.state, w.misses, w.counter, w.changed_at,
-                                     w.resolved_at)
-                   for w in writes if w.snapshot is None}
-        return cls(scope, list(full.values()), list(partial.values()), outbox,
-                   [(m.event_id, m.type, m.source, m.vendor, m.scope, m.kind, m.key, m.title,
-                     m.severity, m.occurred_at, m.sink, m.reason, m.silence_id) for m in muted],
-                   datetime.now(UTC))
-
-    async def write(self, conn: Conn, store: PostgresStore) -> None:
-        await self.write_items(conn)
-        await self.write_muted(conn)
-        await self.write_outbox(conn, store)
-
-    async def write_items(self, conn: Conn) -> None:
-        if self.full:
-            await conn.execute(
-                "INSERT INTO items (scope, kind, key, state, tracked, counter, misses, "
-                "first_seen, changed_at, resolved_at, snapshot, severity) SELECT $1, * FROM "
-                "unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
-                "$7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], "
-                "$11::text[], $12::text[]) ON CONFLICT (scope, kind, key) DO UPDATE SET "
-                "state = excluded.state, tracked = excluded.tracked, counter = excluded.counter, "
-                "misses = excluded.misses, changed_at = excluded.changed_at, "
-                "resolved_at = excluded.resolved_at, snapshot = excluded.snapshot, "
-                "severity = excluded.severity",
-                self.scope, *_columns(self.full, 11))
-        if self.partial:
-            # A miss count is not a change: changed_at moves only when the state does.
-            await conn.execute(
-                "UPDATE items i SET changed_at = CASE WHEN i.state = w.state THEN i.changed_at "
-                "ELSE w.changed_at END, state = w.state, misses = w.misses, counter = w.counter, "
-                "resolved_at = COALESCE(w.resolved_at, i.resolved_at) FROM unnest($2::text[], "
-                "$3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], "
-                "$8::timestamptz[]) AS w (kind, key, state, misses, counter, changed_at, "
-                "resolved_at) WHERE i.scope = $1 AND i.kind = w.kind AND i.key = w.key",
-                self.scope, *_columns(self.partial, 7))
-
-    async def write_muted(self, conn: Conn) -> None:
-        if self.muted:
-            await conn.execute(
-                f"INSERT INTO muted ({_MUTED_COLUMNS}, recorded_at) SELECT {_MUTED_COLUMNS}, "
-                "$14 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
-                "$6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], "
-                f"$11::text[], $12::text[], $13::text[]) WITH ORDINALITY AS m ({_MUTED_COLUMNS}"
-                ", n) ORDER BY n",
-                *_columns(self.muted, 13), self.now)
-
-    async def write_outbox(self, conn: Conn, store: PostgresStore) -> None:
-        """The outbox rows, numbered in the order given, under the order lock: call it last
-        in a transaction, so the lock is held no longer than it takes to commit."""
-        if not self.outbox:
-            return
-        await store._ordered(conn)
-        await conn.execute(
-            "INSERT INTO outbox (sink, event_id, body, created_at) SELECT o.sink, o.event_id, "
-            "o.body, $4 FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
-            "AS o (sink, event_id, body, n) ORDER BY o.n",
-            *_columns(self.outbox, 3), self.now)
-
