@@ -12,10 +12,10 @@ made for a unit is fenced inside its own transaction.
   its lease (SIGSTOP, a long GC, a partition) that wakes up mid-sweep finds another token there:
   its commit is refused and rolled back, never applied over the new owner's work. A takeover
   waits for a commit that passed the check, so the two never overlap.
-- **Spreading**: each replica heartbeats in `replicas`; its fair share is
-  ceil(units / live replicas). It takes free or expired units up to its share and hands back
-  units beyond it (not the one it took most recently), so units spread when replicas join and
-  move when one leaves.
+- **Spreading**: each replica heartbeats in `replicas`; its share is at most
+  ceil(units / live replicas), and it hands units back (those used least recently first)
+  while it holds more than that, or more than floor(units / live replicas) while another live
+  replica holds fewer; so units spread when replicas join and move when one leaves.
 - **Local view**: this replica treats a lease as its own only until a safety margin before the
   database would let it expire (measured from before the renewal was sent, on the monotonic
   clock, which keeps running while a process is stopped), so it stops working on a unit
@@ -67,7 +67,7 @@ class LeaseLostError(StoreUnavailableError):
 class _Held:
     token: int
     valid_until: float  # monotonic
-    acquired: float  # monotonic
+    used: float  # monotonic: when the pipeline or a sink worker last asked for it
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ class Leases:
 
     async def take(self, unit: str) -> bool:
         if self.owns(unit):
+            self._held[unit].used = time.monotonic()
             return True
         if unit not in self._known:
             await self._register([unit])
@@ -192,8 +193,10 @@ class Leases:
         floor = len(rows) // replicas
         counts = Counter({replica: 0 for replica in live})
         counts.update(self._owners.values())
-        held = sorted(self.held(), key=lambda u: self._held[u].acquired)
-        surplus = held[self._share:]  # beyond the share: hand back, keeping the oldest
+        # Handed back first: the units used least recently (a scope between its sweeps rather
+        # than one being swept, whose commit would then be refused and the sweep redone).
+        held = sorted(self.held(), key=lambda u: self._held[u].used, reverse=True)
+        surplus = held[self._share:]  # beyond the share
         if not surplus and len(held) > floor and any(counts[r] < floor for r in live):
             surplus = held[-1:]  # someone has less than the least share: make room for it
         if surplus:
@@ -245,7 +248,7 @@ class Leases:
             self.lease))
         if token is None:
             return False
-        self._held[unit] = _Held(int(token), started + self.lease * (1 - MARGIN), started)
+        self._held[unit] = _Held(int(token), started + self.lease * (1 - MARGIN), time.monotonic())
         self._owners[unit] = self.replica
         UNIT_OWNED.labels(unit).set(1)
         log.info("lease_acquired", replica=self.replica, unit=unit, token=int(token))
