@@ -127,20 +127,34 @@ async def test_a_full_disk_is_reported_keeps_the_daemon_alive_and_loses_nothing(
             f.flush()
     full = LimitedDaemon(cfg, tmp_path, preexec=file_size_limit(limit))
     mark = full.mark()
+    # First a few new findings the state still has room for: their events commit and the file
+    # sink fails to append them. Then the estate keeps growing until sweep commits fail too.
+    # In that order, because a sweep that finds too much at once (a slow machine sweeps
+    # seldom) never commits, and nothing would be left to deliver.
+    for _ in range(BATCH):
+        w.add_finding()
     await full.start()
     try:
-        def trouble() -> bool:
-            seen = Counter(line.get("event") for line in full.log_lines(mark))
-            return seen["sweep_not_committed"] >= 3 and seen["delivery_failed"] > 0
+        def logged() -> Counter[str | None]:
+            return Counter(line.get("event") for line in full.log_lines(mark))
+
+        def died() -> str | None:
+            return None if full.proc and full.proc.returncode is None \
+                else f"daemon died:\n{full.logs()[-4000:]}"
 
         async def grow() -> bool:
             for _ in range(10):
                 w.add_finding()
-            return trouble()
+            return logged()["sweep_not_committed"] >= 3
 
-        await wait_until(grow, DEADLINE, "commits and deliveries failing for lack of room", every=0.3,
-                       alive=lambda: None if full.proc and full.proc.returncode is None
-                       else f"daemon died:\n{full.logs()[-4000:]}")
+        try:
+            await wait_until(lambda: logged()["delivery_failed"] > 0, DEADLINE,
+                             "deliveries failing for lack of room", every=0.1, alive=died)
+            await wait_until(grow, DEADLINE, "commits failing for lack of room", every=0.3,
+                             alive=died)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; logged {dict(logged())}:\n{full.logs()[-6000:]}") \
+                from None
         lines = full.log_lines(mark)
         commit_errors = [ln["error"] for ln in lines if ln.get("event") == "sweep_not_committed"]
         assert all("state commit failed" in e and "rollback" not in e for e in commit_errors), \
