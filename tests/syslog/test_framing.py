@@ -38,7 +38,7 @@ def test_rfc5424_header() -> None:
     assert (msg.pri, msg.version, msg.timestamp) == (20 * 8 + 3, 1, "2024-02-29T23:59:58.987Z")
     assert (msg.hostname, msg.app_name, msg.procid, msg.msgid) == (
         "bridge-test", "bridge", "4242", "new")
-    assert msg.structured_data is None and msg.msg.startswith("CEF:0|bridge|")
+    assert msg.structured_data is None and msg.msg.startswith("CEF:0|ScanOrbit|")
 
 
 def test_rfc5424_structured_data_is_escaped() -> None:
