@@ -278,11 +278,19 @@ class SyslogSink(Sink[SyslogSinkConfig]):
         ends: list[tuple[str, int]] = []
         rejected: dict[str, str] = {}
         messages, frame = self.messages, self._frame_message
+        header, encode, limit = self._headers.header, self._encode, self._limit
         for event in events:
             done = len(out)
             try:
-                for text, size in messages(event):
+                # `messages`, its common case inlined (one message that fits): this loop runs
+                # for every event a syslog sink sends.
+                text = header(event) + encode(event)
+                size = len(text) if text.isascii() else len(text.encode("utf-8"))
+                if limit is None or size <= limit:
                     append(frame(text, size))
+                else:
+                    for text, size in messages(event):
+                        append(frame(text, size))
             except (ValueError, TypeError, RecursionError) as exc:  # UnicodeError is a ValueError
                 del out[done:]  # an event goes whole or not at all
                 rejected[event.id] = f"{type(exc).__name__}: {exc}"
