@@ -3,6 +3,7 @@ real component fails the run instead of skipping it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -23,7 +24,14 @@ from bridge.sim.ayliea import make_app as make_ayliea_app
 from bridge.sim.common import RunningSim, SimWorld
 from bridge.sim.scanorbit import ScanOrbitWorld, make_app
 from bridge.store.sqlite import SQLiteStore
-from tests.support.postgres import PG_DSN, PgSchema, drop_schema, new_schema_name, server_answers
+from tests.support.postgres import (
+    PG_DSN,
+    PgSchema,
+    PrivateServer,
+    drop_schema,
+    new_schema_name,
+    server_answers,
+)
 from tests.support.receiver import Receiver
 
 SimPair = tuple[ScanOrbitWorld, RunningSim]
@@ -175,18 +183,36 @@ async def receiver() -> AsyncIterator[Receiver]:
         await rx.stop()
 
 
-@pytest.fixture
-async def pg() -> AsyncIterator[PgSchema]:
-    """A schema of its own in the real PostgreSQL (tests/support/postgres.py), dropped after the
-    test; under CI=true a server that does not answer fails the test instead of skipping it."""
-    why = await server_answers(PG_DSN)
-    if why is not None:
-        message = f"PostgreSQL at {PG_DSN} does not answer ({why}); the README test command starts it"
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """The real PostgreSQL the suite uses: the one the README's test command starts
+    (127.0.0.1:5432, trust auth, database `test`) when it answers; otherwise, where the server's
+    programs are installed but that one is not reachable as we need it (a fresh Debian's
+    cluster asks for a password), a private server of this worker's own (initdb, trust auth, a
+    free port). Under CI=true no server at all fails the tests instead of skipping them."""
+    why = asyncio.run(server_answers(PG_DSN))
+    if why is None:
+        yield PG_DSN
+        return
+    bindir = PrivateServer.find_bindir()
+    if bindir is None:
+        message = (f"PostgreSQL at {PG_DSN} does not answer ({why}) and initdb is not installed;"
+                   " the README test command installs and starts it")
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    target = PgSchema(PG_DSN, new_schema_name())
+    server = asyncio.run(PrivateServer.create(bindir))
+    try:
+        yield server.dsn
+    finally:
+        asyncio.run(server.destroy())
+
+
+@pytest.fixture
+async def pg(pg_dsn: str) -> AsyncIterator[PgSchema]:
+    """A schema of its own in the real PostgreSQL (`pg_dsn`), dropped after the test."""
+    target = PgSchema(pg_dsn, new_schema_name())
     try:
         yield target
     finally:
-        await drop_schema(PG_DSN, target.schema)
+        await drop_schema(pg_dsn, target.schema)
