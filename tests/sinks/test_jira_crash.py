@@ -25,10 +25,7 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]  # a killed daemon: sch
 
 
 def config(tmp_path: Path, vendor: str, jira: FakeJira) -> dict[str, Any]:
-    auth = ({"email": jira.email, "api_token": jira.token} if jira.mode == "cloud"
-            else {"token": jira.token})
-    sink = {"name": "jira", "type": "jira", "url": jira.url, "deployment": jira.mode, **auth,
-            "project": jira.project,
+    sink = {"name": "jira", "type": "jira", **jira.sink_settings(),
             "search_horizon": 0.5, "timeout": 30, "backoff_initial": 0.05, "backoff_max": 0.2,
             "probe_interval": 0.2}
     return base_config(tmp_path, [scanorbit_source(vendor, baseline="deliver")],

@@ -5,7 +5,6 @@ when one returns. Against the strict fake Jira, with a real SQLite ledger."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,20 +27,17 @@ def event(key: str, type_: EventType, counter: int, test: str = "T1", **kw: Any)
 
 
 @pytest.fixture
-async def sink(tmp_path: Path) -> AsyncIterator[tuple[JiraSink, FakeJira]]:
+async def sink(store: SQLiteStore) -> AsyncIterator[tuple[JiraSink, FakeJira]]:
+    """An open sink grouping by GROUP_BY, its ledger in the suite's SQLite `store`."""
     fake = await FakeJira(mode="datacenter").start()
-    store = SQLiteStore(tmp_path / "bridge.db")
-    await store.open()
-    s = JiraSinkConfig.model_validate({
-        "name": "jira", "type": "jira", "url": fake.url, "deployment": "datacenter",
-        "token": fake.token, "project": fake.project, "group_by": GROUP_BY}).build()
+    s = JiraSinkConfig.model_validate({"name": "jira", "type": "jira", **fake.sink_settings(),
+                                       "group_by": GROUP_BY}).build()
     s.use_store(store)
     await s.open()
     try:
         yield s, fake
     finally:
         await s.close()
-        await store.close()
         await fake.stop()
     assert fake.violations == []
 

@@ -31,8 +31,7 @@ async def test_a_failing_startup_check_is_named_in_readyz_and_other_sinks_run_on
         tmp_path, [scanorbit_source(sim.url, baseline="deliver")], log={"format": "json"},
         admin={"port": 0, "token": TOKEN},
         sinks=[{"name": "events", "type": "file", "path": str(events)},
-               {"name": "tickets", "type": "jira", "url": jira.url, "email": jira.email,
-                "api_token": jira.token, "project": jira.project,
+               {"name": "tickets", "type": "jira", **jira.sink_settings(),
                 "priorities": {"critical": "Blocker"}}],
         routes={"sinks": ["events"]})  # nothing is queued for tickets
     daemon = await DaemonProcess(config, tmp_path).start()

@@ -134,6 +134,14 @@ class FakeJira:
 
     # -- what tests read and do
 
+    def sink_settings(self) -> dict[str, Any]:
+        """What a Jira sink's config needs to reach this fake: its URL, deployment, project
+        and the credential of its mode (Cloud: email and API token; Data Center: a personal
+        access token), kept here so the tests do not each repeat which goes with which."""
+        auth = ({"email": self.email, "api_token": self.token} if self.mode == "cloud"
+                else {"token": self.token})
+        return {"url": self.url, "deployment": self.mode, "project": self.project, **auth}
+
     def tickets(self, label: str | None = None) -> list[FakeIssue]:
         return [i for i in self.issues.values() if label is None or label in i.labels]
 
