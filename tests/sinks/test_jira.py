@@ -7,7 +7,7 @@ label once the search horizon has passed, never a second create)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from bridge.sinks.jira.checks import StartupCheckFailed
 from bridge.sinks.jira.config import JiraSinkConfig
 from bridge.sinks.jira.ledger import identity
 from bridge.sinks.jira.service import JiraSink
+from bridge.store.base import Store
 from bridge.store.sqlite import SQLiteStore
 from tests.core._helpers import make_event
 from tests.support.fake_jira import FakeJira, Mode
@@ -46,11 +47,16 @@ def lifecycle(key: str = "k1", **kw: Any) -> list[Event]:
 
 
 def jira_config(fake: FakeJira, **kw: Any) -> JiraSinkConfig:
-    auth: dict[str, Any] = ({"email": fake.email, "api_token": fake.token}
-                            if fake.mode == "cloud" else {"token": fake.token})
-    return JiraSinkConfig.model_validate({
-        "name": "jira", "type": "jira", "url": fake.url, "deployment": fake.mode,
-        "project": fake.project, "search_horizon": 0.3, **auth, **kw})
+    return JiraSinkConfig.model_validate({"name": "jira", "type": "jira", **fake.sink_settings(),
+                                          "search_horizon": 0.3, **kw})
+
+
+def built(fake: FakeJira, store: Store, **kw: Any) -> JiraSink:
+    """A sink for `fake` with its ledger in `store`, not yet open (its startup checks run in
+    `open`)."""
+    sink = jira_config(fake, **kw).build()
+    sink.use_store(store)
+    return sink
 
 
 def label_of(event: Event) -> str:
@@ -67,27 +73,21 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeJira]:
         assert jira.violations == []
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "bridge.db")
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-async def opened(fake: FakeJira, store: SQLiteStore, **kw: Any) -> JiraSink:
-    sink = jira_config(fake, **kw).build()
-    sink.use_store(store)
+@asynccontextmanager
+async def opened(fake: FakeJira, store: Store, **kw: Any) -> AsyncIterator[JiraSink]:
+    """A sink past its startup checks, closed when the block ends (however it ends); a sink
+    whose `open` fails is not closed here, as before."""
+    sink = built(fake, store, **kw)
     await sink.open()
-    return sink
+    try:
+        yield sink
+    finally:
+        await sink.close()
 
 
 async def test_one_ticket_follows_the_item_through_its_life(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         new, changed, resolved, reopened = lifecycle()
         await sink.send([new])
         ticket = fake.ticket(label_of(new))
@@ -111,34 +111,25 @@ async def test_one_ticket_follows_the_item_through_its_life(
         assert len(fake.tickets()) == 1
         assert fake.count("GET /rest/api/3/search/jql") + fake.count(
             "GET /rest/api/2/search") == 0  # the ledger knew every ticket
-    finally:
-        await sink.close()
 
 
 async def test_a_transition_needing_a_resolution_gets_the_configured_one(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store, resolve_fields={"resolution": "Cannot Reproduce"})
-    try:
+    async with opened(fake, store, resolve_fields={"resolution": "Cannot Reproduce"}) as sink:
         new, _, resolved, _ = lifecycle()
         await sink.send([new, resolved])
         assert fake.ticket(label_of(new)).resolution == "Cannot Reproduce"
-    finally:
-        await sink.close()
-    sink = await opened(fake, store, resolve_fields={})
-    try:
+    async with opened(fake, store, resolve_fields={}) as sink:
         new, _, resolved, _ = lifecycle("k2")
         await sink.send([new])
         with pytest.raises(PermanentDeliveryError, match="requires the field 'resolution'"):
             await sink.send([resolved])
         assert fake.ticket(label_of(new)).status == "To Do"
-    finally:
-        await sink.close()
 
 
 async def test_a_person_closing_as_wont_do_is_respected_and_recorded_as_a_silence(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         new, changed, resolved, reopened = lifecycle()
         await sink.send([new])
         ticket = fake.ticket(label_of(new))
@@ -160,14 +151,11 @@ async def test_a_person_closing_as_wont_do_is_respected_and_recorded_as_a_silenc
         assert ticket.status == "To Do"
         assert "changed since" in ticket.comments[-1]
         assert [s.expired_at is not None for s in await store.silences()] == [True]
-    finally:
-        await sink.close()
 
 
 async def test_a_deleted_ticket_is_recreated_only_when_configured(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         new, changed, _, _ = lifecycle()
         await sink.send([new])
         fake.delete(fake.ticket(label_of(new)).key)
@@ -175,18 +163,13 @@ async def test_a_deleted_ticket_is_recreated_only_when_configured(
         assert fake.tickets() == []
         [ref] = await store.sink_refs("jira")
         assert ref.state == "gone"
-    finally:
-        await sink.close()
-    sink = await opened(fake, store, recreate_missing=True)
-    try:
+    async with opened(fake, store, recreate_missing=True) as sink:
         new, _, resolved, reopened = lifecycle("k2")
         await sink.send([new, resolved])
         moved_to = fake.move(fake.ticket(label_of(new)).key, "OPS")
         await sink.send([reopened])  # Jira answers the old key with the moved ticket
         [recreated] = [t for t in fake.tickets(label_of(new)) if t.project == fake.project]
         assert recreated.key != moved_to
-    finally:
-        await sink.close()
 
 
 async def test_a_dropped_create_answer_makes_one_ticket(fake: FakeJira,
@@ -196,8 +179,7 @@ async def test_a_dropped_create_answer_makes_one_ticket(fake: FakeJira,
     passed and the lagging search index shows it, instead of creating a second one."""
     fake.search_lag = 0.2
     fake.drop_creates = 1
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         new, changed, _, _ = lifecycle()
         with pytest.raises(DestinationUnavailableError):
             await sink.send([new])
@@ -215,15 +197,12 @@ async def test_a_dropped_create_answer_makes_one_ticket(fake: FakeJira,
         [ref] = await store.sink_refs("jira")
         assert ref.state == "ticket" and fake.tickets()[0].key in ref.value
         assert "high → critical" in fake.tickets()[0].comments[-1]
-    finally:
-        await sink.close()
 
 
 async def test_an_intent_not_found_is_searched_twice_then_created(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store, search_horizon=0.0)
-    fake.fail = [502]  # the create never reached Jira's database
-    try:
+    async with opened(fake, store, search_horizon=0.0) as sink:
+        fake.fail = [502]  # the create never reached Jira's database
         new = lifecycle()[0]
         with pytest.raises(RetryableDeliveryError):
             await sink.send([new])
@@ -234,8 +213,6 @@ async def test_an_intent_not_found_is_searched_twice_then_created(
         assert len(fake.tickets(label_of(new))) == 1
         searches = fake.count("GET /rest/api/3/search/jql") + fake.count("GET /rest/api/2/search")
         assert searches == 2
-    finally:
-        await sink.close()
 
 
 async def _until_older(since: Any, seconds: float) -> None:
@@ -266,28 +243,21 @@ async def test_the_label_search_walks_every_page(mode: Mode) -> None:
 
 async def test_configured_transition_names_are_used_and_a_missing_one_is_refused(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store, resolve_transition="Close",
-                        reopen_transition="Back to To Do")
-    try:
+    async with opened(fake, store, resolve_transition="Close",
+                      reopen_transition="Back to To Do") as sink:
         new, _, resolved, reopened = lifecycle()
         await sink.send([new, resolved, reopened])
         ticket = fake.ticket(label_of(new))
         assert [h["items"][0]["toString"] for h in ticket.history] == ["Done", "To Do"]
-    finally:
-        await sink.close()
-    sink = await opened(fake, store, resolve_transition="Ship it")
-    try:
+    async with opened(fake, store, resolve_transition="Ship it") as sink:
         new, _, resolved, _ = lifecycle("k2")
         await sink.send([new])
         with pytest.raises(PermanentDeliveryError, match="offers no transition 'Ship it'"):
             await sink.send([resolved])
-    finally:
-        await sink.close()
 
 
 async def test_errors_map_onto_the_sink_contract(fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         fake.throttle = [7]
         with pytest.raises(ThrottledError) as throttled:
             await sink.send([lifecycle("a")[0]])
@@ -308,8 +278,6 @@ async def test_errors_map_onto_the_sink_contract(fake: FakeJira, store: SQLiteSt
         fake.token = "rotated"
         with pytest.raises(DestinationUnavailableError, match="HTTP 401"):
             await sink.send([lifecycle("d")[0]])
-    finally:
-        await sink.close()
 
 
 async def test_startup_checks_name_what_is_wrong(fake: FakeJira, store: SQLiteStore) -> None:
@@ -324,13 +292,11 @@ async def test_startup_checks_name_what_is_wrong(fake: FakeJira, store: SQLiteSt
          f"server failed: .* is Jira {'Cloud' if fake.mode == 'cloud' else 'Server'}, but "
          f"the sink says deployment: {other}")]
     for settings, problem in checks:
-        sink = jira_config(fake, **settings).build()
-        sink.use_store(store)
+        sink = built(fake, store, **settings)
         with pytest.raises(StartupCheckFailed, match=problem):
             await sink.open()
         await sink.close()
-    sink = jira_config(fake).build()
-    sink.use_store(store)
+    sink = built(fake, store)
     fake.token = "rotated-elsewhere"
     with pytest.raises(StartupCheckFailed, match="auth failed: myself: HTTP 401") as err:
         await sink.open()
@@ -341,19 +307,15 @@ async def test_startup_checks_name_what_is_wrong(fake: FakeJira, store: SQLiteSt
 
 
 async def test_custom_fields_resolve_to_their_ids(fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store, custom_fields={"Risk Score": "{{ counter * 10 }}"})
-    try:
+    async with opened(fake, store, custom_fields={"Risk Score": "{{ counter * 10 }}"}) as sink:
         event = lifecycle()[0]
         await sink.send([event])
         assert fake.ticket(label_of(event)).fields["customfield_10100"] == 10
-    finally:
-        await sink.close()
 
 
 async def test_a_baseline_summary_is_one_informational_ticket(
         fake: FakeJira, store: SQLiteStore) -> None:
-    sink = await opened(fake, store)
-    try:
+    async with opened(fake, store) as sink:
         summary = summary_event(scope="scanorbit", source="scanorbit", vendor="scanorbit",
                                 sink="jira", counts={("finding", "critical"): 40,
                                                      ("finding", "low"): 2})
@@ -363,8 +325,6 @@ async def test_a_baseline_summary_is_one_informational_ticket(
         assert ticket.fields["summary"].startswith("[CRITICAL] Baseline of scanorbit: 42")
         assert ticket.fields["priority"] == {"name": "Lowest"}
         assert "|Severity critical|40|" in ticket.fields["description"]
-    finally:
-        await sink.close()
 
 
 async def test_a_redirect_is_never_followed(fake: FakeJira, store: SQLiteStore) -> None:
@@ -372,8 +332,7 @@ async def test_a_redirect_is_never_followed(fake: FakeJira, store: SQLiteStore) 
     elsewhere = await FakeJira(mode=fake.mode).start()
     try:
         fake.redirect = f"{elsewhere.url}/rest/api/2/serverInfo"
-        sink = jira_config(fake).build()
-        sink.use_store(store)
+        sink = built(fake, store)
         with pytest.raises(StartupCheckFailed, match="redirect, and the sink follows none"):
             await sink.open()
         await sink.close()
@@ -390,8 +349,7 @@ async def test_the_ledger_lives_in_postgresql_too(pg: PgSchema) -> None:
     await store.open()
     try:
         fake.drop_creates = 1
-        sink = jira_config(fake, search_horizon=0.2).build()
-        sink.use_store(store)
+        sink = built(fake, store, search_horizon=0.2)
         new, changed, resolved, reopened = lifecycle()
         with pytest.raises(DestinationUnavailableError):
             await sink.send([new])
