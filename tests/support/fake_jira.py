@@ -34,10 +34,12 @@ import argparse
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,6 +89,25 @@ class FakeIssue:
     @property
     def category(self) -> str:
         return STATUSES[self.status][1]
+
+
+IssueRoute = Callable[["FakeJira", web.Request, FakeIssue], Awaitable[web.Response]]
+
+
+def on_issue(route: IssueRoute) -> Callable[[FakeJira, web.Request], Awaitable[web.Response]]:
+    """A route under `issue/{key}` gets the ticket its path names (by its new key after a move),
+    or the caller gets Jira's 404, which says the same whether the ticket does not exist or the
+    caller may not see it."""
+
+    @functools.wraps(route)
+    async def answer(self: FakeJira, request: web.Request) -> web.Response:
+        issue = self._lookup(request.match_info["key"])
+        if issue is None:
+            return jira_error(404, ["Issue does not exist or you do not have permission to "
+                                    "see it."])
+        return await route(self, request, issue)
+
+    return answer
 
 
 @dataclass
@@ -426,18 +447,12 @@ class FakeJira:
             out["changelog"] = {"histories": issue.history, "total": len(issue.history)}
         return out
 
-    async def _get_issue(self, request: web.Request) -> web.Response:
-        issue = self._lookup(request.match_info["key"])
-        if issue is None:
-            return jira_error(404, ["Issue does not exist or you do not have permission to "
-                                    "see it."])
+    @on_issue
+    async def _get_issue(self, request: web.Request, issue: FakeIssue) -> web.Response:
         return web.json_response(self._issue_json(issue, request.query.get("expand", "")))
 
-    async def _update(self, request: web.Request) -> web.Response:
-        issue = self._lookup(request.match_info["key"])
-        if issue is None:
-            return jira_error(404, ["Issue does not exist or you do not have permission to "
-                                    "see it."])
+    @on_issue
+    async def _update(self, request: web.Request, issue: FakeIssue) -> web.Response:
         body = await self._json(request)
         fields = body.get("fields") if isinstance(body, dict) else None
         problems = self._field_problems(fields, creating=False)
@@ -447,11 +462,8 @@ class FakeJira:
         issue.fields.update(fields)
         return web.Response(status=204)
 
-    async def _comment(self, request: web.Request) -> web.Response:
-        issue = self._lookup(request.match_info["key"])
-        if issue is None:
-            return jira_error(404, ["Issue does not exist or you do not have permission to "
-                                    "see it."])
+    @on_issue
+    async def _comment(self, request: web.Request, issue: FakeIssue) -> web.Response:
         body = await self._json(request)
         text = body.get("body") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text.strip():
@@ -482,20 +494,14 @@ class FakeJira:
             out.append(t)
         return out
 
-    async def _transitions(self, request: web.Request) -> web.Response:
-        issue = self._lookup(request.match_info["key"])
-        if issue is None:
-            return jira_error(404, ["Issue does not exist or you do not have permission to "
-                                    "see it."])
+    @on_issue
+    async def _transitions(self, request: web.Request, issue: FakeIssue) -> web.Response:
         with_fields = "transitions.fields" in request.query.get("expand", "")
         return web.json_response({"expand": "transitions",
                                   "transitions": self._available(issue, with_fields)})
 
-    async def _transition(self, request: web.Request) -> web.Response:
-        issue = self._lookup(request.match_info["key"])
-        if issue is None:
-            return jira_error(404, ["Issue does not exist or you do not have permission to "
-                                    "see it."])
+    @on_issue
+    async def _transition(self, request: web.Request, issue: FakeIssue) -> web.Response:
         body = await self._json(request)
         tid = (body.get("transition") or {}).get("id") if isinstance(body, dict) else None
         chosen = [t for t in TRANSITIONS if t[0] == str(tid) and t[2] != issue.status]
