@@ -6,7 +6,6 @@ events, silences and sink references. Real files, the real server, real `bridge`
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,13 @@ import pytest
 from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.sim.common import RunningSim
-from bridge.sim.scanorbit import ScanOrbitWorld, make_app
+from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.store.base import Muted, SinkRef, Store, StoreError, SweepCommit
 from bridge.store.postgres.commands import migrate
 from bridge.store.sqlite import SQLiteStore
-from tests.conftest import SIM_SCANORBIT_KEY, base_config, scanorbit_source
+from tests.conftest import base_config, scanorbit_source
 from tests.core._helpers import SCOPE, T0, item, make_event, sweep
+from tests.postgres.conftest import delivered
 from tests.support.daemon import run_cli
 from tests.support.postgres import PgSchema
 from tests.support.store_contract import record, run_sweep, silence_record
@@ -121,17 +121,6 @@ async def test_a_second_copy_into_the_same_store_is_refused(tmp_path: Path,
         await shared.close()
 
 
-@pytest.fixture
-async def world() -> AsyncIterator[tuple[ScanOrbitWorld, RunningSim]]:
-    w = ScanOrbitWorld(api_keys={SIM_SCANORBIT_KEY}, seed=3, rate_limit=100_000)
-    async with RunningSim(make_app(w), shutdown_timeout=0.2) as sim:
-        yield w, sim
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-
-
 async def test_moving_to_postgres_keeps_pending_deliveries_and_starts_no_storm(
         tmp_path: Path, pg: PgSchema, world: tuple[ScanOrbitWorld, RunningSim]) -> None:
     """One machine swept 5 findings but could not deliver them (its sink's path was a
@@ -152,6 +141,6 @@ async def test_moving_to_postgres_keeps_pending_deliveries_and_starts_no_storm(
     assert "items: 5 in 1 scope(s)" in out and "pending deliveries: events 5" in out
     events.rmdir()
     assert await Daemon(parse_config(many)).once() == 0
-    delivered = lines(events)
-    assert sorted((e["type"], e["key"]) for e in delivered) == sorted(
+    got = delivered(events)
+    assert sorted((e["type"], e["key"]) for e in got) == sorted(
         ("new", key) for key in found)

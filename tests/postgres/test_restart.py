@@ -5,7 +5,6 @@ everything the vendor changed meanwhile arrives, once."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +14,9 @@ import aiohttp
 import pytest
 
 from bridge.sim.common import RunningSim
-from bridge.sim.scanorbit import ScanOrbitWorld, make_app
-from tests.conftest import SIM_SCANORBIT_KEY, base_config, require_binary, scanorbit_source
+from bridge.sim.scanorbit import ScanOrbitWorld
+from tests.conftest import base_config, require_binary, scanorbit_source
+from tests.postgres.conftest import delivered
 from tests.support.daemon import DaemonProcess
 from tests.support.postgres import PgSchema, PrivateServer, new_schema_name
 from tests.support.waiting import wait_until
@@ -38,19 +38,6 @@ async def server() -> AsyncIterator[PrivateServer]:
         yield found
     finally:
         await found.destroy()
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[tuple[ScanOrbitWorld, RunningSim]]:
-    w = ScanOrbitWorld(api_keys={SIM_SCANORBIT_KEY}, seed=9, rate_limit=100_000)
-    async with RunningSim(make_app(w), shutdown_timeout=0.2) as sim:
-        yield w, sim
-
-
-def delivered(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
 
 
 async def readyz(admin: str) -> dict[str, Any]:
