@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import structlog
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import ServerProcess  # noqa: E402
 from bridge.model import Event, EventType  # noqa: E402
 from bridge.outbox import SinkWorker  # noqa: E402
 from bridge.sinks.jira.config import JiraSinkConfig  # noqa: E402
@@ -94,17 +94,9 @@ async def run(url: str, workdir: Path) -> dict[str, float]:
 def main() -> int:
     logging.disable(logging.CRITICAL)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.fake_jira", "--latency", str(LATENCY)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        with tempfile.TemporaryDirectory() as tmp:
-            result = asyncio.run(run(url, Path(tmp)))
-    finally:
-        server.terminate()
-        server.wait(10)
+    with (ServerProcess("-m", "tests.support.fake_jira", "--latency", str(LATENCY)) as fake,
+          tempfile.TemporaryDirectory() as tmp):
+        result = asyncio.run(run(fake.address, Path(tmp)))
     print(f"jira: {ITEMS} new items, concurrency {CONCURRENCY}, Jira answering in "
           f"{LATENCY * 1000:.0f} ms (fake in another process)")
     print(f"  {result['ops_per_s']:.0f} ticket operations/s ({result['elapsed']:.1f} s), "

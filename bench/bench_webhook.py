@@ -20,7 +20,6 @@ import asyncio
 import base64
 import gc
 import logging
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_syslog import make_events  # noqa: E402
+from bench.harness import ServerProcess  # noqa: E402
 from bridge.model import Event  # noqa: E402
 from bridge.outbox import SinkWorker  # noqa: E402
 from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig  # noqa: E402
@@ -97,14 +97,12 @@ RECEIVER = textwrap.dedent("""
 """)
 
 
-class Receiver:
+class Receiver(ServerProcess):
     """The receiving process: its own interpreter, its own core."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout is not None
-        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        super().__init__("-c", RECEIVER)
+        self.base = f"http://127.0.0.1:{int(self.address)}"
 
     def count(self) -> int:
         with urllib.request.urlopen(f"{self.base}/count", timeout=10) as r:
@@ -114,9 +112,6 @@ class Receiver:
         urllib.request.urlopen(urllib.request.Request(f"{self.base}/reset", method="POST"),
                                timeout=10).close()
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def config(rx: Receiver, **settings: object) -> WebhookSinkConfig:
