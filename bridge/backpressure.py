@@ -47,7 +47,9 @@ class BackPressure:
                             hint="nothing is dropped: the vendors are read again once "
                                  "delivery has drained the outbox")
             self.paused = why
-            metrics.SWEEPS_PAUSED.set(int(why is not None))
+        # Set every time: a reloaded pipeline's first check must not leave the gauge as the
+        # previous pipeline left it.
+        metrics.SWEEPS_PAUSED.set(int(why is not None))
         return why
 
     async def _why(self, store: Store) -> str | None:

@@ -99,3 +99,23 @@ async def test_a_full_outbox_pauses_sweeps_and_loses_nothing(
     every = [e.id for r in (*delivered_events, resumed) for e in r.events]
     assert sorted(receiver.accepted) == sorted(every)  # each once, none lost
     assert len(set(every)) == 10 == len(world.findings)
+
+
+async def test_a_disk_under_the_free_space_floor_pauses_sweeps(
+        tmp_path: Path, scanorbit: tuple[ScanOrbitWorld, RunningSim]) -> None:
+    """No disk here has an exabyte free: every sweep waits, and says why."""
+    world, sim = scanorbit
+    world.add_finding()
+    config = base_config(tmp_path, [scanorbit_source(sim.url)])
+    config["state"]["min_free_disk_bytes"] = 10**18
+    async with Harness(parse_config(config)) as h:
+        assert h.pipeline is not None
+        h.health.store_opened(True)
+        h.health.config_loaded("bridge.yaml")
+        world.stats.reset()
+        assert await h.pipeline.sweep(h.source(), "scanorbit") is None
+        assert world.stats.requests_total == 0
+        ready, detail = h.health.ready()
+        assert ready and any("bytes free on the state's disk, under state.min_free_disk_bytes"
+                             in r for r in detail["reasons"]), detail["reasons"]
+        assert paused_metric() == 1
