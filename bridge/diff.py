@@ -12,6 +12,12 @@ stored and the new tracked values and answers `event` (emit `changed`), `update`
 values silently) or `keep` (ignore, so small changes add up against the stored baseline) — what a
 score needs to report "dropped by at least N" without reporting every wobble. An item with
 `judged=False` (listed without a verdict) is seen but otherwise left exactly as stored.
+
+Reconfiguring the tracked fields (an operator's edit, or an upgrade that tracks one more field
+by default) must never cause a ticket storm: a stored `tracked` list that cannot be compared
+with the current fields (its length differs) has no old values to report, so the item is
+re-baselined silently (the new values are written, no event) and counted in
+`Differ.rebaselined` for the sweep to log once. Its next real change is then an event.
 """
 
 from __future__ import annotations
@@ -30,12 +36,16 @@ State = Literal["active", "resolved"]
 ChangeVerdict = Literal["event", "update", "keep"]
 # (stored tracked values, new tracked values) -> what to do about the difference.
 ChangeRule = Callable[[Mapping[str, JSONScalar], Mapping[str, JSONScalar]], ChangeVerdict]
+# The fields whose change is an event unless configured otherwise; `vendor_severity` too, so a
+# vendor-side change (ScanOrbit `info` -> `trivial`, a new Ayliea priority) is reported
+# even when the normalised severity stays the same.
+TRACKED_FIELDS: tuple[str, ...] = ("title", "severity", "vendor_severity", "status")
 
 
 @dataclass(frozen=True, slots=True)
 class DiffPolicy:
     resolve_after_misses: int = 2
-    tracked_fields: tuple[str, ...] = ("title", "severity", "status")
+    tracked_fields: tuple[str, ...] = TRACKED_FIELDS
     # Per-kind overrides, for sources whose kinds change in different ways (e.g. scores).
     kind_tracked_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Per-kind rules for which tracked changes are events; a kind without one: every change.
@@ -121,6 +131,7 @@ class DiffResult:
     events: list[Event] = field(default_factory=list)
     writes: list[ItemWrite] = field(default_factory=list)
     seen: int = 0
+    rebaselined: int = 0
 
 
 def snapshot_json(item: Item) -> str:
@@ -152,20 +163,24 @@ def tracked_json(item: Item, fields: tuple[str, ...]) -> str:
     return orjson.dumps(tracked_getter(fields)(item), default=str).decode()
 
 
+def comparable(stored: str, fields: tuple[str, ...]) -> bool:
+    """Whether a stored tracked list was written for `fields` (same length): if not, the
+    fields were reconfigured and its values cannot be paired with theirs."""
+    before = orjson.loads(stored)
+    return isinstance(before, list) and len(before) == len(fields)
+
+
 def _changes(old: str, new: str, fields: tuple[str, ...]) -> dict[str, tuple[JSONScalar, JSONScalar]]:
+    """The changed fields, (old, new); only for a `comparable` stored list."""
     before, after = orjson.loads(old), orjson.loads(new)
-    if not isinstance(before, list) or len(before) != len(fields):
-        # Tracked fields were reconfigured: report what we can, old values unknown.
-        return {f: (None, a) for f, a in zip(fields, after, strict=True)}
     return {f: (b, a) for f, b, a in zip(fields, before, after, strict=True) if b != a}
 
 
 def _verdict(rule: ChangeRule | None, old: str, new: str, fields: tuple[str, ...]) -> ChangeVerdict:
+    """What `rule` makes of a change; only for a `comparable` stored list."""
     if rule is None:
         return "event"
     before, after = orjson.loads(old), orjson.loads(new)
-    if not isinstance(before, list) or len(before) != len(fields):
-        return "event"  # reconfigured fields: nothing to compare against
     return rule(dict(zip(fields, before, strict=True)), dict(zip(fields, after, strict=True)))
 
 
@@ -194,6 +209,9 @@ class Differ:
         self.writes: list[ItemWrite] = []
         self._vendor_resolved: list[Item] = []
         self.event_count = 0
+        # Items whose stored tracked list predates a reconfiguration of their fields, written
+        # anew without an event (see the module docstring).
+        self.rebaselined = 0
         self._getters: dict[str, Callable[[Item], tuple[Any, ...]]] = {}
 
     def fields(self, kind: str) -> tuple[str, ...]:
@@ -241,6 +259,10 @@ class Differ:
                 self._emit(EventType.REOPENED, item, counter, "active again after resolution")
                 writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
                                         now, tracked, snapshot_json(item)))
+            elif tracked != old.tracked and not comparable(old.tracked, self.fields(item.kind)):
+                self.rebaselined += 1
+                writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
+                                        old.first_seen, now, tracked, snapshot_json(item)))
             elif tracked != old.tracked and (verdict := _verdict(
                     self.policy.change_rules.get(item.kind), old.tracked, tracked,
                     self.fields(item.kind))) != "event":
@@ -315,4 +337,4 @@ def diff(
     differ.feed(sweep.items)
     differ.finish(sweep.kinds, {})
     writes, events = differ.take()
-    return DiffResult(events, writes, len(differ.seen))
+    return DiffResult(events, writes, len(differ.seen), differ.rebaselined)

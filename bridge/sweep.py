@@ -99,6 +99,8 @@ class SweepResult:
     muted: tuple[Muted, ...] = ()
     # This sweep was (part of) its scope's first-sweep baseline.
     baseline: bool = False
+    # Items re-baselined silently because their tracked fields were reconfigured (bridge/diff.py).
+    rebaselined: int = 0
 
 
 def _outcome(sweep: Sweep) -> Outcome:
@@ -271,11 +273,15 @@ class _Run:
         sweep_id = await self.store.commit_sweep(
             SweepCommit(record, writes, deliveries, cursor, muted))
         self._count(events, muted)
+        if differ.rebaselined:
+            log.info("tracked_fields_rebaselined", source=self.source.name, scope=self.scope,
+                     items=differ.rebaselined)
         return replace(record, id=sweep_id)
 
     def result(self, record: SweepRecord, error: VendorError | None = None) -> SweepResult:
         return SweepResult(record, tuple(self.kept), error, tuple(self.kept_deliveries),
-                           tuple(self.kept_muted), self.baseline == "pending")
+                           tuple(self.kept_muted), self.baseline == "pending",
+                           self.differ.rebaselined if self.differ is not None else 0)
 
 
 GC_YOUNG_THRESHOLD = 50_000

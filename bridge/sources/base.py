@@ -16,7 +16,7 @@ from pydantic import Field
 
 from bridge.baseline import Baseline
 from bridge.components import ComponentConfig
-from bridge.diff import ChangeRule
+from bridge.diff import TRACKED_FIELDS, ChangeRule
 from bridge.http import HttpConfig, HttpContext, VendorError
 from bridge.model import Item, Sweep
 from bridge.sources.coverage import SOURCE_HEALTH, Coverage, health_items
@@ -33,7 +33,7 @@ class SourceConfig(ComponentConfig):
     interval: float = Field(default=300.0, ge=1.0, description="seconds between polls")
     jitter: float = Field(default=10.0, ge=0.0, description="random delay added to each poll")
     resolve_after_misses: int = Field(default=2, ge=1)
-    tracked_fields: tuple[str, ...] = ("title", "severity", "status")
+    tracked_fields: tuple[str, ...] = TRACKED_FIELDS
     # A label for routing and display (an org or tenant name); items carry it as `tenant`.
     tenant: str = ""
     # What each sink gets of a scope's first sweep (bridge/baseline.py): deliver | summary |

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bridge.diff import Differ, DiffPolicy, diff
+from bridge.diff import ChangeVerdict, Differ, DiffPolicy, diff
 from bridge.model import EventType, Item, Sweep, event_id
 
 from ._helpers import SCOPE, T0, DictStore, item, sweep
@@ -118,13 +118,57 @@ def test_changed_in_incomplete_sweep_is_still_reported() -> None:
     assert types(r) == [("a", CHANGED)]
 
 
-def test_reconfigured_tracked_fields_report_unknown_old_values() -> None:
+def test_reconfigured_tracked_fields_rebaseline_silently_then_report_changes() -> None:
+    # No old values to compare with is no change: never a `changed` for every stored item.
     store = DictStore(DiffPolicy(tracked_fields=("severity",)))
-    store.run(sweep(item("a", severity="low")))
+    store.run(sweep(item("a", severity="low"), item("b", severity="high")))
     store.policy = DiffPolicy(tracked_fields=("severity", "title"))
-    r = store.run(sweep(item("a", severity="low", title="t")))
+    r = store.run(sweep(item("a", severity="low", title="t"), item("b", severity="high")))
+    assert r.events == [] and r.rebaselined == 2
+    assert json.loads(store.items[("finding", "a")].tracked) == ["low", "t"]
+    assert store.items[("finding", "a")].counter == 1
+    again = store.run(sweep(item("a", severity="low", title="t"), item("b", severity="high")))
+    assert again.events == [] and again.writes == [] and again.rebaselined == 0
+    r = store.run(sweep(item("a", severity="low", title="t2"), item("b", severity="high")))
+    assert types(r) == [("a", CHANGED)] and r.events[0].counter == 2
+    assert dict(r.events[0].changes) == {"title": ("t", "t2")}
+
+
+def test_upgrade_to_tracking_vendor_severity_is_silent_then_a_vendor_change_is_an_event() -> None:
+    store = DictStore(DiffPolicy(tracked_fields=("title", "severity", "status")))
+    store.run(sweep(item("a", severity="info", vendor_severity="info"),
+                    item("b", severity="high", vendor_severity="high")))
+    store.policy = DiffPolicy()  # the default now tracks vendor_severity too
+    assert "vendor_severity" in store.policy.tracked_fields
+    upgraded = store.run(sweep(item("a", severity="info", vendor_severity="info"),
+                               item("b", severity="high", vendor_severity="high")))
+    assert upgraded.events == [] and upgraded.rebaselined == 2
+    r = store.run(sweep(item("a", severity="info", vendor_severity="trivial"),
+                        item("b", severity="high", vendor_severity="high")))
     assert types(r) == [("a", CHANGED)]
-    assert dict(r.events[0].changes) == {"severity": (None, "low"), "title": (None, "t")}
+    ev = r.events[0]
+    assert dict(ev.changes) == {"vendor_severity": ("info", "trivial")}
+    assert ev.severity == "info" and ev.vendor_severity == "trivial" and ev.counter == 2
+    assert ev.reason == "changed: vendor_severity"
+
+
+def test_reconfigured_kind_with_a_change_rule_is_rebaselined_not_judged() -> None:
+    # The rule never sees values it cannot pair with field names.
+    seen: list[object] = []
+
+    def rule(old: object, new: object) -> ChangeVerdict:
+        seen.append((old, new))
+        return "event"
+
+    store = DictStore(DiffPolicy(kind_tracked_fields={"score": ("attributes.score",)},
+                                 change_rules={"score": rule}))
+    store.run(sweep(item("s", kind="score", attributes={"score": 70}), kinds={"score": True}))
+    store.policy = DiffPolicy(
+        kind_tracked_fields={"score": ("attributes.score", "attributes.grade")},
+        change_rules={"score": rule})
+    r = store.run(sweep(item("s", kind="score", attributes={"score": 60, "grade": "C"}),
+                        kinds={"score": True}))
+    assert r.events == [] and r.rebaselined == 1 and seen == []
 
 
 # -- resolved by the vendor --------------------------------------------------------------------

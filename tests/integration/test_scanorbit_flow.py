@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from bridge.config import BridgeConfig, parse_config
 from bridge.daemon import Daemon
@@ -201,7 +202,8 @@ async def test_reopened_and_changed(scanorbit: SimPair, harness: Harness) -> Non
     world.set_severity(fid, "high")
     changed = await harness.sweep()
     assert types(changed) == ["changed"]
-    assert changed.events[0].changes == {"severity": ("medium", "high")}
+    assert changed.events[0].changes == {"severity": ("medium", "high"),
+                                         "vendor_severity": ("medium", "high")}
     world.resolve(fid)
     resolved = await harness.sweep()
     world.reopen(fid)
@@ -283,3 +285,32 @@ async def test_routes_select_sinks(tmp_path: Path, scanorbit: SimPair) -> None:
         return {json.loads(line)["key"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()}
 
     assert keys("siem") == high and keys("pager") == high and keys("all") == low
+
+
+async def test_upgrade_to_tracking_vendor_severity_sends_no_storm(
+        tmp_path: Path, scanorbit: SimPair) -> None:
+    """Stored items tracked as (title, severity, status) meet the default that also tracks
+    vendor_severity: re-baselined without an event, logged once; then a vendor-side severity
+    change that normalises to the same severity is a `changed` event."""
+    world, sim = scanorbit
+    fid = world.add_finding(severity="info")["id"]
+    for _ in range(4):
+        world.add_finding(severity="high")
+    old = config_for(tmp_path, sim.url, tracked_fields=["title", "severity", "status"])
+    async with Harness(old) as h:
+        assert types(await h.sweep()) == ["new"] * 5
+    async with Harness(config_for(tmp_path, sim.url)) as h:
+        with structlog.testing.capture_logs() as logs:
+            upgraded = await h.sweep()
+            quiet = await h.sweep()
+        assert upgraded.record.outcome == "complete"
+        assert upgraded.events == () and upgraded.rebaselined == 5
+        assert quiet.events == () and quiet.rebaselined == 0
+        rebaselined = [e for e in logs if e["event"] == "tracked_fields_rebaselined"]
+        assert [e["items"] for e in rebaselined] == [5]
+        world.set_severity(fid, "trivial")
+        changed = await h.sweep()
+    assert types(changed) == ["changed"]
+    event = changed.events[0]
+    assert event.key == fid and event.changes == {"vendor_severity": ("info", "trivial")}
+    assert (event.severity, event.vendor_severity, event.counter) == ("info", "trivial", 2)

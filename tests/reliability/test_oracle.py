@@ -17,10 +17,11 @@ GONE = Truth(False)
 
 
 def event(type_: str, counter: int, at: float, *, severity: str = "high", sink: str = "hook",
-          reason: str = "", received: float | None = None) -> Received:
+          reason: str = "", received: float | None = None, vendor_severity: str = "") -> Received:
     body: dict[str, Any] = {
         "id": expected_event_id(*ITEM, type_, counter), "type": type_, "scope": ITEM[0],
         "kind": ITEM[1], "key": ITEM[2], "counter": counter, "severity": severity,
+        "vendor_severity": vendor_severity,
         "title": "open port", "status": "open", "reason": reason,
         "occurred_at": datetime.fromtimestamp(at, UTC).isoformat(),
     }
@@ -133,3 +134,16 @@ def test_an_event_describing_a_state_upstream_never_had_is_a_phantom() -> None:
     assert v.phantom_states == 1 and not v.ok
     got[1] = event("changed", 2, 11, severity="critical")
     assert judge(ledger, {"hook": got}, {ITEM: 2}, [], {(ITEM[0], 11.0): 12.0}).ok
+
+
+def test_a_vendor_severity_change_alone_must_be_reported() -> None:
+    # `info` -> `trivial` normalises to the same severity, but vendor_severity is tracked.
+    info = Truth(True, True, "info", "open port", "open", vendor_severity="info")
+    trivial = dataclasses.replace(info, vendor_severity="trivial")
+    ledger = history((1, info), (10, trivial))
+    first = event("new", 1, 2, severity="info", vendor_severity="info")
+    silent = judge(ledger, {"hook": [first]}, {ITEM: 1}, [])
+    assert silent.wrong_final == 1 and not silent.ok
+    told = [first, event("changed", 2, 11, severity="info", vendor_severity="trivial")]
+    v = judge(ledger, {"hook": told}, {ITEM: 2}, [])
+    assert v.ok, v.problems

@@ -101,7 +101,7 @@ async def test_new_completed_scan_resolves_passed_and_skipped_changes_and_reopen
         assert reasons["A"] == f"test passed in scan {scan['id']}"
         assert reasons["B"] == f"test skipped in scan {scan['id']}"
         assert next(e for e in second.events if e.key == "C").changes == {
-            "severity": ("high", "critical")}
+            "severity": ("high", "critical"), "vendor_severity": ("high", "critical")}
         world.set_test(T, "A", "failed")
         world.run_scan(T)
         third = await h.sweep()
@@ -195,7 +195,8 @@ async def test_risky_user_new_changed_resolved_reopened(tmp_path: Path, aether36
         world.update_risky_user(T, "u1", riskLevel="medium")
         changed = await h.sweep()
         assert seen(changed) == [("changed", "risky_user", "u1")]
-        assert changed.events[0].changes == {"severity": ("high", "medium")}
+        assert changed.events[0].changes == {"severity": ("high", "medium"),
+                                             "vendor_severity": ("high", "medium")}
         world.update_risky_user(T, "u1", riskState="remediated", riskLevel="none")
         resolved = await h.sweep()
         assert seen(resolved) == [("resolved", "risky_user", "u1")]

@@ -73,6 +73,7 @@ async def test_recommendation_new_changed_resolved_reopened(tmp_path: Path, ayli
         changed = await h.sweep()
         assert seen(changed) == [("changed", "recommendation", rec)]
         assert changed.events[0].changes == {"severity": ("medium", "critical"),
+                                             "vendor_severity": ("priority 3", "priority 1"),
                                              "status": ("open", "in_progress")}
         world.set_status(rec, "completed")
         resolved = await h.sweep()

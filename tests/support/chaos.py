@@ -144,7 +144,8 @@ class ScanOrbitDriver:
             assert severity in SEVERITIES, severity  # the driver only uses canonical words
             title = f.get("summary") or f.get("type") or fid
             out[(self.scope, self.kind, fid)] = Truth(True, status not in SCANORBIT_INACTIVE,
-                                                      severity, title, status)
+                                                      severity, title, status,
+                                                      vendor_severity=str(f["severity"]))
         return out
 
     def title(self) -> str:
@@ -200,7 +201,7 @@ class AylieaDriver:
             status = str(r["status"]).lower()
             out[(self.scope, self.kind, rid)] = Truth(
                 True, status not in AYLIEA_INACTIVE, PRIORITY_SEVERITY[int(r["priority"])],
-                r.get("title") or rid, status)
+                r.get("title") or rid, status, vendor_severity=f"priority {r['priority']}")
         return out
 
     def title(self) -> str:
@@ -264,12 +265,14 @@ class Aether365Driver:
             who = u.get("userPrincipalName") or u.get("displayName") or uid
             out[(self.scope, "risky_user", uid)] = Truth(
                 True, level != "none" and state.lower() not in AETHER_RISK_INACTIVE,
-                AETHER_SEVERITY.get(level, "info"), f"Risky user {who}", state)
+                AETHER_SEVERITY.get(level, "info"), f"Risky user {who}", state,
+                vendor_severity=str(u["riskLevel"]))
         for aid, a in self.threats["securityAlerts"].items():
             status = str(a["status"])
             out[(self.scope, "security_alert", aid)] = Truth(
                 True, status.lower() != "resolved", AETHER_SEVERITY[str(a["severity"]).lower()],
-                str(a.get("title") or f"Security alert {aid}"), status)
+                str(a.get("title") or f"Security alert {aid}"), status,
+                vendor_severity=str(a["severity"]))
         for key, p in self.policies.items():
             compliant = bool(p["compliant"])
             out[(self.scope, "policy", key)] = Truth(

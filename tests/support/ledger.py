@@ -7,11 +7,13 @@ events against it with rules stated from the product's promise, not from its cod
 - **lost**: every transition the daemon committed carries the next counter of its item, so an
   item's events must arrive at every sink with counters 1..n without a gap, where n is the
   item's final counter in the state store; and the last one must describe the item's final
-  upstream state (active with its severity, title and status; or resolved).
+  upstream state (active with its severity, vendor severity, title and status; or resolved).
+  The vendor's own severity word is part of the state because it is tracked by default: a
+  vendor-side change must be a `changed` event even when the normalised severity stays.
 - **settled states**: at a *settle point* the world held still until the daemon had completed
   enough full sweeps to see it, so the item's event sequence must pass through that state.
-- **phantom states**: a `new`, `changed` or `reopened` must describe a state (severity, title,
-  status) the item really had at some moment of the sweep that reported it.
+- **phantom states**: a `new`, `changed` or `reopened` must describe a state (severity, vendor
+  severity, title, status) the item really had at some moment of the sweep that reported it.
 - **false resolved**: a `resolved` is only allowed if, at some moment between the previous event
   of the item (when the sweep that produced it started) and the end of the sweep that resolved
   it, the item really was gone (absence) or listed as inactive (vendor resolution).
@@ -42,15 +44,17 @@ class Truth:
     severity: str = ""
     title: str = ""
     status: str = ""
+    vendor_severity: str = ""  # the vendor's word, as the item carries it (`priority 3`)
 
     @property
     def live(self) -> bool:
         return self.present and self.active
 
-    def state(self) -> tuple[str, str, str, str] | None:
-        """The state a sink must end up believing: ("active", severity, title, status), or
-        None for "not live" (resolved, or never reported at all)."""
-        return ("active", self.severity, self.title, self.status) if self.live else None
+    def state(self) -> tuple[str, str, str, str, str] | None:
+        """The state a sink must end up believing: ("active", severity, vendor severity, title,
+        status), or None for "not live" (resolved, or never reported at all)."""
+        return (("active", self.severity, self.vendor_severity, self.title, self.status)
+                if self.live else None)
 
 
 GONE = Truth(present=False)
@@ -144,6 +148,7 @@ class Received:
     title: str
     status: str
     reason: str
+    vendor_severity: str
     occurred_at: float
     at: float | None = None  # when the receiver got it, when known
 
@@ -154,7 +159,7 @@ class Received:
     @property
     def content(self) -> tuple[Any, ...]:
         return (self.type, self.scope, self.kind, self.key, self.counter, self.severity,
-                self.title, self.status, self.reason, self.occurred_at)
+                self.vendor_severity, self.title, self.status, self.reason, self.occurred_at)
 
     @classmethod
     def of(cls, sink: str, body: Mapping[str, Any], at: float | None = None) -> Received:
@@ -162,6 +167,7 @@ class Received:
                    kind=str(body["kind"]), key=str(body["key"]), counter=int(body["counter"]),
                    severity=str(body["severity"]), title=str(body["title"]),
                    status=str(body.get("status", "")), reason=str(body.get("reason", "")),
+                   vendor_severity=str(body.get("vendor_severity", "")),
                    occurred_at=datetime.fromisoformat(str(body["occurred_at"])).timestamp(),
                    at=at)
 
@@ -214,10 +220,10 @@ def _describe(truth: Truth) -> str:
     return f"{'active' if truth.active else 'inactive'} {truth.status} {truth.severity}"
 
 
-def _state_after(event: Received | None) -> tuple[str, str, str, str] | None:
+def _state_after(event: Received | None) -> tuple[str, str, str, str, str] | None:
     if event is None or event.type == "resolved":
         return None
-    return ("active", event.severity, event.title, event.status)
+    return ("active", event.severity, event.vendor_severity, event.title, event.status)
 
 
 def judge(
