@@ -52,6 +52,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker more than the cores we may use. Many tests wait on real processes
+    (a daemon's sweep interval, rsyslogd, a killed receiver); measured on 2 quiet cores, 3
+    workers ran the suite in 6 min 37 s where 2 took 8 min 10 s."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """Path of a real component; under CI=true its absence fails the test, never skips it."""
     for candidate in (name, *candidates):
