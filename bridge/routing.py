@@ -143,6 +143,30 @@ def grouped_sinks(tree: RouteConfig) -> set[str]:
     return found
 
 
+class RememberedRoutes:
+    """`route(tree, event)`, remembered. Routing reads nothing of an event but the fields the
+    tree's matchers name, and the events of a sweep or a claimed batch share a handful of
+    combinations of those, so the tree is walked once per combination, not once per event
+    (a bounded cache: matchers on titles or resources make every event its own)."""
+
+    size = 10_000
+
+    def __init__(self, tree: RouteConfig) -> None:
+        self.tree = tree
+        self.fields = tuple(sorted(_matched_fields(tree)))
+        self._known: dict[tuple[JSONScalar, ...], Decision] = {}
+
+    def __call__(self, event: Event) -> Decision:
+        values = tuple([event.field_value(f) for f in self.fields])
+        decision = self._known.get(values)
+        if decision is None:
+            decision = route(self.tree, event)
+            if len(self._known) >= self.size:
+                self._known.clear()
+            self._known[values] = decision
+        return decision
+
+
 def grouping_rules(tree: RouteConfig, sink: str, settings: GroupingSettings
                    ) -> Callable[[Event], GroupRule] | None:
     """How the worker of `sink` groups each event: by the route that sent it there, over the
@@ -150,26 +174,20 @@ def grouping_rules(tree: RouteConfig, sink: str, settings: GroupingSettings
     if sink not in grouped_sinks(tree):
         return None
     own = settings.rule()
-    # Routing reads nothing of an event but the fields its matchers name: events equal in
-    # those get the same rule, so it is looked up once per combination (a bounded cache).
-    fields = sorted(_matched_fields(tree))
-    known: dict[tuple[JSONScalar, ...], GroupRule] = {}
+    decide = RememberedRoutes(tree)
+    # One rule per route grouping: those objects are the tree's and live as long as it does.
+    rules: dict[int, GroupRule] = {}
 
     def rule_of(event: Event) -> GroupRule:
-        values = tuple(event.field_value(f) for f in fields)
-        rule = known.get(values)
+        grouping = decide(event).groupings.get(sink)
+        if grouping is None:
+            return own
+        rule = rules.get(id(grouping))
         if rule is None:
-            grouping = route(tree, event).groupings.get(sink)
-            rule = own if grouping is None else settings.rule(grouping)
-            if len(known) >= RULES_CACHED:
-                known.clear()
-            known[values] = rule
+            rule = rules[id(grouping)] = settings.rule(grouping)
         return rule
 
     return rule_of
-
-
-RULES_CACHED = 4096
 
 
 def _matched_fields(node: RouteConfig) -> set[str]:

@@ -30,9 +30,9 @@ from bridge import metrics, progress
 from bridge.baseline import BASELINE_CURSOR, Baseline, mode_for, source_cursor, summary_event
 from bridge.diff import Differ, DiffPolicy, StoredItem
 from bridge.http import VendorError
-from bridge.model import Event, Item, JSONScalar, Sweep, utcnow
+from bridge.model import Event, Item, Sweep, utcnow
 from bridge.progress import ScopeProgress
-from bridge.routing import Decision, RouteConfig, route
+from bridge.routing import RememberedRoutes, RouteConfig
 from bridge.secrets import redact
 from bridge.silences import Muting, SilenceSettings, load_muting
 from bridge.sources.base import Source, SourceConfig
@@ -41,7 +41,6 @@ from bridge.store.base import Muted, Outcome, Store, SweepCommit, SweepRecord
 log = structlog.get_logger(__name__)
 
 CHUNK = 2_000
-MEMO = 10_000  # routing decisions a `Dispatch` remembers (matchers on titles vary per event)
 
 
 Routed = tuple[Event, tuple[str, ...]]  # an event and the sinks it is delivered to
@@ -56,31 +55,10 @@ class Dispatch:
     routes: RouteConfig
     sink_baselines: Mapping[str, Baseline] = field(default_factory=dict)
     silences: SilenceSettings = field(default_factory=SilenceSettings)
-    # Decisions by the values of the fields the route tree matches on: routing is a pure
-    # function of those (bridge/routing.py), and the events of a sweep share a handful of
-    # combinations, so a 100k-event sweep walks the tree a few times, not 100k times.
-    _decided: dict[tuple[JSONScalar, ...], Decision] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
-
     @functools.cached_property
-    def _fields(self) -> tuple[str, ...]:
-        fields: set[str] = set()
-        pending = [self.routes]
-        while pending:
-            node = pending.pop()
-            fields.update(node.match)
-            pending.extend(node.routes)
-        return tuple(sorted(fields))
-
-    def decide(self, event: Event) -> Decision:
-        """`route(self.routes, event)`, remembered (at most `MEMO` combinations)."""
-        key = tuple([event.field_value(f) for f in self._fields])
-        decision = self._decided.get(key)
-        if decision is None:
-            decision = route(self.routes, event)
-            if len(self._decided) < MEMO:
-                self._decided[key] = decision
-        return decision
+    def decide(self) -> RememberedRoutes:
+        """`route(self.routes, event)`, remembered per combination of the matched fields."""
+        return RememberedRoutes(self.routes)
 
     def sinks(self, event: Event) -> tuple[str, ...]:
         return self.decide(event).sinks
