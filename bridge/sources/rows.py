@@ -63,6 +63,7 @@ def to_items(
     at: str,
     id_field: str = "id",
     first: int = 0,
+    read: Callable[[Any], Item | None] | None = None,
 ) -> list[Item | Unusable]:
     """Each row validated as `model` and mapped by `to_item`; a row that fails either becomes
     an `Unusable`, counted and logged.
@@ -71,7 +72,15 @@ def to_items(
     when that fails are the rows validated one by one to find the culprits. `at` names where
     the rows sit in the answer (`data`), for messages like `data.3.status`; `first` is the
     list position of `rows[0]` (for rows without an id).
+
+    `read`, when given, maps a row without the model: it returns None for a row it is not sure
+    `model` accepts, which then takes the path above (validated on its own, so its problem is
+    reported as it would be without `read`). It must return exactly the item `to_item` would,
+    and raise what `to_item` would raise.
     """
+    if read is not None:
+        return _read_items(rows, model, to_item, read, source=source, kind=kind, at=at,
+                           id_field=id_field, first=first)
     try:
         checked: list[M] | None = _list_of(model).validate_python(rows)
     except ValidationError:
@@ -87,6 +96,40 @@ def to_items(
                                 f"{at}.{n}{_problem(exc)}")
         skipped.append(unusable)
         out.append(unusable)
+    _report(skipped, source, kind)
+    return out
+
+
+def _read_items(
+    rows: Sequence[Any],
+    model: type[M],
+    to_item: Callable[[Mapping[str, Any], M], Item],
+    read: Callable[[Any], Item | None],
+    *,
+    source: str,
+    kind: str,
+    at: str,
+    id_field: str,
+    first: int,
+) -> list[Item | Unusable]:
+    """`to_items` with a `read`: the model only meets the rows `read` turns down."""
+    out: list[Item | Unusable] = []
+    skipped: list[Unusable] = []
+    for n, raw in enumerate(rows):
+        try:
+            item = read(raw)
+            out.append(item if item is not None else to_item(raw, _one(model, raw)))
+            continue
+        except ROW_ERRORS as exc:
+            unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>",
+                                f"{at}.{n}{_problem(exc)}")
+        skipped.append(unusable)
+        out.append(unusable)
+    _report(skipped, source, kind)
+    return out
+
+
+def _report(skipped: Sequence[Unusable], source: str, kind: str) -> None:
     if skipped:
         metrics.ITEMS_SKIPPED.labels(source, kind).inc(len(skipped))
         log.warning("vendor_items_skipped", source=source, kind=kind, count=len(skipped),
@@ -94,7 +137,6 @@ def to_items(
                     problems=[u.reason for u in skipped[:_LOG_EXAMPLES]],
                     hint="the sweep stays incomplete (nothing resolves) until the vendor fixes "
                          "these rows")
-    return out
 
 
 @functools.cache
