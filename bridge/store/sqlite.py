@@ -74,6 +74,7 @@ _UNAVAILABLE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQ
                           sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN,
                           sqlite3.SQLITE_PERM, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL})
 _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+_NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM})
 
 # WAL checkpoints. A first sweep writes ~10 MB of WAL per 2,000-item chunk (item rows, their
 # outbox rows, and most of the random-keyed items index), so at SQLite's default threshold
@@ -88,7 +89,6 @@ _CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # all, as they copied the same pages more often.)
 _WAL_PAGES = 10_000  # 40 MiB of 4 KiB pages
 _WAL_LIMIT = 64 * 1024 * 1024
-_NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM})
 
 
 def _result_code(exc: sqlite3.Error) -> int | None:
