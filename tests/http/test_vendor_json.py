@@ -119,3 +119,49 @@ def test_any_mangling_is_either_refused_or_storable(value: Any, data: st.DataObj
     except Undecodable:
         return
     assert storable(decoded.value)
+
+
+# Any size of integer (the fast decoder keeps big ones as ints, orjson does not), text with
+# escapes or without, and the poisons above: whatever orjson reads as it is, `decode` must
+# return as orjson returns it, down to int against float and key order.
+WIDE_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def strictly(value: Any) -> bytes:
+    return orjson.dumps(value)  # 1 and 1.0 differ, so do {"a", "b"} and {"b", "a"}
+
+
+@given(WIDE_VALUES, st.booleans(), st.data())
+@settings(max_examples=400, deadline=None)
+def test_what_orjson_reads_unrepaired_decodes_exactly_as_orjson_reads_it(
+        value: Any, ascii_only: bool, data: st.DataObject) -> None:
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if data.draw(st.booleans()):
+        at = data.draw(st.integers(0, len(raw)))
+        raw = raw[:at] + data.draw(st.sampled_from(
+            [b"\xff", b"\\ud83d", b"1e999", b"18446744073709551616", b"-0", b" ", b"\t"]
+        )) + raw[at:]
+    try:
+        expected = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return  # the lenient path: the tests above
+    decoded = decode(raw)
+    assert decoded.repairs == frozenset() and strictly(decoded.value) == strictly(expected)
+
+
+@pytest.mark.parametrize("raw", [b"18446744073709551616", b"-9223372036854775809",
+                                 b'{"n": [123456789012345678901234567890, 1]}'])
+def test_integers_beyond_64_bits_become_doubles_as_orjson_makes_them(raw: bytes) -> None:
+    decoded = decode(raw)
+    assert strictly(decoded.value) == strictly(orjson.loads(raw)) and storable(decoded.value)
+
+
+def test_a_bytearray_decodes_as_bytes_do() -> None:
+    """What the HTTP client hands over is a bytearray."""
+    raw = b'{"data": [{"id": "f1", "n": 18446744073709551616}], "x": "\\ud83d\\ude00"}'
+    assert strictly(decode(bytearray(raw)).value) == strictly(decode(raw).value)
