@@ -17,9 +17,11 @@ leaves the sweep incomplete, instead of losing its page and every page after it.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import structlog
@@ -42,7 +44,7 @@ _MEMO = 256  # distinct status or severity words remembered
 # sweep; this is the order it relies on, checked at import so a new field cannot shift them.
 _ITEM_ORDER = ("kind", "key", "title", "severity", "active", "vendor_severity", "status",
                "tenant", "resolution", "judged", "attributes", "raw")
-if tuple(f.name for f in fields(Item))[:len(_ITEM_ORDER)] != _ITEM_ORDER:
+if tuple(f.name for f in dataclasses.fields(Item))[:len(_ITEM_ORDER)] != _ITEM_ORDER:
     raise ImportError(f"bridge.sources.scanorbit builds Item with the fields {_ITEM_ORDER} "
                       "in that order: update ScanOrbitSource._map")
 
@@ -125,6 +127,10 @@ HEALTHY_ACCOUNT = ("ok", "active")
 
 # Attributes taken from a finding, in this order (`_map` spells them out).
 _ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDetectedAt")
+# What `read` takes from a listed finding: `_Finding`'s fields, then the attributes.
+_LISTED = ("id", "status", "severity", "summary", *_ATTRIBUTES)
+_listed = operator.itemgetter(*_LISTED)
+_item_key = operator.attrgetter("key")
 _NESTED = (("resource", ("name", "service", "region", "resourceId")),
            ("certificate", ("primaryDomain", "notAfter")))
 
@@ -170,8 +176,10 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
 
     def to_item(self, raw: Mapping[str, Any], finding: _Finding) -> Item:
         """A finding `_Finding` accepted, as an item (the path of rows `read` turned down)."""
+        get = raw.get
         return self._map(raw, finding.id, finding.status, finding.severity, finding.summary,
-                         finding.type)
+                         finding.type, get("awsAccountId"), get("resourceId"),
+                         get("certificateId"), get("firstDetectedAt"))
 
     def read(self, raw: Any) -> Item | None:
         """A listed finding as an item, or None when its fields are not the shapes `_Finding`
@@ -183,28 +191,30 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         absent."""
         if type(raw) is not dict:
             return None
-        get = raw.get
-        key, status, severity, summary, kind = (get("id"), get("status"), get("severity"),
-                                                get("summary"), get("type"))
+        try:
+            values = _listed(raw)  # every field at once, in C
+        except KeyError:  # some field left out rather than null
+            values = tuple(map(raw.get, _LISTED))
+        (key, status, severity, summary, kind, account_id, resource_id, certificate_id,
+         first_seen) = values
         if (type(key) is not str or not key or type(status) is not str
                 or (severity is not None and type(severity) is not str)
                 or (summary is not None and type(summary) is not str)
                 or (kind is not None and type(kind) is not str)):
             return None
-        return self._map(raw, key, status, severity, summary, kind)
+        return self._map(raw, key, status, severity, summary, kind, account_id, resource_id,
+                         certificate_id, first_seen)
 
     def _map(self, raw: Mapping[str, Any], key: str, status_word: str, severity: str | None,
-             summary: str | None, kind: str | None) -> Item:
+             summary: str | None, kind: str | None, account_id: Any, resource_id: Any,
+             certificate_id: Any, first_seen: Any) -> Item:
         state = self._statuses.get(status_word)
         if state is None:
             state = self._status(status_word)
         status, active, resolution = state
-        get = raw.get
         # The attributes, in `_ATTRIBUTES` order, nulls left out; written out rather than
         # looped (100k findings a sweep), with the usual shape (all strings but a null
         # certificateId) built in one go. Anything not a string goes through json_scalar.
-        account_id, resource_id, certificate_id, first_seen = (
-            get("awsAccountId"), get("resourceId"), get("certificateId"), get("firstDetectedAt"))
         attrs: dict[str, JSONScalar]
         if (type(kind) is str and type(account_id) is str and type(resource_id) is str
                 and certificate_id is None and type(first_seen) is str):
@@ -218,7 +228,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
                     attrs[k] = v if type(v) is str else json_scalar(v)
         if "resource" in raw or "certificate" in raw:  # only enriched findings have these
             for nested, fields in _NESTED:
-                obj = get(nested)
+                obj = raw.get(nested)
                 if isinstance(obj, dict):
                     for f in fields:
                         if isinstance(obj.get(f), str):
@@ -339,7 +349,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         return Page(rows, p.total, p.totalPages)
 
     async def _walk(self, emit: ItemSink) -> Pass[Item]:
-        return await numbered(self._page, lambda item: item.key, what="findings",
+        return await numbered(self._page, _item_key, what="findings",
                               on_rows=emit, prefetch=self.config.prefetch)
 
     async def enrich(self, scope: str, items: Sequence[Item]) -> list[Item]:
