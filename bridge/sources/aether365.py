@@ -33,6 +33,7 @@ its kind incomplete, instead of costing the page or the snapshot it came in.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -58,7 +59,7 @@ from bridge.model import Item, JSONScalar, Severity, Sweep, json_scalar, normali
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.paging import Page, Pass, numbered, page_count, with_drift_retries
-from bridge.sources.rows import Unusable, skipped_note, to_items
+from bridge.sources.rows import Remembered, Unusable, row_values, skipped_note, to_items
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +191,13 @@ class _Result(BaseModel):
     framework: str | None = None
 
 
+# What `_ResultReader.read` takes from a listed result: `_Result`'s fields, then the attributes.
+_RESULT_ATTRS = ("framework", "source_tool", "help_url")
+_RESULT_FIELDS = ("id", "test_id", "result", "title", "severity", *_RESULT_ATTRS)
+_result_values = row_values(_RESULT_FIELDS)
+_item_key = operator.attrgetter("key")
+
+
 class _Results(_Envelope):
     data: list[Any]  # each row is validated on its own
     meta: _Meta
@@ -260,6 +268,8 @@ class Aether365Source(Source[Aether365Config]):
         self._conditions = ConditionLog(config.name)
         # Scope -> wall-clock time before which the plan's quota is exhausted.
         self._quota_until: dict[str, float] = {}
+        # Severity words already mapped (a handful, 2,000 results a tenant and scan).
+        self._severities: Remembered[str, Severity] = Remembered(normalize_severity)
 
     @property
     def change_rules(self) -> Mapping[str, ChangeRule]:
@@ -423,36 +433,20 @@ class Aether365Source(Source[Aether365Config]):
     async def _scan_results(self, tenant: _Tenant, scan: _Scan) -> Pass[Item]:
         path = url_path("scans", scan.id, "results")
         size = self.config.page_size
-
-        def convert(raw: Mapping[str, Any], row: _Result) -> Item:
-            return self._test_item(tenant, scan, raw, row)
+        reader = _ResultReader(tenant.label, scan, self.config.skipped_resolves,
+                               self._severities)
 
         async def fetch(page: int) -> Page[Item]:
             body = await tenant.client.get_json(path, {"page": page, "limit": size})
             parsed = validate(_Results, body, f"GET /scans/{{id}}/results page {page}")
             meta = parsed.meta
-            rows = to_items(parsed.data, _Result, convert, source=self.name, kind=TEST,
-                            at="data", id_field="test_id", first=(page - 1) * size)
+            rows = to_items(parsed.data, _Result, reader.to_item, source=self.name, kind=TEST,
+                            at="data", id_field="test_id", first=(page - 1) * size,
+                            read=reader.read)
             return Page(rows, meta.total,
                         page_count(meta.total, meta.limit or size, meta.totalPages))
 
-        return await numbered(fetch, lambda item: item.key, what="scan results")
-
-    def _test_item(self, tenant: _Tenant, scan: _Scan, raw: Mapping[str, Any],
-                   row: _Result) -> Item:
-        result = row.result.strip().lower()
-        # Only a verdict resolves; an unknown word leaves the test as it was.
-        judged = result in ("failed", "passed") or (result == "skipped"
-                                                    and self.config.skipped_resolves)
-        attrs = _attrs(raw, ("framework", "source_tool", "help_url"))
-        attrs.update(scan_id=scan.id, scan_completed_at=scan.completed_at)
-        return Item(
-            kind=TEST, key=row.test_id, title=row.title or row.test_id,
-            severity=normalize_severity(row.severity), vendor_severity=row.severity or "",
-            status=result, active=result == "failed", judged=judged,
-            resolution=f"test {result} in scan {scan.id}" if result != "failed" else "",
-            tenant=tenant.label, attributes=attrs, raw=raw,
-        )
+        return await numbered(fetch, _item_key, what="scan results")
 
     # -- threat alerts ----------------------------------------------------------------------
 
@@ -582,6 +576,74 @@ class Aether365Source(Source[Aether365Config]):
             resolution="policy is compliant" if policy.compliant else "",
             tenant=tenant.label, raw=raw, attributes=_attrs(raw, ("current", "secure")),
         )
+
+
+class _ResultReader:
+    """One scan's results of one tenant as items: `read` for a listed result whose fields have
+    the shapes `_Result` demands (no pydantic: 2,000 results a tenant and scan, where its
+    validation and model instance cost as much as the mapping), `to_item` for a row pydantic
+    had to validate (`rows.to_items` sends it there when `read` turns it down, so a bad row is
+    skipped and reported exactly as it always was). Both map through `_map`."""
+
+    def __init__(self, label: str, scan: _Scan, skipped_resolves: bool,
+                 severities: Remembered[str, Severity]) -> None:
+        self._label = label
+        self._scan_id = scan.id
+        self._completed_at = scan.completed_at
+        self._severities = severities
+
+        def verdict(word: str) -> tuple[str, bool, bool, str]:
+            """(status, active, judged, resolution) of a result word."""
+            result = word.strip().lower()
+            # Only a verdict resolves; an unknown word leaves the test as it was.
+            judged = result in ("failed", "passed") or (result == "skipped"
+                                                        and skipped_resolves)
+            return (result, result == "failed", judged,
+                    f"test {result} in scan {scan.id}" if result != "failed" else "")
+
+        self._verdicts: Remembered[str, tuple[str, bool, bool, str]] = Remembered(verdict)
+
+    def read(self, raw: Any) -> Item | None:
+        """A listed result as an item, or None when a field is not the shape `_Result`
+        demands. The checks are pydantic's for JSON values: only a JSON string is a `str` (no
+        number, no bool), `id` and `test_id` must not be empty, and `title`, `severity`,
+        `framework` may also be null or absent."""
+        if type(raw) is not dict:
+            return None
+        ident, test_id, result, title, severity, framework, tool, help_url = _result_values(raw)
+        if (type(ident) is not str or not ident or type(test_id) is not str or not test_id
+                or type(result) is not str
+                or (title is not None and type(title) is not str)
+                or (severity is not None and type(severity) is not str)
+                or (framework is not None and type(framework) is not str)):
+            return None
+        return self._map(raw, test_id, result, title, severity, framework, tool, help_url)
+
+    def to_item(self, raw: Mapping[str, Any], row: _Result) -> Item:
+        get = raw.get
+        return self._map(raw, row.test_id, row.result, row.title, row.severity,
+                         get("framework"), get("source_tool"), get("help_url"))
+
+    def _map(self, raw: Mapping[str, Any], test_id: str, result: str, title: str | None,
+             severity: str | None, framework: Any, tool: Any, help_url: Any) -> Item:
+        status, active, judged, resolution = self._verdicts[result]
+        # The attributes in `_RESULT_ATTRS` order, nulls left out, then the scan's; the usual
+        # shape (all strings) built in one go, anything not a string through json_scalar.
+        attrs: dict[str, JSONScalar]
+        if type(framework) is str and type(tool) is str and type(help_url) is str:
+            attrs = {"framework": framework, "source_tool": tool, "help_url": help_url,
+                     "scan_id": self._scan_id, "scan_completed_at": self._completed_at}
+        else:
+            attrs = {}
+            for k, v in zip(_RESULT_ATTRS, (framework, tool, help_url), strict=True):
+                if v is not None:
+                    attrs[k] = v if type(v) is str else json_scalar(v)
+            attrs["scan_id"] = self._scan_id
+            attrs["scan_completed_at"] = self._completed_at
+        level: Severity = "medium" if severity is None else self._severities[severity]
+        # Positional: see rows.ITEM_ORDER.
+        return Item(TEST, test_id, title or test_id, level, active, severity or "", status,
+                    self._label, resolution, judged, attrs, raw)
 
 
 def _signal(tenant: _Tenant, to_item: Callable[[_Tenant, Mapping[str, Any]], Item]

@@ -10,14 +10,21 @@ mark the pass incomplete: a list with a row we could not read is not evidence th
 it is gone. Each skipped row is counted (`bridge_items_skipped_total`) and logged with its id,
 in one line per page: a vendor renaming a field makes every row unusable at once, and that must
 not become a log line per row.
+
+A source's longest lists (ScanOrbit findings, Aether365 results, Ayliea recommendations) are
+also read without pydantic (`to_items(read=...)`) when a row's fields have the shapes the model
+demands; the pieces those readers share live here: `Remembered` (vendor words mapped once),
+`row_values` (a row's fields in one call) and `ITEM_ORDER` (Item built positionally).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -33,6 +40,52 @@ ROW_ERRORS = (ValueError, TypeError, LookupError, AttributeError)
 _NOTE_EXAMPLES = 3  # skipped rows a sweep note names
 _LOG_EXAMPLES = 10  # skipped rows a log line names
 M = TypeVar("M", bound=BaseModel)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+MEMO = 256  # distinct vendor words a `Remembered` keeps
+# The row readers build Item positionally, which is measurably cheaper than by keyword 100k
+# times a sweep; this is the order they rely on, checked at import so a new field cannot
+# shift them silently.
+ITEM_ORDER = ("kind", "key", "title", "severity", "active", "vendor_severity", "status",
+              "tenant", "resolution", "judged", "attributes", "raw")
+if tuple(f.name for f in dataclasses.fields(Item))[:len(ITEM_ORDER)] != ITEM_ORDER:
+    raise ImportError(f"the row readers of bridge.sources build Item with the fields "
+                      f"{ITEM_ORDER} in that order: update them (grep ITEM_ORDER)")
+
+
+class Remembered(dict[K, V], Generic[K, V]):
+    """What `compute` makes of a vendor word (a status, a severity), computed once and then
+    looked up: `remembered[word]`. A handful of words come 100k times a sweep, so a hit is a
+    plain dict lookup (`__missing__` runs only on a miss); at most `bound` are kept, so a
+    vendor sending a different word every row cannot grow it."""
+
+    def __init__(self, compute: Callable[[K], V], bound: int = MEMO) -> None:
+        super().__init__()
+        self._compute = compute
+        self._bound = bound
+
+    def __missing__(self, key: K) -> V:
+        value = self._compute(key)
+        if len(self) < self._bound:
+            self[key] = value
+        return value
+
+
+def row_values(names: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A function giving a row's `names` fields as a tuple, None for one left out: all at once
+    by `operator.itemgetter` (in C) when every field is present, as in a healthy page."""
+    names = tuple(names)
+    if len(names) < 2:
+        raise ValueError("row_values takes two names or more (itemgetter of one is no tuple)")
+    take = operator.itemgetter(*names)
+
+    def values(raw: dict[str, Any]) -> tuple[Any, ...]:
+        try:
+            return take(raw)  # type: ignore[no-any-return]
+        except KeyError:  # some field left out rather than null
+            return tuple(map(raw.get, names))
+
+    return values
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ leaves the sweep incomplete, instead of losing its page and every page after it.
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 import time
 from collections.abc import Mapping, Sequence
@@ -33,20 +32,12 @@ from bridge.sources.base import ItemSink, Source, SourceConfig
 from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.freshness import full_read_cursor, full_read_due
 from bridge.sources.paging import Page, Pass, numbered, with_drift_retries
-from bridge.sources.rows import ROW_ERRORS, to_items
+from bridge.sources.rows import ROW_ERRORS, Remembered, row_values, to_items
 
 log = structlog.get_logger(__name__)
 
 KIND = "finding"
 MAX_PAGE = 100
-_MEMO = 256  # distinct status or severity words remembered
-# `_map` builds items positionally, which is measurably cheaper than by keyword 100k times a
-# sweep; this is the order it relies on, checked at import so a new field cannot shift them.
-_ITEM_ORDER = ("kind", "key", "title", "severity", "active", "vendor_severity", "status",
-               "tenant", "resolution", "judged", "attributes", "raw")
-if tuple(f.name for f in dataclasses.fields(Item))[:len(_ITEM_ORDER)] != _ITEM_ORDER:
-    raise ImportError(f"bridge.sources.scanorbit builds Item with the fields {_ITEM_ORDER} "
-                      "in that order: update ScanOrbitSource._map")
 
 
 class ScanOrbitConfig(SourceConfig):
@@ -129,7 +120,7 @@ HEALTHY_ACCOUNT = ("ok", "active")
 _ATTRIBUTES = ("type", "awsAccountId", "resourceId", "certificateId", "firstDetectedAt")
 # What `read` takes from a listed finding: `_Finding`'s fields, then the attributes.
 _LISTED = ("id", "status", "severity", "summary", *_ATTRIBUTES)
-_listed = operator.itemgetter(*_LISTED)
+_listed = row_values(_LISTED)
 _item_key = operator.attrgetter("key")
 _NESTED = (("resource", ("name", "service", "region", "resourceId")),
            ("certificate", ("primaryDomain", "notAfter")))
@@ -155,8 +146,8 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         self._accounts: dict[str, dict[str, JSONScalar]] = {}
         self._enrich_left = config.enrich_new
         # Status and severity words already mapped (see `_status`).
-        self._statuses: dict[str, tuple[str, bool, str]] = {}
-        self._severities: dict[str, Severity] = {}
+        self._statuses: Remembered[str, tuple[str, bool, str]] = Remembered(self._status)
+        self._severities: Remembered[str, Severity] = Remembered(normalize_severity)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -191,12 +182,8 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         absent."""
         if type(raw) is not dict:
             return None
-        try:
-            values = _listed(raw)  # every field at once, in C
-        except KeyError:  # some field left out rather than null
-            values = tuple(map(raw.get, _LISTED))
         (key, status, severity, summary, kind, account_id, resource_id, certificate_id,
-         first_seen) = values
+         first_seen) = _listed(raw)
         if (type(key) is not str or not key or type(status) is not str
                 or (severity is not None and type(severity) is not str)
                 or (summary is not None and type(summary) is not str)
@@ -208,10 +195,7 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
     def _map(self, raw: Mapping[str, Any], key: str, status_word: str, severity: str | None,
              summary: str | None, kind: str | None, account_id: Any, resource_id: Any,
              certificate_id: Any, first_seen: Any) -> Item:
-        state = self._statuses.get(status_word)
-        if state is None:
-            state = self._status(status_word)
-        status, active, resolution = state
+        status, active, resolution = self._statuses[status_word]
         # The attributes, in `_ATTRIBUTES` order, nulls left out; written out rather than
         # looped (100k findings a sweep), with the usual shape (all strings but a null
         # certificateId) built in one go. Anything not a string goes through json_scalar.
@@ -240,26 +224,17 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
         if severity is None:
             level: Severity = "medium"
         else:
-            level = self._severities.get(severity) or self._severity(severity)
-        # Positional: see _ITEM_ORDER.
+            level = self._severities[severity]
+        # Positional: see rows.ITEM_ORDER.
         return Item(KIND, key, summary or kind or key, level, active, severity or "", status,
                     self.config.tenant, resolution, True, attrs, raw)
 
     def _status(self, word: str) -> tuple[str, bool, str]:
-        """(status, active, resolution) of a vendor status word, remembered: a handful of
-        words, 100k findings a sweep."""
+        """(status, active, resolution) of a vendor status word (remembered in `_statuses`:
+        a handful of words, 100k findings a sweep)."""
         status = word.lower()
         inactive = status in self.config.inactive_statuses
-        state = (status, not inactive, f"vendor status {status}" if inactive else "")
-        if len(self._statuses) < _MEMO:  # a vendor sending random words must not grow it
-            self._statuses[word] = state
-        return state
-
-    def _severity(self, word: str) -> Severity:
-        level = normalize_severity(word)
-        if len(self._severities) < _MEMO:
-            self._severities[word] = level
-        return level
+        return (status, not inactive, f"vendor status {status}" if inactive else "")
 
     async def poll(self, scope: str, cursor: Mapping[str, str]) -> Sweep:
         items: list[Item] = []
