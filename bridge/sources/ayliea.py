@@ -40,12 +40,12 @@ from bridge.http import (
     credential_scope,
     validate,
 )
-from bridge.model import Item, Severity, Sweep, json_scalar
+from bridge.model import Item, JSONScalar, Severity, Sweep, json_scalar
 from bridge.sources.base import ConditionLog, Source, SourceConfig, SweepParts
 from bridge.sources.coverage import SOURCE_HEALTH, Check
 from bridge.sources.freshness import full_read_cursor, full_read_due
 from bridge.sources.paging import Pass, by_offset, with_drift_retries
-from bridge.sources.rows import Unusable, skipped_note, to_items
+from bridge.sources.rows import Remembered, Unusable, row_values, skipped_note, to_items
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +113,12 @@ class _Recommendation(BaseModel):
     priority: int | None = None
 
 
+# What `AylieaSource.read` takes from a listed recommendation: `_Recommendation`'s fields, then
+# the attributes.
+_RECOMMENDATION_FIELDS = ("id", "status", "title", "priority", "framework_id", "category")
+_recommendation_values = row_values(_RECOMMENDATION_FIELDS)
+
+
 class _Recommendations(BaseModel):
     recommendations: list[Any]  # each row is validated on its own
 
@@ -172,6 +178,9 @@ class AylieaSource(Source[AylieaConfig]):
             errors=AylieaErrors(),
         )
         self._conditions = ConditionLog(config.name)
+        # Status words and priorities already mapped (a handful each, every listed row).
+        self._statuses: Remembered[str, tuple[str, bool, str]] = Remembered(self._status)
+        self._priorities: Remembered[int, tuple[Severity, str]] = Remembered(self._priority)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -302,26 +311,63 @@ class AylieaSource(Source[AylieaConfig]):
             parsed = validate(_Recommendations, body, f"GET /recommendations offset {offset}")
             return to_items(parsed.recommendations, _Recommendation, self._recommendation,
                             source=self.name, kind=RECOMMENDATION, at="recommendations",
-                            first=offset)
+                            first=offset, read=self.read)
 
         return await by_offset(fetch, lambda item: item.key, limit=self.config.page_size,
                                overlap=self.config.page_overlap, what="recommendations")
 
+    def read(self, raw: Any) -> Item | None:
+        """A listed recommendation as an item, or None when a field is not the shape
+        `_Recommendation` demands: then `to_items` has pydantic read it, so a bad row is
+        reported exactly as it always was. The checks are pydantic's for JSON values: only a
+        JSON string is a `str`, `id` must not be empty, `title` may be null or absent, and
+        `priority` is taken here only as a plain integer (not a bool, a float or a numeric
+        string, which pydantic judges) or null or absent."""
+        if type(raw) is not dict:
+            return None
+        ident, status, title, priority, framework, category = _recommendation_values(raw)
+        if (type(ident) is not str or not ident or type(status) is not str
+                or (title is not None and type(title) is not str)
+                or (priority is not None and type(priority) is not int)):
+            return None
+        return self._map(raw, ident, status, title, priority, framework, category)
+
     def _recommendation(self, raw: Mapping[str, Any], rec: _Recommendation) -> Item:
-        status = rec.status.strip().lower()
+        """A recommendation `_Recommendation` accepted, as an item (the path of rows `read`
+        turned down)."""
+        return self._map(raw, rec.id, rec.status, rec.title, rec.priority,
+                         raw.get("framework_id"), raw.get("category"))
+
+    def _map(self, raw: Mapping[str, Any], ident: str, status_word: str, title: str | None,
+             priority: int | None, framework: Any, category: Any) -> Item:
+        status, active, resolution = self._statuses[status_word]
+        if priority is None:
+            severity, vendor_severity = self.config.unknown_priority_severity, ""
+        else:
+            severity, vendor_severity = self._priorities[priority]
+        # Empty values (not only nulls) are left out; then the priority, always.
+        attrs: dict[str, JSONScalar]
+        if type(framework) is str and framework and type(category) is str and category:
+            attrs = {"framework_id": framework, "category": category, "priority": priority}
+        else:
+            attrs = {k: json_scalar(v) for k, v in (("framework_id", framework),
+                                                     ("category", category)) if v}
+            attrs["priority"] = priority
+        # Positional: see rows.ITEM_ORDER.
+        return Item(RECOMMENDATION, ident, title or ident, severity, active, vendor_severity,
+                    status, self.config.tenant, resolution, True, attrs, raw)
+
+    def _status(self, word: str) -> tuple[str, bool, str]:
+        """(status, active, resolution) of a recommendation's status word (remembered in
+        `_statuses`)."""
+        status = word.strip().lower()
         resolved = status in self.config.resolved_statuses
-        table = self.config.priority_severity
+        return status, not resolved, f"recommendation {status}" if resolved else ""
+
+    def _priority(self, priority: int) -> tuple[Severity, str]:
+        """(severity, vendor severity) of a priority (remembered in `_priorities`)."""
         fallback = self.config.unknown_priority_severity
-        severity = fallback if rec.priority is None else table.get(rec.priority, fallback)
-        attrs = {k: json_scalar(raw[k]) for k in ("framework_id", "category") if raw.get(k)}
-        attrs["priority"] = rec.priority
-        return Item(
-            kind=RECOMMENDATION, key=rec.id, title=rec.title or rec.id, severity=severity,
-            vendor_severity="" if rec.priority is None else f"priority {rec.priority}",
-            status=status, active=not resolved,
-            resolution=f"recommendation {status}" if resolved else "",
-            tenant=self.config.tenant, attributes=attrs, raw=raw,
-        )
+        return self.config.priority_severity.get(priority, fallback), f"priority {priority}"
 
     # -- discovery --------------------------------------------------------------------------
 
