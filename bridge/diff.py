@@ -23,10 +23,10 @@ re-baselined silently (the new values are written, no event) and counted in
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 import orjson
 
@@ -110,6 +110,102 @@ class StoredItem:
         )
 
 
+_T = TypeVar("_T")
+Ident = tuple[str, str]  # (kind, key)
+
+
+class StoredItems(Mapping[Ident, StoredItem]):
+    """A scope's stored items, as `Store.load_items` returns them: a mapping of `(kind, key)`
+    to `StoredItem` for its readers, held as one dict of key -> item per kind.
+
+    The nesting is for memory: a flat dict keeps one `(kind, key)` tuple alive per item (56 B,
+    17 MB at 300k items, all of it during a sweep's peak), and the diff, which has the kind and
+    the key of each item it is fed, looks them up without building one. Each item's dict key is
+    the item's own `key` string, so nothing else needs a copy of it (see `Differ.feed`).
+    """
+
+    __slots__ = ("by_kind",)
+
+    def __init__(self, by_kind: dict[str, dict[str, StoredItem]] | None = None) -> None:
+        self.by_kind: dict[str, dict[str, StoredItem]] = {} if by_kind is None else by_kind
+
+    @classmethod
+    def of(cls, items: Mapping[Ident, StoredItem]) -> StoredItems:
+        """`items` itself if it already is one, else a regrouped copy (tests build plain dicts)."""
+        if isinstance(items, StoredItems):
+            return items
+        out = cls()
+        for (kind, key), item in items.items():
+            out.by_kind.setdefault(kind, {})[key] = item
+        return out
+
+    def __getitem__(self, ident: Ident) -> StoredItem:
+        kind, key = ident
+        return self.by_kind[kind][key]
+
+    @overload
+    def get(self, ident: Ident, /) -> StoredItem | None: ...
+    @overload
+    def get(self, ident: Ident, /, default: StoredItem | _T) -> StoredItem | _T: ...
+
+    def get(self, ident: Ident, /, default: object = None) -> object:
+        keys = self.by_kind.get(ident[0])
+        return default if keys is None else keys.get(ident[1], default)
+
+    def __contains__(self, ident: object) -> bool:
+        if not isinstance(ident, tuple) or len(ident) != 2:
+            return False
+        keys = self.by_kind.get(ident[0])
+        return keys is not None and ident[1] in keys
+
+    def __iter__(self) -> Iterator[Ident]:
+        for kind, keys in self.by_kind.items():
+            for key in keys:
+                yield kind, key
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_kind.values()))
+
+    def __repr__(self) -> str:
+        return f"StoredItems({dict(self.items())!r})"
+
+
+class Seen(Collection[Ident]):
+    """The `(kind, key)` pairs a `Differ` was fed, held as one set of key strings per kind:
+    no tuple per item, and for a stored item the store's own copy of its key string (it lives
+    on in `StoredItems` anyway), so the vendor's copy can go with its page. At 300k items this
+    is ~100 B an item less than a set of tuples holding the vendor's strings."""
+
+    __slots__ = ("by_kind",)
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, set[str]] = {}
+
+    def of(self, kind: str) -> set[str]:
+        keys = self.by_kind.get(kind)
+        if keys is None:
+            keys = self.by_kind[kind] = set()
+        return keys
+
+    def __contains__(self, ident: object) -> bool:
+        if not isinstance(ident, tuple) or len(ident) != 2:
+            return False
+        keys = self.by_kind.get(ident[0])
+        return keys is not None and ident[1] in keys
+
+    def __iter__(self) -> Iterator[Ident]:
+        for kind, keys in self.by_kind.items():
+            for key in keys:
+                yield kind, key
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_kind.values()))
+
+
+_NOTHING_STORED: dict[str, StoredItem] = {}
+_NOTHING_SEEN: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class ItemWrite:
     """One row to upsert. `snapshot`/`tracked` None keeps what is stored (a miss count update)."""
@@ -190,6 +286,7 @@ class Differ:
     `feed` handles what can be decided from an item alone (new, changed, reopened); vendor
     resolutions wait for `finish`, because only then is it known whether the sweep was
     complete. `take` hands over what has accumulated so the caller can commit in chunks.
+    `stored` is read, never changed (a plain mapping is regrouped into a `StoredItems` copy).
     """
 
     def __init__(
@@ -202,9 +299,9 @@ class Differ:
         vendor: str,
         now: datetime,
     ) -> None:
-        self.stored, self.policy = stored, policy
+        self.stored, self.policy = StoredItems.of(stored), policy
         self.scope, self.source, self.vendor, self.now = scope, source, vendor, now
-        self.seen: set[tuple[str, str]] = set()
+        self.seen = Seen()
         self.events: list[Event] = []
         self.writes: list[ItemWrite] = []
         self._vendor_resolved: list[Item] = []
@@ -235,16 +332,28 @@ class Differ:
             attributes=item.attributes, raw=item.raw,
         ))
 
+    def known(self, kind: str, key: str) -> bool:
+        """Whether the item is stored or was seen already in this sweep."""
+        return (key in self.stored.by_kind.get(kind, _NOTHING_STORED)
+                or key in self.seen.by_kind.get(kind, _NOTHING_SEEN))
+
     def feed(self, items: Iterable[Item]) -> None:
-        now, writes = self.now, self.writes
+        now, writes, by_kind = self.now, self.writes, self.stored.by_kind
+        kind: str | None = None
+        seen: set[str] = set()
+        stored = _NOTHING_STORED
         for item in items:
-            ident = (item.kind, item.key)
-            if ident in self.seen:
+            if item.kind != kind:  # a page is usually of one kind: look it up once a run
+                kind = item.kind
+                seen, stored = self.seen.of(kind), by_kind.get(kind, _NOTHING_STORED)
+            key = item.key
+            if key in seen:
                 continue  # a drifting page served it twice; the first copy is as good as any
-            self.seen.add(ident)
+            old = stored.get(key)
+            # The stored copy of the key when there is one (see `Seen`).
+            seen.add(key if old is None else old.key)
             if not item.judged:
                 continue
-            old = self.stored.get(ident)
             if not item.active:
                 if old is not None and old.state == "active":
                     self._vendor_resolved.append(item)
@@ -286,9 +395,17 @@ class Differ:
     def absentees(self, kinds: Mapping[str, bool]) -> list[tuple[str, str]]:
         """Items `finish` will resolve for absence: their snapshots are needed for the events."""
         limit = self.policy.resolve_after_misses
-        return [ident for ident, old in self.stored.items()
-                if old.state == "active" and ident not in self.seen
-                and kinds.get(old.kind, False) and old.misses + 1 >= limit]
+        return [(kind, key) for kind, key, old in self._unseen(kinds) if old.misses + 1 >= limit]
+
+    def _unseen(self, kinds: Mapping[str, bool]) -> Iterator[tuple[str, str, StoredItem]]:
+        """The active stored items of the complete kinds that this sweep did not see."""
+        for kind, stored in self.stored.by_kind.items():
+            if not kinds.get(kind, False):
+                continue
+            seen = self.seen.by_kind.get(kind, _NOTHING_SEEN)
+            for key, old in stored.items():
+                if old.state == "active" and key not in seen:
+                    yield kind, key, old
 
     def finish(self, kinds: Mapping[str, bool], snapshots: Mapping[tuple[str, str], str]) -> None:
         """Resolve what the now-known completeness allows; count misses for the absent."""
@@ -296,21 +413,19 @@ class Differ:
         for item in self._vendor_resolved:
             if not kinds.get(item.kind, False):
                 continue  # an incomplete sweep never resolves, not even on the vendor's word
-            old = self.stored[(item.kind, item.key)]
+            old = self.stored.by_kind[item.kind][item.key]
             counter = old.counter + 1
             self._emit(EventType.RESOLVED, item, counter, item.resolution or "resolved by vendor")
             writes.append(ItemWrite(item.kind, item.key, "resolved", counter, 0, old.first_seen,
                                     now, self.tracked(item), snapshot_json(item), now))
-        for ident, old in self.stored.items():
-            if old.state != "active" or ident in self.seen or not kinds.get(old.kind, False):
-                continue
+        for kind, key, old in self._unseen(kinds):
             misses = old.misses + 1
             if misses < self.policy.resolve_after_misses:
                 writes.append(ItemWrite(old.kind, old.key, "active", old.counter, misses,
                                         old.first_seen, now))
                 continue
             counter = old.counter + 1
-            snapshot = snapshots.get(ident, old.snapshot)
+            snapshot = snapshots.get((kind, key), old.snapshot)
             self._emit(EventType.RESOLVED, old.as_item(snapshot), counter,
                        f"absent from {misses} consecutive complete sweeps")
             writes.append(ItemWrite(old.kind, old.key, "resolved", counter, misses,

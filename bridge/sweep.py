@@ -28,7 +28,7 @@ import structlog
 
 from bridge import metrics, progress
 from bridge.baseline import BASELINE_CURSOR, Baseline, mode_for, source_cursor, summary_event
-from bridge.diff import Differ, DiffPolicy, StoredItem
+from bridge.diff import Differ, DiffPolicy, StoredItems
 from bridge.http import VendorError
 from bridge.model import Event, Item, Sweep, utcnow
 from bridge.progress import ScopeProgress
@@ -117,7 +117,7 @@ class _Run:
         self.kept_deliveries: list[Routed] = []
         self.kept_muted: list[Muted] = []
         self.muted_count = 0
-        self._loading: asyncio.Task[dict[tuple[str, str], StoredItem]] | None = None
+        self._loading: asyncio.Task[StoredItems] | None = None
 
     def start(self) -> None:
         """Start loading the stored state; it overlaps with fetching the first pages."""
@@ -152,9 +152,7 @@ class _Run:
         self.seen.items += len(items)
         differ = await self._differ()
         if self.source.enriches:
-            stored, seen = differ.stored, differ.seen
-            unseen = [i for i in items if i.active and (i.kind, i.key) not in stored
-                      and (i.kind, i.key) not in seen]
+            unseen = [i for i in items if i.active and not differ.known(i.kind, i.key)]
             if unseen:
                 enriched = {(i.kind, i.key): i for i in await self.source.enrich(self.scope, unseen)}
                 items = [enriched.get((i.kind, i.key), i) for i in items]

@@ -21,7 +21,7 @@ import orjson
 from pydantic import Field
 
 from bridge.components import StrictModel
-from bridge.diff import ItemWrite, State, StoredItem
+from bridge.diff import ItemWrite, State, StoredItem, StoredItems
 from bridge.model import Event
 
 Outcome = Literal["complete", "incomplete", "skipped", "failed"]
@@ -263,8 +263,9 @@ class Store(ABC):
 
     # -- sweeps and item state
     @abstractmethod
-    async def load_items(self, scope: str, kinds: Collection[str]) -> dict[tuple[str, str], StoredItem]:
-        """Every stored item of these kinds in this scope, keyed by (kind, key)."""
+    async def load_items(self, scope: str, kinds: Collection[str]) -> StoredItems:
+        """Every stored item of these kinds in this scope, keyed by (kind, key) (grouped by
+        kind inside: see `StoredItems`)."""
 
     @abstractmethod
     async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]

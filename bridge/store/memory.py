@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from bridge.diff import ItemWrite, StoredItem
+from bridge.diff import ItemWrite, StoredItem, StoredItems
 from bridge.model import Event
 from bridge.store.base import (
     MUTE_REASONS,
@@ -171,10 +171,14 @@ class MemoryStore(Store):
 
     # -- sweeps and item state
 
-    async def load_items(self, scope: str, kinds: Collection[str]) -> dict[tuple[str, str], StoredItem]:
+    async def load_items(self, scope: str, kinds: Collection[str]) -> StoredItems:
         self._usable()
         wanted = set(kinds)
-        return {k: r.stored() for k, r in self._items.get(scope, {}).items() if k[0] in wanted}
+        by_kind: dict[str, dict[str, StoredItem]] = {}
+        for (kind, key), r in self._items.get(scope, {}).items():
+            if kind in wanted:
+                by_kind.setdefault(kind, {})[key] = r.stored()
+        return StoredItems(by_kind)
 
     async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
                              ) -> dict[tuple[str, str], str]:

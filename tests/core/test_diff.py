@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bridge.diff import ChangeVerdict, Differ, DiffPolicy, diff
+from bridge.diff import ChangeVerdict, Differ, DiffPolicy, StoredItems, diff
 from bridge.model import EventType, Item, Sweep, event_id
 
 from ._helpers import SCOPE, T0, DictStore, item, sweep
@@ -659,3 +659,46 @@ def test_differ_fed_page_by_page_equals_diff_in_one_go(
     assert sorted(events, key=lambda ev: ev.id) == sorted(whole.events, key=lambda ev: ev.id)
     assert sorted(writes, key=repr) == sorted(whole.writes, key=repr)
     assert len(differ.seen) == whole.seen
+
+
+# -- the stored items and what was seen, held without a tuple per item -------------------------
+
+
+def test_stored_items_read_like_the_dict_of_kind_and_key_they_regroup() -> None:
+    store = DictStore()
+    store.run(sweep(item("a"), item("b"), item("s", kind="score"),
+                    kinds={"finding": True, "score": True}))
+    flat = store.items
+    grouped = StoredItems.of(flat)
+    assert StoredItems.of(grouped) is grouped
+    assert grouped == flat and dict(grouped) == flat and len(grouped) == 3
+    assert list(grouped) == [("finding", "a"), ("finding", "b"), ("score", "s")]
+    assert grouped[("score", "s")] is flat[("score", "s")]
+    assert grouped.get(("finding", "b")) is flat[("finding", "b")]
+    assert grouped.get(("finding", "s")) is None and grouped.get(("nope", "a"), 1) == 1
+    assert ("finding", "a") in grouped and ("score", "a") not in grouped
+    assert "a" not in grouped and ("finding",) not in grouped  # type: ignore[comparison-overlap]
+    with pytest.raises(KeyError):
+        grouped[("score", "a")]
+
+
+def test_the_differ_keeps_the_stored_key_strings_and_leaves_stored_alone() -> None:
+    """What it has seen holds the store's copy of a stored item's key (it lives on anyway) and
+    the vendor's copy only of a new one; a key served twice counts once."""
+    store = DictStore()
+    store.run(sweep(item("known")))
+    stored = store.items
+    before = dict(stored)
+    (stored_key,) = (k for _, k in stored)
+    served = "".join(["kn", "own"])  # an equal string, not the same object
+    assert served is not stored_key
+    differ = Differ(stored, store.policy, scope=SCOPE, source="so", vendor="scanorbit",
+                    now=store.now + timedelta(minutes=5))
+    differ.feed([item(served), item("fresh"), item(served), item("fresh")])
+    (kept,) = (k for k in differ.seen.by_kind["finding"] if k == "known")
+    assert kept is stored_key
+    assert set(differ.seen) == {("finding", "known"), ("finding", "fresh")}
+    assert len(differ.seen) == 2 and ("finding", "fresh") in differ.seen
+    assert differ.known("finding", "known") and differ.known("finding", "fresh")
+    assert not differ.known("finding", "other") and not differ.known("score", "known")
+    assert stored == before

@@ -292,6 +292,16 @@ async def test_a_constraint_refused_commit_is_neither_unavailable_nor_corrupt(
     assert "NOT NULL constraint failed: cursors.value" in str(err.value)
 
 
+async def test_load_items_shares_equal_tracked_texts(store: SQLiteStore) -> None:
+    """Items flagged by one check carry equal tracked values: one string for them all, not
+    one per row (the diff compares them by value, so only memory can tell)."""
+    await run_sweep(store, sweep(item("a", title="same"), item("b", title="same"),
+                                 item("c", title="other")))
+    loaded = (await store.load_items(SCOPE, ["finding"])).by_kind["finding"]
+    assert loaded["a"].tracked is loaded["b"].tracked
+    assert loaded["a"].tracked != loaded["c"].tracked
+
+
 def test_sqlite_offers_the_maintenance_commands(store: SQLiteStore) -> None:
     assert isinstance(store, StoreMaintenance)
     assert maintenance(store) is store

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from bridge.diff import Differ, DiffPolicy, ItemWrite, diff
+from bridge.diff import Differ, DiffPolicy, ItemWrite, StoredItems, diff
 from bridge.model import Event, EventType, Sweep
 from bridge.store.base import (
     Muted,
@@ -186,6 +186,12 @@ class StoreContract:
             ("finding", "f"), ("score", "s")}
         assert await store.load_items(SCOPE, []) == {}
         assert set(await store.load_items("other", ["finding"])) == {("finding", "o")}
+        # Grouped by kind inside, so the diff needs no (kind, key) tuple per item.
+        both = await store.load_items(SCOPE, ["finding", "score"])
+        assert isinstance(both, StoredItems)
+        assert {kind: set(keys) for kind, keys in both.by_kind.items()} == {
+            "finding": {"f"}, "score": {"s"}}
+        assert all(row.key == key for keys in both.by_kind.values() for key, row in keys.items())
         assert await store.load_snapshots("other", [("finding", "f")]) == {}
 
     async def test_full_history_round_trips_through_the_store(self, store: Store) -> None:

@@ -28,7 +28,7 @@ from typing import Any, TypeAlias, TypeVar
 import asyncpg
 import msgspec
 
-from bridge.diff import ItemWrite, StoredItem
+from bridge.diff import ItemWrite, StoredItem, StoredItems
 from bridge.model import Event, events_from_json
 from bridge.store.base import (
     MUTED_KEPT,
@@ -202,19 +202,23 @@ class PostgresStore(Store):
 
     # -- sweeps and item state
 
-    async def load_items(self, scope: str, kinds: Collection[str]
-                         ) -> dict[tuple[str, str], StoredItem]:
+    async def load_items(self, scope: str, kinds: Collection[str]) -> StoredItems:
         kinds = list(kinds)
         if not kinds:
-            return {}
+            return StoredItems()
 
         async def q(conn: Conn) -> list[Any]:
             return list(await conn.fetch(
                 "SELECT kind, key, state, tracked, counter, misses, first_seen FROM items "
                 "WHERE scope = $1 AND kind = ANY($2::text[])", scope, kinds))
 
-        return {(r[0], r[1]): StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
-                for r in await self._run(q)}
+        by_kind: dict[str, dict[str, StoredItem]] = {}
+        for r in await self._run(q):
+            keys = by_kind.get(r[0])
+            if keys is None:
+                keys = by_kind[r[0]] = {}
+            keys[r[1]] = StoredItem(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+        return StoredItems(by_kind)
 
     async def load_snapshots(self, scope: str, idents: Collection[tuple[str, str]]
                              ) -> dict[tuple[str, str], str]:
