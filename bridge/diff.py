@@ -26,7 +26,7 @@ import operator
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import orjson
 
@@ -111,10 +111,33 @@ class StoredItem:
 
 
 _T = TypeVar("_T")
+_Keys = TypeVar("_Keys", bound=Collection[str])
 Ident = tuple[str, str]  # (kind, key)
 
 
-class StoredItems(Mapping[Ident, StoredItem]):
+class _ByKind(Generic[_Keys]):
+    """`(kind, key)` pairs held as one collection of key strings per kind (what `StoredItems`
+    and `Seen` share): no tuple kept per item."""
+
+    __slots__ = ()
+    by_kind: dict[str, _Keys]
+
+    def __contains__(self, ident: object) -> bool:
+        if not isinstance(ident, tuple) or len(ident) != 2:
+            return False
+        keys = self.by_kind.get(ident[0])
+        return keys is not None and ident[1] in keys
+
+    def __iter__(self) -> Iterator[Ident]:
+        for kind, keys in self.by_kind.items():
+            for key in keys:
+                yield kind, key
+
+    def __len__(self) -> int:
+        return sum(map(len, self.by_kind.values()))
+
+
+class StoredItems(_ByKind[dict[str, StoredItem]], Mapping[Ident, StoredItem]):
     """A scope's stored items, as `Store.load_items` returns them: a mapping of `(kind, key)`
     to `StoredItem` for its readers, held as one dict of key -> item per kind.
 
@@ -152,25 +175,11 @@ class StoredItems(Mapping[Ident, StoredItem]):
         keys = self.by_kind.get(ident[0])
         return default if keys is None else keys.get(ident[1], default)
 
-    def __contains__(self, ident: object) -> bool:
-        if not isinstance(ident, tuple) or len(ident) != 2:
-            return False
-        keys = self.by_kind.get(ident[0])
-        return keys is not None and ident[1] in keys
-
-    def __iter__(self) -> Iterator[Ident]:
-        for kind, keys in self.by_kind.items():
-            for key in keys:
-                yield kind, key
-
-    def __len__(self) -> int:
-        return sum(map(len, self.by_kind.values()))
-
     def __repr__(self) -> str:
         return f"StoredItems({dict(self.items())!r})"
 
 
-class Seen(Collection[Ident]):
+class Seen(_ByKind[set[str]], Collection[Ident]):
     """The `(kind, key)` pairs a `Differ` was fed, held as one set of key strings per kind:
     no tuple per item, and for a stored item the store's own copy of its key string (it lives
     on in `StoredItems` anyway), so the vendor's copy can go with its page. At 300k items this
@@ -186,20 +195,6 @@ class Seen(Collection[Ident]):
         if keys is None:
             keys = self.by_kind[kind] = set()
         return keys
-
-    def __contains__(self, ident: object) -> bool:
-        if not isinstance(ident, tuple) or len(ident) != 2:
-            return False
-        keys = self.by_kind.get(ident[0])
-        return keys is not None and ident[1] in keys
-
-    def __iter__(self) -> Iterator[Ident]:
-        for kind, keys in self.by_kind.items():
-            for key in keys:
-                yield kind, key
-
-    def __len__(self) -> int:
-        return sum(map(len, self.by_kind.values()))
 
 
 _NOTHING_STORED: dict[str, StoredItem] = {}

@@ -131,47 +131,25 @@ def to_items(
     reported as it would be without `read`). It must return exactly the item `to_item` would,
     and raise what `to_item` would raise.
     """
-    if read is not None:
-        return _read_items(rows, model, to_item, read, source=source, kind=kind, at=at,
-                           id_field=id_field, first=first)
-    try:
-        checked: list[M] | None = _list_of(model).validate_python(rows)
-    except ValidationError:
-        checked = None
+    item_of: Callable[[int, Any], Item]
+    if read is None:
+        try:
+            checked: list[M] | None = _list_of(model).validate_python(rows)
+        except ValidationError:
+            checked = None
+
+        def item_of(n: int, raw: Any) -> Item:
+            return to_item(raw, checked[n] if checked is not None else _one(model, raw))
+    else:
+        def item_of(n: int, raw: Any) -> Item:
+            item = read(raw)  # the model only meets the rows `read` turns down
+            return item if item is not None else to_item(raw, _one(model, raw))
+
     out: list[Item | Unusable] = []
     skipped: list[Unusable] = []
     for n, raw in enumerate(rows):
         try:
-            out.append(to_item(raw, checked[n] if checked is not None else _one(model, raw)))
-            continue
-        except ROW_ERRORS as exc:
-            unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>",
-                                f"{at}.{n}{_problem(exc)}")
-        skipped.append(unusable)
-        out.append(unusable)
-    _report(skipped, source, kind)
-    return out
-
-
-def _read_items(
-    rows: Sequence[Any],
-    model: type[M],
-    to_item: Callable[[Mapping[str, Any], M], Item],
-    read: Callable[[Any], Item | None],
-    *,
-    source: str,
-    kind: str,
-    at: str,
-    id_field: str,
-    first: int,
-) -> list[Item | Unusable]:
-    """`to_items` with a `read`: the model only meets the rows `read` turns down."""
-    out: list[Item | Unusable] = []
-    skipped: list[Unusable] = []
-    for n, raw in enumerate(rows):
-        try:
-            item = read(raw)
-            out.append(item if item is not None else to_item(raw, _one(model, raw)))
+            out.append(item_of(n, raw))
             continue
         except ROW_ERRORS as exc:
             unusable = Unusable(row_key(raw, id_field) or f"<row {first + n}>",

@@ -9,22 +9,18 @@ both ways and the answers compared, attributes in order. Then the same rows go t
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import astuple
 from typing import Any
 
 import pytest
 
 from bridge.http import HttpContext
 from bridge.model import Item, JSONScalar, json_scalar, normalize_severity
-from bridge.sources.rows import ROW_ERRORS, Unusable, to_items
 from bridge.sources.scanorbit import ScanOrbitConfig, ScanOrbitSource, _Finding
+from tests.support.row_shapes import check_page, check_read, shapes, slow_path
+from tests.support.row_shapes import rows as shaped_rows
 
-_MISSING = object()
-SHAPES: tuple[Any, ...] = (_MISSING, None, "", "x", "OPEN", "Resolved", "snoozed", "trivial",
-                           "ünï\ufffd", 0, 1, -1, 1.5, 2**63, True, False, [], ["a"], {},
-                           {"a": [1, {"b": None}]})
+SHAPES = shapes("OPEN", "Resolved", "snoozed", "trivial")
 FIELDS = ("id", "status", "severity", "summary", "type", "awsAccountId", "resourceId",
           "certificateId", "firstDetectedAt", "resource", "certificate")
 BASE: dict[str, Any] = {
@@ -38,26 +34,10 @@ NESTED = ({"name": "web", "service": "ec2", "region": 5, "resourceId": ["r"]},
 
 
 def rows() -> Iterator[Any]:
-    yield BASE
-    yield from ([], "f-1", 7, None, True)  # not objects at all
-    for field in FIELDS:
-        for shape in (*SHAPES, *NESTED):
-            yield _with(BASE, {field: shape})
-    for a, b in itertools.combinations(FIELDS[:5], 2):
-        for x, y in itertools.product(SHAPES[:9], repeat=2):
-            yield _with(BASE, {a: x, b: y})
+    yield from shaped_rows(BASE, FIELDS, (*SHAPES, *NESTED), 9, ([], "f-1", 7, None, True),
+                           pair_fields=FIELDS[:5])
     yield {**BASE, "awsAccountId": "gone"}  # an account not listed
     yield {**BASE, "awsAccountId": "acct-2"}  # an account without a name
-
-
-def _with(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    row = dict(base)
-    for k, v in changes.items():
-        if v is _MISSING:
-            row.pop(k, None)
-        else:
-            row[k] = v
-    return row
 
 
 @pytest.fixture
@@ -71,20 +51,6 @@ async def source() -> AsyncIterator[ScanOrbitSource]:
                      "acct-2": {"aws_account_number": "210987654321"}}
     yield src
     await http.close()
-
-
-def _slow(source: ScanOrbitSource, raw: Any) -> Item | str:
-    """The path without `read`: pydantic, then the mapping as it was written before it was
-    tuned (`_reference`); or what stops it."""
-    try:
-        if not isinstance(raw, dict):
-            raise TypeError("not an object")
-        finding = _Finding.model_validate(raw)
-        item = _reference(source, raw, finding)
-    except ROW_ERRORS as exc:
-        return type(exc).__name__
-    assert _fields(source.to_item(raw, finding)) == _fields(item)
-    return item
 
 
 def _reference(source: ScanOrbitSource, raw: dict[str, Any], finding: _Finding) -> Item:
@@ -113,37 +79,13 @@ def _reference(source: ScanOrbitSource, raw: dict[str, Any], finding: _Finding) 
                 tenant=source.config.tenant, attributes=attrs, raw=raw)
 
 
-def _fields(item: Item) -> tuple[Any, ...]:
-    return (*astuple(item), list(item.attributes.items()))
-
-
 def test_read_maps_every_row_as_the_model_would_or_leaves_it_to_the_model(
         source: ScanOrbitSource) -> None:
-    read = fast = 0
-    for raw in rows():
-        slow = _slow(source, raw)
-        try:
-            got: Item | str | None = source.read(raw)
-        except ROW_ERRORS as exc:
-            got = type(exc).__name__
-        read += 1
-        if got is None:
-            continue  # left to the model: whatever it says stands
-        fast += 1
-        assert isinstance(slow, Item), (raw, got, slow)  # never accepts what the model refuses
-        assert isinstance(got, Item) and _fields(got) == _fields(slow), raw
-    assert fast > read / 4  # the shortcut is really taken (the usual shapes, and many others)
+    check_read(source.read, slow_path(_Finding, source.to_item,
+                                      lambda raw, finding: _reference(source, raw, finding)),
+               rows())
 
 
 def test_a_page_reads_the_same_with_and_without_the_shortcut(source: ScanOrbitSource) -> None:
-    page = list(rows())
-    common: dict[str, Any] = {"source": "so", "kind": "finding", "at": "data", "first": 200}
-    with_read = to_items(page, _Finding, source.to_item, read=source.read, **common)
-    without = to_items(page, _Finding, source.to_item, **common)
-    assert len(with_read) == len(without) == len(page)
-    for got, want in zip(with_read, without, strict=True):
-        if isinstance(want, Unusable):
-            assert got == want  # same key, same reason ("data.3.status: Input should be ...")
-        else:
-            assert isinstance(got, Item) and _fields(got) == _fields(want)
-    assert any(isinstance(r, Unusable) for r in without)
+    check_page(list(rows()), _Finding, source.to_item, source.read, source="so",
+               kind="finding", at="data", first=200)
