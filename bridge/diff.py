@@ -329,8 +329,7 @@ class Differ:
 
     def known(self, kind: str, key: str) -> bool:
         """Whether the item is stored or was seen already in this sweep."""
-        return (key in self.stored.by_kind.get(kind, _NOTHING_STORED)
-                or key in self.seen.by_kind.get(kind, _NOTHING_SEEN))
+        return (kind, key) in self.stored or (kind, key) in self.seen
 
     def feed(self, items: Iterable[Item]) -> None:
         now, writes, by_kind = self.now, self.writes, self.stored.by_kind
