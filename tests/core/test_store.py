@@ -417,3 +417,29 @@ async def test_muted_rows_are_forgotten_after_90_days(store: SQLiteStore) -> Non
     assert len(await store.muted()) == 5  # only a sweep's commit prunes
     await store.commit_sweep(commit_events())
     assert [m.key for m in await store.muted()] == ["fresh", "x", "held"]  # the sweep's scope
+
+
+def test_rows_are_written_a_few_hundred_per_statement_exactly_as_given() -> None:
+    """`_for_rows` (the store's bulk writes) steps once per statement, not once per row (see
+    its docstring for why), within SQLite's parameter limit, and keeps every value as bound."""
+    from bridge.store.sqlite import _ROWS_PER_STATEMENT, _for_rows
+
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, text TEXT, big INTEGER, x REAL, maybe)")
+    rows = [(n, f"row {n}\x00after a NUL é\U0001f600", 2**62 + n, n / 3, None if n % 2 else b"\x00")
+            for n in range(_ROWS_PER_STATEMENT * 2 + 7)]
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    _for_rows(conn, "INSERT INTO t VALUES {rows}", rows)
+    assert len(statements) == 3
+    assert conn.execute("SELECT * FROM t ORDER BY n").fetchall() == rows
+
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12)  # an old SQLite's smaller limit
+    statements.clear()
+    _for_rows(conn, "UPDATE t SET text = v.column2 FROM (VALUES {rows}) AS v WHERE t.n = v.column1",
+              [(n, "updated") for n in range(13)])
+    assert len(statements) == 3  # six rows of two parameters each a statement
+    assert [r[0] for r in conn.execute("SELECT n FROM t WHERE text = 'updated'")] == list(range(13))
+    statements.clear()
+    _for_rows(conn, "INSERT INTO t VALUES {rows}", [])  # nothing to write: no statement
+    assert statements == []
