@@ -440,7 +440,7 @@ class Grouper:
         worker's next decision about dead letters sees what the store has."""
         for row in rows:
             if row.seq in self._rows:
-                self._rows[row.seq] = Delivery(row.seq, row.sink, row.event, row.attempts + 1)
+                self._rows[row.seq] = row.attempted()
 
     # -- internals
     @staticmethod

@@ -99,6 +99,8 @@ class SinkWorker:
         if isinstance(self.config, StormGuardSettings) and (self.config.grouping
                                                              or rules is not None):
             self.grouper = Grouper(self.config, rules)
+        # Stored bodies as they are, when the sink takes them and no grouper reads the events.
+        self._stored_json = sink.sends_stored_json and self.grouper is None
 
     @property
     def name(self) -> str:
@@ -204,17 +206,20 @@ class SinkWorker:
         # The previous batch's acknowledgement ran while this one was claimed and decoded; it
         # must be on disk before more is sent, or a failed ack could resend out of order.
         await self._settled()
-        with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in batch]):
+        with structlog.contextvars.bound_contextvars(event_ids=[d.event_id for d in batch]):
             try:
                 if not self._opened:
                     await self.sink.open()
                     self._opened = True
-                await self.sink.send([d.event for d in batch])
+                if self._stored_json:
+                    await self.sink.send_stored([d.body for d in batch])
+                else:
+                    await self.sink.send([d.event for d in batch])
             except RetryableDeliveryError as exc:
                 if exc.delivered:  # the receiver has these already: never send them again
                     accepted = set(exc.delivered)
-                    await self._acknowledge([d for d in batch if d.event.id in accepted])
-                    batch = [d for d in batch if d.event.id not in accepted]
+                    await self._acknowledge([d for d in batch if d.event_id in accepted])
+                    batch = [d for d in batch if d.event_id not in accepted]
                     self._failures = 0  # deliveries went through: this is a new trouble
                 await self._retryable(batch, str(exc), exc.retry_after, trouble_of(exc))
             except PermanentDeliveryError as exc:
@@ -285,7 +290,7 @@ class SinkWorker:
     async def _send_message(self, grouper: Grouper, message: Message) -> bool:
         """Send one planned message; True when every event of it was accepted or refused."""
         rows = message.rows
-        with structlog.contextvars.bound_contextvars(event_ids=[d.event.id for d in rows]):
+        with structlog.contextvars.bound_contextvars(event_ids=[d.event_id for d in rows]):
             try:
                 if message.digest is None:
                     await self.sink.send([d.event for d in rows])
@@ -295,24 +300,24 @@ class SinkWorker:
             except RetryableDeliveryError as exc:
                 if exc.delivered and message.digest is None:
                     accepted = set(exc.delivered)
-                    done = [d for d in rows if d.event.id in accepted]
+                    done = [d for d in rows if d.event_id in accepted]
                     grouper.delivered(done, time.monotonic())
                     await self._acknowledge(done)
-                    rows = [d for d in rows if d.event.id not in accepted]
+                    rows = [d for d in rows if d.event_id not in accepted]
                     self._failures = 0
                 await self._grouped_retry(grouper, rows, str(exc), exc.retry_after,
                                           trouble_of(exc))
                 return False
             except PermanentDeliveryError as exc:
                 named = set(exc.event_ids or ()) if message.digest is None else set()
-                bad = [d for d in rows if not named or d.event.id in named]
+                bad = [d for d in rows if not named or d.event_id in named]
                 refused = {d.seq for d in bad}
                 good = [d for d in rows if d.seq not in refused]
                 grouper.forget(refused)
                 grouper.delivered(good, time.monotonic())
                 self._unacked.extend(good)  # accepted: written with the burial
                 what = "digest refused" if message.digest is not None else "rejected"
-                await self._bury([d.seq for d in bad], [d.event.id for d in bad],
+                await self._bury([d.seq for d in bad], [d.event_id for d in bad],
                                  f"{what}: {exc}")
                 self._failures = 0
                 return True
@@ -347,7 +352,7 @@ class SinkWorker:
             return
         except PermanentDeliveryError as exc:
             grouper.summarised()
-            await self._bury([d.seq for d in rows], [d.event.id for d in rows],
+            await self._bury([d.seq for d in rows], [d.event_id for d in rows],
                              f"storm summary refused: {exc}")
             self._failures = 0
             return
@@ -361,7 +366,7 @@ class SinkWorker:
         log.warning("storm_summarised", events=len(rows), summary_id=summary.id,
                     limit_per_minute=limit, by_severity=summary.by_severity,
                     by_source=summary.by_source)
-        await self._bury([d.seq for d in rows], [d.event.id for d in rows],
+        await self._bury([d.seq for d in rows], [d.event_id for d in rows],
                          f"summarised: storm guard ({limit} events/minute) sent them in "
                          f"summary {summary.id} of {len(rows)} events", summary=summary.id)
         if self._failures:
@@ -478,7 +483,7 @@ class SinkWorker:
         if retry:
             await self.store.record_failure(self.name, retry, redact(error))
         if exhausted:
-            await self._bury([d.seq for d in exhausted], [d.event.id for d in exhausted],
+            await self._bury([d.seq for d in exhausted], [d.event_id for d in exhausted],
                              f"gave up after {self.config.max_attempts} attempts: {error}")
 
     async def _permanent(self, batch: Sequence[Delivery], exc: PermanentDeliveryError) -> None:
@@ -488,11 +493,11 @@ class SinkWorker:
             self._isolate = len(batch)
             log.warning("delivery_rejected_isolating", error=str(exc), events=len(batch))
             return
-        rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event.id}
-        bad = [d for d in batch if d.event.id in rejected]
-        good = [d for d in batch if d.event.id not in rejected]
+        rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event_id}
+        bad = [d for d in batch if d.event_id in rejected]
+        good = [d for d in batch if d.event_id not in rejected]
         self._unacked.extend(good)  # accepted: written with the burial, never sent again
-        await self._bury([d.seq for d in bad], [d.event.id for d in bad], f"rejected: {exc}")
+        await self._bury([d.seq for d in bad], [d.event_id for d in bad], f"rejected: {exc}")
         if good:
             self._isolate = max(0, self._isolate - len(good))
             self._report("ok")

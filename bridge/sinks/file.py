@@ -24,7 +24,7 @@ from bridge.grouping import StormGuardSettings
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
 from bridge.sinks.formats.cef import CefConfig
-from bridge.sinks.formats.json import encode_json
+from bridge.sinks.formats.json import encode_json, json_safe
 from bridge.sinks.formats.leef import LeefConfig
 from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.textsafe import printable
@@ -53,6 +53,8 @@ class FileSink(Sink[FileSinkConfig]):
         super().__init__(config)
         self._fd: int | None = None
         self._encode = formatter(config.format, config.cef, config.leef).encode
+        # A JSON line is `encode_json`: the stored JSON with unsafe characters escaped.
+        self.sends_stored_json = config.format == "json"
 
     async def open(self) -> None:
         try:
@@ -68,11 +70,19 @@ class FileSink(Sink[FileSinkConfig]):
         self._fd = fd
 
     async def send(self, events: Sequence[Event]) -> None:
+        encode = self._encode
+        await self._append("".join(encode(e) + "\n" for e in events).encode())
+
+    async def send_stored(self, bodies: Sequence[str]) -> None:
+        if not self.sends_stored_json:
+            await super().send_stored(bodies)
+            return
+        await self._append("".join(json_safe(body) + "\n" for body in bodies).encode())
+
+    async def _append(self, data: bytes) -> None:
         if self._fd is None:
             await self.open()
         assert self._fd is not None
-        encode = self._encode
-        data = "".join(encode(e) + "\n" for e in events).encode()
         fd, sync = self._fd, self.config.fsync == "batch"
 
         def write() -> None:
@@ -145,9 +155,19 @@ class StdoutSink(Sink[StdoutSinkConfig]):
     def __init__(self, config: StdoutSinkConfig, stream: TextIO | None = None) -> None:
         super().__init__(config)
         self._stream = stream
+        self.sends_stored_json = config.format == "json"
 
     async def send(self, events: Sequence[Event]) -> None:
-        stream = self._stream or sys.stdout
         render = encode_json if self.config.format == "json" else describe
-        stream.write("".join(render(e) + "\n" for e in events))
+        self._write("".join(render(e) + "\n" for e in events))
+
+    async def send_stored(self, bodies: Sequence[str]) -> None:
+        if not self.sends_stored_json:
+            await super().send_stored(bodies)
+            return
+        self._write("".join(json_safe(body) + "\n" for body in bodies))
+
+    def _write(self, text: str) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(text)
         stream.flush()

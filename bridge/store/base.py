@@ -22,7 +22,7 @@ from pydantic import Field
 
 from bridge.components import StrictModel
 from bridge.diff import ItemWrite, State, StoredItem, StoredItems
-from bridge.model import Event
+from bridge.model import Event, check_event_body, events_from_bodies
 
 Outcome = Literal["complete", "incomplete", "skipped", "failed"]
 STATES: tuple[str, ...] = get_args(State)
@@ -58,17 +58,30 @@ class UndecodableDeliveries(Exception):
 
     @classmethod
     def check(cls, sink: str, rows: Iterable[tuple[int, str, str]]) -> None:
-        """Raise one naming every row (seq, event id, body) whose body does not decode: what a
-        store's `claim` does once a batch failed to decode as a whole."""
+        """Raise one naming every row (seq, event id, body) whose body does not decode."""
         bad, error = [], ""
         for seq, event_id, body in rows:
             try:
-                Event.from_json(body)
+                check_event_body(body)
             except msgspec.MsgspecError as exc:
                 bad.append((seq, event_id))
                 error = error or f"{type(exc).__name__}: {exc}"
         if bad:
             raise cls(sink, bad, error)
+
+
+def claimed(sink: str, rows: Iterable[tuple[int, str, str, int]]) -> list[Delivery]:
+    """A store's claimed outbox rows (seq, event id, body, attempts) as deliveries, every body
+    checked (`check_event_body`); raises `UndecodableDeliveries` naming those that fail."""
+    rows = list(rows)
+    check = check_event_body
+    try:
+        for row in rows:
+            check(row[2])
+    except msgspec.MsgspecError:
+        UndecodableDeliveries.check(sink, [(seq, eid, body) for seq, eid, body, _ in rows])
+        raise
+    return [Delivery(seq, sink, event_id, body, tries) for seq, event_id, body, tries in rows]
 
 
 def commit_refused(scope: str, reason: str) -> StoreError:
@@ -214,12 +227,46 @@ class ItemRecord:
                           self.snapshot if with_snapshot else None)
 
 
-@dataclass(frozen=True, slots=True)
 class Delivery:
-    seq: int
-    sink: str
-    event: Event
-    attempts: int
+    """One outbox row of one sink: its event as stored (`body`, JSON), decoded on first use
+    (`event`). A store's `claim` checks every body it hands out (`check_event_body`), so the
+    decoding cannot fail; a sink that sends the stored JSON as it is (`Sink.send_stored`)
+    never pays for it. Treated as immutable."""
+
+    __slots__ = ("_event", "attempts", "body", "event_id", "seq", "sink")
+
+    def __init__(self, seq: int, sink: str, event_id: str, body: str, attempts: int,
+                 event: Event | None = None) -> None:
+        self.seq, self.sink, self.event_id, self.body = seq, sink, event_id, body
+        self.attempts = attempts
+        self._event = event
+
+    @classmethod
+    def of(cls, seq: int, sink: str, event: Event, attempts: int = 0) -> Delivery:
+        """A delivery of an event in hand (tests; the outbox makes them from rows)."""
+        return cls(seq, sink, event.id, event.to_json(), attempts, event)
+
+    @property
+    def event(self) -> Event:
+        if self._event is None:
+            self._event = events_from_bodies((self.body,))[0]
+        return self._event
+
+    def attempted(self) -> Delivery:
+        """This delivery after one more attempt."""
+        return Delivery(self.seq, self.sink, self.event_id, self.body, self.attempts + 1,
+                        self._event)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Delivery) and (
+            (self.seq, self.sink, self.event_id, self.body, self.attempts)
+            == (other.seq, other.sink, other.event_id, other.body, other.attempts))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Delivery(seq={self.seq}, sink={self.sink!r}, event_id={self.event_id!r}, "
+                f"attempts={self.attempts})")
 
 
 @dataclass(frozen=True, slots=True)

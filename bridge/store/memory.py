@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
-import msgspec
-
 from bridge.diff import ItemWrite, StoredItem, StoredItems
 from bridge.model import Event
 from bridge.store.base import (
@@ -41,7 +39,7 @@ from bridge.store.base import (
     StoreUnavailableError,
     SweepCommit,
     SweepRecord,
-    UndecodableDeliveries,
+    claimed,
     commit_refused,
     event_or_none,
     snapshot_severity,
@@ -331,11 +329,7 @@ class MemoryStore(Store):
         pending = self._outbox.get(sink, {}).values()
         eligible = (p for p in pending if p.seq > after)
         batch = list(eligible) if limit < 0 else list(itertools.islice(eligible, limit))
-        try:
-            return [Delivery(p.seq, sink, Event.from_json(p.body), p.attempts) for p in batch]
-        except msgspec.MsgspecError:
-            UndecodableDeliveries.check(sink, [(p.seq, p.event_id, p.body) for p in batch])
-            raise
+        return claimed(sink, [(p.seq, p.event_id, p.body, p.attempts) for p in batch])
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         self._usable()

@@ -24,13 +24,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-import msgspec
 import orjson
 import structlog
 from pydantic import Field
 
 from bridge.diff import ItemWrite, State, StoredItem, StoredItems
-from bridge.model import Event, events_from_bodies
+from bridge.model import Event
 from bridge.store.base import (
     MUTED_KEPT,
     DeadLetter,
@@ -50,6 +49,7 @@ from bridge.store.base import (
     SweepCommit,
     SweepRecord,
     UndecodableDeliveries,
+    claimed,
     commit_refused,
     event_or_none,
 )
@@ -530,36 +530,32 @@ class SQLiteStore(Store, StoreMaintenance):
         # of the GIL for every row it steps through, and while the event loop is busy encoding
         # the previous batch, taking it back costs up to a switch interval (5 ms) each time.
         # Bodies are joined by a record separator (JSON text never holds a raw control
-        # character) and each is kept with its event: a JSON sink sends these very bytes
-        # instead of encoding the event again (`Event.encoded`).
-        def q(conn: sqlite3.Connection) -> tuple[str, str, str | None]:
-            row: tuple[str, str, str | None] = conn.execute(
+        # character).
+        def q(conn: sqlite3.Connection) -> tuple[str, str, str, str | None]:
+            row: tuple[str, str, str, str | None] = conn.execute(
                 "SELECT json_group_array(seq), json_group_array(attempts), "
-                "group_concat(body, char(30)) FROM (SELECT seq, attempts, body "
-                "FROM outbox WHERE sink = ? AND seq > ? ORDER BY seq LIMIT ?)",
+                "json_group_array(event_id), group_concat(body, char(30)) FROM (SELECT seq, "
+                "attempts, event_id, body FROM outbox WHERE sink = ? AND seq > ? ORDER BY seq "
+                "LIMIT ?)",
                 (sink, after, limit),
             ).fetchone()
             return row
 
-        seqs, attempts, joined = await self._run(q, read=True)
+        seqs, attempts, event_ids, joined = await self._run(q, read=True)
         if joined is None:
             return []
         seq_list: list[int] = orjson.loads(seqs)
         bodies = joined.split("\x1e")
-        try:
-            if len(bodies) != len(seq_list):  # a body with a raw control character: not JSON
-                raise msgspec.DecodeError("an outbox body holds a raw control character")
-            events = events_from_bodies(bodies)
-        except msgspec.MsgspecError:
+        if len(bodies) != len(seq_list):  # a body with a raw control character: not JSON
             await self._find_undecodable(sink, limit, after)
-            raise
         # Every column aggregates the same rows in the same order, whatever that order is.
-        rows = sorted(zip(seq_list, orjson.loads(attempts), events, strict=True),
-                      key=lambda row: row[0])
-        return [Delivery(seq, sink, event, tries) for seq, tries, event in rows]
+        rows = sorted(zip(seq_list, orjson.loads(event_ids), bodies, orjson.loads(attempts),
+                          strict=True), key=lambda row: row[0])
+        return claimed(sink, rows)
 
     async def _find_undecodable(self, sink: str, limit: int, after: int) -> None:
-        """The batch did not decode: look at its rows one by one and name the culprits."""
+        """The batch did not split into its rows: look at them one by one and name the
+        culprits (raises `UndecodableDeliveries`)."""
 
         def q(conn: sqlite3.Connection) -> list[tuple[int, str, str]]:
             return conn.execute(
@@ -568,6 +564,7 @@ class SQLiteStore(Store, StoreMaintenance):
             ).fetchall()
 
         UndecodableDeliveries.check(sink, await self._run(q, read=True))
+        raise AssertionError("a body holding a record separator is not JSON")
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Delivered rows go, bodies with them, in one statement (so one step, see `claim`)."""

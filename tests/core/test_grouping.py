@@ -15,7 +15,7 @@ SEQ = iter(range(1, 10**9))
 
 
 def rows(*events: Event) -> list[Delivery]:
-    return [Delivery(next(SEQ), "chat", e, 0) for e in events]
+    return [Delivery.of(next(SEQ), "chat", e) for e in events]
 
 
 def grouper(**settings: Any) -> Grouper:

@@ -112,7 +112,7 @@ def test_a_route_grouping_on_an_unknown_field_names_its_path() -> None:
 
 
 def rows(*events: Any) -> list[Delivery]:
-    return [Delivery(i + 1, "hook", e, 0) for i, e in enumerate(events)]
+    return [Delivery.of(i + 1, "hook", e) for i, e in enumerate(events)]
 
 
 def test_two_routes_with_equal_values_form_two_groups_with_their_own_waits_and_sizes() -> None:

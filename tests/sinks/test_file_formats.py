@@ -182,3 +182,50 @@ async def test_bridge_once_writes_cef_lines(tmp_path: Path) -> None:
     assert {r.get("msg") for r in records} == {f"Bucket {i} is public | a=b\nc" for i in range(3)}
     assert all(r.get("act") == "new" and r.signature == "finding:new" for r in records)
 
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=4), st.sampled_from(["json", "cef", "leef"]))
+def test_stored_bodies_make_the_lines_their_events_make(batch: list[Event], fmt: str) -> None:
+    """What the worker hands a JSON file (`send_stored`, the outbox bodies undecoded) writes
+    what `send` writes for the decoded events, in every format."""
+    config = FileSinkConfig.model_validate({"name": "archive", "type": "file", "path": "unused",
+                                            "fsync": "never", "format": fmt})
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stored"
+
+        async def send() -> None:
+            sink = config.model_copy(update={"path": path}).build()
+            await sink.send_stored([e.to_json() for e in batch])
+            await sink.close()
+
+        asyncio.run(send())
+        assert path.read_text(encoding="utf-8") == write(Path(folder) / "sent", batch,
+                                                          format=fmt)
+    assert config.build().sends_stored_json == (fmt == "json")
+
+
+async def test_a_json_file_gets_the_outbox_bytes_as_stored(tmp_path: Path) -> None:
+    """The worker of a JSON-lines file writes each outbox body as it is stored, never decoded
+    and encoded again: a body whose keys are in another order than `Event.to_json` puts
+    them (an older version's) arrives in that order, with unsafe characters escaped."""
+    from bridge.outbox import SinkWorker
+    from bridge.store.sqlite import SQLiteStore
+    from tests.core._helpers import make_event
+    from tests.support.store_contract import commit_events
+
+    store = SQLiteStore(tmp_path / "state.db")
+    await store.open()
+    a, b = make_event("a", title="line\u2028break"), make_event("b")
+    await store.commit_sweep(commit_events((a, ["archive"]), (b, ["archive"])))
+    reordered = json.dumps(dict(reversed(json.loads(a.to_json()).items())), ensure_ascii=False,
+                           separators=(",", ":"))
+    await store._run(lambda conn: conn.execute("UPDATE outbox SET body = ? WHERE event_id = ?",
+                                               (reordered, a.id)))
+    sink = FileSinkConfig.model_validate({"name": "archive", "type": "file",
+                                          "path": str(tmp_path / "events.jsonl")}).build()
+    assert await SinkWorker(sink, store).drain() == 0
+    await store.close()
+    lines = (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines == [reordered.replace("\u2028", "\\u2028"), b.to_json()]
+    assert json.loads(lines[0]) == json.loads(a.to_json())

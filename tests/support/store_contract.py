@@ -600,6 +600,15 @@ class StoreContract:
             "k2", "k3"]
         assert await store.claim("siem", 2, after=10**9) == []
 
+    async def test_a_claimed_delivery_carries_its_event_as_stored(self, store: Store) -> None:
+        """The body is the event's JSON as committed (what a JSON sink sends as it is), and
+        decodes, on first use, into the event."""
+        ev = make_event("x", attributes={"region": "eu", "n": 3}, raw={"deep": [{"a": None}]})
+        await store.commit_sweep(commit_events((ev, ["siem"])))
+        (d,) = await store.claim("siem", 10)
+        assert (d.sink, d.event_id, d.body, d.attempts) == ("siem", ev.id, ev.to_json(), 0)
+        assert d.event == ev and d.event.to_json() == d.body
+
     async def test_ack_is_scoped_to_its_sink(self, store: Store) -> None:
         ev = make_event("x")
         await store.commit_sweep(commit_events((ev, ["siem", "jira"])))

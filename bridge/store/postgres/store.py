@@ -26,10 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
-import msgspec
 
 from bridge.diff import ItemWrite, StoredItem, StoredItems
-from bridge.model import Event, events_from_json
+from bridge.model import Event
 from bridge.store.base import (
     MUTED_KEPT,
     DeadLetter,
@@ -45,7 +44,7 @@ from bridge.store.base import (
     StoreUnavailableError,
     SweepCommit,
     SweepRecord,
-    UndecodableDeliveries,
+    claimed,
     event_or_none,
 )
 from bridge.store.postgres.config import describe_dsn
@@ -416,12 +415,7 @@ class PostgresStore(Store):
         rows = await self._run(q)
         if not rows:
             return []
-        try:  # bodies are JSON objects: joined with commas they make one array, one decode
-            events = events_from_json("[" + ",".join(r[3] for r in rows) + "]")
-        except msgspec.MsgspecError:
-            UndecodableDeliveries.check(sink, [(r[0], r[2], r[3]) for r in rows])
-            raise
-        return [Delivery(r[0], sink, event, r[1]) for r, event in zip(rows, events, strict=True)]
+        return claimed(sink, [(r[0], r[2], r[3], r[1]) for r in rows])
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         async def q(conn: Conn) -> None:
