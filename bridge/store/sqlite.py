@@ -80,15 +80,23 @@ _NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sql
 # WAL checkpoints. A first sweep writes ~10 MB of WAL per 2,000-item chunk (item rows, their
 # outbox rows, and most of the random-keyed items index), so at SQLite's default threshold
 # (1,000 pages) the writer copied the WAL into the file and fsynced it after every commit and
-# most acknowledgements. Checkpointing after `_WAL_PAGES` instead copies a page rewritten by
-# several commits (index pages, outbox pages filled then emptied) once, and syncs a tenth as
-# often. It stays SQLite's own PASSIVE checkpoint after a commit, so the bound is the same
-# mechanism as before: once the WAL holds that many frames it is copied into the file, and the
-# next write starts it over from its beginning; a WAL file that a burst (one very large commit)
-# made longer than `_WAL_LIMIT` is cut back to it then. (Checkpoints on a connection and thread
-# of their own were tried: they took ~0.3 s of 4.5 s off the writer's CPU, but cost more CPU in
-# all, as they copied the same pages more often.)
-_WAL_PAGES = 10_000  # 40 MiB of 4 KiB pages
+# most acknowledgements. Checkpointing once the WAL holds `_WAL_BYTES` instead copies a page
+# rewritten by several commits (index pages, outbox pages filled then emptied) once, and syncs
+# a tenth as often. It stays SQLite's own PASSIVE checkpoint after a commit, so the bound is the
+# same mechanism as before: once the WAL holds that many frames it is copied into the file, and
+# the next write starts it over from its beginning; a WAL file that a burst (one very large
+# commit) made longer than `_WAL_LIMIT` is cut back to it then. (Checkpoints on a connection and
+# thread of their own were tried: they took ~0.3 s of 4.5 s off the writer's CPU, but cost more
+# CPU in all, as they copied the same pages more often.)
+_WAL_BYTES = 40 * 1024 * 1024
+# Pages of 16 KiB rather than SQLite's 4 KiB, in a file this version creates (an existing file
+# keeps its page size until a VACUUM). SQLite writes every page to the WAL as a frame of its own
+# (a header and the page, each one write) and copies it back at a checkpoint: a first sweep's
+# ~300 MB are a quarter as many frames, and its commits took 1.0-1.2 s of the writer's CPU
+# instead of 1.7-1.9 s (100k findings, first.py harness). Item rows of ~1.3 KB still fill
+# pages (a dozen a page); a sweep that changes a few items scattered over the file writes
+# 16 KiB a page it touches, which a steady sweep of few changes does not notice.
+_PAGE_SIZE = 16_384
 _WAL_LIMIT = 64 * 1024 * 1024
 
 
@@ -147,12 +155,13 @@ class SQLiteStateConfig(StateConfig):
 
 class SQLiteStore(Store, StoreMaintenance):
     def __init__(self, path: Path | str, *, busy_timeout: float = 5.0,
-                 checkpoint_pages: int = _WAL_PAGES) -> None:
+                 checkpoint_pages: int | None = None) -> None:
         """`busy_timeout`: seconds a statement waits for another process's lock on the file
         before the store reports itself unavailable. `checkpoint_pages`: WAL frames after
-        which a commit checkpoints (see `_WAL_PAGES`; tests bound the WAL with a small one)."""
+        which a commit checkpoints (by default `_WAL_BYTES` of the file's pages; tests bound
+        the WAL with a small one)."""
         self.path = Path(path)
-        self._checkpoint_pages = max(1, checkpoint_pages)
+        self._checkpoint_pages = None if checkpoint_pages is None else max(1, checkpoint_pages)
         self._busy_ms = max(0, round(busy_timeout * 1000))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -210,9 +219,12 @@ class SQLiteStore(Store, StoreMaintenance):
             raise StoreUnavailableError(f"cannot open state file {self.path}: {exc}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")  # a new file only (see there)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {self._checkpoint_pages}")
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = self._checkpoint_pages or _WAL_BYTES // page_size
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             # Delivered outbox rows are deleted by the thousand. Some SQLite builds (Debian's)
             # default to secure_delete = ON, which zeroes every page a delete frees and writes
@@ -877,9 +889,11 @@ class _Rows:
                   self.muted)
 
 
-# Rows per statement of `_for_rows`: a 2,000-item chunk is four statements of 5,500 parameters
-# (SQLite allows 32,766 since 3.32, 999 before; `_for_rows` asks the connection).
-_ROWS_PER_STATEMENT = 500
+# Rows per statement of `_for_rows`, at most: a 2,000-item chunk is one statement a table (its
+# item rows 22,000 parameters; SQLite allows 32,766 since 3.32, 999 before, and `_for_rows` asks
+# the connection). Each statement is one more wait for the GIL (see there): 500 rows a
+# statement left the writer 1.8x its CPU in wall time during a first sweep, whole chunks 1.4x.
+_ROWS_PER_STATEMENT = 2_500
 
 
 def _for_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The SQLite store's write-ahead log: checkpointed late (bridge/store/sqlite.py `_WAL_PAGES`)
+"""The SQLite store's write-ahead log: checkpointed late (bridge/store/sqlite.py `_WAL_BYTES`)
 to spare the writer, yet bounded however long the daemon runs, and a crash still loses no
 commit."""
 
@@ -12,7 +12,7 @@ from bridge.store.sqlite import SQLiteStore
 
 from ._helpers import SCOPE, T0, make_event
 
-PAGE = 4096
+PAGE = 16384  # what a new file gets (bridge/store/sqlite.py `_PAGE_SIZE`)
 FRAME = PAGE + 24  # each WAL frame is a page and its header
 
 
@@ -31,7 +31,7 @@ async def test_the_wal_stays_bounded_while_chunks_commit_and_deliveries_are_acke
     the WAL holds `checkpoint_pages` frames a commit copies it into the file and the next write
     starts it over, so it never holds much more than that plus the commits in between."""
     path = tmp_path / "bridge.db"
-    store = SQLiteStore(path, checkpoint_pages=200)
+    store = SQLiteStore(path, checkpoint_pages=50)
     await store.open()
     wal = path.with_name(path.name + "-wal")
     largest = 0
@@ -48,8 +48,8 @@ async def test_the_wal_stays_bounded_while_chunks_commit_and_deliveries_are_acke
         assert len(await store.load_items(SCOPE, ["finding"])) == 60 * 60
     finally:
         await store.close()
-    # One chunk is ~60 pages of items, ~30 of outbox rows and a few of index; an ack as many.
-    assert largest <= (200 + 2 * 120) * FRAME, f"the WAL grew to {largest} bytes"
+    # One chunk is ~5 pages of items, ~5 of outbox rows and a few of index; an ack as many.
+    assert largest <= (50 + 2 * 30) * FRAME, f"the WAL grew to {largest} bytes"
     assert not wal.exists(), "closing checkpoints the whole WAL and removes it"
 
 
@@ -69,7 +69,8 @@ async def test_commits_past_the_last_checkpoint_outlive_a_crash(tmp_path: Path) 
     for suffix in ("", "-wal"):
         (crashed / f"bridge.db{suffix}").write_bytes(path.with_name(path.name + suffix).read_bytes())
     await store.close()
-    assert (crashed / "bridge.db-wal").stat().st_size > 200 * FRAME  # the commits are there
+    # The commits are there: 200 items and their events, ~2 KB each, none yet in the file.
+    assert (crashed / "bridge.db-wal").stat().st_size > 200 * 2000
     again = SQLiteStore(crashed / "bridge.db")
     await again.open()
     try:
@@ -77,3 +78,25 @@ async def test_commits_past_the_last_checkpoint_outlive_a_crash(tmp_path: Path) 
         assert len(await again.claim("siem", 1000)) == 200
     finally:
         await again.close()
+
+
+async def test_a_new_file_has_16k_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+    """`_PAGE_SIZE` applies to a file this version creates; a file made with SQLite's 4 KiB
+    pages keeps them (and works as before), and either checkpoints at 40 MiB of WAL."""
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("CREATE TABLE made_before (x)")  # a 4 KiB-page file, as older versions made
+    conn.close()
+    for path, page in ((tmp_path / "new.db", 16384), (old, 4096)):
+        store = SQLiteStore(path)
+        await store.open()
+        writes, deliveries = chunk(0, 10)
+        await store.commit_chunk(SCOPE, writes, deliveries)
+        assert len(await store.claim("siem", 100)) == 10
+        settings = await store._run(lambda conn: (
+            conn.execute("PRAGMA page_size").fetchone()[0],
+            conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]))
+        await store.close()
+        assert settings == (page, 40 * 1024 * 1024 // page)
