@@ -889,15 +889,30 @@ class _Rows:
                   self.muted)
 
 
-# Rows per statement of `_for_rows`, at most: a 2,000-item chunk is one statement a table (its
-# item rows 22,000 parameters; SQLite allows 32,766 since 3.32, 999 before, and `_for_rows` asks
-# the connection). Each statement is one more wait for the GIL (see there): 500 rows a
-# statement left the writer 1.8x its CPU in wall time during a first sweep, whole chunks 1.4x.
-_ROWS_PER_STATEMENT = 2_500
+# Rows a statement of `_for_rows` takes: a first sweep's chunk of 2,000 items is two statements
+# a table. Each statement is one more wait for the GIL (see there): with 500 rows a statement
+# the writer spent 1.8x its CPU in wall time during a first sweep, with 2,000 1.4x. Not more: a
+# prepared statement of 1,000 item rows takes ~1.7 MB, and sqlite3 keeps up to 128 prepared
+# statements per connection, so the texts must repeat (see `_statement_sizes`).
+_ROWS_PER_STATEMENT = 1_000
+
+
+def _statement_sizes(rows: int, most: int) -> Iterator[int]:
+    """`rows` as statements of `most` rows, the rest in powers of two (1,100 rows: 1,000, 64,
+    32, 4): whatever the chunk sizes, a table's statements are of a dozen sizes, so the
+    prepared ones that sqlite3 caches stay few and their memory bounded (~2 of the largest)."""
+    full, rest = divmod(rows, most)
+    yield from itertools.repeat(most, full)
+    bit = 1 << rest.bit_length()
+    while rest:
+        bit >>= 1
+        if rest & bit:
+            rest -= bit
+            yield bit
 
 
 def _for_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run `sql` for `rows`, a few hundred at a time, its `{rows}` standing for them as
+    """Run `sql` for `rows`, up to a thousand at a time, its `{rows}` standing for them as
     `(?,…),(?,…)…`: each statement steps once, however many rows it writes.
 
     Not `executemany`, which steps once per row: Python's sqlite3 lets go of the GIL around
@@ -910,12 +925,14 @@ def _for_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]])
     if not rows:
         return
     width = len(rows[0])
-    per = max(1, min(_ROWS_PER_STATEMENT,
-                     conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
+    most = max(1, min(_ROWS_PER_STATEMENT,
+                      conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width))
     one = "(" + ",".join("?" * width) + ")"
-    for start in range(0, len(rows), per):
-        part = rows[start:start + per]
-        conn.execute(sql.replace("{rows}", ",".join([one] * len(part))),
+    start = 0
+    for size in _statement_sizes(len(rows), most):
+        part = rows[start:start + size]
+        start += size
+        conn.execute(sql.replace("{rows}", ",".join([one] * size)),
                      list(itertools.chain.from_iterable(part)))
 
 

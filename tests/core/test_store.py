@@ -419,7 +419,7 @@ async def test_muted_rows_are_forgotten_after_90_days(store: SQLiteStore) -> Non
     assert [m.key for m in await store.muted()] == ["fresh", "x", "held"]  # the sweep's scope
 
 
-def test_rows_are_written_a_few_hundred_per_statement_exactly_as_given() -> None:
+def test_rows_are_written_many_per_statement_exactly_as_given() -> None:
     """`_for_rows` (the store's bulk writes) steps once per statement, not once per row (see
     its docstring for why), within SQLite's parameter limit, and keeps every value as bound."""
     from bridge.store.sqlite import _ROWS_PER_STATEMENT, _for_rows
@@ -431,7 +431,7 @@ def test_rows_are_written_a_few_hundred_per_statement_exactly_as_given() -> None
     statements: list[str] = []
     conn.set_trace_callback(statements.append)
     _for_rows(conn, "INSERT INTO t VALUES {rows}", rows)
-    assert len(statements) == 3
+    assert len(statements) == 2 + 3  # twice the most, then 4 + 2 + 1 rows
     assert conn.execute("SELECT * FROM t ORDER BY n").fetchall() == rows
 
     conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12)  # an old SQLite's smaller limit
@@ -443,3 +443,17 @@ def test_rows_are_written_a_few_hundred_per_statement_exactly_as_given() -> None
     statements.clear()
     _for_rows(conn, "INSERT INTO t VALUES {rows}", [])  # nothing to write: no statement
     assert statements == []
+
+
+def test_bulk_statements_come_in_a_dozen_sizes_whatever_the_chunk_sizes() -> None:
+    """sqlite3 keeps the statements it prepared (up to 128 a connection), and one of a thousand
+    item rows takes ~1.7 MB: chunks of every size must not each leave one of their own."""
+    from bridge.store.sqlite import _ROWS_PER_STATEMENT, _statement_sizes
+
+    sizes: set[int] = set()
+    for rows in range(1, 3 * _ROWS_PER_STATEMENT):
+        split = list(_statement_sizes(rows, _ROWS_PER_STATEMENT))
+        assert sum(split) == rows and max(split) <= _ROWS_PER_STATEMENT
+        sizes.update(split)
+    assert len(sizes) <= 11
+    assert list(_statement_sizes(2_000, 1_000)) == [1_000, 1_000]  # a first sweep's chunk
