@@ -200,7 +200,8 @@ class SinkWorker:
             return False
         if not self._isolate:
             self._next = asyncio.ensure_future(
-                self.store.claim(self.name, self.config.batch_size, after=batch[-1].seq))
+                self.store.claim(self.name, self.config.batch_size, after=batch[-1].seq,
+                                 decode=not self._stored_json))
         # Every line about this batch names its events, so an operator can follow one event
         # from its sweep to the receiver (or to the dead letters).
         # The previous batch's acknowledgement ran while this one was claimed and decoded; it
@@ -390,7 +391,7 @@ class SinkWorker:
                     return await prefetched
                 await self._settled()  # a claim from the head must not see rows being acknowledged
                 limit = 1 if self._isolate else self.config.batch_size
-                return await self.store.claim(self.name, limit)
+                return await self.store.claim(self.name, limit, decode=not self._stored_json)
             except UndecodableDeliveries as exc:  # never sendable: out of the way, then go on
                 await self._bury([seq for seq, _ in exc.rows], [eid for _, eid in exc.rows],
                                  f"undecodable event: {exc.error}")

@@ -70,18 +70,26 @@ class UndecodableDeliveries(Exception):
             raise cls(sink, bad, error)
 
 
-def claimed(sink: str, rows: Iterable[tuple[int, str, str, int]]) -> list[Delivery]:
+def claimed(sink: str, rows: Iterable[tuple[int, str, str, int]], *,
+            decode: bool = True) -> list[Delivery]:
     """A store's claimed outbox rows (seq, event id, body, attempts) as deliveries, every body
-    checked (`check_event_body`); raises `UndecodableDeliveries` naming those that fail."""
+    decoded (`decode`) or only checked to decode (`check_event_body`: for a sink that sends the
+    stored JSON as it is); raises `UndecodableDeliveries` naming those that fail."""
     rows = list(rows)
-    check = check_event_body
+    events: list[Event | None]
     try:
-        for row in rows:
-            check(row[2])
+        if decode:
+            events = list(events_from_bodies([row[2] for row in rows]))
+        else:
+            check = check_event_body
+            for row in rows:
+                check(row[2])
+            events = [None] * len(rows)
     except msgspec.MsgspecError:
         UndecodableDeliveries.check(sink, [(seq, eid, body) for seq, eid, body, _ in rows])
         raise
-    return [Delivery(seq, sink, event_id, body, tries) for seq, event_id, body, tries in rows]
+    return [Delivery(seq, sink, event_id, body, tries, event)
+            for (seq, event_id, body, tries), event in zip(rows, events, strict=True)]
 
 
 def commit_refused(scope: str, reason: str) -> StoreError:
@@ -228,10 +236,10 @@ class ItemRecord:
 
 
 class Delivery:
-    """One outbox row of one sink: its event as stored (`body`, JSON), decoded on first use
-    (`event`). A store's `claim` checks every body it hands out (`check_event_body`), so the
-    decoding cannot fail; a sink that sends the stored JSON as it is (`Sink.send_stored`)
-    never pays for it. Treated as immutable."""
+    """One outbox row of one sink: its event as stored (`body`, JSON), and decoded (`event`):
+    by the store's `claim`, or on first use when the claim only checked the body (for a sink
+    that sends the stored JSON as it is, `Sink.send_stored`, and never pays for decoding).
+    Treated as immutable."""
 
     __slots__ = ("_event", "attempts", "body", "event_id", "seq", "sink")
 
@@ -389,11 +397,13 @@ class Store(ABC):
 
     # -- outbox
     @abstractmethod
-    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+    async def claim(self, sink: str, limit: int, after: int = 0, *,
+                    decode: bool = True) -> list[Delivery]:
         """The oldest pending deliveries of a sink with `seq > after`, in commit order
         (per-item order preserved). `after` lets a worker fetch the next batch while the
-        current one is still being sent. Raises `UndecodableDeliveries` naming the rows of
-        that batch which cannot be decoded."""
+        current one is still being sent. Events are decoded, or with `decode=False` only
+        checked (for a sink sending the stored JSON, `claimed`). Raises
+        `UndecodableDeliveries` naming the rows of that batch which cannot be decoded."""
 
     @abstractmethod
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:

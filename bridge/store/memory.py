@@ -324,12 +324,14 @@ class MemoryStore(Store):
 
     # -- outbox
 
-    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+    async def claim(self, sink: str, limit: int, after: int = 0, *,
+                    decode: bool = True) -> list[Delivery]:
         self._usable()
         pending = self._outbox.get(sink, {}).values()
         eligible = (p for p in pending if p.seq > after)
         batch = list(eligible) if limit < 0 else list(itertools.islice(eligible, limit))
-        return claimed(sink, [(p.seq, p.event_id, p.body, p.attempts) for p in batch])
+        return claimed(sink, [(p.seq, p.event_id, p.body, p.attempts) for p in batch],
+                       decode=decode)
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         self._usable()

@@ -537,7 +537,8 @@ class SQLiteStore(Store, StoreMaintenance):
 
     # -- outbox
 
-    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+    async def claim(self, sink: str, limit: int, after: int = 0, *,
+                    decode: bool = True) -> list[Delivery]:
         # One aggregate row for the whole batch, not a row per event: Python's sqlite3 lets go
         # of the GIL for every row it steps through, and while the event loop is busy encoding
         # the previous batch, taking it back costs up to a switch interval (5 ms) each time.
@@ -563,7 +564,7 @@ class SQLiteStore(Store, StoreMaintenance):
         # Every column aggregates the same rows in the same order, whatever that order is.
         rows = sorted(zip(seq_list, orjson.loads(event_ids), bodies, orjson.loads(attempts),
                           strict=True), key=lambda row: row[0])
-        return claimed(sink, rows)
+        return claimed(sink, rows, decode=decode)
 
     async def _find_undecodable(self, sink: str, limit: int, after: int) -> None:
         """The batch did not split into its rows: look at them one by one and name the

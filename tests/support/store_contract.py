@@ -605,9 +605,10 @@ class StoreContract:
         decodes, on first use, into the event."""
         ev = make_event("x", attributes={"region": "eu", "n": 3}, raw={"deep": [{"a": None}]})
         await store.commit_sweep(commit_events((ev, ["siem"])))
-        (d,) = await store.claim("siem", 10)
-        assert (d.sink, d.event_id, d.body, d.attempts) == ("siem", ev.id, ev.to_json(), 0)
-        assert d.event == ev and d.event.to_json() == d.body
+        for decode in (True, False):  # decoded by the claim, or only checked there
+            (d,) = await store.claim("siem", 10, decode=decode)
+            assert (d.sink, d.event_id, d.body, d.attempts) == ("siem", ev.id, ev.to_json(), 0)
+            assert d.event == ev and d.event.to_json() == d.body
 
     async def test_ack_is_scoped_to_its_sink(self, store: Store) -> None:
         ev = make_event("x")
@@ -633,8 +634,11 @@ class StoreContract:
         as an incompatible version could write): its claim names it, the rest goes on."""
         a, b, c = make_event("a"), make_event("b", attributes={"ports": [22, 80]}), make_event("c")
         await store.commit_sweep(commit_events((a, ["siem"]), (b, ["siem"]), (c, ["siem"])))
+        with pytest.raises(UndecodableDeliveries) as unchecked:
+            await store.claim("siem", 3, decode=False)  # a check finds it as decoding does
         with pytest.raises(UndecodableDeliveries) as caught:
             await store.claim("siem", 3)
+        assert caught.value.rows == unchecked.value.rows
         ((seq_b, b_id),) = caught.value.rows
         assert b_id == b.id and "outbox row(s) of siem" in str(caught.value)
         assert [d.event for d in await store.claim("siem", 1)] == [a]  # before the bad row: fine

@@ -404,7 +404,8 @@ class PostgresStore(Store):
 
     # -- outbox
 
-    async def claim(self, sink: str, limit: int, after: int = 0) -> list[Delivery]:
+    async def claim(self, sink: str, limit: int, after: int = 0, *,
+                    decode: bool = True) -> list[Delivery]:
         if self.units is not None and not await self.units.take(sink_unit(sink)):
             return []  # another replica delivers for this sink
         async def q(conn: Conn) -> list[Any]:
@@ -415,7 +416,7 @@ class PostgresStore(Store):
         rows = await self._run(q)
         if not rows:
             return []
-        return claimed(sink, [(r[0], r[2], r[3], r[1]) for r in rows])
+        return claimed(sink, [(r[0], r[2], r[3], r[1]) for r in rows], decode=decode)
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         async def q(conn: Conn) -> None:
