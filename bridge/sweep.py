@@ -41,7 +41,13 @@ from bridge.store.base import Muted, Outcome, Store, SweepCommit, SweepRecord
 
 log = structlog.get_logger(__name__)
 
-CHUNK = 2_000
+# Item writes per chunk (one transaction, with the chunk's outbox and muted rows). Every commit
+# rewrites the pages of the items index that its random-keyed inserts touch, nearly all of them
+# once the index outgrows a chunk: at 300,000 findings 2,000-item chunks spent 10-14 s of the
+# writer thread's CPU on 150 commits, 5,000-item chunks 9 s on 60 (first sweep 7-20% faster in
+# wall time against the same run's floor). Not more: a chunk and the one committing are held in
+# memory (196 MB peak at 300k with 5,000, 245 MB with 10,000, against 168 MB with 2,000).
+CHUNK = 5_000
 
 
 Routed = tuple[Event, tuple[str, ...]]  # an event and the sinks it is delivered to
