@@ -416,7 +416,7 @@ class VendorClient:
                 proxy=self._proxy, allow_redirects=False,
             ) as resp:
                 status = resp.status
-                metrics.API_REQUESTS.labels(self.vendor, str(status)).inc()
+                metrics.child(metrics.API_REQUESTS, self.vendor, str(status)).inc()
                 self._follow_rate_headers(path, resp.headers)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 if 300 <= status < 400:  # never read: a redirect's body is not the answer

@@ -209,10 +209,15 @@ class Event:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape: what the outbox stores and the JSON formats emit."""
+        """The stable JSON shape: what the outbox stores and the JSON formats emit.
+
+        Once per event of every sweep (100k a first sweep), hence `_value_` (a plain attribute;
+        `value` is a property of `Enum`), the score looked up here, and no copy of empty
+        changes."""
+        changes = self.changes
         return {
             "id": self.id,
-            "type": self.type.value,
+            "type": self.type._value_,
             "source": self.source,
             "vendor": self.vendor,
             "scope": self.scope,
@@ -222,13 +227,13 @@ class Event:
             "item_uid": self.item_uid,
             "title": self.title,
             "severity": self.severity,
-            "severity_score": self.severity_score,
+            "severity_score": SEVERITY_SCORE[self.severity],
             "vendor_severity": self.vendor_severity,
             "status": self.status,
             "reason": self.reason,
             "counter": self.counter,
             "occurred_at": _isoformat(self.occurred_at),
-            "changes": {k: list(v) for k, v in self.changes.items()},
+            "changes": {k: list(v) for k, v in changes.items()} if changes else {},
             "attributes": self.attributes,
             "raw": self.raw,
         }
