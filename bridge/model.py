@@ -254,12 +254,6 @@ class Event:
 # and building the dataclass from them, which mattered on the outbox's delivery path. Of the
 # derived fields of `to_dict`, `item_uid` is kept (not hashed again), `severity_score` ignored.
 _EVENT_DECODER = msgspec.json.Decoder(Event)
-_EVENTS_DECODER = msgspec.json.Decoder(list[Event])
-
-
-def events_from_json(array: str | bytes) -> list[Event]:
-    """A JSON array of `Event.to_dict` objects, decoded in one call."""
-    return _EVENTS_DECODER.decode(array)
 
 
 def _checked_shape() -> msgspec.json.Decoder[Any]:

@@ -24,7 +24,7 @@ from bridge.grouping import StormGuardSettings
 from bridge.model import Event
 from bridge.sinks.base import DestinationUnavailableError, Sink, SinkConfig
 from bridge.sinks.formats.cef import CefConfig
-from bridge.sinks.formats.json import encode_json, json_safe
+from bridge.sinks.formats.json import encode_json, stored_json_lines
 from bridge.sinks.formats.leef import LeefConfig
 from bridge.sinks.formats.payload import PayloadFormat, formatter
 from bridge.textsafe import printable
@@ -77,7 +77,7 @@ class FileSink(Sink[FileSinkConfig]):
         if not self.sends_stored_json:
             await super().send_stored(bodies)
             return
-        await self._append("".join(json_safe(body) + "\n" for body in bodies).encode())
+        await self._append(stored_json_lines(bodies).encode())
 
     async def _append(self, data: bytes) -> None:
         if self._fd is None:
@@ -165,7 +165,7 @@ class StdoutSink(Sink[StdoutSinkConfig]):
         if not self.sends_stored_json:
             await super().send_stored(bodies)
             return
-        self._write("".join(json_safe(body) + "\n" for body in bodies))
+        self._write(stored_json_lines(bodies))
 
     def _write(self, text: str) -> None:
         stream = self._stream or sys.stdout

@@ -76,10 +76,10 @@ def claimed(sink: str, rows: Iterable[tuple[int, str, str, int]], *,
     decoded (`decode`) or only checked to decode (`check_event_body`: for a sink that sends the
     stored JSON as it is); raises `UndecodableDeliveries` naming those that fail."""
     rows = list(rows)
-    events: list[Event | None]
+    events: Sequence[Event | None]
     try:
         if decode:
-            events = list(events_from_bodies([row[2] for row in rows]))
+            events = events_from_bodies([row[2] for row in rows])
         else:
             check = check_event_body
             for row in rows:

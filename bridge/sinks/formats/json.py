@@ -34,6 +34,12 @@ def json_safe(text: str) -> str:
     return UNSAFE_EXCEPT_TAB_LF_CR.escape(text, _json_unicode_escape)
 
 
+def stored_json_lines(bodies: Sequence[str]) -> str:
+    """Stored `Event.to_json` texts as the lines `encode_json` makes of their events: what a
+    JSON-lines sink writes from the outbox bodies it was handed (`Sink.send_stored`)."""
+    return "".join(json_safe(body) + "\n" for body in bodies)
+
+
 def encode_json(event: Event) -> str:
     """`Event.to_dict()` as one compact line: `Event.to_json()`, the outbox's own form, with
     every control, line-breaking and bidi character escaped (`json_safe`), so never a line
