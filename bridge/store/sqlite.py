@@ -16,7 +16,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -581,7 +581,7 @@ class SQLiteStore(Store, StoreMaintenance):
 
     async def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """Delivered rows go, bodies with them, in one statement (so one step, see `claim`)."""
-        ids = orjson.dumps(list(seqs)).decode()
+        ids = _json_list(seqs)
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM outbox WHERE sink = ? AND seq IN (SELECT value FROM json_each(?))",
@@ -590,7 +590,7 @@ class SQLiteStore(Store, StoreMaintenance):
         await self._run(tx)
 
     async def record_failure(self, sink: str, seqs: Sequence[int], error: str) -> None:
-        ids = orjson.dumps(list(seqs)).decode()
+        ids = _json_list(seqs)
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -603,7 +603,7 @@ class SQLiteStore(Store, StoreMaintenance):
                    summary: str | None = None) -> None:
         now = time.time()
 
-        ids = orjson.dumps(list(seqs)).decode()
+        ids = _json_list(seqs)
 
         def tx(conn: sqlite3.Connection) -> None:
             # Set-wise, one step a statement (see `claim`): a storm summary buries thousands.
@@ -653,7 +653,7 @@ class SQLiteStore(Store, StoreMaintenance):
                 _for_rows(conn, "INSERT INTO outbox (sink, event_id, body, created_at) VALUES {rows}",
                           [(s, eid, body, now) for _, s, eid, body in rows])
                 conn.execute("DELETE FROM dead_letters WHERE seq IN (SELECT value FROM json_each(?))",
-                             (orjson.dumps([r[0] for r in rows]).decode(),))
+                             (_json_list([r[0] for r in rows]),))
             return len(rows)
 
         return await self._run(tx)
@@ -777,6 +777,13 @@ class SQLiteStore(Store, StoreMaintenance):
         return await self._run(q)
 
 
+def _json_list(seqs: Iterable[int]) -> str:
+    """Outbox seqs as one JSON array parameter, for `seq IN (SELECT value FROM json_each(?))`:
+    a set-wise statement steps once, where `executemany` steps (and waits for the GIL, see
+    `_for_rows`) once per row."""
+    return orjson.dumps(list(seqs)).decode()
+
+
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
@@ -890,11 +897,12 @@ class _Rows:
                   self.muted)
 
 
-# Rows a statement of `_for_rows` takes: a first sweep's chunk of 2,000 items is two statements
-# a table. Each statement is one more wait for the GIL (see there): with 500 rows a statement
-# the writer spent 1.8x its CPU in wall time during a first sweep, with 2,000 1.4x. Not more: a
-# prepared statement of 1,000 item rows takes ~1.7 MB, and sqlite3 keeps up to 128 prepared
-# statements per connection, so the texts must repeat (see `_statement_sizes`).
+# Rows a statement of `_for_rows` takes: a first sweep's chunk of 5,000 items (bridge/sweep.py
+# `CHUNK`) is five statements a table. Each statement is one more wait for the GIL (see there):
+# with 500 rows a statement the writer spent 1.8x its CPU in wall time during a first sweep,
+# with 2,000 1.4x. Not more: a prepared statement of 1,000 item rows takes ~1.7 MB, and
+# sqlite3 keeps up to 128 prepared statements per connection, so the texts must repeat (see
+# `_statement_sizes`).
 _ROWS_PER_STATEMENT = 1_000
 
 
