@@ -313,12 +313,7 @@ class SQLiteStore(Store, StoreMaintenance):
             return StoredItems()
 
         def q(conn: sqlite3.Connection) -> StoredItems:
-            marks = ",".join("?" * len(kinds))
-            rows = conn.execute(
-                "SELECT kind, key, state, tracked, counter, misses, first_seen "
-                f"FROM items WHERE scope = ? AND kind IN ({marks})",
-                (scope, *kinds),
-            )
+            rows = conn.execute(_load_items_sql(len(kinds)), (scope, *kinds))
             # A scope's items share a few kinds, two states and, first seen by one sweep, a
             # timestamp: each text is made (or parsed) once and shared, not once per row (at
             # 300k items, tens of MB). Tracked values repeat too (one title, severity and
@@ -782,6 +777,22 @@ def _json_list(seqs: Iterable[int]) -> str:
     a set-wise statement steps once, where `executemany` steps (and waits for the GIL, see
     `_for_rows`) once per row."""
     return orjson.dumps(list(seqs)).decode()
+
+
+def _load_items_sql(kinds: int) -> str:
+    """A scope's item states (`load_items`), for `kinds` kinds, read in the file's order.
+
+    The rows are found through the unique index, which holds their rowids, and then read in
+    rowid order: the order they were written in, page after page. Read in the index's (key)
+    order, every row is a lookup somewhere else in the file: 100,000 items took 0.35-0.6 s
+    that way and 0.17 s this way, in a file of one scope as in one of ten. Asked for the rows
+    of a scope, the planner takes the key order until `ANALYZE` has run, and a daemon started
+    on an empty file kept it for as long as it ran. (A scan of the whole table, 0.13 s for a
+    file of one scope, reads every tenant's rows to load one; the planner still picks it where
+    statistics say the scope fills the table.)"""
+    return ("SELECT kind, key, state, tracked, counter, misses, first_seen FROM items "
+            "WHERE rowid IN (SELECT rowid FROM items WHERE scope = ? AND kind IN "
+            f"({','.join('?' * kinds)}))")
 
 
 @contextlib.contextmanager
