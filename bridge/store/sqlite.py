@@ -785,11 +785,12 @@ def _load_items_sql(kinds: int) -> str:
     The rows are found through the unique index, which holds their rowids, and then read in
     rowid order: the order they were written in, page after page. Read in the index's (key)
     order, every row is a lookup somewhere else in the file: 100,000 items took 0.35-0.6 s
-    that way and 0.17 s this way, in a file of one scope as in one of ten. Asked for the rows
-    of a scope, the planner takes the key order until `ANALYZE` has run, and a daemon started
-    on an empty file kept it for as long as it ran. (A scan of the whole table, 0.13 s for a
-    file of one scope, reads every tenant's rows to load one; the planner still picks it where
-    statistics say the scope fills the table.)"""
+    that way and 0.17 s this way, in a file of one scope as in one of ten. Asked plainly for a
+    scope's rows, the planner reads them in key order unless statistics say the scope fills
+    the table: always in a file of many tenants, and in any file until `ANALYZE` has run (only
+    `close` ran it, so a daemon started on an empty file kept the key order as long as it ran).
+    A scan of the whole table, 0.13 s for a file of one scope, would read every tenant's rows
+    to load one; the planner still picks it where statistics say the scope fills the table."""
     return ("SELECT kind, key, state, tracked, counter, misses, first_seen FROM items "
             "WHERE rowid IN (SELECT rowid FROM items WHERE scope = ? AND kind IN "
             f"({','.join('?' * kinds)}))")
