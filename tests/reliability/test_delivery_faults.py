@@ -19,7 +19,7 @@ import pytest
 import structlog
 
 from bridge.model import Event, EventType
-from bridge.outbox import SinkWorker
+from bridge.outbox import ACK_WINDOW_BATCHES, SinkWorker
 from bridge.sinks.base import Sink, SinkConfig
 from bridge.sinks.webhook import WebhookSink, WebhookSinkConfig
 from bridge.store.base import SweepCommit, SweepRecord
@@ -113,6 +113,59 @@ async def test_a_failing_store_does_not_stop_the_sink_worker(
         assert len(failures) == 2 and "database or disk is full" in failures[0]["error"]
         assert (False, "state store: OperationalError: database or disk is full") in statuses
         assert statuses[-1] == (True, None)
+    finally:
+        await store.close()
+
+
+class HeldStore(RefusingStore):
+    """A real store whose acknowledgements wait until `release` is set, as they wait behind a
+    sweep's chunk commit on the store's one writer (then some may still fail: `fail`)."""
+
+    def __init__(self, path: Path, fail: dict[str, int]) -> None:
+        super().__init__(path, fail)
+        self.release = asyncio.Event()
+        self.acks: list[list[int]] = []
+
+    async def ack(self, sink: str, seqs: Sequence[int]) -> None:
+        await self.release.wait()
+        self.acks.append(list(seqs))
+        await super().ack(sink, seqs)
+
+
+@pytest.mark.parametrize("failing_acks", [0, 2])
+async def test_batches_go_on_while_acknowledgements_wait_up_to_the_window(
+        tmp_path: Path, receiver: Receiver, failing_acks: int) -> None:
+    """While the store holds an acknowledgement, the worker sends on until the window's
+    batches wait to be acknowledged, then waits; released, the waiting rows are acknowledged
+    together, and every event arrives once, in commit order, even when those writes fail."""
+    store = HeldStore(tmp_path / "bridge.db", {"ack": failing_acks})
+    await store.open()
+    try:
+        events = [make_event(f"k{i}") for i in range(100)]
+        await commit(store, events)
+        worker = SinkWorker(webhook(receiver.url), store)  # batches of 10
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        window = ACK_WINDOW_BATCHES * 10
+        await wait_until(lambda: len(receiver.accepted) == window, 10, "the window sent")
+        # Held there: no further batch goes, and nothing counts as delivered until on disk.
+        with pytest.raises(TimeoutError):
+            await wait_until(lambda: len(receiver.accepted) > window, 0.3, "more sent")
+        assert worker.delivered == 0
+        store.release.set()
+        await wait_until(lambda: worker.delivered == 100, 20, "all 100 acknowledged")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert receiver.accepted == [e.id for e in events]
+        assert await store.claim("hook", 1000) == []
+        assert store.refused == ["ack"] * failing_acks
+        first, waiting = list(range(1, 11)), list(range(11, 41))
+        if not failing_acks:
+            # The rows sent while the first acknowledgement waited went in one write.
+            assert store.acks[:2] == [first, waiting]
+        else:
+            # The first write failed: every row sent by then was acknowledged again at once.
+            assert store.acks[:2] == [first, first + waiting]
     finally:
         await store.close()
 

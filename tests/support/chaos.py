@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.model import item_uid
+from bridge.outbox import ACK_WINDOW_BATCHES
 from bridge.sim.aether365 import Aether365World
 from bridge.sim.aether365 import make_app as make_aether365_app
 from bridge.sim.ayliea import SCOPES as AYLIEA_SCOPES
@@ -949,8 +950,11 @@ class ChaosRun:
             await asyncio.sleep(rng.uniform(0.0, 0.02))
         self.expected_exit = True
         await self.daemon.kill()
+        # In flight: the batch being sent and the rows delivered but not yet acknowledged,
+        # fewer than the acknowledgement window plus a batch (bridge/outbox.py `_acknowledge`).
+        inflight = (ACK_WINDOW_BATCHES + 2) * self.s.batch_size
         crash = Crash(time.time(), mode, {
-            sink: set(self.view.pending(sink, self.s.batch_size)) for sink in self.sinks})
+            sink: set(self.view.pending(sink, inflight)) for sink in self.sinks})
         self.crashes.append(crash)
         self.report.crashes += 1
         self.report.crash_modes[mode] += 1
