@@ -84,12 +84,13 @@ class SinkWorker:
         self._next: asyncio.Future[list[Delivery]] | None = None  # the prefetched batch
         # The acknowledgement in flight, and the deliveries it confirms; and the deliveries
         # accepted since, acknowledged together once it is done (see `_acknowledge`).
-        self._acking: tuple[asyncio.Future[None], list[Delivery]] | None = None
-        self._to_ack: list[Delivery] = []
+        # Only their seqs: a stored body can be a few KB, and a window holds thousands.
+        self._acking: tuple[asyncio.Future[None], list[int]] | None = None
+        self._to_ack: list[int] = []
         self._ack_window = ACK_WINDOW_BATCHES * self.config.batch_size
         # Outcomes the receiver already decided that the store could not record yet (a full
         # disk, an I/O error): written again before anything else, never answered by a resend.
-        self._unacked: list[Delivery] = []
+        self._unacked: list[int] = []
         # seqs, event ids, why, and the storm summary that carried them (None: refused)
         self._unburied: list[tuple[list[int], list[str], str, str | None]] = []
         self.delivered = 0
@@ -320,7 +321,7 @@ class SinkWorker:
                 good = [d for d in rows if d.seq not in refused]
                 grouper.forget(refused)
                 grouper.delivered(good, time.monotonic())
-                self._unacked.extend(good)  # accepted: written with the burial
+                self._unacked.extend(d.seq for d in good)  # accepted: written with the burial
                 what = "digest refused" if message.digest is not None else "rejected"
                 await self._bury([d.seq for d in bad], [d.event_id for d in bad],
                                  f"{what}: {exc}")
@@ -411,8 +412,7 @@ class SinkWorker:
 
     def _start_ack(self) -> None:
         done, self._to_ack = self._to_ack, []
-        self._acking = (asyncio.ensure_future(self.store.ack(self.name, [d.seq for d in done])),
-                        done)
+        self._acking = (asyncio.ensure_future(self.store.ack(self.name, done)), done)
 
     async def _ack_done(self) -> None:
         """Wait for the acknowledgement in flight (see `_settled`)."""
@@ -435,7 +435,7 @@ class SinkWorker:
         delivered (or refused) and must leave the queue before anything is claimed again.
         Raises while the store still fails; the worker backs off and comes back here."""
         if self._unacked:
-            await self.store.ack(self.name, [d.seq for d in self._unacked])
+            await self.store.ack(self.name, self._unacked)
             self._count_delivered(len(self._unacked))
             self._unacked = []
         while self._unburied:
@@ -463,7 +463,7 @@ class SinkWorker:
         queue waits for every acknowledgement first (`_claim`), and rows whose acknowledgement
         fails are acknowledged again before anything is claimed (`_record_outcomes`), never
         sent again. What a crash can send again grows from the batches in flight to the window."""
-        self._to_ack += done
+        self._to_ack += [d.seq for d in done]
         if self._acking is not None and self._acking[0].done():
             await self._ack_done()
         if self._acking is None:
@@ -531,7 +531,7 @@ class SinkWorker:
         rejected = set(exc.event_ids) if exc.event_ids is not None else {batch[0].event_id}
         bad = [d for d in batch if d.event_id in rejected]
         good = [d for d in batch if d.event_id not in rejected]
-        self._unacked.extend(good)  # accepted: written with the burial, never sent again
+        self._unacked.extend(d.seq for d in good)  # accepted: written with the burial, never sent again
         await self._bury([d.seq for d in bad], [d.event_id for d in bad], f"rejected: {exc}")
         if good:
             self._isolate = max(0, self._isolate - len(good))
