@@ -141,25 +141,25 @@ async def test_batches_go_on_while_acknowledgements_wait_up_to_the_window(
     store = HeldStore(tmp_path / "bridge.db", {"ack": failing_acks})
     await store.open()
     try:
-        events = [make_event(f"k{i}") for i in range(100)]
+        window = ACK_WINDOW_BATCHES * 10  # batches of 10
+        events = [make_event(f"k{i}") for i in range(window + 60)]
         await commit(store, events)
-        worker = SinkWorker(webhook(receiver.url), store)  # batches of 10
+        worker = SinkWorker(webhook(receiver.url), store)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
-        window = ACK_WINDOW_BATCHES * 10
         await wait_until(lambda: len(receiver.accepted) == window, 10, "the window sent")
         # Held there: no further batch goes, and nothing counts as delivered until on disk.
         with pytest.raises(TimeoutError):
             await wait_until(lambda: len(receiver.accepted) > window, 0.3, "more sent")
         assert worker.delivered == 0
         store.release.set()
-        await wait_until(lambda: worker.delivered == 100, 20, "all 100 acknowledged")
+        await wait_until(lambda: worker.delivered == len(events), 20, "all acknowledged")
         stop.set()
         await asyncio.wait_for(task, 10)
         assert receiver.accepted == [e.id for e in events]
         assert await store.claim("hook", 1000) == []
         assert store.refused == ["ack"] * failing_acks
-        first, waiting = list(range(1, 11)), list(range(11, 41))
+        first, waiting = list(range(1, 11)), list(range(11, window + 1))
         if not failing_acks:
             # The rows sent while the first acknowledgement waited went in one write.
             assert store.acks[:2] == [first, waiting]
