@@ -90,17 +90,16 @@ class Pass(Generic[T]):
         on that page.)"""
         fresh: list[T] = []
         skipped: list[Unusable] = []
-        mark: Callable[[str], str | int] = _same if keep else hash
         # Locals and `_key` inlined: this runs once per row of every list (100k a sweep).
         keys, kept, add, append = self.keys, self.rows, self.keys.add, fresh.append
         for row in rows:
             if isinstance(row, Unusable):
-                if (m := mark(row.key)) not in keys:
+                if (m := row.key if keep else hash(row.key)) not in keys:
                     add(m)
                     skipped.append(row)
                 continue
             k = key(row)
-            if (m := mark(k)) in keys:
+            if (m := k if keep else hash(k)) in keys:
                 continue
             add(m)
             append(row)
@@ -115,10 +114,6 @@ class Pass(Generic[T]):
         self.complete = False
         self.drift = self.drift or drift
         self.notes.append(note)
-
-
-def _same(key: str) -> str:
-    return key
 
 
 def _key(row: T | Unusable, key: Callable[[T], str]) -> str:
