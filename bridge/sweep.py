@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
-import gc
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +25,7 @@ from typing import Literal
 
 import structlog
 
-from bridge import metrics, progress
+from bridge import metrics, progress, runtime
 from bridge.baseline import BASELINE_CURSOR, Baseline, mode_for, source_cursor, summary_event
 from bridge.diff import Differ, DiffPolicy, StoredItems
 from bridge.http import VendorError
@@ -267,51 +265,8 @@ class _Run:
                            self.differ.rebaselined if self.differ is not None else 0)
 
 
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def relax_cyclic_gc() -> None:
-    """Let the cyclic garbage collector run every 50,000 container allocations, not every 700.
-
-    A sweep allocates millions of short-lived containers (vendor JSON, items, events) that
-    reference counting frees; with the default threshold the collector traverses the young
-    ones thousands of times per 100k-item sweep, and the whole heap (the scope's stored items)
-    again and again: seconds of a first sweep (measured with bench/bench_core.py: 2,043
-    collections, 8.9 s of a loaded run's wall time, down to 4 and 0.4 s). Cycles are rare in
-    what bridge builds, so collecting them later costs little memory. Process-wide, once."""
-    young, *older = gc.get_threshold()
-    if young < GC_YOUNG_THRESHOLD:
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *older)
-
-
-# Sweeps smaller than this leave too little behind to be worth a trim (see below).
+# Sweeps smaller than this leave too little behind to be worth a trim (`return_freed_memory`).
 TRIM_AFTER_ITEMS = 10_000
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):  # not glibc (musl, macOS): nothing to call
-        return None
-    return trim
-
-
-def return_freed_memory() -> bool:
-    """Give the C allocator's free pages back to the system after a large sweep.
-
-    Most of what a sweep allocates (vendor pages, event bodies, SQLite rows) is larger than
-    Python's small-object allocator handles, so it comes from glibc's malloc. Freed in another
-    order than it was taken, it leaves free holes that glibc keeps mapped, and the next sweep's
-    peak lands on top of them: at 300k findings (bench/bench_core.py) the steady sweep peaked at
-    247 MB without a trim after the first sweep and at 229 MB with one. `malloc_trim(0)` hands
-    the free pages back (tens of milliseconds, in C, once per large sweep). False where the C
-    library has no malloc_trim."""
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 async def run_sweep(
@@ -327,14 +282,14 @@ async def run_sweep(
     """Poll, diff, route and commit one scope. Vendor trouble becomes a recorded failed sweep.
     `on_commit` is called after each chunk that committed events (sink workers can start
     delivering while the sweep goes on)."""
-    relax_cyclic_gc()
+    runtime.tune_for_sweeps()
     requests_before = source.requests
     with progress.sweeping(scope, source.name, lambda: source.requests - requests_before) as seen:
         result = await _sweep(source, scope, store, dispatch, now, keep_events, seen, on_commit)
         seen.note = result.record.error or (result.record.notes[0] if result.record.notes else "")
         seen.outcome = result.record.outcome
     if result.record.items_seen >= TRIM_AFTER_ITEMS:
-        return_freed_memory()
+        runtime.return_freed_memory()
     return result
 
 

@@ -1,11 +1,11 @@
 """After a large sweep, the C allocator's free pages go back to the system
-(`bridge.sweep.return_freed_memory`): otherwise the next sweep's peak lands on top of them."""
+(`bridge.runtime.return_freed_memory`): otherwise the next sweep's peak lands on top of them."""
 
 from __future__ import annotations
 
 import os
 
-from bridge.sweep import return_freed_memory
+from bridge.runtime import return_freed_memory
 
 MB = 1024 * 1024
 
