@@ -89,14 +89,18 @@ _NOT_WRITABLE = frozenset({sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sql
 # thread of their own were tried: they took ~0.3 s of 4.5 s off the writer's CPU, but cost more
 # CPU in all, as they copied the same pages more often.)
 _WAL_BYTES = 40 * 1024 * 1024
-# Pages of 16 KiB rather than SQLite's 4 KiB, in a file this version creates (an existing file
+# Pages of 32 KiB rather than SQLite's 4 KiB, in a file this version creates (an existing file
 # keeps its page size until a VACUUM). SQLite writes every page to the WAL as a frame of its own
 # (a header and the page, each one write) and copies it back at a checkpoint: a first sweep's
-# ~300 MB are a quarter as many frames, and its commits took 1.0-1.2 s of the writer's CPU
-# instead of 1.7-1.9 s (100k findings, first.py harness). Item rows of ~1.3 KB still fill
-# pages (a dozen a page); a sweep that changes a few items scattered over the file writes
-# 16 KiB a page it touches, which a steady sweep of few changes does not notice.
-_PAGE_SIZE = 16_384
+# ~300 MB are an eighth as many frames. 16 KiB took the commits of a 100k first sweep from
+# 1.7-1.9 s of the writer's CPU to 1.0-1.2 s; 32 KiB took a 300k first sweep from 12.1 s to
+# 10.2-10.6 s (its random-keyed index pages, rewritten by every chunk, are fewer and shallower).
+# Not 64 KiB: an acknowledgement rewrites the partly emptied outbox pages at either end of
+# the rows it deletes, and claiming and acknowledging 50,000 events took 12% longer with them
+# (16 and 32 KiB alike). Item rows of ~1.3 KB still fill pages (two dozen a page); a sweep that
+# changes a few items scattered over the file writes 32 KiB a page it touches, which a steady
+# sweep of few changes does not notice.
+_PAGE_SIZE = 32_768
 _WAL_LIMIT = 64 * 1024 * 1024
 
 

@@ -12,7 +12,7 @@ from bridge.store.sqlite import SQLiteStore
 
 from ._helpers import SCOPE, T0, make_event
 
-PAGE = 16384  # what a new file gets (bridge/store/sqlite.py `_PAGE_SIZE`)
+PAGE = 32768  # what a new file gets (bridge/store/sqlite.py `_PAGE_SIZE`)
 FRAME = PAGE + 24  # each WAL frame is a page and its header
 
 
@@ -80,7 +80,7 @@ async def test_commits_past_the_last_checkpoint_outlive_a_crash(tmp_path: Path) 
         await again.close()
 
 
-async def test_a_new_file_has_16k_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
+async def test_a_new_file_has_32k_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
     """`_PAGE_SIZE` applies to a file this version creates; a file made with SQLite's 4 KiB
     pages keeps them (and works as before), and either checkpoints at 40 MiB of WAL."""
     import sqlite3
@@ -89,7 +89,7 @@ async def test_a_new_file_has_16k_pages_and_an_old_one_keeps_its_own(tmp_path: P
     conn = sqlite3.connect(old)
     conn.execute("CREATE TABLE made_before (x)")  # a 4 KiB-page file, as older versions made
     conn.close()
-    for path, page in ((tmp_path / "new.db", 16384), (old, 4096)):
+    for path, page in ((tmp_path / "new.db", PAGE), (old, 4096)):
         store = SQLiteStore(path)
         await store.open()
         writes, deliveries = chunk(0, 10)
