@@ -14,10 +14,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import msgspec
-import orjson
 from pydantic import Field
 
 from bridge.components import StrictModel
@@ -98,11 +97,22 @@ def commit_refused(scope: str, reason: str) -> StoreError:
     return StoreError(f"state commit failed for {scope}: {reason}")
 
 
+class _SnapshotSeverity(msgspec.Struct):
+    severity: Any = ""
+
+
+# Reads `severity` and only checks the rest of the snapshot to be JSON (`raw`, its bulk, builds
+# nothing): 0.5 µs a ~1 KB snapshot against 1.3 µs parsing it whole, once per item write of a
+# PostgreSQL commit (100k a first sweep).
+_SEVERITY_OF = msgspec.json.Decoder(_SnapshotSeverity)
+
+
 def snapshot_severity(snapshot: str) -> str:
-    """The severity an item was last seen with (what `list_items(severities=…)` filters on)."""
+    """The severity an item was last seen with (what `list_items(severities=…)` filters on);
+    "" for a snapshot that is not a JSON object or whose severity is not a string."""
     try:
-        value = orjson.loads(snapshot).get("severity", "")
-    except (orjson.JSONDecodeError, AttributeError):
+        value = _SEVERITY_OF.decode(snapshot).severity
+    except msgspec.MsgspecError:
         return ""
     return value if isinstance(value, str) else ""
 

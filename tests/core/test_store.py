@@ -27,6 +27,7 @@ from bridge.store.base import (
     StoreUnavailableError,
     UndecodableDeliveries,
     maintenance,
+    snapshot_severity,
 )
 from bridge.store.sqlite import SQLiteStore, _load_items_sql, migrations
 from tests.support.store_contract import (
@@ -480,3 +481,16 @@ def test_bulk_statements_come_in_a_dozen_sizes_whatever_the_chunk_sizes() -> Non
         sizes.update(split)
     assert len(sizes) <= 11
     assert list(_statement_sizes(2_000, 1_000)) == [1_000, 1_000]  # a first sweep's chunk
+
+
+@pytest.mark.parametrize(("snapshot", "severity"), [
+    ('{"title": "t", "severity": "high", "raw": {"deep": [1, {"x": null}]}}', "high"),
+    ('{"raw": {"severity": "critical"}}', ""),  # only the snapshot's own field counts
+    ('{"severity": 5}', ""),
+    ('{"severity": null}', ""),
+    ("[1, 2]", ""),
+    ('{"severity": "low", "raw": {', ""),  # not JSON: nothing is trusted
+])
+def test_the_severity_filtered_on_is_the_snapshots_own_string(snapshot: str,
+                                                              severity: str) -> None:
+    assert snapshot_severity(snapshot) == severity
