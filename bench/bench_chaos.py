@@ -33,7 +33,9 @@ TOTALS = ("crashes_injected", "upstream_faults_fired", "key_revocations", "world
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """`argv`: [runs [seed]] as on the command line; none when `bench/run.py` calls it (its own
+    arguments are benchmark names, not ours)."""
+    argv = argv or []
     runs = int(argv[0]) if argv else int(os.environ.get("BRIDGE_CHAOS_RUNS", "3"))
     base = int(argv[1]) if len(argv) > 1 else int(
         os.environ.get("BRIDGE_CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
@@ -66,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
