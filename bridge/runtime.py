@@ -1,7 +1,7 @@
 """Process-wide interpreter settings that a sweep of 100,000 items needs, and the memory it
 gives back: CPython's defaults suit short scripts, not a loop that builds millions of
-short-lived objects while a store thread writes beside it. Set once, by the first sweep
-(`tune_for_sweeps`); each setting says what it was measured to save."""
+short-lived objects while a store thread writes beside it. Every sweep calls `tune_for_sweeps`
+(only the first changes anything); each setting says what it was measured to save."""
 
 from __future__ import annotations
 
