@@ -82,11 +82,13 @@ async def test_endpoints_and_metrics_follow_sweeps_and_deliveries(
     backlog = await wait_metrics(
         base, lambda m: value(m, "bridge_outbox_depth", sink="hook") == 3
         and value(m, "bridge_deliveries_total", sink="hook", outcome="retry") > 0
-        and value(m, "bridge_outbox_oldest_age_seconds", sink="hook") > 0,
-        "3 queued deliveries being retried", token)
+        and value(m, "bridge_outbox_oldest_age_seconds", sink="hook") > 0
+        # Item counts are refreshed on their own poke after the sweep's commit, so a scrape
+        # can show the new queue a moment before the new counts: wait for both.
+        and value(m, "bridge_items", source="scanorbit", kind="finding", state="active") == 8,
+        "3 queued deliveries being retried and 8 active items", token)
     assert value(backlog, "bridge_sweeps_total", source="scanorbit", outcome="complete") > \
         value(before, "bridge_sweeps_total", source="scanorbit", outcome="complete")
-    assert value(backlog, "bridge_items", source="scanorbit", kind="finding", state="active") == 8
     status, ready = await wait_ready(base, token, lambda s, b: not b["sinks"]["hook"]["healthy"],
                                      "the sink unhealthy")
     assert status == 200 and ready["status"] == "degraded"
