@@ -318,9 +318,7 @@ class SQLiteStore(Store, StoreMaintenance):
             return StoredItems()
 
         def q(conn: sqlite3.Connection) -> StoredItems:
-            (listed,) = conn.execute(_scope_rowids_sql(len(kinds)), (scope, *kinds)).fetchone()
-            rowids = sorted(orjson.loads(listed))
-            del listed
+            chunks = conn.execute(_scope_rowids_sql(len(kinds)), (scope, *kinds)).fetchall()
             # A scope's items share a few kinds, two states and, first seen by one sweep, a
             # timestamp: each text is made (or parsed) once and shared, not once per row (at
             # 300k items, tens of MB). Tracked values repeat too (one title, severity and
@@ -331,9 +329,8 @@ class SQLiteStore(Store, StoreMaintenance):
             moments: dict[str, datetime] = {}
             same: dict[str, str] = {}
             by_kind: dict[str, dict[str, StoredItem]] = {}
-            for start in range(0, len(rowids), _LOAD_CHUNK):
-                (text,) = conn.execute(_LOAD_ROWS_SQL, (
-                    _json_list(rowids[start:start + _LOAD_CHUNK]),)).fetchone()
+            for (rowids,) in chunks:
+                (text,) = conn.execute(_LOAD_ROWS_SQL, (rowids,)).fetchone()
                 for kind, key, state, tracked, counter, misses, seen in orjson.loads(text):
                     keys = by_kind.get(kind)
                     if keys is None:
@@ -789,24 +786,34 @@ def _json_list(seqs: Iterable[int]) -> str:
     return orjson.dumps(list(seqs)).decode()
 
 
-def _scope_rowids_sql(kinds: int) -> str:
-    """The rowids of a scope's items of `kinds` kinds, as one JSON array (`load_items`).
+# Rows per `_LOAD_ROWS_SQL` statement: its JSON text (~1 MB) is the most a load holds twice.
+_LOAD_CHUNK = 5_000
 
-    They come from the unique index alone, and the rows are then read in rowid order (see
-    `_LOAD_ROWS_SQL`): the order they were written in, page after page. Read in the index's
+
+def _scope_rowids_sql(kinds: int) -> str:
+    """The rowids of a scope's items of `kinds` kinds, in ascending order, as JSON arrays of
+    up to `_LOAD_CHUNK` (`load_items`): a row per chunk, so a load of 300,000 items never holds
+    a Python int per item.
+
+    They come from the unique index alone, and the rows are then read by rowid (see
+    `_LOAD_ROWS_SQL`): in the order they were written, page after page. Read in the index's
     (key) order, every row is a lookup somewhere else in the file: 100,000 items took
     0.35-0.6 s that way and 0.17 s this way, in a file of one scope as in one of ten. Asked
     plainly for a scope's rows, the planner reads them in key order unless statistics say the
     scope fills the table: always in a file of many tenants, and in any file until `ANALYZE`
     has run.
 
-    One JSON array, not a row per item, because Python's sqlite3 lets go of the GIL for every
-    row it steps and the writer thread then waits for the event loop to hand it back (see
+    JSON arrays, not a row per item, because Python's sqlite3 lets go of the GIL for every row
+    it steps and the writer thread then waits for the event loop to hand it back (see
     `_for_rows`): 50 tenants loading 2,000 items each while their pages were being diffed
-    finished 60-80 ms sooner (bench/bench_tenants.py) with both statements answering in one
-    step."""
-    return ("SELECT json_group_array(rowid) FROM items WHERE scope = ? AND kind IN "
-            f"({','.join('?' * kinds)})")
+    finished 60-80 ms sooner (bench/bench_tenants.py) with each statement answering in a step
+    per chunk."""
+    # MATERIALIZED: merged into the query around it, the rowid order it asks for lures the
+    # planner into reading the whole table (every tenant's rows) in rowid order.
+    return ("WITH ids AS MATERIALIZED (SELECT rowid AS id FROM items WHERE scope = ? AND kind "
+            f"IN ({','.join('?' * kinds)})) SELECT json_group_array(id) FROM (SELECT id, "
+            f"(row_number() OVER (ORDER BY id) - 1) / {_LOAD_CHUNK} AS chunk FROM ids) "
+            "GROUP BY chunk ORDER BY chunk")
 
 
 # Item states for a JSON array of rowids, as one JSON array of rows (see `_scope_rowids_sql`).
@@ -815,10 +822,6 @@ def _scope_rowids_sql(kinds: int) -> str:
 _LOAD_ROWS_SQL = ("SELECT json_group_array(json_array(i.kind, i.key, i.state, i.tracked, i.counter, "
                   "i.misses, i.first_seen)) FROM json_each(?) AS wanted CROSS JOIN items AS i "
                   "ON i.rowid = wanted.value")
-# Rows per `_LOAD_ROWS_SQL` statement: its JSON text (~1 MB) is the most a load holds twice.
-_LOAD_CHUNK = 5_000
-
-
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")

@@ -194,6 +194,24 @@ class StoreContract:
         assert all(row.key == key for keys in both.by_kind.values() for key, row in keys.items())
         assert await store.load_snapshots("other", [("finding", "f")]) == {}
 
+    async def test_a_large_scope_loads_whole_beside_another(self, store: Store) -> None:
+        """12,000 items written in turns with another scope's (so their rows interleave in the
+        file) load whole, each with its own state: a store may read them in parts, and no part
+        may be lost or borrow another scope's rows."""
+        for turn in range(3):
+            await run_sweep(store, sweep(*(item(f"{turn}-{n}", title=f"t{n % 7}")
+                                           for n in range(4_000))))
+            await run_sweep(store, sweep(*(item(f"{turn}-{n}") for n in range(1_000)),
+                                   scope="other"))
+        loaded = await store.load_items(SCOPE, ["finding"])
+        assert len(loaded) == 12_000
+        assert set(loaded.by_kind["finding"]) == {f"{t}-{n}" for t in range(3)
+                                                  for n in range(4_000)}
+        row = loaded[("finding", "2-3999")]
+        assert (row.state, row.counter, row.misses) == ("active", 1, 0)
+        assert "t2" in row.tracked  # 3999 % 7
+        assert len(await store.load_items("other", ["finding"])) == 3_000
+
     async def test_full_history_round_trips_through_the_store(self, store: Store) -> None:
         """Partial writes (miss counts, miss resolution) keep the snapshot; reopen rewrites it."""
         kinds = [EventType.NEW]
