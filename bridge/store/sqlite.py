@@ -54,6 +54,7 @@ from bridge.store.base import (
     commit_refused,
     event_or_none,
 )
+from bridge.store.kept import KeptItems
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -175,6 +176,7 @@ class SQLiteStore(Store, StoreMaintenance):
         # is not queued behind its previous acknowledgement.
         self._reader_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._reader: sqlite3.Connection | None = None
+        self._kept = KeptItems()  # used on the writer's thread only
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T], *, read: bool = False,
                    failing: str = "") -> T:
@@ -298,6 +300,7 @@ class SQLiteStore(Store, StoreMaintenance):
                     self._conn.execute("PRAGMA optimize")
                 self._conn.close()
                 self._conn = None
+            self._kept.forget()
 
         def shut_reader() -> None:
             if self._reader is not None:
@@ -318,6 +321,18 @@ class SQLiteStore(Store, StoreMaintenance):
             return StoredItems()
 
         def q(conn: sqlite3.Connection) -> StoredItems:
+            # Changes when another connection (another process: the CLI, a second daemon)
+            # commits to the file; this one's own commits are folded into what is kept.
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            kept = self._kept.get(scope, kinds, version)
+            if kept is not None:
+                return kept
+            with _reading(conn):
+                items = load(conn)
+            self._kept.keep(scope, kinds, version, items)
+            return items
+
+        def load(conn: sqlite3.Connection) -> StoredItems:
             chunks = conn.execute(_scope_rowids_sql(len(kinds)), (scope, *kinds)).fetchall()
             # A scope's items share a few kinds, two states and, first seen by one sweep, a
             # timestamp: each text is made (or parsed) once and shared, not once per row (at
@@ -374,7 +389,7 @@ class SQLiteStore(Store, StoreMaintenance):
         rows = _Rows.of(scope, writes, deliveries, muted)
 
         def tx(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with self._kept_in_step(conn, scope, writes):
                 rows.write(conn)
 
         await self._run(tx, failing=f"state commit failed for {scope}")
@@ -385,7 +400,7 @@ class SQLiteStore(Store, StoreMaintenance):
         cursor_rows = [(r.scope, k, v) for k, v in commit.cursor.items()]
 
         def tx(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with self._kept_in_step(conn, r.scope, commit.writes):
                 rows.write(conn)
                 conn.executemany(
                     "INSERT INTO cursors (scope, name, value) VALUES (?,?,?) "
@@ -410,6 +425,19 @@ class SQLiteStore(Store, StoreMaintenance):
             return cur.lastrowid
 
         return await self._run(tx, failing=f"state commit failed for {r.scope}")
+
+    @contextlib.contextmanager
+    def _kept_in_step(self, conn: sqlite3.Connection, scope: str,
+                      writes: Sequence[ItemWrite]) -> Iterator[None]:
+        """A transaction writing `writes` to the scope, and the scope's kept items told of
+        them once it committed, or forgotten if it did not (the file may hold either)."""
+        try:
+            with _transaction(conn):
+                yield
+        except BaseException:
+            self._kept.forget(scope)
+            raise
+        self._kept.committed(scope, writes)
 
     # -- what was not delivered, and why
 
@@ -824,6 +852,20 @@ def _scope_rowids_sql(kinds: int) -> str:
 _LOAD_ROWS_SQL = ("SELECT json_group_array(json_array(i.kind, i.key, i.state, i.tracked, i.counter, "
                   "i.misses, i.first_seen)) FROM json_each(?) AS wanted CROSS JOIN items AS i "
                   "ON i.rowid = wanted.value")
+
+
+@contextlib.contextmanager
+def _reading(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: statements that read in parts see one state of the file."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the error that got us here says more
+                conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @contextlib.contextmanager
