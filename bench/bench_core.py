@@ -23,7 +23,6 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import scratch_dir  # noqa: E402
 from bench.sim_server import BENCH_FAKE_SIM_KEY  # noqa: E402
 
 PAGE = 100
@@ -70,7 +70,7 @@ async def bridge_run(url: str, findings: int) -> dict[str, float]:
     from bridge.store.sqlite import SQLiteStore
 
     configure_logging(LogConfig(level="warning"))
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
+    tmp = scratch_dir("bridge-bench-")
     events_file = tmp / "events.jsonl"
     config = parse_config({
         "state": {"path": str(tmp / "bridge.db")},
@@ -155,7 +155,7 @@ def simulator(findings: int) -> Iterator[str]:
 
 
 def run_peer(url: str) -> list[dict[str, Any]]:
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-peer-"))
+    tmp = scratch_dir("bridge-bench-peer-")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "peer.py"), url, BENCH_FAKE_SIM_KEY,
                            str(tmp / "peer.db"), str(tmp / "events.jsonl"), "--sweeps", "2"],
                           capture_output=True, text=True, check=True, timeout=1800)

@@ -22,7 +22,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_core import fetch_and_decode, simulator  # noqa: E402
+from bench.harness import scratch_dir  # noqa: E402
 from bench.sim_server import BENCH_FAKE_SIM_KEY  # noqa: E402
 
 PG_DSN = os.environ.get("BRIDGE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -57,7 +57,7 @@ async def store_run(url: str, findings: int, backend: str, schema: str) -> dict[
     from bridge.pipeline import Pipeline
 
     configure_logging(LogConfig(level="warning"))
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-pg-"))
+    tmp = scratch_dir("bridge-bench-pg-")
     events_file = tmp / "events.jsonl"
     config = parse_config({
         "state": state_config(backend, tmp, schema),
@@ -134,7 +134,7 @@ async def failover(schema: str) -> dict[str, float]:
     from bridge.store.postgres.store import PostgresStore
 
     configure_logging(LogConfig(level="warning"))
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-failover-"))
+    tmp = scratch_dir("bridge-bench-failover-")
     worlds = [ScanOrbitWorld(api_keys={BENCH_FAKE_SIM_KEY}, seed=i, rate_limit=10**6)
               for i in range(3)]
     sims = [RunningSim(make_app(w), shutdown_timeout=0.2) for w in worlds]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import scratch_dir  # noqa: E402
 from bridge.config import parse_config  # noqa: E402
 from bridge.health import Health  # noqa: E402
 from bridge.logging import LogConfig, configure_logging  # noqa: E402
@@ -112,7 +112,7 @@ VENDORS = (
 
 async def measure(vendor: Vendor, n: int) -> tuple[int, int, int]:
     """(requests of the first, full sweep; of an idle cycle; as the sweep record counted)."""
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-requests-"))
+    tmp = scratch_dir("bridge-bench-requests-")
     world, app = vendor.build(n)
     async with RunningSim(app) as sim:
         config = parse_config({

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import IO
@@ -24,6 +23,7 @@ from typing import IO
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import scratch_dir  # noqa: E402
 from bench.sim_server import aether365_token  # noqa: E402
 
 TENANTS = 50
@@ -60,7 +60,7 @@ async def run(url: str, control: IO[str], answers: IO[str]) -> dict[str, float]:
     from bridge.store.sqlite import SQLiteStore
 
     configure_logging(LogConfig(level="warning"))
-    tmp = Path(tempfile.mkdtemp(prefix="bridge-bench-tenants-"))
+    tmp = scratch_dir("bridge-bench-tenants-")
     config = parse_config({
         "state": {"path": str(tmp / "bridge.db")},
         "admin": {"enabled": False},

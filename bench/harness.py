@@ -3,17 +3,28 @@
 The server runs in an interpreter of its own, so its work is not counted as the measured
 side's and it can have the other core, and prints where it listens (a URL or a port) as its
 first line of output. Used by `bench_jira.py` (the fake Jira) and `bench_webhook.py` (a
-minimal HTTP receiver).
+minimal HTTP receiver). `scratch_dir` is every bench's place for state files.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new private temporary directory, removed when the process exits: one run of
+    bench_core leaves ~0.8 GB of state files, which must not pile up in /tmp run after run."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class ServerProcess:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from bridge.diff import ItemWrite, StoredItem, StoredItems
 
 KEEP_AT_MOST = 20_000  # items of one scope
-KEEP_TOTAL = 200_000  # items of all kept scopes together (~60 MB)
+KEEP_TOTAL = 200_000  # items of all kept scopes together (100,000 Aether365 results: 18 MB)
 PENDING_AT_MOST = 2_000  # writes waiting for a scope's next load
 
 
