@@ -19,7 +19,7 @@ scopes beyond `KEEP_TOTAL` items in all, nor a commit of more than `PENDING_AT_M
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bridge.diff import ItemWrite, StoredItem, StoredItems
 
@@ -76,7 +76,9 @@ class KeptItems:
         if len(kept.pending) + len(writes) > PENDING_AT_MOST:
             self.forget(scope)
         else:
-            kept.pending.extend(writes)
+            # Without their snapshots (the bulk of a write, and never read here): "" still
+            # marks a full write for `applied`.
+            kept.pending.extend(w if not w.snapshot else replace(w, snapshot="") for w in writes)
 
     def forget(self, scope: str | None = None) -> None:
         """Drop one scope (a commit failed: what the file holds is not known), or all."""
