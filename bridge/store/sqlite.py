@@ -327,13 +327,12 @@ class SQLiteStore(Store, StoreMaintenance):
             kept = self._kept.get(scope, kinds, version)
             if kept is not None:
                 return kept
-            with _reading(conn):
-                items = load(conn)
+            items = load(conn)
             self._kept.keep(scope, kinds, version, items)
             return items
 
         def load(conn: sqlite3.Connection) -> StoredItems:
-            chunks = conn.execute(_scope_rowids_sql(len(kinds)), (scope, *kinds)).fetchall()
+            rows = conn.execute(_load_items_sql(len(kinds)), (scope, *kinds))
             # A scope's items share a few kinds, two states and, first seen by one sweep, a
             # timestamp: each text is made (or parsed) once and shared, not once per row (at
             # 300k items, tens of MB). Tracked values repeat too (one title, severity and
@@ -344,19 +343,17 @@ class SQLiteStore(Store, StoreMaintenance):
             moments: dict[str, datetime] = {}
             same: dict[str, str] = {}
             by_kind: dict[str, dict[str, StoredItem]] = {}
-            for (rowids,) in chunks:
-                (text,) = conn.execute(_LOAD_ROWS_SQL, (rowids,)).fetchone()
-                for kind, key, state, tracked, counter, misses, seen in orjson.loads(text):
-                    keys = by_kind.get(kind)
-                    if keys is None:
-                        keys = by_kind[kind] = {}
-                    kind = shared.setdefault(kind, kind)
-                    first_seen = moments.get(seen)
-                    if first_seen is None:
-                        first_seen = moments[seen] = _dt(seen)
-                    keys[key] = StoredItem(kind, key, cast(State, shared.setdefault(state, state)),
-                                           same.setdefault(tracked, tracked), counter, misses,
-                                           first_seen)
+            for kind, key, state, tracked, counter, misses, seen in rows:
+                keys = by_kind.get(kind)
+                if keys is None:
+                    keys = by_kind[kind] = {}
+                kind = shared.setdefault(kind, kind)
+                first_seen = moments.get(seen)
+                if first_seen is None:
+                    first_seen = moments[seen] = _dt(seen)
+                keys[key] = StoredItem(kind, key, cast(State, shared.setdefault(state, state)),
+                                       same.setdefault(tracked, tracked), counter, misses,
+                                       first_seen)
             return StoredItems(by_kind)
 
         return await self._run(q)
@@ -814,58 +811,21 @@ def _json_list(seqs: Iterable[int]) -> str:
     return orjson.dumps(list(seqs)).decode()
 
 
-# Rows per `_LOAD_ROWS_SQL` statement: its JSON text (~1 MB) is the most a load holds twice.
-_LOAD_CHUNK = 5_000
+def _load_items_sql(kinds: int) -> str:
+    """A scope's item states (`load_items`), for `kinds` kinds, read in the file's order.
 
-
-def _scope_rowids_sql(kinds: int) -> str:
-    """The rowids of a scope's items of `kinds` kinds, as JSON arrays of up to `_LOAD_CHUNK`
-    (`load_items`): a row per chunk, so a load of 300,000 items never holds a Python int per
-    item. Chunks and the rowids in them come in ascending order (SQLite 3.40 keeps the order
-    the window numbered them in; an aggregate's own ORDER BY needs 3.44): only speed depends
-    on it, every rowid is in exactly one chunk either way.
-
-    They come from the unique index alone, and the rows are then read by rowid (see
-    `_LOAD_ROWS_SQL`): in the order they were written, page after page. Read in the index's
-    (key) order, every row is a lookup somewhere else in the file: 100,000 items took
-    0.35-0.6 s that way and 0.17 s this way, in a file of one scope as in one of ten. Asked
-    plainly for a scope's rows, the planner reads them in key order unless statistics say the
-    scope fills the table: always in a file of many tenants, and in any file until `ANALYZE`
-    has run.
-
-    JSON arrays, not a row per item, because Python's sqlite3 lets go of the GIL for every row
-    it steps and the writer thread then waits for the event loop to hand it back (see
-    `_for_rows`): 50 tenants loading 2,000 items each while their pages were being diffed
-    finished 60-80 ms sooner (bench/bench_tenants.py) with each statement answering in a step
-    per chunk."""
-    # MATERIALIZED: merged into the query around it, the rowid order it asks for lures the
-    # planner into reading the whole table (every tenant's rows) in rowid order.
-    return ("WITH ids AS MATERIALIZED (SELECT rowid AS id FROM items WHERE scope = ? AND kind "
-            f"IN ({','.join('?' * kinds)})) SELECT json_group_array(id) FROM (SELECT id, "
-            f"(row_number() OVER (ORDER BY id) - 1) / {_LOAD_CHUNK} AS chunk FROM ids) "
-            "GROUP BY chunk ORDER BY chunk")
-
-
-# Item states for a JSON array of rowids, as one JSON array of rows (see `_scope_rowids_sql`).
-# CROSS JOIN keeps the rowids the outer loop, a lookup each in the order given: left to itself,
-# the planner may scan the whole table (every tenant's rows) and test each row against them.
-_LOAD_ROWS_SQL = ("SELECT json_group_array(json_array(i.kind, i.key, i.state, i.tracked, i.counter, "
-                  "i.misses, i.first_seen)) FROM json_each(?) AS wanted CROSS JOIN items AS i "
-                  "ON i.rowid = wanted.value")
-
-
-@contextlib.contextmanager
-def _reading(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read transaction: statements that read in parts see one state of the file."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            with contextlib.suppress(sqlite3.Error):  # the error that got us here says more
-                conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    The rows are found through the unique index, which holds their rowids, and then read in
+    rowid order: the order they were written in, page after page. Read in the index's (key)
+    order, every row is a lookup somewhere else in the file: 100,000 items took 0.35-0.6 s
+    that way and 0.17 s this way, in a file of one scope as in one of ten. Asked plainly for a
+    scope's rows, the planner reads them in key order unless statistics say the scope fills
+    the table: always in a file of many tenants, and in any file until `ANALYZE` has run (only
+    `close` ran it, so a daemon started on an empty file kept the key order as long as it ran).
+    A scan of the whole table, 0.13 s for a file of one scope, would read every tenant's rows
+    to load one; the planner still picks it where statistics say the scope fills the table."""
+    return ("SELECT kind, key, state, tracked, counter, misses, first_seen FROM items "
+            "WHERE rowid IN (SELECT rowid FROM items WHERE scope = ? AND kind IN "
+            f"({','.join('?' * kinds)}))")
 
 
 @contextlib.contextmanager
