@@ -35,55 +35,40 @@ async def on_file(path: Path) -> dict[tuple[str, str], StoredItem]:
 
 
 async def test_what_a_load_hands_out_is_what_the_file_holds_after_every_sweep(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "bridge.db")
-    await store.open()
+        store: SQLiteStore) -> None:
     rng = random.Random(23)
-    try:
-        for n in range(25):
-            keys = rng.sample(range(80), rng.randrange(20, 70))
-            items = [item(f"k{k}", title=f"t{rng.randrange(3)}", active=rng.random() > 0.15,
-                          kind=rng.choice(KINDS) if k % 2 else "finding") for k in keys]
-            complete = rng.random() > 0.2
-            await run_sweep(store, sweep(*items, kinds={"finding": complete, "health": True}),
-                            now=T0 + timedelta(minutes=n))
-            loaded = await store.load_items(SCOPE, KINDS)
-            assert dict(loaded) == await on_file(store.path), f"after sweep {n}"
-            # A sweep that changed nothing hands the next one the same items, not a new copy.
-            await run_sweep(store, sweep(*items, kinds={"finding": complete, "health": True}),
-                            now=T0 + timedelta(minutes=n, seconds=30))
-            again = await store.load_items(SCOPE, KINDS)
-            assert dict(again) == await on_file(store.path)
-    finally:
-        await store.close()
+    for n in range(25):
+        keys = rng.sample(range(80), rng.randrange(20, 70))
+        items = [item(f"k{k}", title=f"t{rng.randrange(3)}", active=rng.random() > 0.15,
+                      kind=rng.choice(KINDS) if k % 2 else "finding") for k in keys]
+        kinds = {"finding": rng.random() > 0.2, "health": True}
+        await run_sweep(store, sweep(*items, kinds=kinds), now=T0 + timedelta(minutes=n))
+        assert dict(await store.load_items(SCOPE, KINDS)) == await on_file(store.path), n
+        # The same sweep again: nothing changes, and what is kept still matches the file.
+        await run_sweep(store, sweep(*items, kinds=kinds),
+                        now=T0 + timedelta(minutes=n, seconds=30))
+        assert dict(await store.load_items(SCOPE, KINDS)) == await on_file(store.path), n
 
 
 async def test_an_unchanged_scope_is_not_read_again_and_what_was_handed_out_never_changes(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "bridge.db")
-    await store.open()
-    try:
-        await run_sweep(store, sweep(item("a"), item("b")))
-        first = await store.load_items(SCOPE, ["finding"])
-        assert await store.load_items(SCOPE, ["finding"]) is first
-        before = dict(first)
-        await run_sweep(store, sweep(item("a", title="renamed"), item("c")),
-                        now=T0 + timedelta(minutes=1))
-        after = await store.load_items(SCOPE, ["finding"])
-        assert after is not first and dict(first) == before  # the old one is as it was
-        assert after[("finding", "a")].tracked != before[("finding", "a")].tracked
-        assert after[("finding", "b")].misses == 1 and ("finding", "c") in after
-        assert dict(after) == {k: v for k, v in (await on_file(store.path)).items()
-                               if k[0] == "finding"}
-    finally:
-        await store.close()
+        store: SQLiteStore) -> None:
+    await run_sweep(store, sweep(item("a"), item("b")))
+    first = await store.load_items(SCOPE, ["finding"])
+    assert await store.load_items(SCOPE, ["finding"]) is first
+    before = dict(first)
+    await run_sweep(store, sweep(item("a", title="renamed"), item("c")),
+                    now=T0 + timedelta(minutes=1))
+    after = await store.load_items(SCOPE, ["finding"])
+    assert after is not first and dict(first) == before  # the old one is as it was
+    assert after[("finding", "a")].tracked != before[("finding", "a")].tracked
+    assert after[("finding", "b")].misses == 1 and ("finding", "c") in after
+    assert dict(after) == {k: v for k, v in (await on_file(store.path)).items()
+                           if k[0] == "finding"}
 
 
-async def test_a_write_by_another_process_is_seen_at_the_next_load(tmp_path: Path) -> None:
-    """The CLI, a restored backup's writer or a second daemon commits through a connection of
-    its own: the store must read the file again rather than hand out what it kept."""
-    store = SQLiteStore(tmp_path / "bridge.db")
-    await store.open()
+async def test_a_write_by_another_process_is_seen_at_the_next_load(store: SQLiteStore) -> None:
+    """`bridge once` by hand, or a second daemon, commits through a connection of its own:
+    the store must read the file again rather than hand out what it kept."""
     other = SQLiteStore(store.path)
     await other.open()
     try:
@@ -95,26 +80,19 @@ async def test_a_write_by_another_process_is_seen_at_the_next_load(tmp_path: Pat
         assert ("finding", "z") in seen and seen[("finding", "b")].misses == 1
     finally:
         await other.close()
-        await store.close()
 
 
 async def test_a_failed_commit_leaves_nothing_of_its_writes_in_what_is_handed_out(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "bridge.db")
-    await store.open()
-    try:
-        await run_sweep(store, sweep(item("a")))
-        kept = await store.load_items(SCOPE, ["finding"])
-        old = kept[("finding", "a")]
-        write = ItemWrite("finding", "a", "resolved", old.counter + 1, 0, old.first_seen, T0,
-                          old.tracked, "{}", T0)
-        with pytest.raises(StoreError, match="NOT NULL"):  # refused after the rows were written
-            await store.commit_sweep(SweepCommit(record=record(), writes=[write],
-                                                 cursor={"broken": None}))  # type: ignore[dict-item]
-        assert (await store.load_items(SCOPE, ["finding"]))[("finding", "a")].state == "active"
-        assert dict(await store.load_items(SCOPE, ["finding"])) == await on_file(store.path)
-    finally:
-        await store.close()
+        store: SQLiteStore) -> None:
+    await run_sweep(store, sweep(item("a")))
+    old = (await store.load_items(SCOPE, ["finding"]))[("finding", "a")]
+    write = ItemWrite("finding", "a", "resolved", old.counter + 1, 0, old.first_seen, T0,
+                      old.tracked, "{}", T0)
+    with pytest.raises(StoreError, match="NOT NULL"):  # refused after the rows were written
+        await store.commit_sweep(SweepCommit(record=record(), writes=[write],
+                                             cursor={"broken": None}))  # type: ignore[dict-item]
+    assert (await store.load_items(SCOPE, ["finding"]))[("finding", "a")].state == "active"
+    assert dict(await store.load_items(SCOPE, ["finding"])) == await on_file(store.path)
 
 
 # -- KeptItems and `applied`, on their own --------------------------------------------------------
