@@ -3,7 +3,7 @@ costs more than the sweep's own work.
 
 A steady sweep reads every item's state and writes almost none. Loading 50 tenants' 2,000
 items each from SQLite took a quarter of such a sweep's time (bench/bench_tenants.py, 2-core
-VM: 0.97-1.03 s a sweep loading, 0.73-0.78 s with the items kept), all of it rebuilding what
+VM: 1.03-1.08 s a sweep loading, 0.73-0.80 s with the items kept), all of it rebuilding what
 the previous sweep had in hand. So the store keeps what it loaded, folds in what each commit
 wrote, and hands the result to the next load of the scope, as long as nobody else can have
 written the file (the store checks; see `SQLiteStore.load_items`).
