@@ -10,7 +10,8 @@ written the file (the store checks; see `SQLiteStore.load_items`).
 
 What was handed out is never changed: a commit's writes wait in `pending` and the next load
 applies them to copies of the dicts they touch, so a sweep or a reader still holding the
-previous `StoredItems` sees it as it was loaded. Memory is bounded: a scope of more than
+previous `StoredItems` sees it as it was loaded (in the order they committed: a sweep's chunks,
+then its end). Memory is bounded: a scope of more than
 `KEEP_AT_MOST` items is not kept (at that size the load is a small part of the sweep), nor are
 scopes beyond `KEEP_TOTAL` items in all, nor a commit of more than `PENDING_AT_MOST` writes
 (a first sweep, a mass change: the next load reads the file instead).
@@ -34,7 +35,8 @@ class _Kept:
     items: StoredItems
     size: int
     version: object  # what the store said about the file when these were loaded
-    pending: list[ItemWrite] = field(default_factory=list)
+    pending: list[list[ItemWrite]] = field(default_factory=list)  # one list per commit
+    waiting: int = 0  # writes in `pending`
 
 
 class KeptItems:
@@ -55,7 +57,7 @@ class KeptItems:
             return None
         if kept.pending:
             kept.items = applied(kept.items, kept.pending, kept.kinds)
-            kept.pending = []
+            kept.pending, kept.waiting = [], 0
             self._resize(kept, len(kept.items))
         return kept.items
 
@@ -73,12 +75,14 @@ class KeptItems:
         kept = self._scopes.get(scope)
         if kept is None or not writes:
             return
-        if len(kept.pending) + len(writes) > PENDING_AT_MOST:
+        if kept.waiting + len(writes) > PENDING_AT_MOST:
             self.forget(scope)
         else:
             # Without their snapshots (the bulk of a write, and never read here): "" still
             # marks a full write for `applied`.
-            kept.pending.extend(w if not w.snapshot else replace(w, snapshot="") for w in writes)
+            kept.pending.append([w if not w.snapshot else replace(w, snapshot="")
+                                 for w in writes])
+            kept.waiting += len(writes)
 
     def forget(self, scope: str | None = None) -> None:
         """Drop one scope (a commit failed: what the file holds is not known), or all."""
@@ -93,14 +97,14 @@ class KeptItems:
         kept.size = size
 
 
-def applied(items: StoredItems, writes: Sequence[ItemWrite],
+def applied(items: StoredItems, commits: Sequence[Sequence[ItemWrite]],
             kinds: Collection[str]) -> StoredItems:
-    """`items` of `kinds` after `writes`, by every store's rules
-    (`bridge.store.memory.apply_item_writes`): full writes (with a snapshot) create or replace
-    an item but keep its `first_seen`, then partial ones (a miss counted, an absence resolved)
-    change the state, counter and misses of an item that exists. Writes of other kinds are
-    left out, as a load of `kinds` leaves them out. The dicts a write touches are copies;
-    `items` itself is left as it was."""
+    """`items` of `kinds` after the writes of `commits`, one commit after the other, by every
+    store's rules (`bridge.store.memory.apply_item_writes`): in a commit, full writes (with a
+    snapshot) create or replace an item but keep its `first_seen`, then partial ones (a miss
+    counted, an absence resolved) change the state, counter and misses of an item that
+    exists. Writes of other kinds are left out, as a load of `kinds` leaves them out. The
+    dicts a write touches are copies; `items` itself is left as it was."""
     by_kind = dict(items.by_kind)
     copied: set[str] = set()
 
@@ -112,17 +116,18 @@ def applied(items: StoredItems, writes: Sequence[ItemWrite],
             copied.add(kind)
         return by_kind[kind]
 
-    for w in writes:
-        if w.snapshot is None or (keys := keys_of(w.kind)) is None:
-            continue
-        assert w.tracked is not None  # stores refuse a snapshot without its tracked fields
-        old = keys.get(w.key)
-        keys[w.key] = StoredItem(w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
-                                 old.first_seen if old is not None else w.first_seen)
-    for w in writes:
-        if w.snapshot is not None or (keys := keys_of(w.kind)) is None:
-            continue
-        if (old := keys.get(w.key)) is not None:
-            keys[w.key] = StoredItem(old.kind, old.key, w.state, old.tracked, w.counter,
-                                     w.misses, old.first_seen)
+    for writes in commits:
+        for w in writes:
+            if w.snapshot is None or (keys := keys_of(w.kind)) is None:
+                continue
+            assert w.tracked is not None  # stores refuse a snapshot without its tracked fields
+            old = keys.get(w.key)
+            keys[w.key] = StoredItem(w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+                                     old.first_seen if old is not None else w.first_seen)
+        for w in writes:
+            if w.snapshot is not None or (keys := keys_of(w.kind)) is None:
+                continue
+            if (old := keys.get(w.key)) is not None:
+                keys[w.key] = StoredItem(old.kind, old.key, w.state, old.tracked, w.counter,
+                                         w.misses, old.first_seen)
     return StoredItems(by_kind)

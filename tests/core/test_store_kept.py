@@ -106,26 +106,31 @@ def items_of(*rows: StoredItem) -> StoredItems:
 
 
 def test_applied_follows_every_stores_rules() -> None:
-    """Random writes applied to kept items give what `apply_item_writes` (the rules the
-    memory store runs, and the SQL of the others mirrors) gives the same rows."""
+    """Random commits of random writes applied to kept items give what `apply_item_writes`
+    (the rules the memory store runs, and the SQL of the others mirrors), commit by commit,
+    gives the same rows."""
     rng = random.Random(5)
     for _ in range(200):
         start = [stored(f"k{i}", kind=rng.choice(KINDS), counter=rng.randrange(1, 4),
                         misses=rng.randrange(3), state=rng.choice(["active", "resolved"]))
                  for i in rng.sample(range(12), rng.randrange(0, 10))]
-        writes = []
-        for key in rng.sample(range(14), rng.randrange(0, 10)):
-            full = rng.random() > 0.4
-            writes.append(ItemWrite(
-                rng.choice([*KINDS, "score"]), f"k{key}", rng.choice(["active", "resolved"]),
-                rng.randrange(1, 6), rng.randrange(3), T0 + timedelta(days=1), T0,
-                f'["t{rng.randrange(3)}"]' if full else None, "{}" if full else None))
+        commits = []  # a key may be written again by a later commit, never twice in one
+        for _ in range(rng.randrange(1, 4)):
+            writes = []
+            for key in rng.sample(range(14), rng.randrange(0, 10)):
+                full = rng.random() > 0.4
+                writes.append(ItemWrite(
+                    rng.choice([*KINDS, "score"]), f"k{key}", rng.choice(["active", "resolved"]),
+                    rng.randrange(1, 6), rng.randrange(3), T0 + timedelta(days=1), T0,
+                    f'["t{rng.randrange(3)}"]' if full else None, "{}" if full else None))
+            commits.append(writes)
         records = {(r.kind, r.key): ItemRecord(SCOPE, r.kind, r.key, r.state, r.tracked,
                                                r.counter, r.misses, r.first_seen, T0, None, "{}")
                    for r in start}
-        apply_item_writes(records, SCOPE, writes)
+        for writes in commits:
+            apply_item_writes(records, SCOPE, writes)
         expected = {k: r.stored() for k, r in records.items() if k[0] in KINDS}
-        assert dict(applied(items_of(*start), writes, KINDS)) == expected
+        assert dict(applied(items_of(*start), commits, KINDS)) == expected
 
 
 def test_kept_items_are_bounded_and_dropped_on_a_new_version_or_other_kinds() -> None:
