@@ -10,7 +10,7 @@ a file of its own: a copy while running and an integrity check."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -89,6 +89,15 @@ def claimed(sink: str, rows: Iterable[tuple[int, str, str, int]], *,
         raise
     return [Delivery(seq, sink, event_id, body, tries, event)
             for (seq, event_id, body, tries), event in zip(rows, events, strict=True)]
+
+
+def in_commit_order(writes: Sequence[ItemWrite]) -> Iterator[ItemWrite]:
+    """A commit's item writes in the order every store applies them: the full writes (with a
+    snapshot: create or replace a row), then the partial ones (a miss counted, an absence
+    resolved: only a row that exists by then), so a partial write never meets a row that the
+    same commit replaces after it."""
+    yield from (w for w in writes if w.snapshot is not None)
+    yield from (w for w in writes if w.snapshot is None)
 
 
 def commit_refused(scope: str, reason: str) -> StoreError:

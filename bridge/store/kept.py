@@ -23,6 +23,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from bridge.diff import ItemWrite, StoredItem, StoredItems
+from bridge.store.base import in_commit_order
 
 KEEP_AT_MOST = 20_000  # items of one scope
 KEEP_TOTAL = 200_000  # items of all kept scopes together (100,000 Aether365 results: 18 MB)
@@ -36,7 +37,6 @@ class _Kept:
     size: int
     version: object  # what the store said about the file when these were loaded
     pending: list[list[ItemWrite]] = field(default_factory=list)  # one list per commit
-    waiting: int = 0  # writes in `pending`
 
 
 class KeptItems:
@@ -57,7 +57,7 @@ class KeptItems:
             return None
         if kept.pending:
             kept.items = applied(kept.items, kept.pending, kept.kinds)
-            kept.pending, kept.waiting = [], 0
+            kept.pending = []
             self._resize(kept, len(kept.items))
         return kept.items
 
@@ -75,14 +75,13 @@ class KeptItems:
         kept = self._scopes.get(scope)
         if kept is None or not writes:
             return
-        if kept.waiting + len(writes) > PENDING_AT_MOST:
+        if sum(map(len, kept.pending)) + len(writes) > PENDING_AT_MOST:
             self.forget(scope)
         else:
             # Without their snapshots (the bulk of a write, and never read here): "" still
             # marks a full write for `applied`.
             kept.pending.append([w if not w.snapshot else replace(w, snapshot="")
                                  for w in writes])
-            kept.waiting += len(writes)
 
     def forget(self, scope: str | None = None) -> None:
         """Drop one scope (a commit failed: what the file holds is not known), or all."""
@@ -100,11 +99,11 @@ class KeptItems:
 def applied(items: StoredItems, commits: Sequence[Sequence[ItemWrite]],
             kinds: Collection[str]) -> StoredItems:
     """`items` of `kinds` after the writes of `commits`, one commit after the other, by every
-    store's rules (`bridge.store.memory.apply_item_writes`): in a commit, full writes (with a
-    snapshot) create or replace an item but keep its `first_seen`, then partial ones (a miss
-    counted, an absence resolved) change the state, counter and misses of an item that
-    exists. Writes of other kinds are left out, as a load of `kinds` leaves them out. The
-    dicts a write touches are copies; `items` itself is left as it was."""
+    store's rules (`bridge.store.memory.apply_item_writes` for whole rows; the order is
+    `in_commit_order`): full writes create or replace an item but keep its `first_seen`,
+    partial ones change the state, counter and misses of an item that exists. Writes of other
+    kinds are left out, as a load of `kinds` leaves them out. The dicts a write touches are
+    copies; `items` itself is left as it was."""
     by_kind = dict(items.by_kind)
     copied: set[str] = set()
 
@@ -117,17 +116,15 @@ def applied(items: StoredItems, commits: Sequence[Sequence[ItemWrite]],
         return by_kind[kind]
 
     for writes in commits:
-        for w in writes:
-            if w.snapshot is None or (keys := keys_of(w.kind)) is None:
+        for w in in_commit_order(writes):
+            if (keys := keys_of(w.kind)) is None:
                 continue
-            assert w.tracked is not None  # stores refuse a snapshot without its tracked fields
             old = keys.get(w.key)
-            keys[w.key] = StoredItem(w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
-                                     old.first_seen if old is not None else w.first_seen)
-        for w in writes:
-            if w.snapshot is not None or (keys := keys_of(w.kind)) is None:
-                continue
-            if (old := keys.get(w.key)) is not None:
+            if w.snapshot is not None:
+                assert w.tracked is not None  # stores refuse a snapshot without tracked fields
+                keys[w.key] = StoredItem(w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+                                         old.first_seen if old is not None else w.first_seen)
+            elif old is not None:
                 keys[w.key] = StoredItem(old.kind, old.key, w.state, old.tracked, w.counter,
                                          w.misses, old.first_seen)
     return StoredItems(by_kind)

@@ -42,6 +42,7 @@ from bridge.store.base import (
     claimed,
     commit_refused,
     event_or_none,
+    in_commit_order,
     snapshot_severity,
 )
 
@@ -62,25 +63,19 @@ def apply_item_writes(rows: MutableMapping[tuple[str, str], ItemRecord], scope: 
     writes (a miss counted, an absence resolved) change state, misses and counter of a row
     that exists (nothing otherwise), keep its snapshot and tracked fields, move `changed_at`
     only when the state changes and `resolved_at` only to a new value."""
-    for w in writes:
-        if w.snapshot is None:
-            continue
-        assert w.tracked is not None  # `refusal` turned such a write away
+    for w in in_commit_order(writes):
         old = rows.get((w.kind, w.key))
-        rows[(w.kind, w.key)] = ItemRecord(
-            scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
-            old.first_seen if old is not None else w.first_seen, w.changed_at, w.resolved_at,
-            w.snapshot)
-    for w in writes:
         if w.snapshot is not None:
-            continue
-        old = rows.get((w.kind, w.key))
-        if old is None:
-            continue
-        rows[(w.kind, w.key)] = dataclasses.replace(
-            old, state=w.state, misses=w.misses, counter=w.counter,
-            changed_at=old.changed_at if old.state == w.state else w.changed_at,
-            resolved_at=w.resolved_at if w.resolved_at is not None else old.resolved_at)
+            assert w.tracked is not None  # `refusal` turned such a write away
+            rows[(w.kind, w.key)] = ItemRecord(
+                scope, w.kind, w.key, w.state, w.tracked, w.counter, w.misses,
+                old.first_seen if old is not None else w.first_seen, w.changed_at,
+                w.resolved_at, w.snapshot)
+        elif old is not None:
+            rows[(w.kind, w.key)] = dataclasses.replace(
+                old, state=w.state, misses=w.misses, counter=w.counter,
+                changed_at=old.changed_at if old.state == w.state else w.changed_at,
+                resolved_at=w.resolved_at if w.resolved_at is not None else old.resolved_at)
 
 
 def refusal(writes: Iterable[ItemWrite], cursor: dict[str, str],
