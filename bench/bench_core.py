@@ -77,9 +77,9 @@ async def bridge_run(url: str, findings: int) -> dict[str, float]:
 
     configure_logging(LogConfig(level="warning"))
     tmp = scratch_dir("bridge-bench-")
-    events_file = tmp / "events.jsonl"
+    state, events_file = tmp / "bridge.db", tmp / "events.jsonl"
     config = parse_config({
-        "state": {"path": str(tmp / "bridge.db")},
+        "state": {"path": str(state)},
         "admin": {"enabled": False},
         "log": {"level": "warning"},
         "sources": [{"name": "scanorbit", "type": "scanorbit", "base_url": url,
@@ -88,7 +88,7 @@ async def bridge_run(url: str, findings: int) -> dict[str, float]:
         "sinks": [{"name": "siem", "type": "file", "path": str(events_file)}],
         "routes": {"sinks": ["siem"]},
     })
-    store = SQLiteStore(config.state.path)
+    store = SQLiteStore(state)
     await store.open()
     pipeline = Pipeline.build(config, store, Health())
     source = pipeline.sources["scanorbit"]
@@ -131,7 +131,7 @@ async def bridge_run(url: str, findings: int) -> dict[str, float]:
     fresh = SQLiteStore(tmp / "alone.db")  # bridge's schema, page size and journal mode
     await fresh.open()
     await fresh.close()
-    out["sqlite_alone_cpu"] = sqlite_alone(config.state.path, events_file, fresh.path)
+    out["sqlite_alone_cpu"] = sqlite_alone(state, events_file, fresh.path)
     return out
 
 
