@@ -229,10 +229,37 @@ class Rsyslogd:
             self.proc.wait()
             self.proc = None
 
-    def pause(self) -> None:
-        """SIGSTOP: it hangs, reading nothing; its kernel still accepts what fits its buffers."""
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP: it hangs, reading nothing; its kernel still accepts what fits its buffers.
+
+        Returns once every thread has stopped. Each thread stops only when it next leaves the
+        kernel, and on a loaded machine one can go on for a while: an input thread still
+        running would read what a test writes next into rsyslogd's memory, where the kill the
+        test means to lose the socket buffer with loses it instead (its socket then empty, the
+        kernel closes it with a FIN, and a sender rightly takes everything as read). Seen under
+        a full suite beside a busy loop on 2 cores: a hung-receiver test lost its whole burst."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not self._stopped():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"rsyslogd exited instead of stopping ({self.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rsyslogd did not stop within {timeout:g}s of SIGSTOP")
+            time.sleep(0.001)
+
+    def _stopped(self) -> bool:
+        """Whether every thread of the process is in the stopped state (`T`)."""
+        assert self.proc is not None
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        states = []
+        for task in tasks.iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except FileNotFoundError:  # a thread that just exited
+                continue
+            states.append(stat[stat.rindex(")") + 2])
+        return bool(states) and all(state in "Tt" for state in states)
 
     def resume(self) -> None:
         assert self.proc is not None
