@@ -283,8 +283,9 @@ async def run_sweep(
     `on_commit` is called after each chunk that committed events (sink workers can start
     delivering while the sweep goes on)."""
     runtime.tune_for_sweeps()
-    requests_before = source.requests
-    with progress.sweeping(scope, source.name, lambda: source.requests - requests_before) as seen:
+    requests_before = source.requests(scope)
+    with progress.sweeping(scope, source.name,
+                           lambda: source.requests(scope) - requests_before) as seen:
         result = await _sweep(source, scope, store, dispatch, now, keep_events, seen, on_commit)
         seen.note = result.record.error or (result.record.notes[0] if result.record.notes else "")
         seen.outcome = result.record.outcome
@@ -303,13 +304,13 @@ async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatc
                await baseline_state(store, scope, cursor),
                await load_muting(store, dispatch.silences), seen, on_commit)
     run.start()
-    requests_before = source.requests
+    requests_before = source.requests(scope)
     try:
         sweep = await source.stream(scope, source_cursor(cursor), run.emit)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
                              finished_at=utcnow(), outcome="failed", error=redact(str(exc)),
-                             requests=source.requests - requests_before)
+                             requests=source.requests(scope) - requests_before)
         record = await run.finish(Sweep(scope=scope, items=(), kinds={}), record)
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
@@ -321,7 +322,7 @@ async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatc
     outcome = _outcome(sweep)
     record = SweepRecord(scope=scope, source=source.name, started_at=started,
                          finished_at=utcnow(), outcome=outcome,
-                         requests=source.requests - requests_before,
+                         requests=source.requests(scope) - requests_before,
                          notes=tuple(redact(n) for n in sweep.notes))
     record = await run.finish(sweep, record)
 

@@ -287,9 +287,8 @@ class Aether365Source(Source[Aether365Config]):
                 + THREAT_KINDS * cfg.threats
                 + (POLICY,) * cfg.policies + self.health_kinds())
 
-    @property
-    def requests(self) -> int:
-        return sum(t.client.requests for t in self._tenants.values())
+    def requests(self, scope: str) -> int:
+        return self._tenants[scope].client.requests  # each tenant has its own client
 
     def client(self, scope: str) -> VendorClient:
         return self._tenants[scope].client

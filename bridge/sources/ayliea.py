@@ -193,9 +193,8 @@ class AylieaSource(Source[AylieaConfig]):
         return {SCORE: drop_rule("attributes.overall_score", self.config.score_drop_threshold,
                                  also=("attributes.grade",))}
 
-    @property
-    def requests(self) -> int:
-        return self.client.requests
+    def requests(self, scope: str) -> int:
+        return self.client.requests  # one scope, one client
 
     def _explain(self, kind: str) -> Callable[[VendorError], str]:
         def explain(exc: VendorError) -> str:

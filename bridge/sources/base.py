@@ -118,9 +118,10 @@ class Source(ABC, Generic[C]):
         """Per-kind rules for which tracked changes are events (see `bridge.diff`)."""
         return {}
 
-    @property
-    def requests(self) -> int:
-        """Vendor requests made so far; sweeps report the difference."""
+    def requests(self, scope: str) -> int:
+        """Vendor requests made so far for `scope`; its sweeps report the difference. Per
+        scope, not per source: the scopes of a source (tenants) are swept at the same time,
+        and a source-wide count would give each sweep the others' requests too."""
         return 0
 
     @property

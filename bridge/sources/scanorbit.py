@@ -153,9 +153,8 @@ class ScanOrbitSource(Source[ScanOrbitConfig]):
     def kinds(self) -> tuple[str, ...]:
         return (KIND, *self.health_kinds())
 
-    @property
-    def requests(self) -> int:
-        return self.client.requests
+    def requests(self, scope: str) -> int:
+        return self.client.requests  # one scope, one client
 
     @property
     def enriches(self) -> bool:

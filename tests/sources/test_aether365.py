@@ -3,6 +3,7 @@ scan-gated results, threat categories that are not `ok`, error codes, several te
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,25 @@ async def test_each_tenant_is_its_own_scope_with_its_own_bucket(
     assert [(e.scope, e.tenant, e.type.value) for e in (*a.events, *b.events, *c.events)] == [
         ("aether365/contoso", "contoso", "new"), ("aether365/fabrikam", "fabrikam", "new"),
         ("aether365/fabrikam", "fabrikam", "resolved")]
+
+
+async def test_tenants_swept_at_once_each_count_their_own_requests(
+    tmp_path: Path, aether365: Sim
+) -> None:
+    """The daemon sweeps a source's tenants at the same time: each sweep record (and its
+    progress line) counts its own tenant's requests, not those the others made meanwhile."""
+    world, sim = aether365
+    world.populate("tenant-contoso", tests=450, failing=3)  # 3 pages of 200
+    world.populate("tenant-fabrikam", tests=50, failing=3)  # 1 page
+    for tenant in ("tenant-contoso", "tenant-fabrikam"):
+        world.run_scan(tenant)
+    cfg = config(tmp_path, sim.url, tenants=("contoso", "fabrikam"), **ONLY_RESULTS)
+    async with Harness(cfg) as h:
+        contoso, fabrikam = await asyncio.gather(h.sweep("aether365/contoso"),
+                                                 h.sweep("aether365/fabrikam"))
+    assert (contoso.record.outcome, fabrikam.record.outcome) == ("complete", "complete")
+    assert contoso.record.requests == 1 + 3  # the scan probe, then its result pages
+    assert fabrikam.record.requests == 1 + 1
 
 
 async def test_revoked_key_one_clear_error_per_interval_then_recovers(
