@@ -16,7 +16,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str]) -> int:
-    names = argv or sorted(p.stem.removeprefix("bench_") for p in (ROOT / "bench").glob("bench_*.py"))
+    known = sorted(p.stem.removeprefix("bench_") for p in (ROOT / "bench").glob("bench_*.py"))
+    unknown = [name for name in argv if name not in known]
+    if unknown:
+        print(f"usage: python bench/run.py [{' '.join(known)}] (not {', '.join(unknown)})",
+              file=sys.stderr)
+        return 2
+    names = argv or known
     missed = []
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
