@@ -23,6 +23,7 @@ def tune_for_sweeps() -> None:
 
 def relax_cyclic_gc() -> None:
     """Let the cyclic garbage collector run every 200,000 container allocations, not every 700.
+
     A sweep allocates millions of short-lived containers (vendor JSON, items, events) that
     reference counting frees; with the default threshold the collector traverses the young
     ones thousands of times per 100k-item sweep, and the whole heap (the scope's stored items)

@@ -233,11 +233,12 @@ class Rsyslogd:
         """SIGSTOP: it hangs, reading nothing; its kernel still accepts what fits its buffers.
 
         Returns once every thread has stopped. Each thread stops only when it next leaves the
-        kernel, and on a loaded machine one can go on for a while: an input thread still
-        running would read what a test writes next into rsyslogd's memory, where the kill the
-        test means to lose the socket buffer with loses it instead (its socket then empty, the
-        kernel closes it with a FIN, and a sender rightly takes everything as read). Seen under
-        a full suite beside a busy loop on 2 cores: a hung-receiver test lost its whole burst."""
+        kernel, and on a loaded machine one can go on for a while. An input thread still
+        running reads what the test writes next into rsyslogd's own memory; the kill then
+        finds the socket empty, the kernel closes it with a FIN rather than a RST, and the
+        sender rightly takes everything as read: the burst the test meant to leave unread in
+        the socket buffer is lost in rsyslogd instead. Seen under a full suite beside a busy
+        loop on 2 cores: a hung-receiver test lost its whole burst."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
         deadline = time.monotonic() + timeout
