@@ -284,9 +284,14 @@ async def run_sweep(
     delivering while the sweep goes on)."""
     runtime.tune_for_sweeps()
     requests_before = source.requests(scope)
-    with progress.sweeping(scope, source.name,
-                           lambda: source.requests(scope) - requests_before) as seen:
-        result = await _sweep(source, scope, store, dispatch, now, keep_events, seen, on_commit)
+
+    def requests() -> int:
+        """Vendor requests this sweep has made so far (its progress line and its record)."""
+        return source.requests(scope) - requests_before
+
+    with progress.sweeping(scope, source.name, requests) as seen:
+        result = await _sweep(source, scope, store, dispatch, now, keep_events, seen, on_commit,
+                              requests)
         seen.note = result.record.error or (result.record.notes[0] if result.record.notes else "")
         seen.outcome = result.record.outcome
     if result.record.items_seen >= TRIM_AFTER_ITEMS:
@@ -296,7 +301,8 @@ async def run_sweep(
 
 async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatch: Dispatch,
                  now: datetime | None, keep_events: bool, seen: ScopeProgress,
-                 on_commit: Callable[[], None] | None) -> SweepResult:
+                 on_commit: Callable[[], None] | None, requests: Callable[[], int]
+                 ) -> SweepResult:
     started = utcnow()
     clock = time.monotonic()
     cursor = await store.load_cursor(scope)
@@ -304,13 +310,12 @@ async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatc
                await baseline_state(store, scope, cursor),
                await load_muting(store, dispatch.silences), seen, on_commit)
     run.start()
-    requests_before = source.requests(scope)
     try:
         sweep = await source.stream(scope, source_cursor(cursor), run.emit)
     except VendorError as exc:
         record = SweepRecord(scope=scope, source=source.name, started_at=started,
                              finished_at=utcnow(), outcome="failed", error=redact(str(exc)),
-                             requests=source.requests(scope) - requests_before)
+                             requests=requests())
         record = await run.finish(Sweep(scope=scope, items=(), kinds={}), record)
         metrics.SWEEPS.labels(source.name, "failed").inc()
         log.error("sweep_failed", source=source.name, scope=scope, error=str(exc), kind=exc.kind)
@@ -322,7 +327,7 @@ async def _sweep(source: Source[SourceConfig], scope: str, store: Store, dispatc
     outcome = _outcome(sweep)
     record = SweepRecord(scope=scope, source=source.name, started_at=started,
                          finished_at=utcnow(), outcome=outcome,
-                         requests=source.requests(scope) - requests_before,
+                         requests=requests(),
                          notes=tuple(redact(n) for n in sweep.notes))
     record = await run.finish(sweep, record)
 
