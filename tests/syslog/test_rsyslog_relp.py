@@ -68,8 +68,16 @@ class Outbox:
                 for i in EVENT_ID.findall(r["raw"]) if i in wanted]
 
     async def arrived(self, at_least: int) -> None:
-        await wait_until(lambda: len(set(self.received())) >= at_least, 30,
-                         f"{at_least} events written by rsyslogd")
+        try:
+            await wait_until(lambda: len(set(self.received())) >= at_least, 30,
+                             f"{at_least} events written by rsyslogd")
+        except TimeoutError as timeout:
+            # Seen once under load, unexplained: say what each side had done.
+            log = self.daemon.logfile.read_text(errors="replace")[-2000:]
+            raise AssertionError(
+                f"{timeout}: {len(set(self.received()))} written, {await self.pending()} "
+                f"in the outbox, rsyslogd running: {self.daemon.running}; its log:\n{log}"
+            ) from timeout
 
     async def pending(self) -> int:
         """Rows still in the outbox: the stream is under way while there are some."""
