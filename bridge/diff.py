@@ -14,8 +14,9 @@ score needs to report "dropped by at least N" without reporting every wobble. An
 `judged=False` (listed without a verdict) is seen but otherwise left exactly as stored.
 
 Reconfiguring the tracked fields (an operator's edit, or an upgrade that tracks one more field
-by default) must never cause a ticket storm: a stored `tracked` list that cannot be compared
-with the current fields (its length differs) has no old values to report, so the item is
+by default) must never cause a ticket storm. A stored `tracked` list names its fields first,
+`[["status", "severity"], "open", "high"]`, so old values are paired with fields by name: a list
+written for other fields (even as many) has no old values to report, so the item is
 re-baselined silently (the new values are written, no event) and counted in
 `Differ.rebaselined` for the sweep to log once. Its next real change is then an event.
 """
@@ -250,29 +251,22 @@ def tracked_getter(fields: tuple[str, ...]) -> Callable[[Item], tuple[Any, ...]]
     return lambda item: tuple(item.tracked_value(f) for f in fields)
 
 
-def tracked_json(item: Item, fields: tuple[str, ...]) -> str:
-    return orjson.dumps(tracked_getter(fields)(item), default=str).decode()
+def stored_values(stored: str, fields: tuple[str, ...]) -> list[JSONScalar] | None:
+    """The stored tracked values in the order of `fields`, or None when they were tracked for
+    other fields and cannot be paired with these.
 
-
-def comparable(stored: str, fields: tuple[str, ...]) -> bool:
-    """Whether a stored tracked list was written for `fields` (same length): if not, the
-    fields were reconfigured and its values cannot be paired with theirs."""
-    before = orjson.loads(stored)
-    return isinstance(before, list) and len(before) == len(fields)
-
-
-def _changes(old: str, new: str, fields: tuple[str, ...]) -> dict[str, tuple[JSONScalar, JSONScalar]]:
-    """The changed fields, (old, new); only for a `comparable` stored list."""
-    before, after = orjson.loads(old), orjson.loads(new)
-    return {f: (b, a) for f, b, a in zip(fields, before, after, strict=True) if b != a}
-
-
-def _verdict(rule: ChangeRule | None, old: str, new: str, fields: tuple[str, ...]) -> ChangeVerdict:
-    """What `rule` makes of a change; only for a `comparable` stored list."""
-    if rule is None:
-        return "event"
-    before, after = orjson.loads(old), orjson.loads(new)
-    return rule(dict(zip(fields, before, strict=True)), dict(zip(fields, after, strict=True)))
+    A list without names was written before they were stored: it holds values only, and is
+    taken as tracked for `fields` when it has as many, as it was then."""
+    loaded = orjson.loads(stored)
+    if not isinstance(loaded, list):
+        return None
+    if not (loaded and isinstance(loaded[0], list)):
+        return loaded if len(loaded) == len(fields) else None
+    names, values = loaded[0], loaded[1:]
+    if len(names) != len(fields) or len(values) != len(fields) or set(names) != set(fields):
+        return None
+    by_name = dict(zip(names, values, strict=True))
+    return [by_name[f] for f in fields]
 
 
 class Differ:
@@ -304,16 +298,20 @@ class Differ:
         # Items whose stored tracked list predates a reconfiguration of their fields, written
         # anew without an event (see the module docstring).
         self.rebaselined = 0
-        self._getters: dict[str, Callable[[Item], tuple[Any, ...]]] = {}
+        # Per kind: its tracked fields' names, as every stored list begins, and their reader.
+        self._tracking: dict[str, tuple[list[str], Callable[[Item], tuple[Any, ...]]]] = {}
 
     def fields(self, kind: str) -> tuple[str, ...]:
         return self.policy.kind_tracked_fields.get(kind, self.policy.tracked_fields)
 
     def tracked(self, item: Item) -> str:
-        getter = self._getters.get(item.kind)
-        if getter is None:
-            getter = self._getters[item.kind] = tracked_getter(self.fields(item.kind))
-        return orjson.dumps(getter(item), default=str).decode()
+        """`[[names...], values...]`: what is stored, and compared as text while unchanged."""
+        tracking = self._tracking.get(item.kind)
+        if tracking is None:
+            fields = self.fields(item.kind)
+            tracking = self._tracking[item.kind] = (list(fields), tracked_getter(fields))
+        names, get = tracking
+        return orjson.dumps((names, *get(item)), default=str).decode()
 
     def _emit(self, type_: EventType, item: Item, counter: int, reason: str,
               changes: Mapping[str, tuple[JSONScalar, JSONScalar]] | None = None) -> None:
@@ -362,29 +360,44 @@ class Differ:
                 self._emit(EventType.REOPENED, item, counter, "active again after resolution")
                 writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
                                         now, tracked, snapshot_json(item)))
-            elif tracked != old.tracked and not comparable(old.tracked, self.fields(item.kind)):
-                self.rebaselined += 1
-                writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
-                                        old.first_seen, now, tracked, snapshot_json(item)))
-            elif tracked != old.tracked and (verdict := _verdict(
-                    self.policy.change_rules.get(item.kind), old.tracked, tracked,
-                    self.fields(item.kind))) != "event":
-                if verdict == "update":
-                    writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
-                                            old.first_seen, now, tracked, snapshot_json(item)))
-                elif old.misses:
-                    writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
-                                            old.first_seen, now))
             elif tracked != old.tracked:
-                counter = old.counter + 1
-                changes = _changes(old.tracked, tracked, self.fields(item.kind))
-                self._emit(EventType.CHANGED, item, counter, "changed: " + ", ".join(changes),
-                           changes)
-                writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
-                                        now, tracked, snapshot_json(item)))
+                self._retracked(item, old, tracked)
             elif old.misses:
                 writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
                                         old.first_seen, now))
+
+    def _retracked(self, item: Item, old: StoredItem, tracked: str) -> None:
+        """The tracked text differs from the stored one: a change, judged by the kind's rule;
+        or nothing to report, when the stored values were tracked for other fields or are the
+        same values written another way (without names, in another order)."""
+        fields = self.fields(item.kind)
+        before = stored_values(old.tracked, fields)
+        after: list[JSONScalar] = orjson.loads(tracked)[1:]
+        if before is None:  # tracked for other fields: no old values to report
+            self.rebaselined += 1
+            before = after
+        changes = {f: (b, a) for f, b, a in zip(fields, before, after, strict=True) if b != a}
+        rule = self.policy.change_rules.get(item.kind)
+        verdict: ChangeVerdict
+        if not changes:
+            verdict = "update"
+        elif rule is None:
+            verdict = "event"
+        else:
+            verdict = rule(dict(zip(fields, before, strict=True)),
+                           dict(zip(fields, after, strict=True)))
+        counter = old.counter
+        if verdict == "event":
+            counter += 1
+            self._emit(EventType.CHANGED, item, counter, "changed: " + ", ".join(changes),
+                       changes)
+        if verdict == "keep":  # the stored values stay the baseline the next change meets
+            if old.misses:
+                self.writes.append(ItemWrite(item.kind, item.key, "active", old.counter, 0,
+                                             old.first_seen, self.now))
+            return
+        self.writes.append(ItemWrite(item.kind, item.key, "active", counter, 0, old.first_seen,
+                                     self.now, tracked, snapshot_json(item)))
 
     def absentees(self, kinds: Mapping[str, bool]) -> list[tuple[str, str]]:
         """Items `finish` will resolve for absence: their snapshots are needed for the events."""

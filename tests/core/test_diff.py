@@ -125,13 +125,50 @@ def test_reconfigured_tracked_fields_rebaseline_silently_then_report_changes() -
     store.policy = DiffPolicy(tracked_fields=("severity", "title"))
     r = store.run(sweep(item("a", severity="low", title="t"), item("b", severity="high")))
     assert r.events == [] and r.rebaselined == 2
-    assert json.loads(store.items[("finding", "a")].tracked) == ["low", "t"]
+    assert json.loads(store.items[("finding", "a")].tracked) == [["severity", "title"], "low", "t"]
     assert store.items[("finding", "a")].counter == 1
     again = store.run(sweep(item("a", severity="low", title="t"), item("b", severity="high")))
     assert again.events == [] and again.writes == [] and again.rebaselined == 0
     r = store.run(sweep(item("a", severity="low", title="t2"), item("b", severity="high")))
     assert types(r) == [("a", CHANGED)] and r.events[0].counter == 2
     assert dict(r.events[0].changes) == {"title": ("t", "t2")}
+
+
+def test_tracked_fields_swapped_for_as_many_others_rebaseline_silently() -> None:
+    # The same number of fields is no proof of the same fields: "high" stored for severity is
+    # not a title that changed to "t" (a `changed` for every stored item, a ticket storm).
+    store = DictStore(DiffPolicy(tracked_fields=("status", "severity")))
+    store.run(sweep(item("a", severity="high", title="t"), item("b", severity="low")))
+    store.policy = DiffPolicy(tracked_fields=("status", "title"))
+    r = store.run(sweep(item("a", severity="high", title="t"), item("b", severity="low")))
+    assert r.events == [] and r.rebaselined == 2
+    r = store.run(sweep(item("a", severity="high", title="t2"), item("b", severity="low")))
+    assert types(r) == [("a", CHANGED)] and dict(r.events[0].changes) == {"title": ("t", "t2")}
+
+
+def test_tracked_fields_reordered_are_compared_by_name() -> None:
+    store = DictStore(DiffPolicy(tracked_fields=("status", "severity")))
+    store.run(sweep(item("a", severity="high")))
+    store.policy = DiffPolicy(tracked_fields=("severity", "status"))
+    r = store.run(sweep(item("a", severity="critical")))
+    assert types(r) == [("a", CHANGED)]
+    assert dict(r.events[0].changes) == {"severity": ("high", "critical")}
+    assert store.run(sweep(item("a", severity="critical"))).writes == []
+
+
+def test_a_tracked_list_stored_without_field_names_is_read_as_before_and_named_once() -> None:
+    # Lists written before the field names were stored with them hold values only: they are
+    # taken as tracked for today's fields when as many, which is what they were then.
+    store = DictStore()
+    store.run(sweep(item("a", severity="high"), item("b", severity="low")))
+    for key, row in list(store.rows.items()):
+        store.rows[key] = dataclasses.replace(row, tracked=json.dumps(json.loads(row.tracked)[1:]))
+    r = store.run(sweep(item("a", severity="critical"), item("b", severity="low")))
+    assert types(r) == [("a", CHANGED)] and r.rebaselined == 0
+    assert dict(r.events[0].changes) == {"severity": ("high", "critical")}
+    assert [w.key for w in r.writes] == ["a", "b"]  # b: its list named, silently
+    assert json.loads(store.items[("finding", "b")].tracked)[0] == list(DiffPolicy().tracked_fields)
+    assert store.run(sweep(item("a", severity="critical"), item("b", severity="low"))).writes == []
 
 
 def test_upgrade_to_tracking_vendor_severity_is_silent_then_a_vendor_change_is_an_event() -> None:

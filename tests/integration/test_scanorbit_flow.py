@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,48 @@ async def test_upgrade_to_tracking_vendor_severity_sends_no_storm(
     event = changed.events[0]
     assert event.key == fid and event.changes == {"vendor_severity": ("info", "trivial")}
     assert (event.severity, event.vendor_severity, event.counter) == ("info", "trivial", 2)
+
+
+async def test_tracked_fields_swapped_for_as_many_others_send_no_storm(
+        tmp_path: Path, scanorbit: SimPair) -> None:
+    """An operator swaps `title` for `status` in a two-field list: the title each item
+    remembers is no status that became "open". Every item is re-baselined, none is `changed`;
+    then a real severity change is one."""
+    world, sim = scanorbit
+    ids = [world.add_finding(severity="high")["id"] for _ in range(5)]
+    async with Harness(config_for(tmp_path, sim.url, tracked_fields=["severity", "title"])) as h:
+        assert types(await h.sweep()) == ["new"] * 5
+    async with Harness(config_for(tmp_path, sim.url, tracked_fields=["severity", "status"])) as h:
+        swapped = await h.sweep()
+        assert swapped.events == () and swapped.rebaselined == 5
+        world.set_severity(ids[0], "low")
+        changed = await h.sweep()
+    assert types(changed) == ["changed"] and changed.rebaselined == 0
+    assert changed.events[0].changes == {"severity": ("high", "low")}
+
+
+async def test_a_state_file_from_before_field_names_were_stored_sends_no_event(
+        tmp_path: Path, scanorbit: SimPair) -> None:
+    """Items stored with their tracked values only (as bridge wrote them before it stored the
+    fields' names) are read as tracked for today's fields: an upgrade sends nothing, names
+    each list once, and a real change is still reported."""
+    world, sim = scanorbit
+    ids = [world.add_finding(severity="high")["id"] for _ in range(5)]
+    config = config_for(tmp_path, sim.url)
+    async with Harness(config) as h:
+        assert types(await h.sweep()) == ["new"] * 5
+    with sqlite3.connect(tmp_path / "state" / "bridge.db") as db:
+        assert db.execute("UPDATE items SET tracked = json_remove(tracked, '$[0]')").rowcount == 5
+    db.close()
+    world.set_severity(ids[0], "low")
+    async with Harness(config) as h:
+        upgraded = await h.sweep()
+        quiet = await h.sweep()
+    assert types(upgraded) == ["changed"] and upgraded.rebaselined == 0
+    assert upgraded.events[0].changes == {"severity": ("high", "low"),
+                                          "vendor_severity": ("high", "low")}
+    assert quiet.events == ()
+    with sqlite3.connect(tmp_path / "state" / "bridge.db") as db:
+        named = db.execute("SELECT count(*) FROM items WHERE json_type(tracked, '$[0]') = 'array'")
+        assert named.fetchone() == (5,)
+    db.close()
