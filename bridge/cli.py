@@ -43,7 +43,8 @@ T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/bridge/bridge.yaml")
 ONCE_EXIT_CODES = """exit codes:
   0  every scope swept completely (or had nothing new) and every event delivered
-  1  a sweep failed, or events were left undelivered or dead-lettered
+  1  a sweep failed, or events were left undelivered or dead-lettered; or
+     `bridge run` replicas share the PostgreSQL state and nothing was done
   2  a bad config or bad usage
   3  everything delivered, but a sweep was incomplete (a vendor error mid-pagination,
      a list that drifted): partial coverage, nothing was resolved from it

@@ -28,7 +28,7 @@ from bridge.pipeline import Pipeline
 from bridge.silences import SilenceService
 from bridge.sources.base import Source, SourceConfig
 from bridge.store.base import Store, StoreError
-from bridge.store.units import coordinate, ownership_of
+from bridge.store.units import coordinate, ownership_of, running_replicas
 from bridge.store_metrics import StoreMetrics
 from bridge.sweep import SweepResult
 
@@ -183,8 +183,11 @@ class Daemon:
         return self._exit_code
 
     async def once(self, deliver_timeout: float = 60.0) -> int:
-        """Sweep every scope once, deliver, exit with `once_exit_code`."""
+        """Sweep every scope once, deliver, exit with `once_exit_code`; refused (nothing done)
+        while `bridge run` replicas share the state database."""
         await self.open()
+        if await self._beside_replicas():
+            return EXIT_FAILED
         pipeline = Pipeline.build(self.config, self.store, self.health)
         try:
             # Silences that ended since the last run are settled before the sweeps (which then
@@ -203,6 +206,24 @@ class Daemon:
         if dead:
             log.error("dead_lettered_during_run", dead=dead, hint="bridge dlq list")
         return once_exit_code(results, undelivered=bool(pending or dead))
+
+    async def _beside_replicas(self) -> bool:
+        """Whether `bridge run` replicas share the state database, said as an error; the store
+        is closed when they do (or when it cannot tell)."""
+        try:
+            replicas = await running_replicas(self.store)
+        except BaseException:
+            await self.store.close()
+            raise
+        if replicas:
+            await self.store.close()
+            log.error("once_refused", replicas=replicas,
+                      reason="bridge run replicas share this state database and a one-off run "
+                      "takes no leases: it would sweep and deliver their scopes and sinks a "
+                      "second time",
+                      hint="stop them first (one killed less than a lease ago counts until "
+                      "then); bridge state leases shows them")
+        return bool(replicas)
 
     def _build(self, config: BridgeConfig) -> Pipeline:
         # The rate-limit buckets of the running pipeline live on in the new one (for the

@@ -47,3 +47,11 @@ async def coordinate(store: object) -> None:
     start = getattr(store, "coordinate", None)
     if start is not None:
         await start()
+
+
+async def running_replicas(store: object) -> list[str]:
+    """The replicas sharing the store's work now; none where one process owns every unit. A
+    one-off command takes no leases (it owns what it touches): beside them it would sweep and
+    deliver their units a second time, unfenced."""
+    ask = getattr(store, "running_replicas", None)
+    return list(await ask()) if ask is not None else []

@@ -1,7 +1,8 @@
 """Replicas sharing one PostgreSQL through leases (bridge/store/postgres/leases.py), store by
 store against the real server: units spread over the replicas and move when one leaves, and a
 replica that stalled past its lease has its late commit refused while the new owner's lands.
-The same with real `bridge run` processes is tests/postgres/test_failover.py."""
+The same with real `bridge run` processes is tests/postgres/test_failover.py. A one-off
+`bridge once`, which takes no leases, refuses to run beside replicas."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from bridge.config import parse_config
+from bridge.daemon import Daemon
+from bridge.sim.common import RunningSim
+from bridge.sim.scanorbit import ScanOrbitWorld
 from bridge.store.postgres.commands import leases
 from bridge.store.postgres.leases import LeaseLostError, lease_rows
 from bridge.store.postgres.store import PostgresStore
 from bridge.store.units import scope_unit, sink_unit
-from tests.conftest import base_config
+from tests.conftest import base_config, scanorbit_source
 from tests.core._helpers import SCOPE, item, make_event, sweep
+from tests.postgres.conftest import delivered
 from tests.support.daemon import run_cli
 from tests.support.postgres import PgSchema
 from tests.support.store_contract import commit_events, run_sweep
@@ -153,3 +159,26 @@ async def test_bridge_state_leases_shows_who_owns_what(tmp_path: Path, pg: PgSch
     said.clear()
     await leases(config, say=said.append)
     assert said[0].startswith("scope:tenant-1  owner=(free)")  # handed back on close
+
+
+async def test_bridge_once_beside_a_running_replica_is_refused_and_does_nothing(
+        tmp_path: Path, pg: PgSchema, world: tuple[ScanOrbitWorld, RunningSim]) -> None:
+    """A one-off run takes no leases: beside a replica it would sweep and deliver that
+    replica's scopes and sinks a second time. It refuses, saying who runs, and touches
+    nothing; with the replica gone it runs."""
+    w, sim = world
+    w.add_finding()
+    config = parse_config(base_config(tmp_path, [scanorbit_source(sim.url)], state=pg.config()))
+    replica = pg.store(replica="r1")
+    await replica.open()
+    await replica.coordinate()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert await Daemon(config).once() == 1
+        (refused,) = [e for e in logs if e["event"] == "once_refused"]
+        assert refused["replicas"] == ["r1"] and refused["log_level"] == "error"
+        assert (await pg.dump())["items"] == [] and delivered(tmp_path / "events.jsonl") == []
+    finally:
+        await replica.close()  # a clean stop hands its leases back and leaves the replicas
+    assert await Daemon(config).once() == 0
+    assert [e["type"] for e in delivered(tmp_path / "events.jsonl")] == ["new"]

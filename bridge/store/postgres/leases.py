@@ -291,6 +291,15 @@ class Leases:
             self._owners.pop(unit, None)
 
 
+async def live_replicas(store: PostgresStore) -> list[str]:
+    """The `bridge run` replicas that heartbeated within a lease: alive, or killed less than a
+    lease ago (their leases may still be valid)."""
+    rows = await store.run_sql(lambda conn: conn.fetch(
+        "SELECT id FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs => $1) "
+        "ORDER BY id", store.lease))
+    return [r[0] for r in rows]
+
+
 async def lease_rows(store: PostgresStore) -> list[LeaseRow]:
     """Every unit and who owns it (what `bridge state leases` prints)."""
     rows = await store.run_sql(lambda conn: conn.fetch(
@@ -300,4 +309,5 @@ async def lease_rows(store: PostgresStore) -> list[LeaseRow]:
             for r in rows]
 
 
-__all__ = ["DRIVER_ERRORS", "LeaseLostError", "LeaseRow", "Leases", "lease_rows", "store_error"]
+__all__ = ["DRIVER_ERRORS", "LeaseLostError", "LeaseRow", "Leases", "lease_rows", "live_replicas",
+           "store_error"]

@@ -49,7 +49,7 @@ from bridge.store.base import (
 )
 from bridge.store.postgres.config import describe_dsn
 from bridge.store.postgres.errors import DRIVER_ERRORS, quiet_driver_tracebacks, store_error
-from bridge.store.postgres.leases import Leases
+from bridge.store.postgres.leases import Leases, live_replicas
 from bridge.store.postgres.rows import (
     MUTED_COLUMNS,
     SILENCE_COLUMNS,
@@ -150,6 +150,10 @@ class PostgresStore(Store):
             await units.start(renew=renew)
             self.units = units
         return self.units
+
+    async def running_replicas(self) -> list[str]:
+        """The `bridge run` replicas working on this database (bridge/store/units.py)."""
+        return await live_replicas(self)
 
     async def close(self) -> None:
         if self.units is not None:
