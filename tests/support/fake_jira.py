@@ -238,6 +238,14 @@ class FakeJira:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await self._handle(request, handler)
+        except ConnectionResetError:
+            # The client died mid-request (the chaos driver kills bridge at any moment): no one
+            # reads this answer, and aiohttp would log the reset as a server error.
+            return web.Response(status=499)
+
+    async def _handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         route = request.match_info.route.resource
         name = f"{request.method} {route.canonical if route is not None else request.path}"
         self.requests[name] = self.requests.get(name, 0) + 1
