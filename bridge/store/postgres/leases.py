@@ -56,6 +56,8 @@ FENCED = MetricCounter("bridge_fenced_writes_total",
 MARGIN = 0.25  # of the lease time: stop working on a unit this long before it could move
 # A unit counts in the shares while some replica said it can work on it within 10 leases.
 _WANTED = "wanted_at > clock_timestamp() - make_interval(secs => $1 * 10)"
+# A replica counts as live while it heartbeated within a lease.
+_LIVE = "seen_at > clock_timestamp() - make_interval(secs => $1)"
 
 
 class LeaseLostError(StoreUnavailableError):
@@ -182,8 +184,7 @@ class Leases:
         await self.store.run_sql(lambda conn: conn.execute(
             "UPDATE leases SET wanted_at = clock_timestamp() WHERE unit = ANY($1::text[])", known))
         live = [r[0] for r in await self.store.run_sql(lambda conn: conn.fetch(
-            "SELECT id FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs "
-            "=> $1)", self.lease))]
+            f"SELECT id FROM replicas WHERE {_LIVE}", self.lease))]
         rows = await self.store.run_sql(lambda conn: conn.fetch(
             "SELECT unit, CASE WHEN expires_at > clock_timestamp() THEN owner END FROM leases "
             f"WHERE {_WANTED}", self.lease))
@@ -216,7 +217,7 @@ class Leases:
     async def _counts(self) -> tuple[int, int]:
         row = await self.store.run_sql(lambda conn: conn.fetchrow(
             f"SELECT (SELECT COUNT(*) FROM leases WHERE {_WANTED}), (SELECT COUNT(*) FROM "
-            "replicas WHERE seen_at > clock_timestamp() - make_interval(secs => $1))",
+            f"replicas WHERE {_LIVE})",
             self.lease))
         return int(row[0]), int(row[1])
 
@@ -295,8 +296,7 @@ async def live_replicas(store: PostgresStore) -> list[str]:
     """The `bridge run` replicas that heartbeated within a lease: alive, or killed less than a
     lease ago (their leases may still be valid)."""
     rows = await store.run_sql(lambda conn: conn.fetch(
-        "SELECT id FROM replicas WHERE seen_at > clock_timestamp() - make_interval(secs => $1) "
-        "ORDER BY id", store.lease))
+        f"SELECT id FROM replicas WHERE {_LIVE} ORDER BY id", store.lease))
     return [r[0] for r in rows]
 
 
