@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import pytest
 import structlog.testing
 
@@ -18,6 +19,7 @@ from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.sim.common import RunningSim
 from bridge.sim.scanorbit import ScanOrbitWorld
+from bridge.store.base import StoreError
 from bridge.store.postgres.commands import leases
 from bridge.store.postgres.leases import LeaseLostError, lease_rows
 from bridge.store.postgres.store import PostgresStore
@@ -182,3 +184,38 @@ async def test_bridge_once_beside_a_running_replica_is_refused_and_does_nothing(
         await replica.close()  # a clean stop hands its leases back and leaves the replicas
     assert await Daemon(config).once() == 0
     assert [e["type"] for e in delivered(tmp_path / "events.jsonl")] == ["new"]
+
+
+async def test_a_replica_stopped_inside_a_transaction_holds_no_one_back(pg: PgSchema) -> None:
+    """SIGSTOP can land between a write's statements: the lease row it fenced stays
+    share-locked while its session idles in the transaction, and every other replica's
+    takeover or lease renewal touching that row would wait on it for good. The server ends
+    such a session after a lease (5 s at least), so the unit moves; the stalled write is rolled back, and
+    fails when its process resumes. (The stop is the write's own coroutine waiting: what a
+    stopped process looks like to the server.)"""
+    stalled = pg.store(replica="stalled", lease=1, statement_timeout=15)
+    fresh = pg.store(replica="fresh", lease=1, statement_timeout=15)
+    await stalled.open()
+    await fresh.open()
+    fenced, resume = asyncio.Event(), asyncio.Event()
+
+    async def stopped_mid_write(conn: asyncpg.Connection) -> None:
+        await units.fence(conn, sink_unit("siem"))
+        fenced.set()
+        await resume.wait()
+
+    try:
+        units = await stalled.coordinate(renew=False)
+        assert await units.take(sink_unit("siem"))
+        write = asyncio.create_task(stalled._run(stopped_mid_write, tx=True))
+        await asyncio.wait_for(fenced.wait(), 10)
+        taken = await fresh.coordinate(renew=False)
+        await wait_until(lambda: taken.take(sink_unit("siem")), 20,
+                         "the stalled replica's sink taken over")
+        resume.set()
+        with pytest.raises(StoreError):
+            await write
+    finally:
+        resume.set()
+        await stalled.close()
+        await fresh.close()

@@ -107,6 +107,13 @@ class PostgresStore(Store):
     def _settings(self) -> dict[str, str]:
         return {"search_path": quote_ident(self.schema),
                 "statement_timeout": str(self._statement_ms),
+                # A process stopped between a write's statements (SIGSTOP, a stall) keeps its
+                # session idle in the transaction, and the lease row it fenced share-locked:
+                # every other replica's takeover or renewal touching that row would wait on it
+                # for good. The server ends such a session after a lease (5 s at least, for a
+                # loaded machine's short pauses), when the replica has lost its units anyway;
+                # every write here sends its statements one after the other.
+                "idle_in_transaction_session_timeout": str(round(max(5.0, self.lease) * 1000)),
                 "application_name": "bridge",
                 # The outbox fills and drains within minutes, faster than its statistics
                 # follow: with a stale estimate of a few rows the planner reads a whole
